@@ -1,0 +1,136 @@
+"""The networks of He et al. 2015 as data: Table 1 (ImageNet) and §4.2 (CIFAR-10).
+
+An :class:`Architecture` lists the stem and the stages; ``keras_resnet.models`` turns it into a
+functional model. Nothing here imports Keras.
+"""
+
+import dataclasses
+
+FAMILIES = ("imagenet", "cifar")
+
+# Table 1: block type and the number of blocks in conv2_x .. conv5_x.
+IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_FILTERS = (64, 128, 256, 512)  # conv2_x .. conv5_x (bottleneck outputs are 4x)
+CIFAR_FILTERS = (16, 32, 64)  # §4.2: feature maps of 32x32, 16x16, 8x8
+
+# Every named constructor: name -> (family, depth).
+NAMED_MODELS = {
+    **{f"resnet{depth}": ("imagenet", depth) for depth in IMAGENET_DEPTHS},
+    **{f"resnet{depth}": ("cifar", depth) for depth in (20, 32, 44, 56, 110, 1202)},
+}
+
+# Published figures to compare against.
+#   ImageNet: multiply-adds from Table 1 ("FLOPs", 224x224); trainable parameters of the
+#   reference implementations (option B, no conv bias, 1000 classes).
+#   CIFAR: parameters from Table 6 (option A, 10 classes); the paper gives no FLOPs.
+PAPER_FIGURES = {
+    "resnet18": {"multiply_adds": 1.8e9, "params": 11_689_512},
+    "resnet34": {"multiply_adds": 3.6e9, "params": 21_797_672},
+    "resnet50": {"multiply_adds": 3.8e9, "params": 25_557_032},
+    "resnet101": {"multiply_adds": 7.6e9, "params": 44_549_160},
+    "resnet152": {"multiply_adds": 11.3e9, "params": 60_192_808},
+    "resnet20": {"multiply_adds": None, "params": 0.27e6},
+    "resnet32": {"multiply_adds": None, "params": 0.46e6},
+    "resnet44": {"multiply_adds": None, "params": 0.66e6},
+    "resnet56": {"multiply_adds": None, "params": 0.85e6},
+    "resnet110": {"multiply_adds": None, "params": 1.7e6},
+    "resnet1202": {"multiply_adds": None, "params": 19.4e6},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """``repeats`` blocks named ``{name}_block1..``; the first one applies ``strides``."""
+
+    name: str
+    repeats: int
+    filters: int
+    strides: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A whole network: stem, stages and the family's defaults."""
+
+    family: str
+    depth: int
+    block: str  # "basic" (ResidualBlock) or "bottleneck" (BottleneckBlock)
+    stem_filters: int
+    stages: tuple
+    input_shape: tuple
+    classes: int
+    shortcut: str  # default shortcut option of §3.3 / §4.1
+
+    @property
+    def name(self):
+        return f"resnet{self.depth}"
+
+
+def _cifar_depths_hint():
+    return "6n+2 for n >= 1 (8, 14, 20, 26, 32, 44, 56, 110, 1202, ...)"
+
+
+def valid_depths(family):
+    """A human-readable description of the valid depths of ``family``."""
+    if family == "imagenet":
+        return ", ".join(map(str, IMAGENET_DEPTHS))
+    return _cifar_depths_hint()
+
+
+def imagenet_architecture(depth):
+    """Table 1: the ImageNet network of ``depth`` layers (18, 34, 50, 101 or 152).
+
+    Example:
+        >>> imagenet_architecture(50).stages[2].repeats
+        6
+    """
+    if depth not in IMAGENET_DEPTHS or isinstance(depth, bool):
+        raise ValueError(
+            f"`depth` of an ImageNet ResNet must be one of {valid_depths('imagenet')}; "
+            f"got {depth!r}."
+        )
+    block, repeats = IMAGENET_DEPTHS[depth]
+    stages = tuple(
+        Stage(f"conv{i + 2}", n, filters, 1 if i == 0 else 2)
+        for i, (n, filters) in enumerate(zip(repeats, IMAGENET_FILTERS))
+    )
+    return Architecture("imagenet", depth, block, 64, stages, (224, 224, 3), 1000, "B")
+
+
+def cifar_architecture(depth):
+    """§4.2: the CIFAR-10 network of ``depth = 6n + 2`` layers, n blocks per stage.
+
+    Example:
+        >>> cifar_architecture(20).stages[0].repeats
+        3
+    """
+    if (
+        isinstance(depth, bool)
+        or not isinstance(depth, int)
+        or depth < 8
+        or (depth - 2) % 6
+    ):
+        raise ValueError(
+            f"`depth` of a CIFAR ResNet must be {valid_depths('cifar')}; got {depth!r}."
+        )
+    n = (depth - 2) // 6
+    stages = tuple(
+        Stage(f"conv{i + 2}", n, filters, 1 if i == 0 else 2)
+        for i, filters in enumerate(CIFAR_FILTERS)
+    )
+    return Architecture("cifar", depth, "basic", 16, stages, (32, 32, 3), 10, "A")
+
+
+def architecture(family, depth):
+    """The architecture of ``family`` ("imagenet" or "cifar") and ``depth``."""
+    if family == "imagenet":
+        return imagenet_architecture(depth)
+    if family == "cifar":
+        return cifar_architecture(depth)
+    raise ValueError(f"`family` must be one of {FAMILIES}; got {family!r}.")

@@ -1,0 +1,104 @@
+"""Weights: reading the layout of keras.applications ResNets and copying their weights.
+
+keras.applications names its layers ``conv{s}_block{b}_{i}_conv`` / ``_bn`` with ``i = 0`` the
+projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions; ours are the block layers
+``conv{s}_block{b}`` with sublayers ``shortcut_conv``, ``conv1``, ``conv2``, ``conv3`` and BNs.
+"""
+
+import os
+
+from keras_resnet.architectures import IMAGENET_DEPTHS
+
+_BLOCK_SUBLAYERS = {
+    "0_conv": "shortcut_conv",
+    "0_bn": "shortcut_bn",
+    "1_conv": "conv1",
+    "1_bn": "bn1",
+    "2_conv": "conv2",
+    "2_bn": "bn2",
+    "3_conv": "conv3",
+    "3_bn": "bn3",
+}
+_TOP_LAYERS = {"conv1_conv": "conv1", "conv1_bn": "conv1_bn", "predictions": "predictions"}
+
+
+def keras_applications_layout(keras_model):
+    """Read depth, top, pooling and classes off a keras.applications ResNet50/101/152 (v1).
+
+    Returns:
+        dict with ``depth``, ``include_top``, ``pooling``, ``classes``,
+        ``classifier_activation`` and ``input_shape``.
+
+    Example:
+        >>> keras_applications_layout(keras.applications.ResNet50(weights=None))["depth"]
+        50
+    """
+    names = {layer.name for layer in keras_model.layers}
+    repeats = tuple(
+        sum(f"conv{stage}_block{b}_out" in names for b in range(1, 64)) for stage in (2, 3, 4, 5)
+    )
+    depth = next(
+        (d for d, (block, r) in IMAGENET_DEPTHS.items() if block == "bottleneck" and r == repeats),
+        None,
+    )
+    if depth is None or "post_bn" in names or "conv1_conv" not in names:
+        raise ValueError(
+            "`keras_model` must be a keras.applications ResNet50, ResNet101 or ResNet152 "
+            f"(v1); got a model named {keras_model.name!r} with blocks per stage {repeats}."
+        )
+    layout = {
+        "depth": depth,
+        "include_top": "predictions" in names,
+        "pooling": "avg" if "avg_pool" in names else "max" if "max_pool" in names else None,
+        "classes": 1000,
+        "classifier_activation": "softmax",
+        "input_shape": tuple(keras_model.input_shape[1:]),
+    }
+    if layout["include_top"]:
+        layout["pooling"] = None
+        top = keras_model.get_layer("predictions")
+        layout["classes"] = top.units
+        layout["classifier_activation"] = top.get_config()["activation"]
+    return layout
+
+
+def copy_keras_applications_weights(source, target):
+    """Copy every weight of keras.applications model ``source`` into keras_resnet ``target``.
+
+    ``target`` must have the same architecture (build it with ``from_keras_applications``).
+    """
+    copied = 0
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if layer.name in _TOP_LAYERS:
+            destination = target.get_layer(_TOP_LAYERS[layer.name])
+        else:
+            block_name, _, part = layer.name.rpartition("_")
+            block_name, _, index = block_name.rpartition("_")
+            block = target.get_layer(block_name)
+            destination = getattr(block, _BLOCK_SUBLAYERS[f"{index}_{part}"])
+        destination.set_weights(weights)
+        copied += len(weights)
+    expected = len(target.weights)
+    if copied != expected:
+        raise ValueError(
+            f"Copied {copied} weight tensors from {source.name!r} but {target.name!r} has "
+            f"{expected}; the two architectures differ."
+        )
+
+
+def load_weights(model, weights):
+    """Load ``weights`` (None or a path to a ``.weights.h5`` file saved by this package)."""
+    if weights is None:
+        return model
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".weights.h5"):
+        raise ValueError(
+            "`weights` must be None, 'imagenet' or a path to a '.weights.h5' file; "
+            f"got {weights!r}."
+        )
+    if not os.path.exists(weights):
+        raise ValueError(f"`weights` file {str(weights)!r} does not exist.")
+    model.load_weights(weights)
+    return model

@@ -1,0 +1,31 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded_float32():
+    """Every test starts seeded, in float32, and leaves the global policy as it found it."""
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def named_model():
+    """Build each named model once per session: ``named_model("resnet50")``."""
+    import keras_resnet
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = keras_resnet.get_model(name)
+        return cache[name]
+
+    return get

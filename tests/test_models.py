@@ -1,0 +1,220 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import BottleneckBlock, ResidualBlock
+from keras_resnet.summary import count_trainable_params
+
+
+def _blocks(model):
+    return [layer for layer in model.layers if isinstance(layer, (ResidualBlock, BottleneckBlock))]
+
+
+def test_layer_names_read_like_table_1(named_model):
+    model = named_model("resnet50")
+    names = [layer.name for layer in model.layers]
+    assert names[1:7] == ["conv1_pad", "conv1", "conv1_bn", "conv1_relu", "pool1_pad", "pool1"]
+    expected = [f"conv{s + 2}_block{b + 1}" for s, n in enumerate((3, 4, 6, 3)) for b in range(n)]
+    assert [block.name for block in _blocks(model)] == expected
+    assert names[-2:] == ["avg_pool", "predictions"]
+    assert model.output_shape == (None, 1000)
+    assert model.get_layer("pool1").output.shape[1:] == (56, 56, 64)  # Table 1: 56x56 after pool
+    assert model.get_layer("conv5_block3").output.shape[1:] == (7, 7, 2048)
+
+
+def test_resnet18_and_34_have_identity_shortcuts_in_conv2(named_model):
+    for name in ("resnet18", "resnet34"):
+        shortcuts = {b.name: b.shortcut for b in _blocks(named_model(name))}
+        assert {v for k, v in shortcuts.items() if k.startswith("conv2_")} == {"identity"}
+        assert [k for k, v in shortcuts.items() if v == "projection"] == [
+            "conv3_block1", "conv4_block1", "conv5_block1"
+        ]
+
+
+EXACT_IMAGENET_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+
+@pytest.mark.parametrize("name,params", EXACT_IMAGENET_PARAMS.items())
+def test_imagenet_parameters_match_the_reference_exactly(named_model, name, params):
+    assert count_trainable_params(named_model(name)) == params
+
+
+@pytest.mark.parametrize(
+    "name,giga", [("resnet18", 1.8), ("resnet34", 3.6), ("resnet50", 3.8), ("resnet101", 7.6), ("resnet152", 11.3)]
+)
+def test_imagenet_multiply_adds_within_3_percent_of_table_1(named_model, name, giga):
+    assert keras_resnet.count_multiply_adds(named_model(name)) == pytest.approx(giga * 1e9, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "name,millions",
+    [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66), ("resnet56", 0.85), ("resnet110", 1.7), ("resnet1202", 19.4)],
+)
+def test_cifar_parameters_within_2_percent_of_table_6(named_model, name, millions):
+    model = named_model(name)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+    assert len(_blocks(model)) == (int(name[6:]) - 2) // 2  # 6n+2 layers: 3n blocks of two
+    assert count_trainable_params(model) == pytest.approx(millions * 1e6, rel=0.02)
+
+
+def test_option_a_adds_no_parameters_and_c_more_than_b():
+    params = {
+        option: count_trainable_params(keras_resnet.ResNet34(shortcut=option, input_shape=(64, 64, 3)))
+        for option in "ABC"
+    }
+    plain = count_trainable_params(keras_resnet.ResNet34(residual=False, input_shape=(64, 64, 3)))
+    assert params["A"] == plain
+    assert params["A"] < params["B"] < params["C"]
+    cifar_a = count_trainable_params(keras_resnet.ResNet20(shortcut="A"))
+    assert cifar_a == count_trainable_params(keras_resnet.ResNet20(residual=False))
+    assert cifar_a < count_trainable_params(keras_resnet.ResNet20(shortcut="B"))
+
+
+def test_plain_network_has_the_same_layers_without_shortcuts():
+    plain = keras_resnet.ResNet56(residual=False)
+    assert plain.name == "plain56"
+    assert {b.shortcut for b in _blocks(plain)} == {"none"}
+    assert [b.name for b in _blocks(plain)] == [b.name for b in _blocks(keras_resnet.ResNet56())]
+
+
+def test_generic_builders_take_any_valid_depth():
+    assert len(_blocks(keras_resnet.CifarResNet(8))) == 3
+    assert len(_blocks(keras_resnet.CifarResNet(74))) == 36
+    assert keras_resnet.ImageNetResNet(34, input_shape=(32, 32, 3)).output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: keras_resnet.CifarResNet(21), r"`depth`.*6n\+2.*21"),
+        (lambda: keras_resnet.ImageNetResNet(42), r"`depth`.*18, 34, 50, 101, 152.*42"),
+        (lambda: keras_resnet.ResNet20(shortcut="D"), r"`shortcut`.*'A', 'B', 'C'.*'D'"),
+        (lambda: keras_resnet.ResNet50(weights="imagenet", classes=10), r"`classes=1000`.*classes=10"),
+        (lambda: keras_resnet.ResNet50(weights="imagenet", input_shape=(224, 224, 1)), r"3 input channels.*\(224, 224, 1\)"),
+        (lambda: keras_resnet.ResNet18(weights="imagenet"), r"`weights='imagenet'`.*depth=18"),
+        (lambda: keras_resnet.ResNet20(input_shape=(16, 16, 3)), r"`input_shape`.*>= 32.*\(16, 16, 3\)"),
+        (lambda: keras_resnet.ResNet20(input_shape=(32, 32)), r"`input_shape`.*\(32, 32\)"),
+        (lambda: keras_resnet.ResNet20(input_shape=(32, 32, 0)), r"`input_shape channels`.*0"),
+        (lambda: keras_resnet.ResNet50(stride_position="2x2", input_shape=(32, 32, 3)), r"`stride_position`.*'1x1', '3x3'.*'2x2'"),
+        (lambda: keras_resnet.ResNet20(classes=0), r"`classes`.*0"),
+        (lambda: keras_resnet.ResNet20(include_top=False, pooling="mean"), r"`pooling`.*'mean'"),
+        (lambda: keras_resnet.ResNet20(width_multiplier=0), r"`width_multiplier`.*0"),
+        (lambda: keras_resnet.ResNet20(weights="nowhere.weights.h5"), r"`weights`.*nowhere.weights.h5"),
+        (lambda: keras_resnet.ResNet20(weights="model.bin"), r"`weights`.*'model.bin'"),
+        (lambda: keras_resnet.ResNet20(weight_decay=1e-4, kernel_regularizer="l2"), r"`weight_decay`.*`kernel_regularizer`"),
+        (lambda: keras_resnet.get_model("resnet19"), r"`model_name`.*resnet20.*'resnet19'"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_headless_models_and_pooling():
+    assert keras_resnet.ResNet50(include_top=False, input_shape=(64, 64, 3)).output_shape == (None, 2, 2, 2048)
+    assert keras_resnet.ResNet18(include_top=False, pooling="avg", input_shape=(None, None, 3)).output_shape == (None, 512)
+    assert keras_resnet.ResNet20(include_top=False, pooling="max").output_shape == (None, 64)
+
+
+def test_input_tensor_is_used_as_model_input():
+    inputs = keras.Input((48, 48, 1))
+    model = keras_resnet.ResNet20(input_tensor=inputs, classes=7)
+    assert model.inputs[0] is inputs and model.output_shape == (None, 7)
+
+
+def test_weight_decay_is_l2_half_the_paper_coefficient_on_every_kernel():
+    model = keras_resnet.ResNet20(weight_decay=1e-4)
+    kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
+    expected = 5e-5 * sum(float(np.sum(np.square(w.numpy()))) for w in kernels)
+    assert len(model.losses) == len(kernels) == 20  # 19 convs + the classifier
+    assert float(keras.ops.sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_width_multiplier_scales_channels():
+    wide = keras_resnet.ResNet20(width_multiplier=2)
+    assert wide.get_layer("conv4_block3").output.shape[-1] == 128
+    ratio = count_trainable_params(wide) / count_trainable_params(keras_resnet.ResNet20())
+    assert 3.5 < ratio < 4.1
+
+
+def test_zero_init_residual_sets_last_gamma_to_zero():
+    model = keras_resnet.ResNet50(zero_init_residual=True, input_shape=(32, 32, 3))
+    for block in _blocks(model):
+        assert np.all(block.bn3.gamma.numpy() == 0) and np.all(block.bn1.gamma.numpy() == 1)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_models_build_and_predict_under_mixed_precision(policy):
+    keras.config.set_dtype_policy(policy)
+    model = keras_resnet.ResNet20()
+    probabilities = model.predict(np.random.rand(4, 32, 32, 3).astype("float32"), verbose=0)
+    assert probabilities.dtype == np.float32  # the classifier computes in float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert keras.backend.standardize_dtype(model.get_layer("conv4_block3").output.dtype) == policy[6:]
+
+
+def test_weights_from_a_weights_file(tmp_path):
+    source = keras_resnet.ResNet20(classes=5)
+    path = str(tmp_path / "resnet20.weights.h5")
+    source.save_weights(path)
+    loaded = keras_resnet.ResNet20(classes=5, weights=path)
+    x = np.random.rand(3, 32, 32, 3).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
+
+
+def test_saved_model_loads_in_a_fresh_process_with_only_import(tmp_path):
+    model = keras_resnet.ResNet20(weight_decay=1e-4, zero_init_residual=True)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).random((4, 32, 32, 3), dtype="float32")
+    model.fit(x, np.arange(4) % 10, epochs=1, verbose=0)  # move BN statistics off their init
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
+    script = textwrap.dedent(f"""
+        import keras, numpy as np
+        import keras_resnet
+        model = keras.saving.load_model({str(path)!r}, safe_mode=True)
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        np.testing.assert_array_equal(model.predict(x, verbose=0), np.load({str(tmp_path / 'y.npy')!r}))
+        assert type(model.get_layer("conv2_block1")).__name__ == "ResidualBlock"
+        print("LOADED", len(model.losses))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED 20" in result.stdout
+
+
+def test_model_export_writes_a_saved_model(tmp_path):
+    import tensorflow as tf
+
+    model = keras_resnet.ResNet20()
+    model.export(str(tmp_path / "export"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    x = np.random.rand(2, 32, 32, 3).astype("float32")
+    np.testing.assert_allclose(loaded.serve(x).numpy(), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_one_epoch_of_fit_on_real_digits_lowers_the_loss():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.repeat(np.kron(digits.images[:512, :, :, None] / 16.0, np.ones((4, 4, 1))), 3, axis=-1)
+    labels = digits.target[:512]
+    model = keras_resnet.ResNet20(weight_decay=1e-4)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
+    before = model.evaluate(images, labels, verbose=0)
+    model.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+    after = model.evaluate(images, labels, verbose=0)
+    assert after < 0.8 * before, (before, after)
