@@ -56,6 +56,7 @@ class _ResidualUnit(keras.layers.Layer):
         epsilon=1e-5,
         zero_init_residual=False,
         activation="relu",
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -78,6 +79,7 @@ class _ResidualUnit(keras.layers.Layer):
         self.epsilon = epsilon
         self.zero_init_residual = zero_init_residual
         self.activation = keras.activations.get(activation)
+        self.synchronized = synchronized
 
         if shortcut == "projection":
             self.shortcut_conv = self._conv(self.output_channels, 1, strides, "shortcut_conv")
@@ -109,6 +111,7 @@ class _ResidualUnit(keras.layers.Layer):
             momentum=self.momentum,
             epsilon=self.epsilon,
             gamma_initializer="zeros" if zero_gamma else "ones",
+            synchronized=self.synchronized,
             dtype=self.dtype_policy,
             name=name,
         )
@@ -205,6 +208,7 @@ class _ResidualUnit(keras.layers.Layer):
             epsilon=self.epsilon,
             zero_init_residual=self.zero_init_residual,
             activation=keras.activations.serialize(self.activation),
+            synchronized=self.synchronized,
         )
         return config
 
@@ -227,6 +231,7 @@ class ResidualBlock(_ResidualUnit):
         momentum, epsilon: BatchNormalization settings.
         zero_init_residual: start the last BN's gamma at 0, so the block starts as identity.
         activation: nonlinearity after the first BN and after the addition.
+        synchronized: synchronize BN statistics across replicas of a distribution strategy.
 
     Example:
         >>> y = ResidualBlock(64, strides=2, shortcut="projection")(keras.Input((32, 32, 32)))

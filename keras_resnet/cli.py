@@ -22,6 +22,64 @@ def _summary(args):
     return 0
 
 
+def _train(args):
+    from keras_resnet.training import NaNError, train
+
+    run_dir = args.output_dir or os.path.join("runs", f"{args.model}-{os.path.basename(args.dataset.rstrip('/'))}")
+    options = {}
+    if args.shortcut:
+        options["shortcut"] = args.shortcut
+    if args.plain:
+        options["residual"] = False
+    try:
+        result = train(
+            args.model, args.dataset, run_dir=run_dir, epochs=args.epochs,
+            batch_size=args.batch_size, recipe=args.recipe, learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay, strategy=args.strategy, precision=args.precision,
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+            steps_per_execution=args.steps_per_execution, resume=args.resume,
+            data_dir=args.data_dir, download=args.download, seed=args.seed,
+            model_options=options,
+        )
+    except NaNError as error:
+        print(f"keras-resnet train: {error}", file=sys.stderr)
+        return 1
+    test = result["test"]
+    print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
+          f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _evaluate(args):
+    import keras
+
+    from keras_resnet import data
+    from keras_resnet.training import evaluate_ten_crop
+
+    model = keras.saving.load_model(args.model)
+    if args.ten_crop:
+        dataset, _ = data.load(args.dataset, args.split, args.batch_size, training=False,
+                               data_dir=args.data_dir, download=args.download, ten_crop=True)
+        metrics = evaluate_ten_crop(model, dataset)
+    else:
+        dataset, _ = data.load(args.dataset, args.split, args.batch_size, training=False,
+                               data_dir=args.data_dir, download=args.download)
+        model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                               keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")])
+        metrics = model.evaluate(dataset, return_dict=True, verbose=0)
+    crops = " (10-crop)" if args.ten_crop else ""
+    print(f"{args.dataset} {args.split}{crops}: top-1 error {1 - metrics['top1']:.2%}, "
+          f"top-5 error {1 - metrics['top5']:.2%}")
+    return 0
+
+
+def _add_data_arguments(parser):
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never download tensorflow-datasets data")
+
+
 def build_parser():
     """The argument parser of ``keras-resnet``."""
     from keras_resnet.architectures import NAMED_MODELS
@@ -40,6 +98,45 @@ def build_parser():
         help=f"models to list (default: all of {', '.join(NAMED_MODELS)})",
     )
     summary.set_defaults(run=_summary)
+
+    from keras_resnet.distribute import PRECISIONS, STRATEGIES
+    from keras_resnet.training import RECIPES
+
+    train = commands.add_parser(
+        "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits)"
+    )
+    train.add_argument("--model", default="resnet20",
+                       help="a model name (resnet20, resnet50, ...) or a .keras file")
+    train.add_argument("--dataset", default="digits",
+                       help="'digits' (offline), a tensorflow-datasets name or an image folder")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    train.add_argument("--recipe", choices=list(RECIPES), default=None,
+                       help="default: imagenet for ImageNet models, cifar otherwise")
+    train.add_argument("--learning-rate", type=float, default=None)
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help="the paper's weight decay (L2 gradient coefficient), default 1e-4")
+    train.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
+    train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
+    train.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto")
+    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto")
+    train.add_argument("--steps-per-execution", type=int, default=1)
+    train.add_argument("--output-dir", default=None, help="run directory (default runs/MODEL-DATASET)")
+    train.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="start afresh even if the run directory holds a backup")
+    train.add_argument("--seed", type=int, default=0)
+    _add_data_arguments(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="top-1/top-5 error of a .keras model")
+    evaluate.add_argument("model", help="a .keras file")
+    evaluate.add_argument("--dataset", default="digits")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing")
+    _add_data_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
@@ -47,7 +144,11 @@ def main(argv=None):
     """Entry point of the ``keras-resnet`` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ValueError as error:
+        print(f"keras-resnet {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def build_resnet(
     width_multiplier=1.0,
     bn_momentum=0.9,
     bn_epsilon=1e-5,
+    bn_synchronized=False,
 ):
     """Build the functional model of architecture ``arch``.
 
@@ -86,6 +87,7 @@ def build_resnet(
         kernel_regularizer: any Keras regularizer for those kernels instead.
         width_multiplier: scales the channels of every layer.
         bn_momentum, bn_epsilon: BatchNormalization settings.
+        bn_synchronized: synchronized BN across the replicas of a multi-replica strategy.
 
     Returns:
         A ``keras.Model``.
@@ -128,11 +130,17 @@ def build_resnet(
         kernel_regularizer=kernel_regularizer,
     )
     block_options = dict(
-        conv_options, momentum=bn_momentum, epsilon=bn_epsilon, zero_init_residual=zero_init_residual
+        conv_options,
+        momentum=bn_momentum,
+        epsilon=bn_epsilon,
+        zero_init_residual=zero_init_residual,
+        synchronized=bn_synchronized,
     )
 
     def batch_norm(name):
-        return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=name)
+        return keras.layers.BatchNormalization(
+            momentum=bn_momentum, epsilon=bn_epsilon, synchronized=bn_synchronized, name=name
+        )
 
     if input_tensor is None:
         inputs = keras.Input(shape=input_shape)

@@ -1,0 +1,109 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import distribute
+
+WORKER = os.path.join(os.path.dirname(__file__), "workers", "distributed_train.py")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(path):
+    """{variable index: [value on each replica]} from a distributed_train.py output."""
+    saved = np.load(path)
+    weights = {}
+    for key in saved.files:
+        if "/replica" in key:
+            weights.setdefault(key.split("/")[0], []).append(saved[key])
+    return saved, weights
+
+
+def test_auto_strategy_on_one_device_is_the_default_strategy():
+    strategy = distribute.get_strategy("auto")
+    assert strategy.num_replicas_in_sync == 1
+    assert distribute.get_strategy("cpu").num_replicas_in_sync == 1
+
+
+def test_bad_strategy_and_batch_arguments():
+    with pytest.raises(ValueError, match=r"`strategy`.*mirrored.*'nccl'"):
+        distribute.get_strategy("nccl")
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(ValueError, match="needs a GPU"):
+            distribute.get_strategy("gpu")
+    os.environ.pop("TF_CONFIG", None)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.get_strategy("multi_worker")
+
+
+class _FourReplicas:
+    num_replicas_in_sync = 4
+
+
+def test_global_batch_and_learning_rate_scaling():
+    assert distribute.global_batch_size(_FourReplicas(), per_replica_batch_size=32) == 128
+    assert distribute.global_batch_size(_FourReplicas(), batch_size=256) == 256
+    with pytest.raises(ValueError, match=r"`batch_size` 130 .*4 replicas.*multiple of 4"):
+        distribute.global_batch_size(_FourReplicas(), batch_size=130)
+    with pytest.raises(ValueError, match="exactly one"):
+        distribute.global_batch_size(_FourReplicas())
+    assert distribute.scaled_learning_rate(0.1, 256, 1024) == pytest.approx(0.4)
+
+
+def test_precision_policies():
+    assert distribute.resolve_precision("auto") == "float32"
+    expected_mixed = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    assert distribute.set_precision("mixed") == expected_mixed
+    assert keras.config.dtype_policy().name == expected_mixed
+    with pytest.raises(ValueError, match=r"`precision`.*'fp8'"):
+        distribute.resolve_precision("fp8")
+
+
+def test_mirrored_strategy_over_two_cpus_trains_and_replicas_agree(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    result = subprocess.run(
+        [sys.executable, WORKER, "mirrored", str(out), "2"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved, weights = _weights(out)
+    assert int(saved["replicas"]) == 2
+    assert saved["loss"][-1] < saved["loss"][0]
+    assert all(len(values) == 2 for values in weights.values())
+    for values in weights.values():
+        np.testing.assert_array_equal(values[0], values[1])
+
+
+def test_multi_worker_strategy_two_processes_end_with_identical_weights(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, WORKER, "multi_worker", str(tmp_path / f"worker{index}.npz")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    try:
+        outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    first, weights0 = _weights(tmp_path / "worker0.npz")
+    second, weights1 = _weights(tmp_path / "worker1.npz")
+    assert int(first["replicas"]) == 2
+    np.testing.assert_array_equal(first["loss"], second["loss"])
+    assert first["loss"][-1] < first["loss"][0]
+    for key in weights0:
+        np.testing.assert_array_equal(weights0[key][0], weights1[key][0])

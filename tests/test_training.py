@@ -1,0 +1,147 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resnet
+from keras_resnet import training
+
+
+def _tiny_data(n=32, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 32, 32, 3), dtype="float32")
+    return x, (np.arange(n) % classes)
+
+
+def _tiny_model(classes=4):
+    return keras_resnet.CifarResNet(8, classes=classes, width_multiplier=0.5)
+
+
+def test_weight_decay_gradient_is_the_paper_coefficient_times_w():
+    model = keras_resnet.ResNet20()
+    training.compile_model(model, "cifar")  # paper's weight decay 1e-4
+    kernel = model.get_layer("conv3_block1").conv1.kernel
+    with tf.GradientTape() as tape:
+        penalty = tf.add_n(model.losses)
+    gradient = tape.gradient(penalty, kernel.value)
+    np.testing.assert_allclose(gradient.numpy(), 1e-4 * kernel.numpy(), rtol=1e-5, atol=1e-10)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.weight_decay is None  # not decoupled decay
+    assert len(model.losses) == 20
+
+
+def test_weight_decay_survives_saving(tmp_path):
+    model = _tiny_model()
+    training.compile_model(model, "cifar", weight_decay=2e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert len(loaded.losses) == len(model.losses)
+    np.testing.assert_allclose(float(tf.add_n(loaded.losses)), float(tf.add_n(model.losses)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("recipe,batch,lr", [("cifar", 128, 0.1), ("cifar", 256, 0.2), ("imagenet", 256, 0.1), ("imagenet", 1024, 0.4)])
+def test_learning_rate_scales_linearly_with_the_global_batch(recipe, batch, lr):
+    model = training.compile_model(_tiny_model(), recipe, batch)
+    assert float(model.optimizer.learning_rate) == pytest.approx(lr)
+    assert float(model.optimizer.momentum) == pytest.approx(0.9)
+    metrics = model.evaluate(*_tiny_data(), verbose=0, return_dict=True)
+    assert {"loss", "top1", "top5"} <= set(metrics)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match=r"`recipe`.*cifar, imagenet.*'adam'"):
+        training.compile_model(_tiny_model(), "adam")
+
+
+class _RecordLearningRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(round(float(self.model.optimizer.learning_rate), 8))
+
+
+def test_step_schedule_divides_by_10_at_milestones_and_stops():
+    x, y = _tiny_data(16)
+    model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.1)
+    record = _RecordLearningRate()
+    model.fit(x, y, batch_size=4, epochs=10, verbose=0,
+              callbacks=[training.StepSchedule((3, 5), stop_at=7), record])
+    assert record.rates == [0.1] * 3 + [0.01] * 2 + [0.001] * 3
+    assert int(model.optimizer.iterations) == 8  # stop_training ends after the batch at 7
+
+
+def test_step_schedule_composes_with_reduce_lr_on_plateau():
+    x, y = _tiny_data(8)
+    model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.1)
+    record = _RecordLearningRate()
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.1, patience=1, min_delta=1e9)
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0,
+              callbacks=[training.StepSchedule((5,)), plateau, record])
+    # iterations 0-3 at 0.1; the plateau after epoch 2 divides by 10; the milestone at 5 again.
+    assert record.rates == [0.1] * 4 + [0.01, 0.001]
+
+
+def test_scaled_step_schedule_keeps_the_papers_fractions():
+    schedule = training.StepSchedule.scaled(640)
+    assert schedule.milestones == (320, 480) and schedule.stop_at == 640
+
+
+def test_warmup_until_training_error_below_80_percent():
+    x, y = _tiny_data(64, classes=2)
+    model = training.compile_model(_tiny_model(classes=2), "cifar", learning_rate=0.1)
+    record = _RecordLearningRate()
+    warmup = training.WarmupUntilError(0.01, error_threshold=0.8)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[warmup, record])
+    # two classes: accuracy is above 20% at once, so warm-up ends after the first batch
+    assert record.rates[0] == 0.01 and set(record.rates[1:]) == {0.1}
+    assert warmup.finished
+
+
+def test_paper_callbacks_for_a_run_directory(tmp_path):
+    callbacks = training.paper_callbacks(str(tmp_path), "cifar", total_iterations=1000, warmup=True)
+    kinds = {type(c).__name__: c for c in callbacks}
+    assert kinds["ReduceLROnPlateau"].factor == pytest.approx(0.1)
+    assert kinds["StepSchedule"].milestones == (500, 750)
+    assert {"ModelCheckpoint", "BackupAndRestore", "CSVLogger", "StopOnNaN", "TensorBoard", "WarmupUntilError"} <= set(kinds)
+    imagenet = {type(c).__name__ for c in training.paper_callbacks(str(tmp_path), "imagenet")}
+    assert "StepSchedule" not in imagenet and "ReduceLROnPlateau" in imagenet
+
+
+class _PoisonWeightsAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.get_layer("predictions").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = _tiny_data(16)
+    model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.01)
+    callbacks = training.paper_callbacks(str(tmp_path), "cifar", monitor="top1", tensorboard=False)
+    with pytest.raises(training.NaNError, match="became nan"):
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks + [_PoisonWeightsAtEpoch(1)])
+    assert os.path.exists(tmp_path / "backup" / "latest.weights.h5")
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    assert np.isfinite(best.predict(x, verbose=0)).all()
+
+
+def test_ten_crop_evaluation_averages_softmax_over_crops():
+    inputs = keras.Input((4, 4, 1))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    crops = rng.normal(size=(5, 10, 4, 4, 1)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1])
+    averaged = model.predict(crops.reshape(50, 4, 4, 1), verbose=0).reshape(5, 10, 3).mean(axis=1)
+    dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(2)
+    metrics = training.evaluate_ten_crop(model, dataset)
+    assert metrics["top1"] == pytest.approx(np.mean(averaged.argmax(axis=1) == labels))
+    assert metrics["top5"] == 1.0
