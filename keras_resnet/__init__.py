@@ -28,6 +28,7 @@ from keras_resnet.models import (
     get_model,
 )
 from keras_resnet.summary import count_multiply_adds, summary_table
+from keras_resnet import data, distribute, training  # noqa: E402  (keras_resnet.data.load, ...)
 
 __all__ = [
     "BottleneckBlock",

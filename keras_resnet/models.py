@@ -385,16 +385,28 @@ ResNet110 = _named("cifar", 110)
 ResNet1202 = _named("cifar", 1202)
 
 
+def parse_model_name(model_name):
+    """``(family, depth)`` of a model name: a named model ("resnet50", "resnet20", ...) or
+    ``resnetN`` for any other CIFAR depth N = 6n+2 ("resnet8", "resnet74", ...)."""
+    if model_name in NAMED_MODELS:
+        return NAMED_MODELS[model_name]
+    digits = str(model_name).removeprefix("resnet")
+    if str(model_name).startswith("resnet") and digits.isdigit():
+        depth = int(digits)
+        if depth >= 8 and (depth - 2) % 6 == 0:
+            return "cifar", depth
+    raise ValueError(
+        f"`model_name` must be one of {', '.join(NAMED_MODELS)} or resnetN with N = 6n+2 "
+        f"(a CIFAR depth); got {model_name!r}."
+    )
+
+
 def get_model(model_name, **kwargs):
-    """Build a named model ("resnet20", "resnet50", ...) with constructor ``kwargs``.
+    """Build a model by name ("resnet20", "resnet50", "resnet8", ...) with constructor ``kwargs``.
 
     Example:
         >>> model = get_model("resnet20", classes=10)
     """
-    if model_name not in NAMED_MODELS:
-        raise ValueError(
-            f"`model_name` must be one of {', '.join(NAMED_MODELS)}; got {model_name!r}."
-        )
-    family, depth = NAMED_MODELS[model_name]
+    family, depth = parse_model_name(model_name)
     constructor = ImageNetResNet if family == "imagenet" else CifarResNet
     return constructor(depth, **kwargs)

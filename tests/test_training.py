@@ -141,7 +141,11 @@ def test_ten_crop_evaluation_averages_softmax_over_crops():
     crops = rng.normal(size=(5, 10, 4, 4, 1)).astype("float32")
     labels = np.array([0, 1, 2, 0, 1])
     averaged = model.predict(crops.reshape(50, 4, 4, 1), verbose=0).reshape(5, 10, 3).mean(axis=1)
-    dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(2)
+    assert 0 < np.mean(averaged.argmax(axis=1) == labels) < 1
+    # The data module's layout: 10 crops per image, image-major, labels per image.
+    dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(2).map(
+        lambda c, y: (tf.reshape(c, (-1, 4, 4, 1)), y)
+    )
     metrics = training.evaluate_ten_crop(model, dataset)
     assert metrics["top1"] == pytest.approx(np.mean(averaged.argmax(axis=1) == labels))
     assert metrics["top5"] == 1.0
