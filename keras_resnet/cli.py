@@ -43,10 +43,80 @@ def _train(args):
     except NaNError as error:
         print(f"keras-resnet train: {error}", file=sys.stderr)
         return 1
+    if args.export:
+        _export_run(result["run_dir"], os.path.join(result["run_dir"], "export"),
+                    ["saved_model", "tflite"], [None], data_dir=args.data_dir)
     test = result["test"]
     print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
           f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
     print(f"run directory: {result['run_dir']}")
+    return 0
+
+
+def _export_run(model, output_dir, formats, quantizations, dataset=None, data_dir=None):
+    """Write the exports of ``model`` and print the TFLite parity report; returns the paths."""
+    from keras_resnet import data, export
+
+    keras_model, info = export.resolve_model(model)
+    written = []
+    if "saved_model" in formats:
+        path = export.export_saved_model(keras_model, output_dir, preprocessing=info)
+        print(f"SavedModel: {path}")
+        written.append(path)
+    if "tflite" in formats:
+        dataset = dataset or info.name
+        test, _ = data.load(dataset, "test", 256, training=False, data_dir=data_dir)
+        train, _ = data.load(dataset, "train", 200, training=False, data_dir=data_dir)
+        images = next(iter(test))[0].numpy()
+        representative = next(iter(train))[0].numpy()
+        print(f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} {'ms/image':>9s}")
+        for quantization in quantizations:
+            name = f"model_{quantization or 'float32'}.tflite"
+            path = export.tflite(keras_model, os.path.join(output_dir, keras_model.name, "tflite", name),
+                                 quantization, representative_data=representative,
+                                 preprocessing=info)
+            report = export.parity_report(keras_model, path, images)
+            print(f"{name:28s} {report['max_abs_diff']:10.2e} {report['top1_agreement']:11.2%} "
+                  f"{report['size_bytes'] / 1024:9.1f} {report['latency_ms']:9.3f}")
+            written.append(path)
+    return written
+
+
+def _export(args):
+    formats = [f.strip() for f in args.format.split(",")]
+    unknown = [f for f in formats if f not in ("saved_model", "tflite")]
+    if unknown:
+        raise ValueError(f"`--format` must list saved_model and/or tflite; got {unknown[0]!r}.")
+    # float32 always, as the reference of the parity report; then the asked quantizations.
+    quantizations = [None]
+    for q in args.quantize.split(","):
+        q = None if q.strip() in ("", "none", "float32") else q.strip()
+        if q not in quantizations:
+            quantizations.append(q)
+    _export_run(args.model, args.output_dir, formats, quantizations, args.dataset, args.data_dir)
+    return 0
+
+
+def _predict(args):
+    import json
+
+    from keras_resnet.export import predict_files
+
+    results = predict_files(args.model, args.images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(result["image"])
+        for entry in result["top_k"]:
+            print(f"  {entry['score']:.4f}  {entry['label']}")
+    return 0
+
+
+def _serve(args):
+    from keras_resnet.serving import serve
+
+    serve(args.export_dir, host=args.host, port=args.port)
     return 0
 
 
@@ -127,6 +197,8 @@ def build_parser():
     train.add_argument("--no-resume", dest="resume", action="store_false",
                        help="start afresh even if the run directory holds a backup")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-export", dest="export", action="store_false",
+                       help="skip the SavedModel and float TFLite export at the end")
     _add_data_arguments(train)
     train.set_defaults(run=_train)
 
@@ -138,6 +210,32 @@ def build_parser():
     evaluate.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser(
+        "export", help="SavedModel (TensorFlow Serving layout) and TFLite, with a parity report"
+    )
+    export.add_argument("model", help="a run directory or a .keras file")
+    export.add_argument("--format", default="saved_model,tflite", help="saved_model,tflite")
+    export.add_argument("--quantize", default="none",
+                        help="comma-separated: none, float16, dynamic, int8, int8_full")
+    export.add_argument("--output-dir", default="exports")
+    export.add_argument("--dataset", default=None,
+                        help="data for int8 calibration and parity (default: the training dataset)")
+    _add_data_arguments(export)
+    export.set_defaults(run=_export)
+
+    predict = commands.add_parser("predict", help="top-5 classes of images")
+    predict.add_argument("model", help="a .keras file, a SavedModel directory or a .tflite file")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.set_defaults(run=_predict)
+
+    serve = commands.add_parser("serve", help="TensorFlow Serving's REST API on an export directory")
+    serve.add_argument("export_dir")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.set_defaults(run=_serve)
     return parser
 
 

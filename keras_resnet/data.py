@@ -50,6 +50,7 @@ labels ``(batch,)``; :func:`average_crops` turns ``(batch * 10, classes)`` score
 import concurrent.futures
 import dataclasses
 import hashlib
+import json
 import os
 import warnings
 import zlib
@@ -1064,3 +1065,46 @@ def _ten_crop_one(image, info):
         p = info.padding
         image = tf.pad(image, [[p, p], [p, p], [0, 0]])
     return ten_crop(image[None], size)
+
+
+# ---------------------------------------------------------------------------------------------
+# The preprocessing travels inside the .keras file (a zip archive) as one more JSON entry;
+# Keras' loader reads only its own entries and ignores it.
+
+PREPROCESSING_ENTRY = "keras_resnet_preprocessing.json"
+
+
+def save_preprocessing(keras_path, info):
+    """Store ``info`` (a :class:`DatasetInfo` or its config) inside the ``.keras`` file.
+
+    Example:
+        >>> model.save("m.keras"); save_preprocessing("m.keras", info)
+    """
+    import zipfile
+
+    config = info.to_config() if isinstance(info, DatasetInfo) else dict(info)
+    with zipfile.ZipFile(keras_path) as archive:
+        present = PREPROCESSING_ENTRY in archive.namelist()
+    if present:  # zip entries cannot be replaced in place: rewrite the archive without it
+        tmp = f"{keras_path}.tmp"
+        with zipfile.ZipFile(keras_path) as source, zipfile.ZipFile(tmp, "w") as target:
+            for item in source.infolist():
+                if item.filename != PREPROCESSING_ENTRY:
+                    target.writestr(item, source.read(item.filename))
+        os.replace(tmp, keras_path)
+    with zipfile.ZipFile(keras_path, "a") as archive:
+        archive.writestr(PREPROCESSING_ENTRY, json.dumps(config, indent=2))
+
+
+def load_preprocessing(keras_path):
+    """The :class:`DatasetInfo` stored in a ``.keras`` file, or None if it holds none.
+
+    Example:
+        >>> info = load_preprocessing("runs/resnet20-digits/model.keras")
+    """
+    import zipfile
+
+    with zipfile.ZipFile(keras_path) as archive:
+        if PREPROCESSING_ENTRY not in archive.namelist():
+            return None
+        return DatasetInfo.from_config(json.loads(archive.read(PREPROCESSING_ENTRY)))

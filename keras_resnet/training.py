@@ -507,6 +507,10 @@ def train(
 
     test = net.evaluate(test_ds, return_dict=True, verbose=0)
     net.save(os.path.join(run_dir, "model.keras"))
+    # The preprocessing travels with the models, for export and prediction.
+    for saved in ("model.keras", "best.keras"):
+        if os.path.exists(os.path.join(run_dir, saved)):
+            data.save_preprocessing(os.path.join(run_dir, saved), info)
     plot_history(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     result = {
         "run_dir": run_dir,

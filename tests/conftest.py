@@ -1,4 +1,6 @@
 import os
+import subprocess
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,3 +31,12 @@ def named_model():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`keras-resnet train` with no flags at all, as the README's main job runs it."""
+    cwd = tmp_path_factory.mktemp("default")
+    started = time.time()
+    result = subprocess.run(["keras-resnet", "train"], capture_output=True, text=True, timeout=900, cwd=cwd)
+    return result, os.path.join(cwd, "runs", "resnet20-digits"), time.time() - started

@@ -32,15 +32,6 @@ def test_summary_command_rejects_unknown_models():
     assert "unknown model 'resnet19'" in result.stderr and "resnet20" in result.stderr
 
 
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    """`keras-resnet train` with no flags at all, as the README's main job runs it."""
-    cwd = tmp_path_factory.mktemp("default")
-    started = time.time()
-    result = _run("train", cwd=cwd)
-    return result, os.path.join(cwd, "runs", "resnet20-digits"), time.time() - started
-
-
 def test_default_train_reaches_98_percent_on_digits(default_run):
     result, run_dir, seconds = default_run
     assert result.returncode == 0, result.stderr[-3000:]
