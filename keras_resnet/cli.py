@@ -65,8 +65,8 @@ def _export_run(model, output_dir, formats, quantizations, dataset=None, data_di
         written.append(path)
     if "tflite" in formats:
         dataset = dataset or info.name
-        test, _ = data.load(dataset, "test", 256, training=False, data_dir=data_dir)
-        train, _ = data.load(dataset, "train", 200, training=False, data_dir=data_dir)
+        test, _ = data.load(dataset, "test", 256, training=False, data_dir=data_dir, cache=False)
+        train, _ = data.load(dataset, "train", 200, training=False, data_dir=data_dir, cache=False)
         images = next(iter(test))[0].numpy()
         representative = next(iter(train))[0].numpy()
         print(f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} {'ms/image':>9s}")

@@ -184,8 +184,11 @@ def test_predict_command_on_every_format(trained, tflite_files, digit_pngs, fmt)
     assert all(len(p["top_k"]) == 5 for p in predictions)
     top1 = [int(p["top_k"][0]["label"]) for p in predictions]
     assert np.mean(np.array(top1) == labels) >= 0.75
-    text = subprocess.run(["keras-resnet", "predict", model, paths[0]], capture_output=True, text=True, timeout=300)
-    assert text.stdout.splitlines()[0] == paths[0] and len(text.stdout.splitlines()) == 6
+    if fmt == "keras":  # the human-readable form: the path, then five "score label" lines
+        text = subprocess.run(["keras-resnet", "predict", model, paths[0]], capture_output=True, text=True, timeout=300)
+        lines = text.stdout.splitlines()
+        assert lines[0] == paths[0] and len(lines) == 6
+        assert lines[1].split()[1] == predictions[0]["top_k"][0]["label"]
 
 
 def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path):
