@@ -72,15 +72,11 @@ class Architecture:
         return f"resnet{self.depth}"
 
 
-def _cifar_depths_hint():
-    return "6n+2 for n >= 1 (8, 14, 20, 26, 32, 44, 56, 110, 1202, ...)"
-
-
 def valid_depths(family):
     """A human-readable description of the valid depths of ``family``."""
     if family == "imagenet":
         return ", ".join(map(str, IMAGENET_DEPTHS))
-    return _cifar_depths_hint()
+    return "6n+2 for n >= 1 (8, 14, 20, 26, 32, 44, 56, 110, 1202, ...)"
 
 
 def imagenet_architecture(depth):
