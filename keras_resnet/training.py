@@ -25,6 +25,10 @@ import time
 import keras
 import numpy as np
 
+from keras_resnet import data, distribute
+from keras_resnet.distribute import scaled_learning_rate
+from keras_resnet.models import get_model, parse_model_name
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -109,7 +113,7 @@ def compile_model(
     recipe = get_recipe(recipe)
     batch = recipe.base_batch_size if global_batch_size is None else global_batch_size
     if learning_rate is None:
-        learning_rate = recipe.base_learning_rate * batch / recipe.base_batch_size
+        learning_rate = scaled_learning_rate(recipe.base_learning_rate, recipe.base_batch_size, batch)
     apply_weight_decay(model, recipe.weight_decay if weight_decay is None else weight_decay)
     model.compile(
         optimizer=keras.optimizers.SGD(
@@ -302,11 +306,9 @@ def evaluate_ten_crop(model, dataset):
     Example:
         >>> evaluate_ten_crop(model, data.load("cifar10", "test", 100, ten_crop=True)[0])
     """
-    from keras_resnet.data import average_crops
-
     correct1 = correct5 = total = 0
     for crops, labels in dataset:
-        probabilities = average_crops(model(crops, training=False)).numpy()
+        probabilities = data.average_crops(model(crops, training=False)).numpy()
         top5 = np.argsort(-probabilities, axis=1)[:, :5]
         labels = np.asarray(labels).reshape(-1)
         correct1 += int(np.sum(top5[:, 0] == labels))
@@ -332,8 +334,6 @@ OTHER_RUN_DEFAULTS = {"epochs": 30, "batch_size": 128}
 
 
 def _family(model_name):
-    from keras_resnet.models import parse_model_name
-
     try:
         return parse_model_name(model_name)[0]
     except ValueError:  # a .keras path or a model object: CIFAR recipe unless told
@@ -376,8 +376,6 @@ def plot_history(history_csv, path):
 
 def _build_model(model, info, options):
     """A model for the dataset: a name from NAMED_MODELS, a path to a .keras file or a model."""
-    from keras_resnet.models import get_model
-
     if isinstance(model, str) and model.endswith(".keras"):
         if not os.path.exists(model):
             raise ValueError(f"`model` file {model!r} does not exist.")
@@ -445,8 +443,6 @@ def train(
     Example:
         >>> result = train("resnet20", "digits", run_dir="runs/r20", epochs=30)
     """
-    from keras_resnet import data, distribute
-
     defaults = RUN_DEFAULTS.get(dataset, OTHER_RUN_DEFAULTS)
     epochs = defaults["epochs"] if epochs is None else epochs
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
