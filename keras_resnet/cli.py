@@ -6,9 +6,8 @@ import sys
 
 
 def _summary(args):
-    from keras_resnet.summary import summary_table
-
     from keras_resnet.architectures import NAMED_MODELS
+    from keras_resnet.summary import summary_table
 
     unknown = [name for name in args.models if name not in NAMED_MODELS]
     if unknown:
