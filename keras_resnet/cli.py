@@ -142,6 +142,65 @@ def _evaluate(args):
     return 0
 
 
+def _values(flag, text, convert):
+    """``"20,32"`` -> (20, 32); names the flag when a value does not parse."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tuple(convert(item) for item in items)
+    except ValueError:
+        raise ValueError(f"`{flag}` must be a comma-separated list of {convert.__name__} values; "
+                         f"got {text!r}.") from None
+
+
+def _range(flag, text):
+    """``"0.01:0.3"`` -> (0.01, 0.3); a single number fixes the value."""
+    parts = text.split(":")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise ValueError(f"`{flag}` must be MIN:MAX (or one number); got {text!r}.")
+    return values if len(values) == 2 else values * 2
+
+
+def _flag_value(text):
+    lowered = text.lower()
+    if lowered not in ("true", "false"):
+        raise ValueError(text)
+    return lowered == "true"
+
+
+_flag_value.__name__ = "true/false"
+
+
+def _tune(args):
+    from keras_resnet.tuning import SearchSpace, tune
+
+    space = SearchSpace(
+        families=_values("--families", args.families, str),
+        cifar_depths=_values("--cifar-depths", args.cifar_depths, int),
+        imagenet_depths=_values("--imagenet-depths", args.imagenet_depths, int),
+        shortcuts=_values("--shortcuts", args.shortcuts, str),
+        width_multipliers=_values("--width-multipliers", args.width_multipliers, float),
+        zero_init_residual=_values("--zero-init-residual", args.zero_init_residual, _flag_value),
+        learning_rate=_range("--learning-rate", args.learning_rate),
+        weight_decay=_range("--weight-decay", args.weight_decay),
+        batch_sizes=_values("--batch-sizes", args.batch_sizes, int),
+    )
+    result = tune(
+        args.dataset, args.tuner, output_dir=args.output_dir, max_trials=args.max_trials,
+        max_epochs=args.max_epochs, hyperband_factor=args.hyperband_factor, search_space=space,
+        seed=args.seed, strategy=args.strategy, overwrite=args.overwrite,
+        data_dir=args.data_dir, download=args.download, verbose=2,
+    )
+    with open(result["results_md"]) as f:
+        print(f.read(), end="")
+    print(f"results: {result['results_csv']}, {result['results_md']}")
+    print(f"best model: {result['best_model']} (val_top1 {result['best']['val_top1']:.4f})")
+    return 0
+
+
 def _add_data_arguments(parser):
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
     parser.add_argument("--no-download", dest="download", action="store_false",
@@ -154,7 +213,7 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         prog="keras-resnet",
-        description="ResNets of He et al. 2015 for Keras 3: summarize, train, export, serve.",
+        description="ResNets of He et al. 2015 for Keras 3: summarize, train, tune, export, serve.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -229,6 +288,34 @@ def build_parser():
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(run=_predict)
+
+    from keras_resnet.tuning import TUNERS
+
+    tune = commands.add_parser(
+        "tune", help="keras-tuner search over depth, width, shortcut and the recipe's settings"
+    )
+    tune.add_argument("--dataset", default="digits")
+    tune.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--max-epochs", type=int, default=10,
+                      help="epochs per trial (Hyperband: the largest budget of a trial)")
+    tune.add_argument("--hyperband-factor", type=int, default=3)
+    tune.add_argument("--families", default="cifar", help="cifar and/or imagenet")
+    tune.add_argument("--cifar-depths", default="20,32,44,56", help="6n+2 depths")
+    tune.add_argument("--imagenet-depths", default="18,34,50")
+    tune.add_argument("--shortcuts", default="A,B", help="options among A, B, C (§3.3)")
+    tune.add_argument("--width-multipliers", default="0.5,1")
+    tune.add_argument("--zero-init-residual", default="false,true")
+    tune.add_argument("--learning-rate", default="0.01:0.3", help="MIN:MAX, log scale")
+    tune.add_argument("--weight-decay", default="1e-5:1e-3", help="MIN:MAX, log scale")
+    tune.add_argument("--batch-sizes", default="32,64,128")
+    tune.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    tune.add_argument("--output-dir", default=None,
+                      help="default tuning/DATASET-TUNER; an existing search there continues")
+    tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
+    tune.add_argument("--seed", type=int, default=0)
+    _add_data_arguments(tune)
+    tune.set_defaults(run=_tune)
 
     serve = commands.add_parser("serve", help="TensorFlow Serving's REST API on an export directory")
     serve.add_argument("export_dir")

@@ -229,6 +229,21 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
+def reduce_on_plateau(monitor="val_top1", patience=10):
+    """§3.4: divide the learning rate by 10 when ``monitor`` stops improving for ``patience`` epochs.
+
+    Example:
+        >>> model.fit(ds, validation_data=val, callbacks=[reduce_on_plateau("val_top1", 5)])
+    """
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor,
+        mode="min" if monitor.endswith("loss") else "max",
+        factor=0.1,
+        patience=patience,
+        verbose=1,
+    )
+
+
 def paper_callbacks(
     run_dir,
     recipe="cifar",
@@ -274,12 +289,8 @@ def paper_callbacks(
         else:
             callbacks.append(StepSchedule.scaled(total_iterations, recipe))
     callbacks += [
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor,
-            mode=mode,
-            factor=0.1,  # §3.4: divided by 10 when the error plateaus
-            patience=recipe.plateau_patience if plateau_patience is None else plateau_patience,
-            verbose=1,
+        reduce_on_plateau(
+            monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
         ),
         keras.callbacks.ModelCheckpoint(
             os.path.join(run_dir, "best.keras"), monitor=monitor, mode=mode, save_best_only=True

@@ -1,0 +1,223 @@
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import data, tuning
+from keras_resnet.models import get_model
+
+# A search small enough for a test: the shallowest CIFAR nets, one batch size, 2-epoch budgets.
+TINY = tuning.SearchSpace(cifar_depths=(8, 14), width_multipliers=(0.5,), batch_sizes=(64,))
+
+
+def _csv_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def searches(tmp_path_factory):
+    """One tiny real search on digits with each tuner."""
+    root = tmp_path_factory.mktemp("tuning")
+    results = {}
+    for name in tuning.TUNERS:
+        keras.config.set_dtype_policy("float32")
+        results[name] = tuning.tune(
+            "digits", name, output_dir=str(root / name), max_trials=3, max_epochs=2,
+            hyperband_factor=2, search_space=TINY, verbose=0,
+        )
+    return results
+
+
+@pytest.mark.parametrize("name", tuning.TUNERS)
+def test_each_tuner_runs_a_real_search_and_writes_its_results(searches, name):
+    result = searches[name]
+    rows = _csv_rows(result["results_csv"])
+    assert len(rows) == 3
+    assert [row["rank"] for row in rows] == ["1", "2", "3"]
+    scores = [float(row["val_top1"]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert scores[0] > 0.1  # better than chance over 10 classes after 1-2 epochs
+    for row in rows:
+        assert row["status"] == "COMPLETED"
+        assert int(row["cifar_depth"]) in (8, 14) and row["shortcut"] in ("A", "B")
+        assert 0.01 <= float(row["learning_rate"]) <= 0.3
+        assert 1e-5 <= float(row["weight_decay"]) <= 1e-3
+        assert row["batch_size"] == "64" and row["zero_init_residual"] in ("True", "False")
+    with open(result["results_md"]) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("| rank | trial | val_top1 |") and len(lines) == 2 + 3
+    assert os.path.isfile(os.path.join(result["output_dir"], "tuner", "oracle.json"))
+
+
+@pytest.mark.parametrize("name", tuning.TUNERS)
+def test_best_model_file_scores_what_the_table_says(searches, name):
+    result = searches[name]
+    best = result["best"]
+    model = keras.saving.load_model(result["best_model"])
+    assert model.name == f"resnet{best['cifar_depth']}"
+    expected = get_model(f"resnet{best['cifar_depth']}", input_shape=(32, 32, 3), classes=10,
+                         shortcut=best["shortcut"], width_multiplier=0.5)
+    assert model.count_params() == expected.count_params()
+    validation, _ = data.load("digits", "validation", 64, training=False)
+    model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")])
+    accuracy = model.evaluate(validation, return_dict=True, verbose=0)["top1"]
+    assert accuracy == pytest.approx(best["val_top1"], abs=1e-6)
+    # The preprocessing travels with the file, so export and predict can use it.
+    assert data.load_preprocessing(result["best_model"]).name == "digits"
+
+
+def test_hyperband_continues_promising_trials_with_more_epochs(searches):
+    rows = searches["hyperband"]["results"]
+    assert sorted({row["epochs"] for row in rows}) == [1, 2]
+
+
+def test_a_search_resumes_in_the_same_project(searches, tmp_path):
+    first = searches["random"]
+    output_dir = str(tmp_path / "random")
+    shutil.copytree(first["output_dir"], output_dir)
+    before = {row["trial"]: row for row in first["results"]}
+    resumed = tuning.tune("digits", "random", output_dir=output_dir, max_trials=4, max_epochs=2,
+                          search_space=TINY, verbose=0)
+    after = {row["trial"]: row for row in resumed["results"]}
+    assert len(after) == 4 and set(before) < set(after)
+    for trial, row in before.items():  # the earlier trials were kept, not run again
+        assert after[trial]["val_top1"] == row["val_top1"]
+        assert after[trial]["learning_rate"] == row["learning_rate"]
+    with open(os.path.join(output_dir, "tuner", "oracle.json")) as f:
+        assert len(json.load(f)["start_order"]) == 4
+
+
+def test_hypermodel_builds_what_the_hyperparameters_say():
+    import keras_tuner
+
+    hypermodel = tuning.ResNetHyperModel(input_shape=(32, 32, 3), classes=10,
+                                         search_space=tuning.SearchSpace(shortcuts=("B",)))
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"family": "cifar", "cifar_depth": 32, "width_multiplier": 1.0,
+                      "zero_init_residual": True, "learning_rate": 0.05, "weight_decay": 2e-4})
+    model = hypermodel.build(hp)
+    reference = get_model("resnet32", shortcut="B", zero_init_residual=True)
+    assert model.count_params() == reference.count_params()
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    assert float(model.optimizer.momentum) == pytest.approx(0.9)
+    conv = model.get_layer("conv1")
+    assert conv.kernel_regularizer.l2 == pytest.approx(1e-4)  # L2(weight_decay / 2)
+    gammas = [w for w in model.weights if "bn2" in w.path and w.path.endswith("gamma")]
+    assert gammas and all(np.all(keras.ops.convert_to_numpy(g) == 0) for g in gammas)
+
+
+def test_imagenet_family_is_searchable_on_small_images():
+    import keras_tuner
+
+    space = tuning.SearchSpace(families=("cifar", "imagenet"), imagenet_depths=(18,))
+    hypermodel = tuning.ResNetHyperModel(input_shape=(32, 32, 3), classes=10, search_space=space)
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"family": "imagenet", "imagenet_depth": 18, "shortcut": "A"})
+    model = hypermodel.build(hp)
+    assert model.name == "resnet18" and model.output_shape == (None, 10)
+    assert "imagenet_depth" in hp.values and "cifar_depth" not in hp.values
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cifar_depths": ()}, "`cifar_depths` must be a non-empty list"),
+        ({"shortcuts": []}, "`shortcuts` must be a non-empty list"),
+        ({"cifar_depths": (20, 21)}, "6n+2"),
+        ({"families": ("imagenet",), "imagenet_depths": (19,)}, "`imagenet_depths`"),
+        ({"learning_rate": (0.3, 0.01)}, "`learning_rate` min must not exceed max; got min 0.3 > max 0.01"),
+        ({"weight_decay": (0, 1e-3)}, "`weight_decay` is searched on a log scale"),
+        ({"learning_rate": (0.1,)}, "`learning_rate` must be a (min, max) pair"),
+        ({"shortcuts": ("D",)}, "`shortcuts` may hold A, B, C; got 'D'"),
+        ({"width_multipliers": (0,)}, "`width_multipliers` must hold numbers > 0"),
+        ({"batch_sizes": (32, 32)}, "`batch_sizes` lists a value twice"),
+        ({"families": ("mnist",)}, "`families` may hold imagenet, cifar; got 'mnist'"),
+    ],
+)
+def test_bad_search_spaces_are_refused_with_the_argument_named(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        tuning.SearchSpace(**kwargs)
+    assert message in str(error.value)
+
+
+def test_unknown_tuner_and_budgets_are_refused():
+    hypermodel = tuning.ResNetHyperModel(input_shape=(32, 32, 3), classes=10)
+    with pytest.raises(ValueError, match="`tuner` must be one of random, hyperband, bayesian; got 'grid'"):
+        tuning.make_tuner(hypermodel, "grid")
+    with pytest.raises(ValueError, match="`max_trials` must be a positive integer; got 0"):
+        tuning.make_tuner(hypermodel, "random", max_trials=0)
+    with pytest.raises(ValueError, match="Give `dataset`, or both `input_shape` and `classes`"):
+        tuning.ResNetHyperModel()
+
+
+def test_tune_command_writes_results_and_a_model_that_export_accepts(tmp_path):
+    out = tmp_path / "search"
+    result = subprocess.run(
+        ["keras-resnet", "tune", "--dataset", "digits", "--tuner", "hyperband", "--max-trials", "2",
+         "--max-epochs", "2", "--hyperband-factor", "2", "--cifar-depths", "8",
+         "--width-multipliers", "0.5", "--batch-sizes", "64", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _csv_rows(out / "results.csv")
+    assert len(rows) == 2 and f"val_top1 {float(rows[0]['val_top1']):.4f}" in result.stdout
+    exported = subprocess.run(
+        ["keras-resnet", "export", str(out / "best.keras"), "--format", "saved_model",
+         "--output-dir", str(tmp_path / "exports")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "exports" / "resnet8" / "1" / "saved_model.pb")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning-rate", "0.3:0.01"], "`learning_rate` min must not exceed max"),
+        (["--cifar-depths", ""], "`cifar_depths` must be a non-empty list"),
+        (["--batch-sizes", "32,big"], "`--batch-sizes` must be a comma-separated list of int values"),
+        (["--weight-decay", "a:b:c"], "`--weight-decay` must be MIN:MAX"),
+        (["--zero-init-residual", "yes"], "`--zero-init-residual` must be a comma-separated list of true/false"),
+    ],
+)
+def test_tune_command_refuses_bad_search_spaces(flags, message, capsys, tmp_path):
+    from keras_resnet.cli import main
+
+    assert main(["tune", "--output-dir", str(tmp_path / "never"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "never")  # refused before anything was written
+
+
+MIRRORED_SEARCH = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_resnet import tuning
+space = tuning.SearchSpace(cifar_depths=(8,), width_multipliers=(0.5,), batch_sizes=(64,))
+tuner = tuning.make_tuner(tuning.ResNetHyperModel("digits", search_space=space), "random",
+                          directory=sys.argv[1], max_trials=1, strategy="mirrored")
+tuner.search(epochs=1, verbose=0)
+model = tuner.get_best_models(1)[0]
+print(json.dumps({
+    "replicas": tuner.distribution_strategy.num_replicas_in_sync,
+    "mirrored_variables": isinstance(model.weights[0].value, tf.distribute.DistributedValues),
+    "score": tuner.oracle.get_best_trials(1)[0].score,
+}))
+"""
+
+
+def test_search_runs_under_a_mirrored_strategy(tmp_path):
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SEARCH, str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["mirrored_variables"]
+    assert 0 < report["score"] <= 1
