@@ -35,7 +35,8 @@ def _train(args):
             batch_size=args.batch_size, recipe=args.recipe, learning_rate=args.learning_rate,
             weight_decay=args.weight_decay, strategy=args.strategy, precision=args.precision,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            steps_per_execution=args.steps_per_execution, resume=args.resume,
+            steps_per_execution=args.steps_per_execution, fast_path=args.fast_path,
+            resume=args.resume,
             data_dir=args.data_dir, download=args.download, seed=args.seed,
             model_options=options,
         )
@@ -201,6 +202,15 @@ def _tune(args):
     return 0
 
 
+def _auto_or_int(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer; got {text!r}") from None
+
+
 def _add_data_arguments(parser):
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data directory")
     parser.add_argument("--no-download", dest="download", action="store_false",
@@ -248,9 +258,13 @@ def build_parser():
     train.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
     train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto")
-    train.add_argument("--precision", choices=PRECISIONS, default="auto")
-    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto")
-    train.add_argument("--steps-per-execution", type=int, default=1)
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: the device's fast path (CPU float32, GPU mixed_float16)")
+    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
+                       help="XLA; auto: the device's fast path")
+    train.add_argument("--steps-per-execution", type=_auto_or_int, default="auto")
+    train.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                       help="let 'auto' mean Keras' defaults instead of the measured fast path")
     train.add_argument("--output-dir", default=None, help="run directory (default runs/MODEL-DATASET)")
     train.add_argument("--no-resume", dest="resume", action="store_false",
                        help="start afresh even if the run directory holds a backup")

@@ -69,7 +69,36 @@ def resolve_model(model, preprocessing=None):
         raise TypeError(f"`model` must be a keras.Model or a path; got {type(model).__name__}.")
     if isinstance(info, dict):
         info = data.DatasetInfo.from_config(info)
-    return model, info or _default_preprocessing(model)
+    return float32_model(model), info or _default_preprocessing(model)
+
+
+def _float32_policies(config):
+    """``config`` with every dtype policy replaced by float32 (nested layers included)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and "name" in config.get("config", {}):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_model(model):
+    """``model`` itself if it computes in float32, else a float32 copy with the same weights.
+
+    A model trained under a mixed policy (``mixed_bfloat16`` is the fast path of ImageNet nets
+    on CPUs with native bfloat16) keeps float32 variables; serving and TFLite conversion
+    want float32 compute.
+
+    Example:
+        >>> float32_model(mixed_model).dtype_policy.name
+        'float32'
+    """
+    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    copy = model.__class__.from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _next_version(model_dir):

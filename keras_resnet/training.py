@@ -91,7 +91,8 @@ def compile_model(
     weight_decay=None,
     momentum=None,
     jit_compile="auto",
-    steps_per_execution=1,
+    steps_per_execution="auto",
+    fast_path=True,
 ):
     """Compile ``model`` with the paper's optimisation.
 
@@ -101,7 +102,9 @@ def compile_model(
         global_batch_size: the global batch; the learning rate is scaled linearly from the
             recipe's (0.1 at 128 for CIFAR, 0.1 at 256 for ImageNet). Default: the recipe's.
         learning_rate, weight_decay, momentum: override the recipe.
-        jit_compile, steps_per_execution: passed to ``model.compile``.
+        jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
+            measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
+        fast_path: False lets "auto" mean Keras' defaults instead.
 
     Returns:
         The model, compiled with SGD, sparse categorical cross-entropy and ``top1``/``top5``
@@ -111,6 +114,10 @@ def compile_model(
         >>> compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)  # lr 0.2
     """
     recipe = get_recipe(recipe)
+    settings = distribute.fast_path(fast_path)
+    jit_compile = settings["jit_compile"] if jit_compile == "auto" else jit_compile
+    if steps_per_execution == "auto":
+        steps_per_execution = settings["steps_per_execution"]
     batch = recipe.base_batch_size if global_batch_size is None else global_batch_size
     if learning_rate is None:
         learning_rate = scaled_learning_rate(recipe.base_learning_rate, recipe.base_batch_size, batch)
@@ -418,7 +425,8 @@ def train(
     strategy="auto",
     precision="auto",
     jit_compile="auto",
-    steps_per_execution=1,
+    steps_per_execution="auto",
+    fast_path=True,
     resume=True,
     data_dir=None,
     download=True,
@@ -443,6 +451,9 @@ def train(
         strategy: see ``keras_resnet.distribute.get_strategy``.
         precision: "auto", "float32", "mixed", "mixed_float16" or "mixed_bfloat16".
         jit_compile, steps_per_execution: passed to ``model.compile``.
+        fast_path: "auto" precision, XLA and steps per execution take the measured fast
+            settings of this device (``keras_resnet.distribute.FAST_PATH``); False takes
+            Keras' defaults instead.
         resume: continue from ``run_dir/backup`` when a killed run left one there.
         data_dir, download: tensorflow-datasets options.
         seed: seeds weights, shuffling and augmentation.
@@ -463,8 +474,11 @@ def train(
     if run_dir is None:
         model_stem = os.path.basename(model_name).removesuffix(".keras")
         run_dir = os.path.join("runs", f"{model_stem}-{os.path.basename(dataset.rstrip('/'))}")
-    recipe = get_recipe(recipe or ("imagenet" if _family(model_name) == "imagenet" else "cifar"))
+    family = "imagenet" if _family(model_name) == "imagenet" else "cifar"
+    recipe = get_recipe(recipe or family)
     keras.utils.set_random_seed(seed)
+    if precision == "auto":
+        precision = distribute.fast_path(fast_path, family)["precision"]
     policy = distribute.set_precision(precision)
     strategy_object = distribute.get_strategy(strategy)
     global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
@@ -499,7 +513,7 @@ def train(
         net = _build_model(model, info, dict(model_options or {}))
         compile_model(net, recipe, global_batch, learning_rate=learning_rate,
                       weight_decay=weight_decay, jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution)
+                      steps_per_execution=steps_per_execution, fast_path=fast_path)
     # The training dataset drops its last partial batch.
     steps_per_epoch = info.num_examples // global_batch if info.num_examples else None
     total_iterations = steps_per_epoch * epochs if steps_per_epoch else None
@@ -528,6 +542,9 @@ def train(
         "replicas": strategy_object.num_replicas_in_sync,
         "strategy": strategy,
         "precision": policy,
+        "jit_compile": net.jit_compile,
+        "steps_per_execution": net.steps_per_execution,
+        "fast_path": fast_path,
         "recipe": dataclasses.asdict(recipe),
         "learning_rate": initial_learning_rate,
         "seed": seed,

@@ -61,6 +61,13 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
         run = json.load(f)
     assert run["data"]["class_names"] == [str(i) for i in range(10)]
     assert run["recipe"]["momentum"] == 0.9 and run["recipe"]["weight_decay"] == 1e-4
+    from keras_resnet.distribute import fast_path
+
+    fast = fast_path()  # the run took this device's measured fast path
+    assert run["fast_path"] is True and run["precision"] == fast["precision"]
+    assert run["steps_per_execution"] == fast["steps_per_execution"]
+    if fast["jit_compile"] != "auto":
+        assert run["jit_compile"] == fast["jit_compile"]
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     test, _ = data.load("digits", "test", 360, training=False)
     images, labels = next(iter(test))

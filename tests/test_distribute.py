@@ -70,6 +70,38 @@ def test_precision_policies():
         distribute.resolve_precision("fp8")
 
 
+def test_fast_path_by_device_and_its_off_switch(monkeypatch):
+    from keras_resnet.training import compile_model
+
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert distribute.fast_path() == distribute.FAST_PATH["gpu" if on_gpu else "cpu"]
+    assert distribute.fast_path(False) == distribute.KERAS_DEFAULTS
+    model = compile_model(keras_resnet_model(), "cifar")
+    fast = distribute.fast_path()
+    assert model.steps_per_execution == fast["steps_per_execution"]
+    if fast["jit_compile"] != "auto":
+        assert model.jit_compile == fast["jit_compile"]
+    assert compile_model(keras_resnet_model(), "cifar", jit_compile=True).jit_compile is True
+    assert compile_model(keras_resnet_model(), "cifar", steps_per_execution=4).steps_per_execution == 4
+    # ImageNet nets train in bfloat16 on CPUs that compute it natively, CIFAR nets do not.
+    monkeypatch.setattr(distribute, "cpu_has_bfloat16", lambda: True)
+    assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "mixed_bfloat16")
+    assert distribute.fast_path(family="cifar")["precision"] == ("mixed_float16" if on_gpu else "float32")
+    monkeypatch.setattr(distribute, "cpu_has_bfloat16", lambda: False)
+    assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "float32")
+    # Where a GPU is found, "auto" means float16 Tensor Cores.
+    monkeypatch.setattr(distribute, "_gpus", lambda: ["/physical_device:GPU:0"])
+    assert distribute.fast_path() == distribute.FAST_PATH["gpu"]
+    assert distribute.resolve_precision("auto") == "mixed_float16"
+    assert distribute.fast_path(False)["precision"] == "float32"
+
+
+def keras_resnet_model():
+    from keras_resnet import get_model
+
+    return get_model("resnet8", input_shape=(32, 32, 3), classes=10)
+
+
 def test_mirrored_strategy_over_two_cpus_trains_and_replicas_agree(tmp_path):
     out = tmp_path / "mirrored.npz"
     result = subprocess.run(

@@ -211,3 +211,27 @@ def test_export_command_writes_exports_and_prints_parity(trained, tmp_path):
     assert set(rows) == {"model_float32.tflite", "model_int8.tflite"}
     assert float(rows["model_float32.tflite"][1]) <= 1e-4
     assert float(rows["model_int8.tflite"][2].rstrip("%")) >= 98.0
+
+
+def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
+    # ImageNet nets train in mixed_bfloat16 on CPUs with native bfloat16 (the fast path);
+    # TFLite cannot convert bfloat16 compute, so exports use a float32 copy of the weights.
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed = keras_resnet.CifarResNet(8, input_shape=(32, 32, 3), classes=10, width_multiplier=0.5)
+    keras.config.set_dtype_policy("float32")
+    assert mixed.layers[1].compute_dtype == "bfloat16"
+    copy = export.float32_model(mixed)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), mixed.get_weights()))
+    assert export.float32_model(copy) is copy
+    images = digits_test[0][:16]
+    reference = copy.predict(images, verbose=0)
+    np.testing.assert_allclose(mixed.predict(images, verbose=0), reference, atol=2e-2)
+    path = export.tflite(mixed, str(tmp_path / "mixed.tflite"))
+    report = export.parity_report(copy, path, images)
+    assert report["max_abs_diff"] < 1e-4 and report["top1_agreement"] == 1.0
+    saved = export.export_saved_model(mixed, str(tmp_path / "saved"))
+    loaded = tf.saved_model.load(saved)
+    probabilities = loaded.signatures["probabilities"]
+    out = list(probabilities(tf.constant(images)).values())[0].numpy()
+    np.testing.assert_allclose(out, reference, atol=1e-5)

@@ -149,3 +149,22 @@ def test_ten_crop_evaluation_averages_softmax_over_crops():
     metrics = training.evaluate_ten_crop(model, dataset)
     assert metrics["top1"] == pytest.approx(np.mean(averaged.argmax(axis=1) == labels))
     assert metrics["top5"] == 1.0
+
+
+def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
+    from keras_resnet import distribute
+
+    # A device whose measured fast path is bfloat16 with 2 steps per execution.
+    fast = {"precision": "mixed_bfloat16", "jit_compile": False, "steps_per_execution": 2}
+    monkeypatch.setitem(distribute.FAST_PATH, "cpu", fast)
+    monkeypatch.setitem(distribute.FAST_PATH, "gpu", fast)
+    on = training.train("resnet8", "digits", run_dir=str(tmp_path / "on"), epochs=1, verbose=0)
+    assert (on["precision"], on["steps_per_execution"], on["jit_compile"]) == ("mixed_bfloat16", 2, False)
+    off = training.train("resnet8", "digits", run_dir=str(tmp_path / "off"), epochs=1, verbose=0,
+                         fast_path=False)
+    assert (off["precision"], off["steps_per_execution"]) == ("float32", 1)
+    explicit = training.train("resnet8", "digits", run_dir=str(tmp_path / "explicit"), epochs=1,
+                              verbose=0, precision="float32", steps_per_execution=3)
+    assert (explicit["precision"], explicit["steps_per_execution"]) == ("float32", 3)
+    for result in (on, off, explicit):
+        assert 0 < result["test"]["top1"] <= 1
