@@ -4,17 +4,22 @@ N client threads post a real JPEG (scikit-learn's china.jpg, 640x427) to the ``s
 signature as ``{"b64": ...}`` until ``--requests`` have been answered or ``--seconds`` have
 passed, whichever comes first. Without ``--url`` it exports an untrained ResNet-20 (10
 classes) to a temporary directory and starts ``keras_resnet.serving.serve`` on 127.0.0.1 in a
-subprocess, which it stops at the end.
+subprocess, which it stops at the end. ``--device`` picks where that server runs the model
+(cpu hides the GPUs from it; gpu requires one); with ``--url`` the device is the remote
+server's and ``--device`` only describes this client machine.
 
-    python benchmarks/serving.py [--clients 8] [--requests 200] [--seconds 60] [--batch 1]
+    python benchmarks/serving.py [--clients 8] [--requests 200] [--seconds 60] [--batch 1]  # < 1 min
+    python benchmarks/serving.py --device gpu --clients 32 --requests 2000
     python benchmarks/serving.py --url http://127.0.0.1:8501 --model resnet20   # a running server
+
+Results: latency percentiles and requests/s on stdout, ``benchmarks/results/serving.json``
+(with the machine description).
 """
 
 import argparse
 import base64
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -23,8 +28,8 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 import httpx  # noqa: E402
 
 
@@ -102,13 +107,9 @@ def drive(url, body, clients, requests, seconds):
     return latencies, errors, time.perf_counter() - started
 
 
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_common_arguments(parser, "serving.json")
     parser.add_argument("--url", help="a running server (default: start one on 127.0.0.1)")
     parser.add_argument("--model", default="resnet20", help="model name on the server")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
@@ -116,11 +117,15 @@ def main():
     parser.add_argument("--seconds", type=float, default=60, help="stop after this many seconds")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--warmup", type=int, default=4, help="requests sent before timing")
-    parser.add_argument("--json", default="benchmarks/results/serving.json")
     args = parser.parse_args()
     for name in ("clients", "requests", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1; got {getattr(args, name)}")
+    # Sets CUDA_VISIBLE_DEVICES=-1 for cpu, which the server subprocess inherits.
+    common.select_device(args.device)
+    common.set_seeds(args.seed)
+    machine = common.machine_description(args.device)
+    print(common.describe(machine))
 
     jpeg = sample_jpeg()
     body = json.dumps({
@@ -162,9 +167,9 @@ def main():
         "requests_per_s": len(latencies) / wall,
         "images_per_s": len(latencies) * args.batch / wall,
         "latency_ms": {
-            "p50": 1000 * percentile(latencies, 50),
-            "p90": 1000 * percentile(latencies, 90),
-            "p99": 1000 * percentile(latencies, 99),
+            "p50": 1000 * common.percentile(latencies, 50),
+            "p90": 1000 * common.percentile(latencies, 90),
+            "p99": 1000 * common.percentile(latencies, 99),
             "mean": 1000 * statistics.fmean(latencies),
             "max": 1000 * max(latencies),
         },
@@ -181,11 +186,7 @@ def main():
 
     settings = {k: v for k, v in vars(args).items()}
     settings["url"] = args.url or "started here (127.0.0.1)"
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"settings": settings, "cpus": os.cpu_count(), "platform": platform.platform(),
-                   "result": result}, f, indent=2)
-    print(f"wrote {args.json}")
+    common.write_json(args.json, machine, settings, result)
 
 
 if __name__ == "__main__":
