@@ -371,14 +371,13 @@ def _history_rows(path):
 
 def plot_history(history_csv, path):
     """Training and validation error per epoch (the paper's Fig. 4/6 style) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): no backend switch, so notebooks keep plotting inline.
+    from matplotlib.figure import Figure
 
     rows = _history_rows(history_csv)
     epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for key, style, label in (("top1", "--", "training error"), ("val_top1", "-", "validation error")):
         if rows and key in rows[0]:
             axis.plot(epochs, [100 * (1 - float(row[key])) for row in rows], style, label=label)
@@ -388,7 +387,6 @@ def plot_history(history_csv, path):
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 
