@@ -14,18 +14,16 @@ keras.applications' ResNet50 with default compile settings, same batch.
 
 import argparse
 import itertools
-import json
 import os
-import platform
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import common  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    common.add_common_arguments(parser, "fast_path.json")
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet50"])
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 32 for CIFAR models, 16 (CPU) or 256 (GPU) for ImageNet models")
@@ -33,24 +31,18 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-execution", type=int, default=8, help="the value tried besides 1")
     parser.add_argument("--skip-modes", action="store_true", help="only the default vs keras.applications ratio")
-    parser.add_argument("--json", default="benchmarks/results/fast_path.json")
     return parser.parse_args()
 
 
 args = parse_args()
-if args.device == "cpu":
-    os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+common.select_device(args.device)
+common.set_seeds(args.seed)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_resnet  # noqa: E402
 from keras_resnet import distribute, training  # noqa: E402
 from keras_resnet.models import parse_model_name  # noqa: E402
-
-if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
-    raise SystemExit("--device gpu: TensorFlow sees no GPU on this machine.")
 
 
 def shape_and_batch(name):
@@ -61,11 +53,8 @@ def shape_and_batch(name):
     return size, batch, steps
 
 
-def dataset(size, batch, steps):
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, size, size, 3), dtype="float32")
-    y = rng.integers(0, 10, batch).astype("int32")
-    return tf.data.Dataset.from_tensors((x, y)).repeat(steps).cache()
+def dataset(size, batch):
+    return common.cached_dataset(*common.random_batch(batch, size, 10, args.seed))
 
 
 def build(name, size, precision):
@@ -78,36 +67,30 @@ def build(name, size, precision):
         keras.config.set_dtype_policy("float32")
 
 
-def time_models(models, data, images_per_round, rounds):
-    """Interleaved rounds of one epoch each; images/s per model (first epoch = warm-up)."""
-    for model in models.values():
-        model.fit(data, epochs=1, verbose=0)
-    rates = {key: [] for key in models}
-    for _ in range(rounds):
-        for key, model in models.items():
-            start = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0)
-            rates[key].append(images_per_round / (time.perf_counter() - start))
-    return rates
+def time_models(models, data, steps, batch):
+    """Interleaved rounds of one ``fit`` epoch each (after one warm-up epoch); spread of images/s."""
+    runners = {key: common.fit_runner(model, data, steps, batch) for key, model in models.items()}
+    for run in runners.values():
+        run()
+    rates = common.interleaved(runners, args.rounds, progress=False)
+    return {key: common.spread(r) for key, r in rates.items()}
 
 
-def summarize(rates, reference):
-    base = statistics.median(rates[reference])
-    return {key: {"median": statistics.median(r), "min": min(r), "max": max(r),
-                  "ratio": statistics.median(r) / base, "rounds": r} for key, r in rates.items()}
+def with_ratios(stats, reference):
+    base = stats[reference]["median"]
+    return {key: {**s, "ratio": s["median"] / base} for key, s in stats.items()}
 
 
 def modes_table(name):
     size, batch, steps = shape_and_batch(name)
-    mixed = "mixed_float16" if args.device == "gpu" else "mixed_bfloat16"
+    mixed = common.mixed_policy(args.device)
     combos = list(itertools.product(["float32", mixed], [False, True], [1, args.steps_per_execution]))
     models = {}
     for precision, xla, spe in combos:
         model = build(name, size, precision)
         training.compile_model(model, "cifar", batch, jit_compile=xla, steps_per_execution=spe)
         models[(precision, xla, spe)] = model
-    rates = time_models(models, dataset(size, batch, steps), batch * steps, args.rounds)
-    stats = summarize(rates, ("float32", False, 1))
+    stats = with_ratios(time_models(models, dataset(size, batch), steps, batch), ("float32", False, 1))
     fast = distribute.fast_path(family="cifar" if size == 32 else "imagenet")
     print(f"\n{name}, {size}x{size}, batch {batch}, {steps} steps per round, {args.rounds} rounds")
     print(f"{'precision':16s} {'XLA':>5s} {'steps/exec':>10s} {'images/s':>9s} {'min':>8s} {'max':>8s} {'ratio':>6s}")
@@ -130,8 +113,8 @@ def default_vs_applications():
                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     models = {"keras_resnet ResNet50, keras-resnet train defaults": ours,
               "keras.applications ResNet50, default compile": theirs}
-    rates = time_models(models, dataset(size, batch, steps), batch * steps, args.rounds)
-    stats = summarize(rates, "keras.applications ResNet50, default compile")
+    stats = with_ratios(time_models(models, dataset(size, batch), steps, batch),
+                        "keras.applications ResNet50, default compile")
     print(f"\nResNet-50 training, {size}x{size}, batch {batch}, fast path {fast}")
     for key, s in stats.items():
         print(f"{key:52s} {s['median']:8.2f} images/s [{s['min']:.2f}-{s['max']:.2f}] {s['ratio']:.2f}x")
@@ -139,19 +122,13 @@ def default_vs_applications():
 
 
 def main():
-    results = {"device": args.device, "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
-               "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-               "fast_path": {family: distribute.fast_path(family=family) for family in ("cifar", "imagenet")},
-               "modes": {}}
-    if not args.skip_modes:
-        for name in args.models:
-            results["modes"][name] = modes_table(name)
-    results["default_vs_keras_applications"] = default_vs_applications()
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    print(f"\nwrote {args.json}")
+    machine = common.machine_description(args.device)
+    print(common.describe(machine))
+    fast = {family: distribute.fast_path(family=family) for family in ("cifar", "imagenet")}
+    modes = {} if args.skip_modes else {name: modes_table(name) for name in args.models}
+    ratio = default_vs_applications()
+    common.write_json(args.json, machine, vars(args), {"modes": modes, "default_vs_keras_applications": ratio},
+                      fast_path=fast)
 
 
 if __name__ == "__main__":

@@ -184,27 +184,27 @@ def fast_path(enabled=True, family="cifar"):
     return dict(FAST_PATH["cpu"])
 
 
-def resolve_precision(precision="auto"):
+def resolve_precision(precision="auto", *, fast=True, family="cifar"):
     """The dtype policy name for ``precision``.
 
-    "mixed" means mixed_float16 on GPU and mixed_bfloat16 on CPU/TPU; "auto" means the fast
-    path's for CIFAR nets (:data:`FAST_PATH`: float32 on CPU, mixed_float16 on GPU).
+    "mixed" means mixed_float16 on GPU and mixed_bfloat16 on CPU/TPU; "auto" means
+    ``fast_path(fast, family)``'s (:data:`FAST_PATH`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
     if precision == "auto":
-        return fast_path()["precision"]
+        return fast_path(fast, family)["precision"]
     if precision == "mixed":
         return "mixed_float16" if _gpus() else "mixed_bfloat16"
     return precision
 
 
-def set_precision(precision="auto"):
-    """Set Keras' global dtype policy; returns the policy name.
+def set_precision(precision="auto", *, fast=True, family="cifar"):
+    """Set Keras' global dtype policy (see :func:`resolve_precision`); returns its name.
 
     Example:
         >>> set_precision("mixed")  # 'mixed_float16' on a GPU
     """
-    policy = resolve_precision(precision)
+    policy = resolve_precision(precision, fast=fast, family=family)
     keras.config.set_dtype_policy(policy)
     return policy

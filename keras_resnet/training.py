@@ -475,9 +475,7 @@ def train(
     family = "imagenet" if _family(model_name) == "imagenet" else "cifar"
     recipe = get_recipe(recipe or family)
     keras.utils.set_random_seed(seed)
-    if precision == "auto":
-        precision = distribute.fast_path(fast_path, family)["precision"]
-    policy = distribute.set_precision(precision)
+    policy = distribute.set_precision(precision, fast=fast_path, family=family)
     strategy_object = distribute.get_strategy(strategy)
     global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
 

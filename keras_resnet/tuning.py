@@ -254,6 +254,14 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             raise keras_tuner.errors.FailedTrialError(str(error)) from None
 
 
+def _check_search(tuner, max_trials, max_epochs):
+    if tuner not in TUNERS:
+        raise ValueError(f"`tuner` must be one of {', '.join(TUNERS)}; got {tuner!r}.")
+    for name, value in (("max_trials", max_trials), ("max_epochs", max_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+
+
 def make_tuner(hypermodel, tuner="hyperband", *, directory="tuning", project_name="search",
                max_trials=10, max_epochs=10, hyperband_factor=3, seed=0, overwrite=False,
                strategy=None):
@@ -279,11 +287,7 @@ def make_tuner(hypermodel, tuner="hyperband", *, directory="tuning", project_nam
     Example:
         >>> make_tuner(ResNetHyperModel("digits"), "bayesian", directory="tuning", max_trials=8)
     """
-    if tuner not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {', '.join(TUNERS)}; got {tuner!r}.")
-    for name, value in (("max_trials", max_trials), ("max_epochs", max_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    _check_search(tuner, max_trials, max_epochs)
     if isinstance(strategy, str):
         strategy = distribute.get_strategy(strategy)
     common = dict(
@@ -382,8 +386,7 @@ def tune(dataset="digits", tuner="hyperband", *, output_dir=None, max_trials=10,
     Example:
         >>> tune("digits", "random", max_trials=3, max_epochs=5)["best"]
     """
-    if tuner not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {', '.join(TUNERS)}; got {tuner!r}.")
+    _check_search(tuner, max_trials, max_epochs)  # before any data is loaded
     if output_dir is None:
         output_dir = os.path.join("tuning", f"{os.path.basename(str(dataset).rstrip('/'))}-{tuner}")
     keras.utils.set_random_seed(seed)
