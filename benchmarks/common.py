@@ -1,23 +1,28 @@
-"""Shared code of the benchmark scripts: device selection, machine description, statistics,
-JSON results, and the machine's peak FLOP/s (theoretical and measured).
+"""Shared code of the benchmark scripts: Keras backend and device selection, machine
+description, statistics, JSON results, and the machine's peak FLOP/s (theoretical and measured).
 
-Importing this module does not import TensorFlow, so a script can parse its arguments and call
-:func:`select_device` (which hides the GPUs for ``--device cpu``) before TensorFlow starts.
+Importing this module imports neither Keras nor TensorFlow, so a script can parse its arguments,
+call :func:`set_backend` (``KERAS_BACKEND``: tensorflow, jax or torch) and :func:`select_device`
+(which hides the GPUs for ``--device cpu``) before the backend starts. Nothing here imports
+TensorFlow unless the backend is TensorFlow: under JAX and PyTorch the matmul peak, the device
+checks and the cached batch use the backend's own arrays.
 
 Run it alone to print the machine description and the peak FLOP/s:
 
     python benchmarks/common.py                  # this CPU: theoretical peak + measured matmul
     python benchmarks/common.py --device gpu     # GPU:0: published peak + measured matmul
+    python benchmarks/common.py --device gpu --backend jax   # the same, measured with JAX
 
 Peak FLOP/s:
 
 - CPU, theoretical: physical cores x clock x FLOPs/cycle/core, the FLOPs/cycle read off the SIMD
   flags in /proc/cpuinfo (AVX-512 / AVX2 + FMA, avx512_bf16, AMX) and the vendor (AMD Zen 4
   runs 512-bit FMAs on 256-bit units); the assumptions are printed and stored with the figure.
-- CPU, measured: the best of a few timed float32 (and bfloat16) ``tf.matmul`` of 2048x2048.
+- CPU, measured: the best of a few timed float32 (and bfloat16) 2048x2048 matmuls of the backend
+  (``tf.matmul``, ``jax.numpy.matmul`` jitted, ``torch.matmul``).
 - GPU, theoretical: a table of published dense peaks keyed by device name (H100 SXM: 989
   TFLOP/s bf16/fp16 tensor, 494 TF32 tensor, 67 fp32; A100: 312 / 156 / 19.5; ...).
-- GPU, measured: the best of a few timed 8192x8192 ``tf.matmul`` per dtype.
+- GPU, measured: the best of a few timed 8192x8192 matmuls of the backend per dtype.
 
 The *fraction of peak* the scripts print uses the theoretical peak of the dtype the convolutions
 run in: float32 on CPU; on GPU TF32 tensor cores when TensorFlow has TF32 enabled (its
@@ -49,11 +54,14 @@ DEVICES = ("cpu", "gpu")
 # Arguments, device, seeds
 
 
-def add_common_arguments(parser, json_name, peak=False):
-    """``--device``, ``--seed``, ``--json`` (default ``benchmarks/results/<json_name>``) and,
-    with ``peak``, ``--cpu-ghz`` for the theoretical peak."""
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def add_common_arguments(parser, json_name, peak=False, backend=False):
+    """``--device``, ``--seed``, ``--json`` (default ``benchmarks/results/<json_name>``), with
+    ``peak`` ``--cpu-ghz`` for the theoretical peak, with ``backend`` ``--backend``."""
     parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="cpu: hide the GPUs; gpu: run on /GPU:0 (fails when there is none)")
+                        help="cpu: hide the GPUs; gpu: run on the first GPU (fails when there is none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random input and weight")
     parser.add_argument("--json", default=os.path.join(RESULTS_DIR, json_name),
                         help="where to write the results (default: %(default)s)")
@@ -62,19 +70,62 @@ def add_common_arguments(parser, json_name, peak=False):
                             help="CPU clock for the theoretical peak (default: cpufreq's "
                                  "maximum, else 'cpu MHz' of /proc/cpuinfo, which under a "
                                  "hypervisor is the nominal clock)")
+    if backend:
+        parser.add_argument("--backend", choices=BACKENDS, default=None,
+                            help="the Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     return parser
 
 
-def select_device(device):
-    """Make TensorFlow use ``device`` ("cpu" or "gpu"); returns "/CPU:0" or "/GPU:0".
+def set_backend(backend=None):
+    """Set ``KERAS_BACKEND`` to ``backend`` (default: the environment's, else tensorflow) before
+    Keras is imported; returns the backend's name.
 
-    Call it before anything imports TensorFlow: "cpu" sets ``CUDA_VISIBLE_DEVICES=-1`` so no
-    GPU is initialised at all. "gpu" exits with a clear message when TensorFlow sees no GPU.
+    Exits with a message when Keras is already running on another backend, or when the
+    backend's package is not installed.
+    """
+    import importlib.util
+
+    backend = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if backend not in BACKENDS:
+        raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if "keras" in sys.modules:
+        running = sys.modules["keras"].backend.backend()
+        if running != backend:
+            raise SystemExit(f"--backend {backend}: Keras was already imported on {running}; "
+                             "set the backend before importing Keras")
+    if importlib.util.find_spec(backend) is None:
+        extra = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+        raise SystemExit(f"--backend {backend}: the {backend!r} package is not installed "
+                         f"(pip install {extra})")
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
+
+
+def backend_name():
+    """The Keras backend this process runs on (or will run on): ``KERAS_BACKEND``."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
+def select_device(device, backend=None):
+    """Make the Keras backend use ``device`` ("cpu" or "gpu"); returns "/CPU:0" or "/GPU:0".
+
+    Call it before the backend is imported: "cpu" sets ``CUDA_VISIBLE_DEVICES=-1`` (and
+    ``JAX_PLATFORMS=cpu``) so no GPU is initialised at all. "gpu" exits with a clear message
+    when the backend sees no GPU. Only TensorFlow is imported for TensorFlow.
     """
     if device not in DEVICES:
         raise ValueError(f"`device` must be one of {', '.join(DEVICES)}; got {device!r}.")
+    backend = backend or backend_name()
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        if backend == "jax":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+    if backend == "jax":
+        return _select_jax_device(device)
+    if backend == "torch":
+        return _select_torch_device(device)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # no retracing warnings: every model traces its own step
@@ -95,6 +146,50 @@ def select_device(device):
             f"Run with --device cpu, or on a machine with an NVIDIA GPU and driver."
         )
     return "/GPU:0"
+
+
+def _select_jax_device(device):
+    import jax
+
+    if device == "cpu":
+        return "/CPU:0"
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if not gpus:
+        raise SystemExit(
+            f"--device gpu: JAX {jax.__version__} sees no GPU (devices: {jax.devices()}): "
+            "install a CUDA build (pip install 'jax[cuda12]') on a machine with an NVIDIA GPU, "
+            "or run with --device cpu."
+        )
+    return "/GPU:0"
+
+
+def _select_torch_device(device):
+    import torch
+
+    if device == "cpu":
+        return "/CPU:0"
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device gpu: PyTorch {torch.__version__} sees no CUDA GPU "
+            f"({'a CPU-only build' if torch.version.cuda is None else 'no driver or GPU found'}). "
+            "Run with --device cpu, or on a machine with an NVIDIA GPU and driver."
+        )
+    return "/GPU:0"
+
+
+def device_scope(tf_device):
+    """The context to build and train in: ``tf.device`` on TensorFlow; nothing on JAX and
+    PyTorch, which place arrays on the device :func:`select_device` left visible."""
+    import contextlib
+
+    if backend_name() != "tensorflow":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device(tf_device)
 
 
 def mixed_policy(device):
@@ -167,10 +262,36 @@ def random_batch(batch, size, classes, seed=0):
 
 
 def cached_dataset(x, y):
-    """A ``tf.data`` dataset that repeats one in-memory batch forever (no input-pipeline cost)."""
-    import tensorflow as tf
+    """One in-memory batch, repeated forever, for ``model.fit`` (no input-pipeline cost).
 
-    return tf.data.Dataset.from_tensors((x, y)).cache().repeat().prefetch(2)
+    TensorFlow: a cached, prefetched ``tf.data`` dataset. JAX and PyTorch: a
+    ``keras.utils.PyDataset`` that hands ``fit`` the same batch, placed on the device once
+    (a ``jax.Array`` / ``torch.Tensor``), so no step pays a host-to-device copy.
+    """
+    if backend_name() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors((x, y)).cache().repeat().prefetch(2)
+    return _repeated_batch(x, y)
+
+
+def _repeated_batch(x, y):
+    import keras
+
+    class RepeatedBatch(keras.utils.PyDataset):
+        """``(x, y)`` at every index; as long as any ``fit`` asks (``steps_per_epoch``)."""
+
+        def __init__(self, x, y):
+            super().__init__()
+            self.batch = (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+
+        def __len__(self):
+            return 2**31 - 1
+
+        def __getitem__(self, index):
+            return self.batch
+
+    return RepeatedBatch(x, y)
 
 
 def fit_runner(model, dataset, steps, batch):
@@ -253,15 +374,66 @@ def cpu_info():
 
 
 def gpu_info():
-    """Name and compute capability of every GPU TensorFlow sees (empty on CPU)."""
+    """Name and compute capability of every GPU the Keras backend sees (empty on CPU)."""
+    backend = backend_name()
+    gpus = []
+    if backend == "jax":
+        import jax
+
+        try:
+            devices = jax.devices("gpu")
+        except RuntimeError:
+            devices = []
+        for d in devices:
+            gpus.append({"device": str(d), "name": d.device_kind,
+                         "compute_capability": getattr(d, "compute_capability", None)})
+        return gpus
+    if backend == "torch":
+        import torch
+
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            gpus.append({"device": f"cuda:{i}", "name": torch.cuda.get_device_name(i),
+                         "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(i)))})
+        return gpus
     import tensorflow as tf
 
-    gpus = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         gpus.append({"device": gpu.name, "name": details.get("device_name", "unknown"),
                      "compute_capability": details.get("compute_capability")})
     return gpus
+
+
+def _version(distribution):
+    """The installed version of ``distribution``, read without importing it; None if absent."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tf32_enabled():
+    """Whether float32 convolutions and matmuls may run on TF32 tensor cores (GPU only).
+
+    TensorFlow: its switch (on by default). JAX: XLA's default precision allows TF32 on GPUs
+    that have it (``jax_default_matmul_precision`` unset). PyTorch: cuDNN convolutions use
+    TF32 by default (``torch.backends.cudnn.allow_tf32``); a ResNet is nearly all convolutions.
+    """
+    backend = backend_name()
+    if backend == "jax":
+        import jax
+
+        return jax.config.jax_default_matmul_precision in (None, "default", "tensorfloat32",
+                                                           "bfloat16")
+    if backend == "torch":
+        import torch
+
+        return bool(torch.backends.cudnn.allow_tf32)
+    import tensorflow as tf
+
+    return tf.config.experimental.tensor_float_32_execution_enabled()
 
 
 def _nvidia_smi():
@@ -287,10 +459,9 @@ def _git_commit():
 
 
 def machine_description(device):
-    """What the figures were measured on: CPU, cores, GPU, TF/Keras versions, device used."""
+    """What the figures were measured on: CPU, cores, GPU, Keras and backend versions, device."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     try:
         import keras_resnet
@@ -298,10 +469,25 @@ def machine_description(device):
         package_version = keras_resnet.__version__
     except ImportError:
         package_version = None
-    build = tf.sysconfig.get_build_info()
-    gpus = gpu_info()
+    backend = backend_name()
+    cuda_build = None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        build = tf.sysconfig.get_build_info()
+        if build.get("is_cuda_build"):
+            cuda_build = {k: build.get(k) for k in ("cuda_version", "cudnn_version")}
+    elif backend == "torch":
+        import torch
+
+        if torch.version.cuda:
+            cuda_build = {"cuda_version": torch.version.cuda,
+                          "cudnn_version": torch.backends.cudnn.version()}
+    gpus = gpu_info() if device == "gpu" else []
     return {
         "device": device,
+        "backend": backend,
+        "backend_version": _version({"torch": "torch"}.get(backend, backend)),
         "tf_device": "/GPU:0" if device == "gpu" else "/CPU:0",
         "cpu": cpu_info(),
         "gpus": gpus,
@@ -309,16 +495,21 @@ def machine_description(device):
         "nvidia_smi": _nvidia_smi() if device == "gpu" else None,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,
-        "tensorflow": tf.__version__,
+        # Installed versions, read from package metadata: nothing here imports TensorFlow
+        # unless it is the backend.
+        "tensorflow": _version("tensorflow"),
+        "jax": _version("jax"),
+        "jaxlib": _version("jaxlib"),
+        "torch": _version("torch"),
+        "torchvision": _version("torchvision"),
         "keras": keras.__version__,
         "numpy": np.__version__,
         "keras_resnet": package_version,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cuda_build": {k: build.get(k) for k in ("cuda_version", "cudnn_version")}
-        if build.get("is_cuda_build") else None,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-        "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+        "cuda_build": cuda_build,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default") if backend == "tensorflow" else None,
+        "tf32": tf32_enabled() if device == "gpu" else None,
         "git_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]) if sys.argv else None,
@@ -335,7 +526,10 @@ def describe(machine):
             f"({cpu['physical_cores']} physical cores)")
     if machine["gpu_name"]:
         text += f" | GPU {machine['gpu_name']}"
-    return text + f" | TensorFlow {machine['tensorflow']}, Keras {machine['keras']}"
+    backend = machine.get("backend", "tensorflow")
+    names = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+    return text + (f" | Keras {machine['keras']} on {names.get(backend, backend)} "
+                   f"{machine.get('backend_version') or machine.get(backend)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,11 +622,24 @@ def gpu_theoretical_peak(name):
 
 
 def measure_matmul(device, dtype="float32", size=None, repeats=None, rounds=3):
-    """Best FLOP/s of ``rounds`` timings of ``repeats`` square ``tf.matmul`` on ``device``."""
-    import tensorflow as tf
-
+    """Best FLOP/s of ``rounds`` timings of ``repeats`` chained square matmuls on ``device``,
+    with the Keras backend's own arrays (TensorFlow, JAX or PyTorch)."""
     size = size or (8192 if device == "gpu" else 2048)
     repeats = repeats or (20 if device == "gpu" else 4)
+    chain = {"jax": _jax_matmul_chain, "torch": _torch_matmul_chain}.get(
+        backend_name(), _tf_matmul_chain)(device, dtype, size, repeats)
+    chain()  # trace, compile, warm up
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        chain()
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
+    return {"dtype": dtype, "size": size, "repeats": repeats, "flops": best}
+
+
+def _tf_matmul_chain(device, dtype, size, repeats):
+    import tensorflow as tf
+
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
         generator = tf.random.Generator.from_seed(0)
         # Entries of variance 1/size: a chain of products keeps its scale (no overflow in
@@ -441,35 +648,72 @@ def measure_matmul(device, dtype="float32", size=None, repeats=None, rounds=3):
         a = tf.cast(generator.normal((size, size)), dtype)
         b = tf.cast(generator.normal((size, size), stddev=size**-0.5), dtype)
 
-        @tf.function
-        def chain(c, b):
-            for _ in range(repeats):
-                c = tf.matmul(c, b)
-            return tf.reduce_sum(tf.cast(c[:1, :1], tf.float32))
+    @tf.function
+    def chain(c, b):
+        for _ in range(repeats):
+            c = tf.matmul(c, b)
+        return tf.reduce_sum(tf.cast(c[:1, :1], tf.float32))
 
-        chain(a, b).numpy()  # trace, warm up
-        best = 0.0
-        for _ in range(rounds):
-            start = time.perf_counter()
-            chain(a, b).numpy()
-            best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
-    return {"dtype": dtype, "size": size, "repeats": repeats, "flops": best}
+    def run():
+        with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+            return chain(a, b).numpy()
+
+    return run
+
+
+def _jax_matmul_chain(device, dtype, size, repeats):
+    import jax
+    import jax.numpy as jnp
+
+    target = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    ka, kb = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.device_put(jax.random.normal(ka, (size, size)).astype(dtype), target)
+    b = jax.device_put((jax.random.normal(kb, (size, size)) * size**-0.5).astype(dtype), target)
+
+    @jax.jit
+    def chain(c, b):  # arguments, not constants: XLA cannot fold or merge the products
+        for _ in range(repeats):
+            c = c @ b
+        return jnp.sum(c[:1, :1].astype(jnp.float32))
+
+    return lambda: chain(a, b).block_until_ready()
+
+
+def _torch_matmul_chain(device, dtype, size, repeats):
+    import torch
+
+    target = torch.device("cuda" if device == "gpu" else "cpu")
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(target, getattr(torch, dtype))
+    b = (torch.randn(size, size, generator=generator) * size**-0.5).to(target, getattr(torch, dtype))
+
+    def run():
+        with torch.no_grad():
+            c = a
+            for _ in range(repeats):
+                c = c @ b
+            value = float(c[:1, :1].float().sum())  # waits for the device
+        return value
+
+    return run
 
 
 _PEAK_CACHE = {}
 
 
-def peak_flops(device, measure=True, cpu_ghz=None):
+def peak_flops(device, measure=True, cpu_ghz=None, size=None, repeats=None):
     """Theoretical and measured peak FLOP/s of ``device`` ("cpu"/"gpu"), per dtype.
+
+    ``size`` and ``repeats`` set the measured matmuls (default 2048 x 4 on CPU, 8192 x 20 on
+    GPU; smaller ones measure less than the peak).
 
     Returns:
         dict: ``theoretical`` (dtype -> FLOP/s, plus notes), ``measured`` (dtype -> FLOP/s of a
         large matmul, when ``measure``), ``basis`` (which figure fractions use).
     """
-    if (device, measure, cpu_ghz) in _PEAK_CACHE:
-        return _PEAK_CACHE[(device, measure, cpu_ghz)]
-    import tensorflow as tf
-
+    key = (device, measure, cpu_ghz, size, repeats)
+    if key in _PEAK_CACHE:
+        return _PEAK_CACHE[key]
     if device == "cpu":
         theoretical = cpu_theoretical_peak(ghz=cpu_ghz)
         mixed_dtype = "bfloat16"
@@ -482,19 +726,19 @@ def peak_flops(device, measure=True, cpu_ghz=None):
             if theoretical.get("table_key")
             else f"{name!r} is not in GPU_PEAKS_TFLOPS: no theoretical peak"
         ]
-        mixed_dtype = "float16"
+        mixed_dtype = "float16/bfloat16"
         source = "published table, keyed by device name"
     measured = {}
     if measure:
-        for dtype in ("float32", mixed_dtype):
+        dtypes = ("float32", "bfloat16") if device == "cpu" else ("float32", "bfloat16", "float16")
+        for dtype in dtypes:
             try:
-                measured[dtype] = measure_matmul(device, dtype)["flops"]
+                measured[dtype] = measure_matmul(device, dtype, size, repeats)["flops"]
             except Exception as error:  # noqa: BLE001  (a dtype the device has no kernel for)
                 measured[dtype] = None
                 theoretical.setdefault("assumptions", []).append(
                     f"{dtype} matmul could not be measured: {type(error).__name__}")
-    tf32 = device == "gpu" and tf.config.experimental.tensor_float_32_execution_enabled() \
-        and theoretical.get("tf32")
+    tf32 = device == "gpu" and tf32_enabled() and theoretical.get("tf32")
     exceeded = []
     for dtype, value in measured.items():
         if value and theoretical.get(dtype) and value > theoretical[dtype]:
@@ -506,8 +750,8 @@ def peak_flops(device, measure=True, cpu_ghz=None):
                 note += (f": it implies at least {implied / 1e9:.2f} GHz (pass --cpu-ghz with the "
                          f"all-core boost clock)")
             theoretical["assumptions"].append(note)
-    float32_kind = ("TF32 tensor cores, which TensorFlow uses for float32 by default" if tf32
-                    else "float32")
+    float32_kind = (f"TF32 tensor cores, which {backend_name()} uses for float32 by default"
+                    if tf32 else "float32")
     basis = ("fractions of peak use the theoretical peak of the dtype the convolutions run in "
              f"({float32_kind} for float32 models, {mixed_dtype} for mixed precision), or the "
              "measured matmul where that is higher")
@@ -521,7 +765,7 @@ def peak_flops(device, measure=True, cpu_ghz=None):
         "float32_basis": "tf32" if tf32 else "float32",
         "basis": basis,
     }
-    _PEAK_CACHE[(device, measure, cpu_ghz)] = result
+    _PEAK_CACHE[key] = result
     return result
 
 
@@ -533,14 +777,14 @@ def peak_for(peak, precision):
         ``reference``, the larger of the two, which fractions of peak divide by.
     """
     mixed = precision.startswith("mixed")
+    compute = ("float16" if precision == "mixed_float16" else "bfloat16" if mixed
+               else "float32")
     if peak["device"] == "cpu":
-        key = measured_key = "bfloat16" if mixed else "float32"
+        key = compute
     else:
-        key = ("float16" if precision == "mixed_float16"
-               else "bfloat16" if mixed else peak["float32_basis"])
-        measured_key = "float16" if mixed else "float32"
+        key = compute if mixed else peak["float32_basis"]
     theoretical = peak["theoretical"].get(key)
-    measured = peak["measured"].get(measured_key)
+    measured = peak["measured"].get(compute)
     values = [v for v in (theoretical, measured) if v]
     return {"theoretical": theoretical, "measured": measured,
             "reference": max(values) if values else None}
@@ -618,9 +862,10 @@ def write_json(path, machine, settings, results, **extra):
 
 def main():
     parser = argparse.ArgumentParser(description="Machine description and peak FLOP/s.")
-    add_common_arguments(parser, "machine.json", peak=True)
+    add_common_arguments(parser, "machine.json", peak=True, backend=True)
     parser.add_argument("--no-measure", action="store_true", help="skip the matmul measurement")
     args = parser.parse_args()
+    set_backend(args.backend)
     select_device(args.device)
     machine = machine_description(args.device)
     print(describe(machine))

@@ -1,36 +1,42 @@
-"""Inference latency (batch 1) and throughput (batch 32) of one model, every way it can be run.
+"""Inference latency (batch 1) and throughput (batch 32) of each model on every runtime, side by side.
 
-Runners, all for the same randomly initialised model (fixed seed; batch-norm statistics taken
-from one batch of the random inputs so activations stay in range) and the same random inputs:
+For each ``--models`` entry (default ResNet-20 at 32x32 and ResNet-50 at 224x224), one randomly
+initialised model (fixed seed; batch-norm statistics taken from one batch of the random inputs
+so activations stay in range) is exported and run by:
 
-- Keras: ``model.predict(x, verbose=0)`` and the direct call ``model(x, training=False)``;
-- SavedModel: the model exported with ``keras_resnet.export.export_saved_model`` to a
-  temporary directory and loaded with ``tf.saved_model.load``; every signature is called:
-  ``serving_default`` and ``probabilities`` (float32 images, already preprocessed),
-  ``serving_images`` (uint8 images of the model's input size; preprocessing runs in the graph)
-  and ``serving_bytes`` (JPEG bytes of the same images, decoded in the graph);
-- TFLite: ``keras_resnet.export.tflite`` of that SavedModel, float32, float16 (float16
-  weights), dynamic (int8 weights) and int8 (int8 weights and activations, float in/out;
-  calibrated on ``--calibration-images`` random images), run by the LiteRT ``Interpreter``
-  with ``num_threads`` = the usable CPUs (batch 32 via ``resize_tensor_input``). TFLite runs
-  on the CPU even with ``--device gpu``.
+- Keras: the direct call ``model(x, training=False)``;
+- SavedModel: ``keras_resnet.export.export_saved_model``, loaded with ``tf.saved_model.load``,
+  its ``serving_images`` signature (uint8 images in; preprocessing in the graph);
+- TFLite (``keras_resnet.export.tflite``: Keras' litert exporter), float32 and int8 (int8
+  weights and activations, float in/out), LiteRT ``Interpreter`` with ``--threads`` threads
+  (batch 32 via ``resize_tensor_input``);
+- ONNX Runtime (``keras_resnet.export.export_onnx``: Keras' ONNX exporter, tf2onnx), float32 and
+  int8 (ONNX Runtime's static QDQ quantization), CPU execution provider, ``--threads``
+  intra-op threads;
+- OpenVINO (``keras_resnet.export.export_openvino``: Keras' OpenVINO exporter), float32 (f32
+  inference precision) and int8 (NNCF post-training quantization, when ``nncf`` is
+  installed), compiled for the CPU per batch size (static shapes), latency hint.
 
-Latency: ``--latency-runs`` single-image calls per runner (median and p90 ms); throughput:
-``--rounds`` rounds of ``--throughput-batches`` calls at ``--batch-size`` 32 (median images/s,
-min-max). Runners are interleaved (the order rotates) after one warm-up call each. The
-``max |dp|`` column is the largest probability difference from the Keras model on the batch,
-a sanity check that every runner computes the same network (int8 differs by quantization,
-``serving_bytes`` by the JPEG compression of its random-noise inputs).
+Every int8 model is calibrated on the same ``--calibration-images`` random images. Each timed
+call starts from uint8 images of the model's input size and includes the export's
+preprocessing: in the SavedModel's graph, else ``keras_resnet.data.preprocess`` with the
+model's ``ImagePreprocessing`` (one ``tf.function``; the row ``preprocessing alone`` times it
+by itself). Latency: ``--latency-runs`` interleaved batch-1 calls per runner (p50, p99 ms);
+throughput: ``--rounds`` interleaved rounds of ``--throughput-batches`` calls at
+``--batch-size`` (median images/s, min-max). ``% peak``: 2 x multiply-adds x images/s over
+the measured float32 matmul FLOP/s of this machine (``benchmarks/common.py``; int8 rows too,
+against the same float32 figure). ``max |dp|``: the largest probability difference from Keras
+on the batch (int8 differs by quantization). ``vs SM``: throughput over the SavedModel's.
 
 Commands:
 
-    python benchmarks/inference.py                  # ResNet-50 at 224, about 4 min on a 2-core CPU
-    python benchmarks/inference.py --model resnet20 # CIFAR ResNet-20 at 32x32, about 1 min
-    python benchmarks/inference.py --model resnet50 --image-size 160 --latency-runs 50 --rounds 5
-    python benchmarks/inference.py --device gpu     # Keras and SavedModel on GPU:0
+    python benchmarks/inference.py                      # ResNet-20 and ResNet-50, about 8 min on 2 cores
+    python benchmarks/inference.py --models resnet20    # about 1.5 min
+    python benchmarks/inference.py --models resnet50 --rounds 5 --latency-runs 50
+    python benchmarks/inference.py --runtimes keras saved_model onnx   # a subset
 
-Results: a table on stdout, the int8/float32 TFLite throughput ratio, and
-``benchmarks/results/inference.json``.
+Results: a table per model on stdout, the fastest float32 / int8 paths against the
+SavedModel, and ``benchmarks/results/inference.json``.
 """
 
 import argparse
@@ -42,29 +48,28 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+RUNTIMES = ("keras", "saved_model", "tflite", "onnx", "openvino")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.add_common_arguments(parser, "inference.json")
-    parser.add_argument("--model", default="resnet50",
-                        help="keras_resnet model name (default: %(default)s)")
+    parser.add_argument("--models", "--model", nargs="+", default=["resnet20", "resnet50"],
+                        help="keras_resnet model names (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side (default: 224 for ImageNet models, 32 for CIFAR models)")
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+                        help="runtimes to compare (default: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="throughput batch")
     parser.add_argument("--latency-runs", type=int, default=None,
                         help="batch-1 calls per runner (default: 20 ImageNet, 100 CIFAR)")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per runner")
     parser.add_argument("--throughput-batches", type=int, default=None,
-                        help="batches per throughput round (default: 1 ImageNet / 10 CIFAR on "
-                             "CPU, 20 / 50 on GPU)")
-    parser.add_argument("--tflite", nargs="*", default=list(TFLITE_QUANTIZATIONS),
-                        choices=TFLITE_QUANTIZATIONS, help="TFLite variants (default: all)")
+                        help="batches per throughput round (default: 1 ImageNet / 10 CIFAR)")
     parser.add_argument("--calibration-images", type=int, default=8,
-                        help="random images calibrating the int8 model")
+                        help="random images calibrating the int8 models")
     parser.add_argument("--threads", type=int, default=None,
-                        help="TFLite interpreter threads (default: the usable CPUs)")
+                        help="LiteRT / ONNX Runtime / OpenVINO threads (default: the usable CPUs)")
     return parser.parse_args(argv)
 
 
@@ -86,55 +91,6 @@ def calibrate_batch_norm(model, images):
     model(images, training=True)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
-
-
-def keras_runners(model):
-    import numpy as np
-
-    return {
-        "Keras model.predict": lambda x: np.asarray(model.predict(x, verbose=0, batch_size=len(x))),
-        "Keras model(x) direct call": lambda x: model(x, training=False).numpy(),
-    }
-
-
-def savedmodel_runners(path, images_uint8):
-    """One runner per signature of the export, each taking the float batch ``x``.
-
-    Signatures with uint8 or string (JPEG) inputs get the uint8 images ``x`` was made from
-    (the last ``len(x)`` of ``images_uint8``), converted once, outside the timed calls.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    prepared = {}
-
-    def uint8_tensor(x):
-        if ("uint8", len(x)) not in prepared:
-            prepared[("uint8", len(x))] = tf.constant(images_uint8[-len(x):])
-        return prepared[("uint8", len(x))]
-
-    def jpeg_tensor(x):
-        if ("jpeg", len(x)) not in prepared:
-            prepared[("jpeg", len(x))] = tf.constant(
-                [tf.io.encode_jpeg(image, quality=95).numpy() for image in images_uint8[-len(x):]])
-        return prepared[("jpeg", len(x))]
-
-    kinds = {tf.float32: (tf.constant, "float32 images"),
-             tf.uint8: (uint8_tensor, "uint8 images, preprocessed in the graph"),
-             tf.string: (jpeg_tensor, "JPEG bytes, decoded in the graph")}
-    runners, notes = {}, {}
-    for name, signature in loaded.signatures.items():
-        (spec,) = signature.structured_input_signature[1].values()
-        if spec.dtype not in kinds:
-            continue
-        convert, notes[name] = kinds[spec.dtype]
-
-        def run(x, signature=signature, key=spec.name, convert=convert):
-            return np.asarray(signature(**{key: convert(x)})["probabilities"])
-
-        runners[f"SavedModel {name}"] = run
-    return runners, notes, loaded
 
 
 class TFLiteRunner:
@@ -161,131 +117,246 @@ class TFLiteRunner:
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
 
 
-def main():
-    args = parse_args()
-    tf_device = common.select_device(args.device)
-    common.set_seeds(args.seed)
+class OpenVINORunner:
+    """One OpenVINO IR compiled per batch size (static shapes are faster than the dynamic
+    batch of the export), f32 inference precision, latency hint, ``threads`` threads."""
+
+    def __init__(self, path, threads):
+        import openvino as ov
+
+        self.core, self.model, self.threads, self.requests = ov.Core(), None, threads, {}
+        self.model = self.core.read_model(path)
+
+    def __call__(self, x):
+        batch = len(x)
+        if batch not in self.requests:
+            model = self.model.clone()
+            model.reshape({0: [batch, *x.shape[1:]]})
+            compiled = self.core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": self.threads})
+            self.requests[batch] = compiled.create_infer_request()
+        outputs = self.requests[batch].infer([x])
+        return next(iter(outputs.values())).copy()
+
+
+def onnx_runner(path, threads):
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.asarray(x, np.float32)})[0]
+
+
+def export_files(model, tmp, runtimes, calibration, threads):
+    """Export ``model`` to each file runtime: name -> (runner taking float images, bytes, note)."""
+    import importlib.util
+
+    from keras_resnet import export
+
+    plans = []
+    if "tflite" in runtimes:
+        plans += [("TFLite", export.tflite, ".tflite", q, TFLiteRunner, "LiteRT")
+                  for q in ("float32", "int8")]
+    if "onnx" in runtimes:
+        plans += [("ONNX Runtime", export.export_onnx, ".onnx", q, onnx_runner, "CPU EP")
+                  for q in ("float32", "int8")]
+    if "openvino" in runtimes:
+        quantizations = ("float32", "int8") if importlib.util.find_spec("nncf") else ("float32",)
+        plans += [("OpenVINO", export.export_openvino, ".xml", q, OpenVINORunner, "CPU, f32")
+                  for q in quantizations]
+    files = {}
+    for label, exporter, suffix, quantization, make_runner, note in plans:
+        start = time.perf_counter()
+        path = exporter(model, os.path.join(tmp, f"{quantization}{suffix}"),
+                        None if quantization == "float32" else quantization,
+                        representative_data=calibration)
+        name = f"{label} {quantization}"
+        print(f"  {name} export {time.perf_counter() - start:.1f} s", flush=True)
+        files[name] = (make_runner(path, threads), export._size(path), f"{note}, {threads} threads")
+    return files
+
+
+def make_runners(model, tmp, args, calibration, threads, tf_device):
+    """name -> (runner taking uint8 images, file bytes or None, note), all with preprocessing."""
+    import tensorflow as tf
+
+    from keras_resnet import data, export
+    from keras_resnet import preprocessing as preprocessing_lib
+
+    preprocessing = preprocessing_lib.of(model) or preprocessing_lib.default_for(model)
+    prepare = tf.function(lambda images: data.preprocess(images, preprocessing))
+    runners = {"preprocessing alone": (lambda images: prepare(images).numpy(), None,
+                                       "data.preprocess (tf.function)")}
+    if "keras" in args.runtimes:
+        runners["Keras model(x)"] = (
+            lambda images: model(prepare(images), training=False).numpy(), None, tf_device)
+    if "saved_model" in args.runtimes:
+        start = time.perf_counter()
+        path = export.export_saved_model(model, tmp, model_name="model", version=1)
+        print(f"  SavedModel export {time.perf_counter() - start:.1f} s", flush=True)
+        signature = tf.saved_model.load(path).signatures["serving_images"]
+        runners["SavedModel serving_images"] = (
+            lambda images: signature(images=tf.constant(images))["probabilities"].numpy(),
+            export._size(path), f"{tf_device}, preprocessing in the graph")
+    for name, (run, size, note) in export_files(model, tmp, args.runtimes, calibration,
+                                                threads).items():
+        runners[name] = (lambda images, run=run: run(prepare(images).numpy()), size, note)
+    return runners
+
+
+def measure(runners, images, latency_runs, rounds, batches):
+    """Warm-up, then interleaved batch-1 latencies (ms) and batch throughputs (images/s)."""
+    one = images[-1:]
+    for run in runners.values():  # warm-up at both batch sizes
+        run(one)
+        run(images)
+    latencies = {name: [] for name in runners}
+    names = list(runners)
+    for i in range(latency_runs):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runners[name](one)
+            latencies[name].append(1000 * (time.perf_counter() - start))
+
+    def throughput(run):
+        def go():
+            for _ in range(batches):
+                run(images)
+            return batches * len(images)
+        return go
+
+    print(f"  throughput: {rounds} interleaved rounds of {batches} x batch {len(images)}",
+          flush=True)
+    rates = common.interleaved({name: throughput(run) for name, run in runners.items()}, rounds)
+    return latencies, rates
+
+
+def benchmark_model(name, args, threads, tf_device, peak_float32):
+    """Rows of one model: every runner's latency, throughput, parity and share of peak."""
     import numpy as np
     import tensorflow as tf
 
     import keras_resnet
-    from keras_resnet import export
     from keras_resnet.models import parse_model_name
 
     try:
-        family, depth = parse_model_name(args.model)
+        family, _ = parse_model_name(name)
     except ValueError as error:
-        raise SystemExit(f"--model: {error}") from None
+        raise SystemExit(f"--models: {error}") from None
     cifar = family == "cifar"
     size = args.image_size or (32 if cifar else 224)
     latency_runs = args.latency_runs or (100 if cifar else 20)
-    batches = args.throughput_batches or (
-        (10 if cifar else 1) if args.device == "cpu" else (50 if cifar else 20))
-    threads = args.threads or common.cpu_info()["usable_cpus"]
+    batches = args.throughput_batches or (10 if cifar else 1)
+    rng = np.random.default_rng(args.seed)
+    images = rng.integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8)
+    with tf.device(tf_device):
+        model = keras_resnet.get_model(name, input_shape=(size, size, 3))
+        calibrate_batch_norm(model, images[:8].astype(np.float32) / 255.0)
+    macs = keras_resnet.count_multiply_adds(model)
+    print(f"\n{name}: {size}x{size}, {macs / 1e9:.3f} G multiply-adds per image", flush=True)
+    # int8 calibration: random images, preprocessed as the model's preprocessing does.
+    calibration = rng.integers(0, 256, (args.calibration_images, size, size, 3)).astype(
+        np.float32) / 255.0
+    with tempfile.TemporaryDirectory() as tmp, tf.device(tf_device):
+        runners = make_runners(model, tmp, args, calibration, threads, tf_device)
+        reference = runners["Keras model(x)"][0](images) if "keras" in args.runtimes else None
+        differences = {n: None if reference is None or n == "preprocessing alone"
+                       else float(np.max(np.abs(run(images) - reference)))
+                       for n, (run, _, _) in runners.items()}
+        latencies, rates = measure({n: r[0] for n, r in runners.items()}, images,
+                                   latency_runs, args.rounds, batches)
+    rows = []
+    for runner, (_, size_bytes, note) in runners.items():
+        stats = common.spread(rates[runner])
+        flops = None if runner == "preprocessing alone" else 2 * macs * stats["median"]
+        rows.append({
+            "model": name, "image_size": size, "runner": runner, "note": note,
+            "latency_p50_ms": common.percentile(latencies[runner], 50),
+            "latency_p99_ms": common.percentile(latencies[runner], 99),
+            "latency_ms": common.spread(latencies[runner]),
+            "images_per_s": stats, "throughput": stats["median"], "min": stats["min"],
+            "max": stats["max"], "flops": flops,
+            "fraction_of_peak": flops and peak_float32 and flops / peak_float32,
+            "max_abs_diff_vs_keras": differences[runner], "file_bytes": size_bytes,
+        })
+    settings = {"latency_runs": latency_runs, "throughput_batches": batches, "macs": macs}
+    return rows, settings
 
+
+def print_rows(rows, args, settings):
+    saved = next((r for r in rows if r["runner"].startswith("SavedModel")), None)
+    first = rows[0]
+    print(f"\n{first['model']} inference, {first['image_size']}x{first['image_size']}, uint8 images "
+          f"in, preprocessing included; latency at batch 1 ({settings['latency_runs']} runs), "
+          f"throughput at batch {args.batch_size} ({args.rounds} rounds x "
+          f"{settings['throughput_batches']} batches)")
+    common.print_table(rows, [
+        ("runner", "runner", ""),
+        ("p50 ms", "latency_p50_ms", ".2f"), ("p99 ms", "latency_p99_ms", ".2f"),
+        (f"images/s @{args.batch_size}", "throughput", ".1f"), ("min", "min", ".1f"),
+        ("max", "max", ".1f"),
+        ("vs SM", lambda r: saved and r["throughput"] / saved["throughput"], ".2f"),
+        ("% peak", lambda r: r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".1f"),
+        ("max |dp|", "max_abs_diff_vs_keras", ".1e"),
+        ("MiB", lambda r: r["file_bytes"] and r["file_bytes"] / 2**20, ".2f"),
+        ("runs on", "note", ""),
+    ])
+
+
+def summary(rows):
+    """The fastest float32 and int8 paths and the fastest batch-1 path against the SavedModel."""
+    saved = next((r for r in rows if r["runner"].startswith("SavedModel")), None)
+    models = [r for r in rows if r["runner"] != "preprocessing alone"]
+    if saved is None or not models:
+        return {}
+    float32 = max((r for r in models if "int8" not in r["runner"]), key=lambda r: r["throughput"])
+    int8 = [r for r in models if "int8" in r["runner"]]
+    fastest = min(models, key=lambda r: r["latency_p50_ms"])
+    result = {
+        "fastest_float32": float32["runner"],
+        "float32_throughput_vs_saved_model": float32["throughput"] / saved["throughput"],
+        "fastest_latency": fastest["runner"],
+        "latency_p50_vs_saved_model": fastest["latency_p50_ms"] / saved["latency_p50_ms"],
+    }
+    if int8:
+        best = max(int8, key=lambda r: r["throughput"])
+        result.update(fastest_int8=best["runner"],
+                      int8_throughput_vs_saved_model=best["throughput"] / saved["throughput"])
+    print(f"  fastest float32: {result['fastest_float32']}, "
+          f"{result['float32_throughput_vs_saved_model']:.2f}x the SavedModel's throughput")
+    if int8:
+        print(f"  fastest int8: {result['fastest_int8']}, "
+              f"{result['int8_throughput_vs_saved_model']:.2f}x the SavedModel's throughput")
+    print(f"  fastest batch-1: {result['fastest_latency']}, p50 "
+          f"{result['latency_p50_vs_saved_model']:.2f}x the SavedModel's")
+    return result
+
+
+def main():
+    args = parse_args()
+    tf_device = common.select_device(args.device)
+    common.set_seeds(args.seed)
+    threads = args.threads or common.cpu_info()["usable_cpus"]
     machine = common.machine_description(args.device)
     print(common.describe(machine))
-    rng = np.random.default_rng(args.seed)
-    images_uint8 = rng.integers(0, 256, (args.batch_size, size, size, 3), dtype=np.uint8)
-    # What the export's default preprocessing makes of them: pixels scaled to [0, 1].
-    x_batch = images_uint8.astype(np.float32) / 255.0
-    x_one = x_batch[-1:]
-
-    with tf.device(tf_device):
-        model = keras_resnet.get_model(args.model, input_shape=(size, size, 3))
-        calibrate_batch_norm(model, x_batch[:8])
-    macs = keras_resnet.count_multiply_adds(model)
-    print(f"{args.model}: {size}x{size}, {macs / 1e9:.3f} G multiply-adds per image; "
-          f"TFLite threads {threads}", flush=True)
-
-    runners, notes, files = {}, {}, {}
-    with tempfile.TemporaryDirectory() as tmp, tf.device(tf_device):
-        for name, run in keras_runners(model).items():
-            runners[name], notes[name] = run, "float32 images"
-        start = time.perf_counter()
-        saved = export.export_saved_model(model, tmp, model_name="model", version=1)
-        print(f"  SavedModel export {time.perf_counter() - start:.1f} s", flush=True)
-        sm_runners, sm_notes, _loaded = savedmodel_runners(saved, images_uint8)
-        runners.update(sm_runners)
-        notes.update({f"SavedModel {k}": v for k, v in sm_notes.items()})
-        calibration = rng.random((args.calibration_images, size, size, 3), dtype=np.float32)
-        for quantization in args.tflite:
-            start = time.perf_counter()
-            path = export.tflite(
-                saved, os.path.join(tmp, f"{quantization}.tflite"),
-                quantization=None if quantization == "float32" else quantization,
-                representative_data=calibration if quantization == "int8" else None)
-            name = f"TFLite {quantization}"
-            print(f"  {name} conversion {time.perf_counter() - start:.1f} s", flush=True)
-            runners[name] = TFLiteRunner(path, threads)
-            files[name] = os.path.getsize(path)
-            notes[name] = f"LiteRT, {threads} threads (CPU)"
-
-        reference = runners["Keras model(x) direct call"](x_batch)
-        differences = {}
-        for name, run in runners.items():  # warm-up at both batch sizes; parity on the batch
-            run(x_one)
-            differences[name] = float(np.max(np.abs(run(x_batch) - reference)))
-
-        print(f"  latency: {latency_runs} interleaved batch-1 calls per runner", flush=True)
-        latencies = {name: [] for name in runners}
-        names = list(runners)
-        for i in range(latency_runs):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
-                start = time.perf_counter()
-                runners[name](x_one)
-                latencies[name].append(1000 * (time.perf_counter() - start))
-
-        print(f"  throughput: {args.rounds} interleaved rounds of {batches} x batch "
-              f"{args.batch_size} per runner", flush=True)
-
-        def throughput(run):
-            def go():
-                for _ in range(batches):
-                    run(x_batch)
-                return batches * args.batch_size
-            return go
-
-        rates = common.interleaved({name: throughput(run) for name, run in runners.items()},
-                                   args.rounds)
-
-    rows = []
-    for name in runners:
-        stats = common.spread(rates[name])
-        rows.append({
-            "runner": name, "input": notes[name],
-            "latency_ms": common.spread(latencies[name]),
-            "latency_median_ms": common.spread(latencies[name])["median"],
-            "latency_p90_ms": common.percentile(latencies[name], 90),
-            "images_per_s": stats, "throughput": stats["median"], "min": stats["min"],
-            "max": stats["max"], "max_abs_diff_vs_keras": differences[name],
-            "tflite_bytes": files.get(name),
-            "device": "/CPU:0" if name.startswith("TFLite") else tf_device,
-        })
-    print(f"\n{args.model} inference, {size}x{size}; latency at batch 1 ({latency_runs} runs), "
-          f"throughput at batch {args.batch_size} ({args.rounds} rounds x {batches} batches)")
-    common.print_table(rows, [
-        ("runner", "runner", ""), ("input", "input", ""),
-        ("latency ms", "latency_median_ms", ".2f"), ("p90 ms", "latency_p90_ms", ".2f"),
-        (f"images/s @{args.batch_size}", "throughput", ".1f"), ("min", "min", ".1f"),
-        ("max", "max", ".1f"), ("max |dp|", "max_abs_diff_vs_keras", ".1e"),
-        ("MiB", lambda r: r["tflite_bytes"] and r["tflite_bytes"] / 2**20, ".1f"),
-    ])
-    ratios = {}
-    if "TFLite int8" in rates and "TFLite float32" in rates:
-        int8, float32 = (next(r for r in rows if r["runner"] == f"TFLite {q}")
-                         for q in ("int8", "float32"))
-        ratios = {
-            "throughput_int8_over_float32": int8["throughput"] / float32["throughput"],
-            "latency_int8_over_float32": int8["latency_median_ms"] / float32["latency_median_ms"],
-        }
-        print(f"\nTFLite int8 / float32: throughput {ratios['throughput_int8_over_float32']:.2f}x "
-              f"(batch {args.batch_size}), latency {ratios['latency_int8_over_float32']:.2f}x "
-              f"(batch 1)")
-    settings = {**vars(args), "image_size": size, "latency_runs": latency_runs,
-                "throughput_batches": batches, "threads": threads}
-    common.write_json(args.json, machine, settings, rows, multiply_adds=macs, tflite_ratios=ratios)
+    peak = common.peak_flops("cpu")
+    peak_float32 = common.peak_for(peak, "float32")["measured"]
+    print(f"measured float32 matmul: {common.format_flops(peak_float32)}; runtime threads "
+          f"{threads}", flush=True)
+    results, settings, summaries = [], {}, {}
+    for name in args.models:
+        rows, settings[name] = benchmark_model(name, args, threads, tf_device, peak_float32)
+        print_rows(rows, args, settings[name])
+        summaries[name] = summary(rows)
+        results += rows
+    common.write_json(args.json, machine, {**vars(args), "threads": threads, "models": settings},
+                      results, peak=peak, summary=summaries)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,14 @@ server's and ``--device`` only describes this client machine.
     python benchmarks/serving.py [--clients 8] [--requests 200] [--seconds 60] [--batch 1]  # < 1 min
     python benchmarks/serving.py --device gpu --clients 32 --requests 2000
     python benchmarks/serving.py --url http://127.0.0.1:8501 --model resnet20   # a running server
+    python benchmarks/serving.py --mixed --clients 64 --requests 2000   # hostile mix, server RSS
+
+``--mixed`` alternates good requests (the JPEG, a palette BMP) and hostile ones
+(an animated GIF of 600 4096x4096 frames, eight 4096x4096 PNGs in one request, JSON nested
+100,000 deep, 1 MB of numbers of the wrong shape, a body over the size limit, versions "¹" and
+5,000 digits, a truncated JPEG), checks each gets its expected status or 503 "busy" (request
+bodies held at once over ``max_pending_bytes``), and samples the server's resident memory
+(``/proc/PID/status``, every 0.1 s) when it started the server.
 
 Results: latency percentiles and requests/s on stdout, ``benchmarks/results/serving.json``
 (with the machine description).
@@ -18,6 +26,8 @@ Results: latency percentiles and requests/s on stdout, ``benchmarks/results/serv
 
 import argparse
 import base64
+import collections
+import io
 import json
 import os
 import socket
@@ -41,6 +51,89 @@ def sample_jpeg():
         return f.read()
 
 
+def save(image, fmt):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def gif_bomb(width=4096, height=4096, frames=600):
+    """An animated GIF of ``frames`` solid frames: two encoded by PIL, the rest spliced copies."""
+    from PIL import Image
+
+    blocks = []
+    for colour in (0, 1):
+        image = Image.new("P", (width, height), colour)
+        image.putpalette([0, 0, 0, 255, 255, 255])
+        data = save(image, "GIF")
+        start = data.index(b"\x2c\0\0\0\0")  # the image descriptor, at (0, 0)
+        blocks.append(data[start:-1])
+    return data[:start] + b"".join(blocks[i % 2] for i in range(frames)) + b";"
+
+
+def mixed_requests(jpeg, model, max_request_bytes):
+    """(path, body, expected status) for --mixed: good and hostile requests in turn."""
+    import numpy as np
+    from PIL import Image
+
+    def images(*encoded):
+        return json.dumps({"signature_name": "serving_bytes", "instances": [
+            {"b64": base64.b64encode(data).decode("ascii")} for data in encoded]}).encode()
+
+    palette = Image.fromarray(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64) % 16, "P")
+    palette.putpalette(list(range(48)))
+    big_png = save(Image.new("L", (4096, 4096)), "PNG")
+    predict = f"/v1/models/{model}:predict"
+    good = [(predict, images(jpeg), 200)] * 5 + [(predict, images(save(palette, "BMP")), 200)]
+    hostile = [
+        (predict, images(gif_bomb()), 413),
+        (predict, images(*[big_png] * 8), 413),
+        (predict, b"[" * 100_000, 400),
+        (predict, b'{"instances": [[' + b"0," * 2**19 + b"0]]}", 400),
+        (predict, b" " * (max_request_bytes + 1), 413),
+        (f"/v1/models/{model}/versions/\u00b9:predict", images(jpeg), 400),
+        (f"/v1/models/{model}/versions/{'9' * 5000}/metadata", b"", 400),
+        (predict, images(jpeg[: len(jpeg) // 3]), 400),
+    ]
+    return [request for pair in zip(good * 2, hostile + hostile[:4]) for request in pair]
+
+
+class MemorySampler:
+    """Resident memory of a process, sampled every ``interval`` s on a thread (Linux)."""
+
+    def __init__(self, pid, interval=0.1):
+        self.pid, self.interval, self.samples = pid, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self, key="VmRSS"):
+        """``key`` of /proc/PID/status in MiB (None if unreadable)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            value = self.read()
+            if value is not None:
+                self.samples.append(value)
+
+    def __enter__(self):
+        self.start = self.read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.end, self.high_water = self.read(), self.read("VmHWM")
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -58,7 +151,8 @@ def export_resnet20(export_dir, name):
 
 def start_server(export_dir, name, port, timeout):
     """``keras_resnet.serving.serve`` in a subprocess; returns it once the model answers."""
-    code = f"from keras_resnet.serving import serve; serve({export_dir!r}, port={port})"
+    code = (f"from keras_resnet.serving import serve; serve({export_dir!r}, port={port}, "
+            f"max_request_bytes={MAX_REQUEST_BYTES})")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -73,8 +167,15 @@ def start_server(export_dir, name, port, timeout):
     raise RuntimeError(f"The server did not start within {timeout} s (exit code {process.returncode}).")
 
 
-def drive(url, body, clients, requests, seconds):
-    """Post ``body`` from ``clients`` threads; returns (latencies in s, errors, wall seconds)."""
+MAX_REQUEST_BYTES = 16 * 2**20  # of the server started here: the hostile bodies stay small
+
+
+def drive(url, requests_cycle, clients, requests, seconds, statuses=None):
+    """Post ``requests_cycle`` [(path, body, expected status)] in turn from ``clients`` threads.
+
+    Returns (latencies in s of the 200s, errors: unexpected answers, wall seconds); counts each
+    status in ``statuses`` (a Counter) when given.
+    """
     lock = threading.Lock()
     latencies, errors = [], []
     issued = [0]
@@ -86,17 +187,26 @@ def drive(url, body, clients, requests, seconds):
                 with lock:
                     if issued[0] >= requests:
                         return
+                    path, body, expected = requests_cycle[issued[0] % len(requests_cycle)]
                     issued[0] += 1
                 start = time.perf_counter()
                 try:
-                    response = http.post(url, content=body, headers={"Content-Type": "application/json"})
-                    ok = response.status_code == 200
-                    problem = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                    response = http.request("GET" if not body else "POST", url + path, content=body,
+                                            headers={"Content-Type": "application/json"})
+                    status = response.status_code
+                    busy = status == 503 and "busy" in response.text  # max_pending_bytes
+                    problem = (None if status == expected or busy else
+                               f"{path[:60]}: HTTP {status}, expected {expected}: {response.text[:200]}")
                 except httpx.HTTPError as error:
-                    problem = f"{type(error).__name__}: {error}"
+                    status, problem = type(error).__name__, f"{type(error).__name__}: {error}"
                 elapsed = time.perf_counter() - start
                 with lock:
-                    (errors.append(problem) if problem else latencies.append(elapsed))
+                    if statuses is not None:
+                        statuses[status] += 1
+                    if problem:
+                        errors.append(problem)
+                    elif status == 200:
+                        latencies.append(elapsed)
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     started = time.perf_counter()
@@ -117,6 +227,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=60, help="stop after this many seconds")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--warmup", type=int, default=4, help="requests sent before timing")
+    parser.add_argument("--mixed", action="store_true",
+                        help="rotate through good and hostile requests; sample the server's RSS")
     args = parser.parse_args()
     for name in ("clients", "requests", "batch"):
         if getattr(args, name) < 1:
@@ -132,8 +244,10 @@ def main():
         "signature_name": "serving_bytes",
         "instances": [{"b64": base64.b64encode(jpeg).decode("ascii")}] * args.batch,
     }).encode()
+    good = [(f"/v1/models/{args.model}:predict", body, 200)]
+    cycle = mixed_requests(jpeg, args.model, MAX_REQUEST_BYTES) if args.mixed else good
 
-    process, tmp = None, None
+    process, tmp, memory, statuses = None, None, None, collections.Counter()
     try:
         url = args.url
         if url is None:
@@ -142,11 +256,19 @@ def main():
             port = free_port()
             process = start_server(tmp.name, args.model, port, timeout=120)
             url = f"http://127.0.0.1:{port}"
-        predict_url = f"{url.rstrip('/')}/v1/models/{args.model}:predict"
-        _, warm_errors, _ = drive(predict_url, body, 1, args.warmup, args.seconds)
+        url = url.rstrip("/")
+        _, warm_errors, _ = drive(url, good, 1, args.warmup, args.seconds)
         if warm_errors:
             raise SystemExit(f"Warm-up request failed: {warm_errors[0]}")
-        latencies, errors, wall = drive(predict_url, body, args.clients, args.requests, args.seconds)
+        if process is not None and sys.platform.startswith("linux"):
+            memory = MemorySampler(process.pid)
+            with memory:
+                latencies, errors, wall = drive(url, cycle, args.clients, args.requests,
+                                                args.seconds, statuses)
+        else:
+            latencies, errors, wall = drive(url, cycle, args.clients, args.requests, args.seconds,
+                                            statuses)
+        alive = process is None or process.poll() is None
     finally:
         if process is not None:
             process.terminate()
@@ -161,6 +283,9 @@ def main():
     if not latencies:
         raise SystemExit(f"No request succeeded; first error: {errors[0] if errors else 'none sent'}")
     result = {
+        "mixed": args.mixed,
+        "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
+        "server_alive": alive,
         "requests": len(latencies),
         "errors": len(errors),
         "seconds": wall,
@@ -181,8 +306,18 @@ def main():
     latency = result["latency_ms"]
     print(f"latency ms: p50 {latency['p50']:.1f}  p90 {latency['p90']:.1f}  p99 {latency['p99']:.1f}  "
           f"mean {latency['mean']:.1f}  max {latency['max']:.1f}")
+    if args.mixed:
+        print(f"statuses: {result['statuses']}; server still up: {alive}")
+    if memory is not None:
+        result["server_rss_mib"] = {
+            "start": memory.start, "peak_sampled": max(memory.samples, default=memory.start),
+            "end": memory.end, "high_water": memory.high_water,
+        }
+        rss = result["server_rss_mib"]
+        print(f"server RSS MiB: start {rss['start']:.0f}  peak {rss['peak_sampled']:.0f} "
+              f"(high-water mark {rss['high_water']:.0f})  end {rss['end']:.0f}")
     if errors:
-        print(f"first error: {errors[0]}")
+        print(f"{len(errors)} unexpected answers; first: {errors[0]}")
 
     settings = {k: v for k, v in vars(args).items()}
     settings["url"] = args.url or "started here (127.0.0.1)"

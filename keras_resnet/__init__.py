@@ -1,54 +1,58 @@
 """keras_resnet: the networks of He et al. 2015, "Deep Residual Learning for Image
 Recognition", as registered Keras 3 layers and functional models.
 
+Importing it needs Keras and NumPy only, on any Keras backend, and registers the layers, so
+``keras.saving.load_model`` reads our ``.keras`` files afterwards. The submodules that need
+TensorFlow (``data``, ``distribute``, ``runs``, ``export``, ``serving``) load on first use.
+
 Example:
     >>> import keras_resnet
-    >>> model = keras_resnet.ResNet50()
+    >>> keras_resnet.ResNet50().name
+    'resnet50'
 """
+
+import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
 
-from keras_resnet.blocks import BottleneckBlock, ResidualBlock
-from keras_resnet.models import (
-    CifarResNet,
-    ImageNetResNet,
-    ResNet18,
-    ResNet20,
-    ResNet32,
-    ResNet34,
-    ResNet44,
-    ResNet50,
-    ResNet56,
-    ResNet101,
-    ResNet110,
-    ResNet152,
-    ResNet1202,
-    build_resnet,
-    from_keras_applications,
-    get_model,
+# Public name -> the module that defines it.
+_PUBLIC = {
+    **{name: "blocks" for name in ("BottleneckBlock", "ResidualBlock")},
+    **{
+        name: "models"
+        for name in (
+            "CifarResNet", "ImageNetResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet34",
+            "ResNet44", "ResNet50", "ResNet56", "ResNet101", "ResNet110", "ResNet152",
+            "ResNet1202", "build_resnet", "from_keras_applications", "get_model",
+        )
+    },
+    "ImagePreprocessing": "preprocessing",
+    "load_model": "saving",
+    "save_model": "saving",
+    "count_multiply_adds": "summary",
+    "summary_table": "summary",
+}
+# Submodules reached as attributes (``keras_resnet.data.load``), imported on first use.
+_SUBMODULES = (
+    "analysis", "architectures", "blocks", "data", "devices", "distribute", "export", "models",
+    "preprocessing", "runs", "saving", "serving", "summary", "training", "tuning", "weights",
 )
-from keras_resnet.summary import count_multiply_adds, summary_table
-from keras_resnet import data, distribute, training  # noqa: E402  (keras_resnet.data.load, ...)
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "BottleneckBlock",
-    "CifarResNet",
-    "ImageNetResNet",
-    "ResNet18",
-    "ResNet20",
-    "ResNet32",
-    "ResNet34",
-    "ResNet44",
-    "ResNet50",
-    "ResNet56",
-    "ResNet101",
-    "ResNet110",
-    "ResNet152",
-    "ResNet1202",
-    "ResidualBlock",
-    "build_resnet",
-    "count_multiply_adds",
-    "from_keras_applications",
-    "get_model",
-    "summary_table",
-]
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"keras_resnet.{_PUBLIC[name]}"), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_resnet.{name}")
+    raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
+
+
+# The `keras-resnet` command imports this package before keras_resnet.cli; it loads Keras only
+# for the commands that need it, so `keras-resnet --help` prints at once, with no TensorFlow.
+if os.path.basename(sys.argv[0] if sys.argv else "") != "keras-resnet":
+    for _module in sorted(set(_PUBLIC.values())):
+        importlib.import_module(f"keras_resnet.{_module}")
+    globals().update({name: __getattr__(name) for name in _PUBLIC})

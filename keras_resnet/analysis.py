@@ -52,13 +52,8 @@ def _probes(model):
 
 def _block_responses(block, x):
     """The 3x3 responses of one block on its input ``x``: after BN, before ReLU/addition."""
-    if isinstance(block, ResidualBlock):
-        first = block.bn1(block._apply_conv(block.conv1, x), training=False)
-        second = block.bn2(block.conv2(block.activation(first)), training=False)
-        return [first, second]
-    # Bottleneck (Fig. 5 right): only the middle convolution is 3x3.
-    reduced = block.activation(block.bn1(block.conv1(x), training=False))
-    return [block.bn2(block._apply_conv(block.conv2, reduced), training=False)]
+    outputs = block.branch_outputs(x, training=False)
+    return [outputs[name] for name in block.responses_3x3]
 
 
 def _check_images(model, images):

@@ -55,13 +55,31 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stem:
+    """The layers before the stages: a ``kernel_size`` conv with ``strides`` (+ BN, ReLU),
+    then a max pool ``(pool_size, pool_strides)`` if ``pool_size``."""
+
+    filters: int
+    kernel_size: int
+    strides: int
+    pool_size: int = 0
+    pool_strides: int = 1
+
+
+# Table 1, conv1 and the start of conv2_x: 7x7, 64, stride 2; 3x3 max pool, stride 2.
+IMAGENET_STEM = Stem(64, 7, 2, pool_size=3, pool_strides=2)
+# §4.2: "The first layer is 3x3 convolutions" with 16 filters.
+CIFAR_STEM = Stem(16, 3, 1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Architecture:
     """A whole network: stem, stages and the family's defaults."""
 
     family: str
     depth: int
     block: str  # "basic" (ResidualBlock) or "bottleneck" (BottleneckBlock)
-    stem_filters: int
+    stem: Stem
     stages: tuple
     input_shape: tuple
     classes: int
@@ -96,7 +114,7 @@ def imagenet_architecture(depth):
         Stage(f"conv{i + 2}", n, filters, 1 if i == 0 else 2)
         for i, (n, filters) in enumerate(zip(repeats, IMAGENET_FILTERS))
     )
-    return Architecture("imagenet", depth, block, 64, stages, (224, 224, 3), 1000, "B")
+    return Architecture("imagenet", depth, block, IMAGENET_STEM, stages, (224, 224, 3), 1000, "B")
 
 
 def cifar_architecture(depth):
@@ -120,7 +138,7 @@ def cifar_architecture(depth):
         Stage(f"conv{i + 2}", n, filters, 1 if i == 0 else 2)
         for i, filters in enumerate(CIFAR_FILTERS)
     )
-    return Architecture("cifar", depth, "basic", 16, stages, (32, 32, 3), 10, "A")
+    return Architecture("cifar", depth, "basic", CIFAR_STEM, stages, (32, 32, 3), 10, "A")
 
 
 def architecture(family, depth):

@@ -30,6 +30,18 @@ def check_positive_int(argument, value):
         )
 
 
+def check_channels_last(what="keras_resnet"):
+    """Raise ValueError unless Keras' image data format is channels_last (NHWC), the only one
+    ``what`` builds: naming the setting and how to change it."""
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"{what} builds channels_last (NHWC) layers only; Keras' image data format is "
+            f"{keras.config.image_data_format()!r}. Call "
+            "keras.config.set_image_data_format('channels_last') or set "
+            '"image_data_format": "channels_last" in ~/.keras/keras.json.'
+        )
+
+
 def check_choice(argument, value, allowed):
     """Raise ValueError unless ``value`` is one of ``allowed``."""
     if value not in allowed:
@@ -60,6 +72,7 @@ class _ResidualUnit(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_channels_last(type(self).__name__)
         check_positive_int("filters", filters)
         check_positive_int("strides", strides)
         check_choice("shortcut", shortcut, SHORTCUTS)
@@ -88,6 +101,12 @@ class _ResidualUnit(keras.layers.Layer):
     @property
     def output_channels(self):
         return self.filters * self.expansion
+
+    @property
+    def batch_norms(self):
+        """The block's BatchNormalization layers (residual branch, then shortcut)."""
+        names = ("bn1", "bn2", "bn3", "shortcut_bn")
+        return [getattr(self, name) for name in names if hasattr(self, name)]
 
     # Sublayer factories: every conv and BN of a block carries the block's settings.
     def _conv(self, filters, kernel_size, strides, name):
@@ -180,11 +199,17 @@ class _ResidualUnit(keras.layers.Layer):
             x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
         return x
 
-    def _merge(self, residual, x, training):
+    def call(self, inputs, training=None):
+        outputs = self.branch_outputs(inputs, training=training)
         # Eq. 1: y = F(x) + x, then the second nonlinearity (Fig. 2).
-        if self.shortcut != "none":
-            residual = residual + self._shortcut(x, training)
-        return self.activation(residual)
+        y = outputs["residual"]
+        if outputs["shortcut"] is not None:
+            y = y + outputs["shortcut"]
+        return self.activation(y)
+
+    def _outputs(self, responses, residual, inputs, training):
+        shortcut = None if self.shortcut == "none" else self._shortcut(inputs, training)
+        return {**responses, "residual": residual, "shortcut": shortcut}
 
     def compute_output_shape(self, input_shape):
         return self._spatial(input_shape, self.strides, self.output_channels)
@@ -255,11 +280,21 @@ class ResidualBlock(_ResidualUnit):
         self.bn2.build(mid)
         self._build_shortcut(input_shape)
 
-    def call(self, inputs, training=None):
-        x = self._apply_conv(self.conv1, inputs)
-        x = self.activation(self.bn1(x, training=training))
-        x = self.bn2(self.conv2(x), training=training)
-        return self._merge(x, inputs, training)
+    # The 3x3 layers' responses (Fig. 7) among ``branch_outputs``.
+    responses_3x3 = ("bn1", "bn2")
+
+    def branch_outputs(self, inputs, training=None):
+        """The block's intermediate tensors: ``bn1``, ``bn2`` (each 3x3 conv after its BN,
+        before ReLU/addition), ``residual`` (F(x)) and ``shortcut`` (None in a plain block).
+
+        Example:
+            >>> block = ResidualBlock(16)
+            >>> sorted(block.branch_outputs(keras.ops.zeros((1, 8, 8, 16))))
+            ['bn1', 'bn2', 'residual', 'shortcut']
+        """
+        bn1 = self.bn1(self._apply_conv(self.conv1, inputs), training=training)
+        bn2 = self.bn2(self.conv2(self.activation(bn1)), training=training)
+        return self._outputs({"bn1": bn1, "bn2": bn2}, bn2, inputs, training)
 
     def multiply_adds(self, input_shape):
         """Multiply-adds of the block's convolutions for one image of ``input_shape``."""
@@ -310,12 +345,22 @@ class BottleneckBlock(_ResidualUnit):
         self.bn3.build(self._spatial(input_shape, self.strides, self.output_channels))
         self._build_shortcut(input_shape)
 
-    def call(self, inputs, training=None):
-        x = self.activation(self.bn1(self.conv1(inputs), training=training))
-        x = self._apply_conv(self.conv2, x)
-        x = self.activation(self.bn2(x, training=training))
-        x = self.bn3(self.conv3(x), training=training)
-        return self._merge(x, inputs, training)
+    # Only the middle convolution is 3x3 (Fig. 5 right).
+    responses_3x3 = ("bn2",)
+
+    def branch_outputs(self, inputs, training=None):
+        """The block's intermediate tensors: ``bn1``, ``bn2``, ``bn3`` (each conv after its BN,
+        before ReLU/addition), ``residual`` (F(x)) and ``shortcut`` (None in a plain block).
+
+        Example:
+            >>> block = BottleneckBlock(4, shortcut="projection")
+            >>> tuple(block.branch_outputs(keras.ops.zeros((1, 8, 8, 16)))["residual"].shape)
+            (1, 8, 8, 16)
+        """
+        bn1 = self.bn1(self.conv1(inputs), training=training)
+        bn2 = self.bn2(self._apply_conv(self.conv2, self.activation(bn1)), training=training)
+        bn3 = self.bn3(self.conv3(self.activation(bn2)), training=training)
+        return self._outputs({"bn1": bn1, "bn2": bn2, "bn3": bn3}, bn3, inputs, training)
 
     def multiply_adds(self, input_shape):
         """Multiply-adds of the block's convolutions for one image of ``input_shape``."""

@@ -1,100 +1,95 @@
-"""The ``keras-resnet`` command line: thin wrappers over the package's modules."""
+"""The ``keras-resnet`` command line: each subcommand parses, calls one library function, prints.
+
+Nothing heavy is imported to build the parser, so ``--help`` answers at once; a command
+imports what it needs. A user's mistake (a bad flag value, a missing or corrupt file) exits 2
+with one line naming it; an unexpected error shows its traceback. ``--debug`` shows every
+traceback, ``--verbose`` TensorFlow's own log lines.
+"""
 
 import argparse
 import os
 import sys
 
+from keras_resnet.architectures import FAMILIES, NAMED_MODELS
+from keras_resnet.devices import PRECISIONS, STRATEGIES
+
+# Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
+UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
+
 
 def _summary(args):
-    from keras_resnet.architectures import NAMED_MODELS
     from keras_resnet.summary import summary_table
 
     unknown = [name for name in args.models if name not in NAMED_MODELS]
     if unknown:
-        print(
-            f"keras-resnet summary: unknown model {unknown[0]!r}; choose from "
-            f"{', '.join(NAMED_MODELS)}",
-            file=sys.stderr,
-        )
-        return 2
+        raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(NAMED_MODELS)}")
     print(summary_table(args.models or None))
-    return 0
+
+
+def _print_run(result):
+    exported = result.get("export") or {}
+    if exported.get("saved_model"):
+        print(f"SavedModel: {exported['saved_model']}")
+    if exported.get("parity"):
+        from keras_resnet.export import format_parity
+
+        print(format_parity(exported["parity"]))
+    test = result["test"]
+    print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
+          f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
+    print(f"run directory: {result['run_dir']}")
 
 
 def _train(args):
-    from keras_resnet.training import NaNError, train
+    from keras_resnet import runs
 
     options = {}
     if args.shortcut:
         options["shortcut"] = args.shortcut
     if args.plain:
         options["residual"] = False
-    try:
-        result = train(
-            args.model, args.dataset, run_dir=args.output_dir, epochs=args.epochs,
-            batch_size=args.batch_size, recipe=args.recipe, learning_rate=args.learning_rate,
-            weight_decay=args.weight_decay, strategy=args.strategy, precision=args.precision,
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            steps_per_execution=args.steps_per_execution, fast_path=args.fast_path,
-            resume=args.resume,
-            data_dir=args.data_dir, download=args.download, seed=args.seed,
-            model_options=options,
-        )
-    except NaNError as error:
-        print(f"keras-resnet train: {error}", file=sys.stderr)
-        return 1
-    if args.export:
-        _export_run(result["run_dir"], os.path.join(result["run_dir"], "export"),
-                    ["saved_model", "tflite"], [None], data_dir=args.data_dir)
-    test = result["test"]
-    print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
-          f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
-    print(f"run directory: {result['run_dir']}")
-    return 0
+    common = dict(
+        run_dir=args.output_dir, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, strategy=args.strategy, precision=args.precision,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+        steps_per_execution=args.steps_per_execution, fast_path=args.fast_path,
+        resume=args.resume, data_dir=args.data_dir, download=args.download, seed=args.seed,
+        model_options=options, export=args.export,
+    )
+    if args.weights:
+        result = runs.fine_tune(args.model, args.dataset, weights=args.weights,
+                                unfreeze=args.unfreeze, head_epochs=args.head_epochs, **common)
+    else:
+        result = runs.train(args.model, args.dataset, recipe=args.recipe,
+                            weight_decay=args.weight_decay, **common)
+    _print_run(result)
 
 
-def _export_run(model, output_dir, formats, quantizations, dataset=None, data_dir=None):
-    """Write the exports of ``model`` and print the TFLite parity report; returns the paths."""
-    from keras_resnet import data, export
+def _evaluate(args):
+    from keras_resnet.runs import evaluate
 
-    keras_model, info = export.resolve_model(model)
-    written = []
-    if "saved_model" in formats:
-        path = export.export_saved_model(keras_model, output_dir, preprocessing=info)
-        print(f"SavedModel: {path}")
-        written.append(path)
-    if "tflite" in formats:
-        dataset = dataset or info.name
-        test, _ = data.load(dataset, "test", 256, training=False, data_dir=data_dir, cache=False)
-        train, _ = data.load(dataset, "train", 200, training=False, data_dir=data_dir, cache=False)
-        images = next(iter(test))[0].numpy()
-        representative = next(iter(train))[0].numpy()
-        print(f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} {'ms/image':>9s}")
-        for quantization in quantizations:
-            name = f"model_{quantization or 'float32'}.tflite"
-            path = export.tflite(keras_model, os.path.join(output_dir, keras_model.name, "tflite", name),
-                                 quantization, representative_data=representative,
-                                 preprocessing=info)
-            report = export.parity_report(keras_model, path, images)
-            print(f"{name:28s} {report['max_abs_diff']:10.2e} {report['top1_agreement']:11.2%} "
-                  f"{report['size_bytes'] / 1024:9.1f} {report['latency_ms']:9.3f}")
-            written.append(path)
-    return written
+    metrics = evaluate(args.model, args.dataset, args.split, batch_size=args.batch_size,
+                       ten_crop=args.ten_crop, data_dir=args.data_dir, download=args.download)
+    crops = " (10-crop)" if args.ten_crop else ""
+    print(f"{args.dataset} {args.split}{crops}: top-1 error {1 - metrics['top1']:.2%}, "
+          f"top-5 error {1 - metrics['top5']:.2%}")
 
 
 def _export(args):
-    formats = [f.strip() for f in args.format.split(",")]
-    unknown = [f for f in formats if f not in ("saved_model", "tflite")]
-    if unknown:
-        raise ValueError(f"`--format` must list saved_model and/or tflite; got {unknown[0]!r}.")
-    # float32 always, as the reference of the parity report; then the asked quantizations.
-    quantizations = [None]
-    for q in args.quantize.split(","):
-        q = None if q.strip() in ("", "none", "float32") else q.strip()
-        if q not in quantizations:
-            quantizations.append(q)
-    _export_run(args.model, args.output_dir, formats, quantizations, args.dataset, args.data_dir)
-    return 0
+    from keras_resnet.export import export_run, format_parity
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    quantizations = [None if q.strip() in ("", "none", "float32") else q.strip()
+                     for q in args.quantize.split(",")]
+    result = export_run(args.model, args.output_dir, formats, quantizations,
+                        dataset=args.dataset, data_dir=args.data_dir)
+    if result["saved_model"]:
+        print(f"SavedModel: {result['saved_model']}")
+    if result["parity"]:
+        print(format_parity(result["parity"]))
+    elif result["tflite"]:
+        print("TFLite: " + ", ".join(result["tflite"]) + " (install keras3-resnet[litert] for the "
+              "parity report)")
 
 
 def _predict(args):
@@ -105,42 +100,23 @@ def _predict(args):
     results = predict_files(args.model, args.images, top_k=args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
+        return
     for result in results:
         print(result["image"])
         for entry in result["top_k"]:
             print(f"  {entry['score']:.4f}  {entry['label']}")
-    return 0
 
 
 def _serve(args):
     from keras_resnet.serving import serve
 
     serve(args.export_dir, host=args.host, port=args.port)
-    return 0
 
 
-def _evaluate(args):
-    import keras
+def _weights(args):
+    from keras_resnet.weights import format_table
 
-    from keras_resnet import data
-    from keras_resnet.training import evaluate_ten_crop
-
-    model = keras.saving.load_model(args.model)
-    if args.ten_crop:
-        dataset, _ = data.load(args.dataset, args.split, args.batch_size, training=False,
-                               data_dir=args.data_dir, download=args.download, ten_crop=True)
-        metrics = evaluate_ten_crop(model, dataset)
-    else:
-        dataset, _ = data.load(args.dataset, args.split, args.batch_size, training=False,
-                               data_dir=args.data_dir, download=args.download)
-        model.compile(metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                               keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")])
-        metrics = model.evaluate(dataset, return_dict=True, verbose=0)
-    crops = " (10-crop)" if args.ten_crop else ""
-    print(f"{args.dataset} {args.split}{crops}: top-1 error {1 - metrics['top1']:.2%}, "
-          f"top-5 error {1 - metrics['top5']:.2%}")
-    return 0
+    print(format_table(args.model))
 
 
 def _values(flag, text, convert):
@@ -199,7 +175,6 @@ def _tune(args):
         print(f.read(), end="")
     print(f"results: {result['results_csv']}, {result['results_md']}")
     print(f"best model: {result['best_model']} (val_top1 {result['best']['val_top1']:.4f})")
-    return 0
 
 
 def _auto_or_int(text):
@@ -217,44 +192,32 @@ def _add_data_arguments(parser):
                         help="never download tensorflow-datasets data")
 
 
-def build_parser():
-    """The argument parser of ``keras-resnet``."""
-    from keras_resnet.architectures import NAMED_MODELS
-
-    parser = argparse.ArgumentParser(
-        prog="keras-resnet",
-        description="ResNets of He et al. 2015 for Keras 3: summarize, train, tune, export, serve.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    summary = commands.add_parser(
-        "summary", help="depth, parameters and multiply-adds of every model vs the paper"
-    )
-    summary.add_argument(
-        "models", nargs="*", metavar="MODEL",
-        help=f"models to list (default: all of {', '.join(NAMED_MODELS)})",
-    )
-    summary.set_defaults(run=_summary)
-
-    from keras_resnet.distribute import PRECISIONS, STRATEGIES
-    from keras_resnet.training import RECIPES
-
+def _add_train(commands):
     train = commands.add_parser(
-        "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits)"
+        "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits), "
+                      "or fine-tune pretrained weights (--weights)"
     )
     train.add_argument("--model", default="resnet20",
                        help="a model name (resnet20, resnet50, ...) or a .keras file")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
+    train.add_argument("--weights", default=None,
+                       help="fine-tune from these weights: 'imagenet', a weight set name "
+                            "(keras-resnet weights MODEL lists them) or a file")
+    train.add_argument("--unfreeze", choices=UNFREEZE_CHOICES, default="conv4",
+                       help="fine-tuning: the stage the backbone trains from in phase 2")
+    train.add_argument("--head-epochs", type=int, default=None,
+                       help="fine-tuning: epochs of phase 1 (the new head alone)")
     train.add_argument("--epochs", type=int, default=None,
                        help="default by dataset: digits 40, cifar10/100 164 (§4.2), others 30")
     train.add_argument("--batch-size", type=int, default=None,
                        help="global batch size; default by dataset: digits 32, others 128")
-    train.add_argument("--recipe", choices=list(RECIPES), default=None,
+    train.add_argument("--recipe", choices=FAMILIES, default=None,
                        help="default: imagenet for ImageNet models, cifar otherwise")
     train.add_argument("--learning-rate", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None,
-                       help="the paper's weight decay (L2 gradient coefficient), default 1e-4")
+                       help="replace the model's weight decay (the paper's L2 gradient "
+                            "coefficient; models are built with 1e-4)")
     train.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
     train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto")
@@ -274,6 +237,8 @@ def build_parser():
     _add_data_arguments(train)
     train.set_defaults(run=_train)
 
+
+def _add_evaluate_export_predict(commands):
     evaluate = commands.add_parser("evaluate", help="top-1/top-5 error of a .keras model")
     evaluate.add_argument("model", help="a .keras file")
     evaluate.add_argument("--dataset", default="digits")
@@ -299,17 +264,17 @@ def build_parser():
     predict = commands.add_parser("predict", help="top-5 classes of images")
     predict.add_argument("model", help="a .keras file, a SavedModel directory or a .tflite file")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=int, default=5, help="classes per image (>= 1)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(run=_predict)
 
-    from keras_resnet.tuning import TUNERS
 
+def _add_tune(commands):
     tune = commands.add_parser(
         "tune", help="keras-tuner search over depth, width, shortcut and the recipe's settings"
     )
     tune.add_argument("--dataset", default="digits")
-    tune.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    tune.add_argument("--tuner", default="hyperband", help="random, hyperband or bayesian")
     tune.add_argument("--max-trials", type=int, default=10)
     tune.add_argument("--max-epochs", type=int, default=10,
                       help="epochs per trial (Hyperband: the largest budget of a trial)")
@@ -331,21 +296,99 @@ def build_parser():
     _add_data_arguments(tune)
     tune.set_defaults(run=_tune)
 
+
+class _Subcommands:
+    """``add_subparsers()`` whose every command takes ``--debug`` and ``--verbose``."""
+
+    def __init__(self, subparsers):
+        self.subparsers = subparsers
+        self.common = argparse.ArgumentParser(add_help=False)
+        self.common.add_argument("--debug", action="store_true",
+                                 help="show the full traceback of any error")
+        self.common.add_argument("--verbose", action="store_true",
+                                 help="show TensorFlow's own log lines and Keras' warnings")
+
+    def add_parser(self, name, **kwargs):
+        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+
+def build_parser():
+    """The argument parser of ``keras-resnet`` (imports no Keras or TensorFlow)."""
+    parser = argparse.ArgumentParser(
+        prog="keras-resnet",
+        description="ResNets of He et al. 2015 for Keras 3: summarize, train, fine-tune, tune, "
+                    "export, serve.",
+    )
+    commands = _Subcommands(parser.add_subparsers(dest="command", required=True,
+                                                  metavar="COMMAND"))
+    summary = commands.add_parser(
+        "summary", help="depth, parameters and multiply-adds of every model vs the paper"
+    )
+    summary.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help=f"models to list (default: all of {', '.join(NAMED_MODELS)})",
+    )
+    summary.set_defaults(run=_summary)
+    _add_train(commands)
+    _add_evaluate_export_predict(commands)
+    _add_tune(commands)
     serve = commands.add_parser("serve", help="TensorFlow Serving's REST API on an export directory")
     serve.add_argument("export_dir")
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(run=_serve)
+    weights = commands.add_parser("weights", help="the pretrained weight sets of a model")
+    weights.add_argument("model", nargs="?", default=None, help="e.g. resnet50 (default: all)")
+    weights.set_defaults(run=_weights)
     return parser
 
 
+def _raised_here(error):
+    """True when ``error`` was raised by keras_resnet's own code (a check of a user's input),
+    not deep inside a library (which is a bug to report, with its traceback)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    traceback = error.__traceback__
+    last = None
+    while traceback is not None:
+        last = traceback
+        traceback = traceback.tb_next
+    return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(package)
+
+
+def _user_error(error):
+    from keras_resnet.extras import MissingExtra
+
+    if isinstance(error, MissingExtra):
+        return True
+    return isinstance(error, (ValueError, TypeError, FileNotFoundError)) and _raised_here(error)
+
+
 def main(argv=None):
-    """Entry point of the ``keras-resnet`` console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Entry point of the ``keras-resnet`` console script.
+
+    Example:
+        >>> main(["summary", "resnet20"])  # prints the table, returns 0
+        0
+    """
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except ValueError as error:
+        if not args.verbose:
+            from keras_resnet import logs
+
+            logs.quiet()
+        args.run(args)
+        return 0
+    except KeyboardInterrupt:
+        print(f"keras-resnet {args.command}: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from keras_resnet.training import NaNError
+
+        if isinstance(error, NaNError) and not args.debug:
+            print(f"keras-resnet {args.command}: {error}", file=sys.stderr)
+            return 1
+        if args.debug or not _user_error(error):
+            raise
         print(f"keras-resnet {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -12,11 +12,22 @@ Example:
 import json
 import os
 
-import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("auto", "float32", "mixed", "mixed_float16", "mixed_bfloat16")
+# The fast path, precision policy and learning-rate scaling are backend-neutral: they live in
+# keras_resnet.devices.
+from keras_resnet.devices import (  # noqa: F401
+    FAST_PATH,
+    KERAS_DEFAULTS,
+    PRECISIONS,
+    STRATEGIES,
+    cpu_has_bfloat16,
+    fast_path,
+    resolve_precision,
+    scaled_learning_rate,
+    set_precision,
+)
+
 
 
 def _gpus():
@@ -120,91 +131,3 @@ def global_batch_size(strategy, batch_size=None, per_replica_batch_size=None):
 def _check_batch(argument, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{argument}` must be a positive integer; got {value!r}.")
-
-
-def scaled_learning_rate(base_learning_rate, base_batch_size, global_batch):
-    """Linear scaling: ``base_learning_rate * global_batch / base_batch_size``.
-
-    Example:
-        >>> scaled_learning_rate(0.1, 256, 1024)
-        0.4
-    """
-    return base_learning_rate * global_batch / base_batch_size
-
-
-# The settings "auto" resolves to: the fastest measured combination that keeps the paper's
-# numerics (`python benchmarks/fast_path.py`; README, Performance), by device and family.
-FAST_PATH = {
-    # 2-core AVX-512 CPU, CIFAR nets at 32x32: XLA, mixed_bfloat16 and steps_per_execution > 1
-    # gained nothing (0.92x each, medians of 7 rounds); float32 graph execution is fastest.
-    "cpu": {"precision": "float32", "jit_compile": False, "steps_per_execution": 1},
-    # The same CPU, ImageNet nets at 224x224: bfloat16 matmuls (AVX512_BF16) train ResNet-50
-    # 1.18x faster than float32; XLA is slower (0.65x). Only on CPUs with native bfloat16.
-    "cpu_bf16": {"precision": "mixed_bfloat16", "jit_compile": False, "steps_per_execution": 1},
-    # GPU: float16 Tensor Cores with loss scaling and XLA fusion (NVIDIA's ResNet-50 setting,
-    # AMP + XLA). "auto" lets Keras keep XLA off under multi-replica strategies. Measure a
-    # given GPU with `python benchmarks/fast_path.py --device gpu`.
-    "gpu": {"precision": "mixed_float16", "jit_compile": "auto", "steps_per_execution": 1},
-}
-# What Keras does when nothing is chosen: the reference the fast path is measured against.
-KERAS_DEFAULTS = {"precision": "float32", "jit_compile": "auto", "steps_per_execution": 1}
-
-
-def cpu_has_bfloat16():
-    """True when the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16 flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:  # not Linux: assume not
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def fast_path(enabled=True, family="cifar"):
-    """The precision, XLA and ``steps_per_execution`` settings "auto" means on this machine.
-
-    Args:
-        enabled: False gives Keras' own defaults (float32, Keras' XLA choice, one step per
-            execution): the switch behind ``keras-resnet train --no-fast-path``.
-        family: "cifar" or "imagenet", the model's family (CPUs with native bfloat16 train
-            ImageNet nets faster in mixed_bfloat16).
-
-    Returns:
-        dict with ``precision``, ``jit_compile`` and ``steps_per_execution``.
-
-    Example:
-        >>> fast_path()["precision"]  # 'float32' on a CPU, 'mixed_float16' on a GPU
-    """
-    if not enabled:
-        return dict(KERAS_DEFAULTS)
-    if _gpus():
-        return dict(FAST_PATH["gpu"])
-    if family == "imagenet" and cpu_has_bfloat16():
-        return dict(FAST_PATH["cpu_bf16"])
-    return dict(FAST_PATH["cpu"])
-
-
-def resolve_precision(precision="auto", *, fast=True, family="cifar"):
-    """The dtype policy name for ``precision``.
-
-    "mixed" means mixed_float16 on GPU and mixed_bfloat16 on CPU/TPU; "auto" means
-    ``fast_path(fast, family)``'s (:data:`FAST_PATH`).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-    if precision == "auto":
-        return fast_path(fast, family)["precision"]
-    if precision == "mixed":
-        return "mixed_float16" if _gpus() else "mixed_bfloat16"
-    return precision
-
-
-def set_precision(precision="auto", *, fast=True, family="cifar"):
-    """Set Keras' global dtype policy (see :func:`resolve_precision`); returns its name.
-
-    Example:
-        >>> set_precision("mixed")  # 'mixed_float16' on a GPU
-    """
-    policy = resolve_precision(precision, fast=fast, family=family)
-    keras.config.set_dtype_policy(policy)
-    return policy

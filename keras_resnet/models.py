@@ -5,18 +5,30 @@ into a ``keras.Model``; :func:`ImageNetResNet`, :func:`CifarResNet` and the name
 (``ResNet18`` ... ``ResNet1202``) call it with the keras.applications signature.
 """
 
-import functools
+import dataclasses
 
 import keras
 
+from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
 from keras_resnet.architectures import NAMED_MODELS, architecture
-from keras_resnet.blocks import BottleneckBlock, ResidualBlock, check_choice, check_positive_int
+from keras_resnet.blocks import (
+    BottleneckBlock,
+    ResidualBlock,
+    check_channels_last,
+    check_choice,
+    check_positive_int,
+)
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
-IMAGENET_WEIGHT_DEPTHS = (50, 101, 152)
 MIN_INPUT_SIZE = 32
+# Depths with published ImageNet weight sets (keras_resnet.weights.available).
+IMAGENET_WEIGHT_DEPTHS = (18, 34, 50, 101, 152)
+# The block class of each ``Architecture.block``.
+BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
+# The paper's weight decay (§3.4, §4.2): the L2 coefficient in the gradient.
+PAPER_WEIGHT_DECAY = 1e-4
 
 
 def _shortcut_kind(option, residual, dims_change):
@@ -45,6 +57,140 @@ def _check_input_shape(input_shape):
     check_positive_int("input_shape channels", channels)
 
 
+def kernel_regularizer_for(weight_decay=None, kernel_regularizer=None):
+    """The kernel regularizer of a model: the user's, else the paper's weight decay as L2.
+
+    Keras' ``L2(c)`` adds ``c * sum(w^2)`` to the loss, so its gradient is ``2c * w``: a weight
+    decay of 1e-4 on the gradient (the paper's) is ``L2(5e-5)``; ``weight_decay=0`` is none.
+
+    Example:
+        >>> kernel_regularizer_for(1e-4).l2  # 5e-05
+    """
+    if kernel_regularizer is not None:
+        if weight_decay is not None:
+            raise ValueError(
+                "Pass either `weight_decay` or `kernel_regularizer`, not both; got "
+                f"weight_decay={weight_decay!r} and kernel_regularizer={kernel_regularizer!r}."
+            )
+        return keras.regularizers.get(kernel_regularizer)
+    weight_decay = PAPER_WEIGHT_DECAY if weight_decay is None else weight_decay
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerSettings:
+    """What every conv, BN and block of one model shares."""
+
+    width_multiplier: float
+    conv: dict  # use_bias, kernel_initializer, kernel_regularizer
+    momentum: float
+    epsilon: float
+    synchronized: bool
+    zero_init_residual: bool
+    stride_position: str
+
+    def width(self, channels):
+        return max(1, int(round(channels * self.width_multiplier)))
+
+    def batch_norm(self, name):
+        return keras.layers.BatchNormalization(
+            momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized,
+            name=name,
+        )
+
+    def block(self, kind, filters, strides, shortcut, name):
+        options = {"stride_position": self.stride_position} if kind is BottleneckBlock else {}
+        return kind(
+            filters, strides=strides, shortcut=shortcut, momentum=self.momentum,
+            epsilon=self.epsilon, synchronized=self.synchronized,
+            zero_init_residual=self.zero_init_residual, name=name, **self.conv, **options,
+        )
+
+
+def _inputs(arch, input_tensor, input_shape):
+    """The model's Input, and the tensor the network starts from."""
+    if input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
+    _check_input_shape(input_shape)
+    if input_tensor is None:
+        return keras.Input(shape=input_shape)
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return keras.Input(tensor=input_tensor, shape=input_shape)
+
+
+def stem(x, spec, settings):
+    """conv1 (+ BN, ReLU) and pool1 of ``spec`` (an ``architectures.Stem``): Table 1's 7x7/2
+    conv and 3x3/2 max pool for ImageNet, §4.2's single 3x3 conv for CIFAR."""
+    filters = settings.width(spec.filters)
+    if spec.strides > 1:  # pad explicitly, as the blocks' strided convs do
+        x = keras.layers.ZeroPadding2D(spec.kernel_size // 2, name="conv1_pad")(x)
+        conv = keras.layers.Conv2D(filters, spec.kernel_size, strides=spec.strides,
+                                   name="conv1", **settings.conv)
+    else:
+        conv = keras.layers.Conv2D(filters, spec.kernel_size, padding="same", name="conv1",
+                                   **settings.conv)
+    x = settings.batch_norm("conv1_bn")(conv(x))
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    if spec.pool_size:
+        x = keras.layers.ZeroPadding2D(spec.pool_size // 2, name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(spec.pool_size, strides=spec.pool_strides, name="pool1")(x)
+    return x
+
+
+def stages(x, arch, settings, shortcut, residual):
+    """conv2_x ... conv5_x (Table 1) or the three stages of §4.2: ``repeats`` blocks each,
+    the first of a stage with its stride; shortcuts by option A/B/C (§3.3)."""
+    block = BLOCKS[arch.block]
+    channels = x.shape[-1]
+    for stage in arch.stages:
+        filters = settings.width(stage.filters)
+        out_channels = filters * block.expansion
+        for index in range(stage.repeats):
+            strides = stage.strides if index == 0 else 1
+            kind = _shortcut_kind(shortcut, residual, strides != 1 or channels != out_channels)
+            x = settings.block(block, filters, strides, kind, f"{stage.name}_block{index + 1}")(x)
+            channels = out_channels
+    return x
+
+
+def head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer):
+    """Global average pooling and the ``classes``-way classifier (Table 1's last row), or
+    only the pooling of keras.applications' ``pooling`` argument."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # Under a mixed policy the classifier computes in float32 for a stable softmax.
+        mixed = keras.config.dtype_policy().name.startswith("mixed")
+        return keras.layers.Dense(
+            classes, activation=classifier_activation, kernel_regularizer=kernel_regularizer,
+            dtype="float32" if mixed else None, name="predictions",
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def _check_options(include_top, pooling, classes, shortcut, width_multiplier):
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
+    check_choice("pooling", pooling, POOLINGS)
+    check_positive_int("classes", classes)
+    check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
+    if (
+        isinstance(width_multiplier, bool)
+        or not isinstance(width_multiplier, (int, float))
+        or width_multiplier <= 0
+    ):
+        raise ValueError(
+            f"`width_multiplier` must be a positive number; got {width_multiplier!r}."
+        )
+
+
 def build_resnet(
     arch,
     include_top=True,
@@ -67,8 +213,10 @@ def build_resnet(
     bn_momentum=0.9,
     bn_epsilon=1e-5,
     bn_synchronized=False,
+    preprocessing=None,
 ):
-    """Build the functional model of architecture ``arch``.
+    """Build the functional model of architecture ``arch``: input, preprocessing record,
+    stem, stages, head.
 
     Args:
         arch: an ``Architecture`` from ``keras_resnet.architectures``.
@@ -82,126 +230,47 @@ def build_resnet(
         stride_position: "1x1" or "3x3", where a bottleneck block puts its stride.
         zero_init_residual: zero gamma on every residual branch's last BN.
         use_bias: biases on convolutions.
-        weight_decay: the paper's weight decay (L2 coefficient in the gradient, §3.4: 1e-4):
-            adds ``keras.regularizers.L2(weight_decay / 2)`` to every conv and dense kernel.
+        weight_decay: the paper's weight decay (L2 coefficient in the gradient, §3.4),
+            default 1e-4: ``keras.regularizers.L2(weight_decay / 2)`` on every conv and dense
+            kernel; 0 for none. Training keeps it unless told otherwise.
         kernel_regularizer: any Keras regularizer for those kernels instead.
         width_multiplier: scales the channels of every layer.
         bn_momentum, bn_epsilon: BatchNormalization settings.
         bn_synchronized: synchronized BN across the replicas of a multi-replica strategy.
+        preprocessing: the ``ImagePreprocessing`` the model's inputs follow; default: resize
+            to the input size, pixels / 255, classes named by index.
 
     Returns:
         A ``keras.Model``.
 
     Example:
-        >>> model = build_resnet(cifar_architecture(20), classes=10)
+        >>> from keras_resnet.architectures import cifar_architecture
+        >>> build_resnet(cifar_architecture(20)).count_params()
+        272474
     """
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
-    check_choice("pooling", pooling, POOLINGS)
+    check_channels_last(f"resnet{arch.depth}")
     classes = arch.classes if classes is None else classes
-    check_positive_int("classes", classes)
     shortcut = arch.shortcut if shortcut is None else str(shortcut).upper()
-    check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
-    if not isinstance(width_multiplier, (int, float)) or width_multiplier <= 0:
-        raise ValueError(
-            f"`width_multiplier` must be a positive number; got {width_multiplier!r}."
-        )
-    if weight_decay is not None:
-        if kernel_regularizer is not None:
-            raise ValueError("Pass either `weight_decay` or `kernel_regularizer`, not both.")
-        if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
-        # Keras' L2(c) adds c * sum(w^2) to the loss, so its gradient is 2c * w: the paper's
-        # decay of 1e-4 on the gradient is L2(5e-5).
-        kernel_regularizer = keras.regularizers.L2(weight_decay / 2)
-    kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    if input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
-    input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
-    _check_input_shape(input_shape)
-
-    def width(channels):
-        return max(1, int(round(channels * width_multiplier)))
-
-    conv_options = dict(
-        use_bias=use_bias,
-        kernel_initializer="he_normal",  # §3.4
-        kernel_regularizer=kernel_regularizer,
+    _check_options(include_top, pooling, classes, shortcut, width_multiplier)
+    regularizer = kernel_regularizer_for(weight_decay, kernel_regularizer)
+    settings = _LayerSettings(
+        width_multiplier=width_multiplier,
+        conv={"use_bias": use_bias, "kernel_initializer": "he_normal",  # §3.4
+              "kernel_regularizer": regularizer},
+        momentum=bn_momentum, epsilon=bn_epsilon, synchronized=bn_synchronized,
+        zero_init_residual=zero_init_residual, stride_position=stride_position,
     )
-    block_options = dict(
-        conv_options,
-        momentum=bn_momentum,
-        epsilon=bn_epsilon,
-        zero_init_residual=zero_init_residual,
-        synchronized=bn_synchronized,
-    )
-
-    def batch_norm(name):
-        return keras.layers.BatchNormalization(
-            momentum=bn_momentum, epsilon=bn_epsilon, synchronized=bn_synchronized, name=name
+    inputs = _inputs(arch, input_tensor, input_shape)
+    if preprocessing is None:
+        preprocessing = preprocessing_lib.ImagePreprocessing(
+            inputs.shape[1:3] if None not in inputs.shape[1:3] else arch.input_shape[:2],
+            class_names=[str(i) for i in range(classes)] if include_top else None,
+            source="default",
         )
-
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape)
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
-
-    # Stem. ImageNet (Table 1): 7x7/2 conv, 3x3/2 max pool. CIFAR (§4.2): one 3x3 conv.
-    stem_filters = width(arch.stem_filters)
-    if arch.family == "imagenet":
-        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-        x = keras.layers.Conv2D(stem_filters, 7, strides=2, name="conv1", **conv_options)(x)
-    else:
-        x = keras.layers.Conv2D(stem_filters, 3, padding="same", name="conv1", **conv_options)(
-            inputs
-        )
-    x = batch_norm("conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    if arch.family == "imagenet":
-        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
-
-    channels = stem_filters
-    for stage in arch.stages:
-        for index in range(stage.repeats):
-            strides = stage.strides if index == 0 else 1
-            filters = width(stage.filters)
-            if arch.block == "bottleneck":
-                block = functools.partial(
-                    BottleneckBlock, filters, stride_position=stride_position
-                )
-                out_channels = filters * BottleneckBlock.expansion
-            else:
-                block = functools.partial(ResidualBlock, filters)
-                out_channels = filters
-            kind = _shortcut_kind(shortcut, residual, strides != 1 or channels != out_channels)
-            x = block(
-                strides=strides,
-                shortcut=kind,
-                name=f"{stage.name}_block{index + 1}",
-                **block_options,
-            )(x)
-            channels = out_channels
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        # Under a mixed policy the classifier computes in float32 for a stable softmax.
-        mixed = keras.config.dtype_policy().name.startswith("mixed")
-        x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_regularizer=kernel_regularizer,
-            dtype="float32" if mixed else None,
-            name="predictions",
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
+    x = preprocessing(inputs)
+    x = stem(x, arch.stem, settings)
+    x = stages(x, arch, settings, shortcut, residual)
+    x = head(x, include_top, pooling, classes, classifier_activation, regularizer)
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
     if name is None:
@@ -224,22 +293,33 @@ def ImageNetResNet(
 ):
     """An ImageNet ResNet of Table 1 (depth 18, 34, 50, 101 or 152).
 
-    ``weights="imagenet"`` (depth 50, 101, 152) converts keras.applications' ImageNet weights
-    (see :func:`from_keras_applications`); inputs then follow
-    ``keras.applications.resnet.preprocess_input``. Other arguments: see :func:`build_resnet`.
+    ``weights``: None, a path (see :func:`build_resnet`), "imagenet" (the depth's default
+    set) or a weight set name of ``keras_resnet.weights.available(f"resnet{depth}")``
+    ("torchvision_v2", "timm_a1", "keras_hub", ...). A set fixes the variant (stride
+    position, conv bias, BN epsilon), the default input size and the preprocessing the model
+    carries (``keras_resnet.preprocessing.of(model)``, with the 1000 class names);
+    ``include_top=False`` loads everything but the classifier. Other arguments: see
+    :func:`build_resnet`.
 
     Example:
         >>> model = ImageNetResNet(34, shortcut="A")
     """
     arch = architecture("imagenet", depth)
-    if weights == "imagenet":
+    weight_set = weights_lib.resolve(arch.name, weights)
+    if weight_set is None:
+        return build_resnet(
+            arch, include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name, **options,
+        )
+    _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options)
+    if weight_set.layout == "keras_applications":
         return _from_imagenet_weights(
-            arch, include_top, input_tensor, input_shape, pooling, classes,
+            arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
             classifier_activation, name, options,
         )
-    return build_resnet(
-        arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name, **options,
+    return _from_weight_set(
+        arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name, options,
     )
 
 
@@ -262,8 +342,11 @@ def CifarResNet(
     Example:
         >>> model = CifarResNet(56, residual=False)  # the 56-layer plain net of Fig. 6
     """
-    if weights == "imagenet":
-        raise ValueError("`weights='imagenet'` exists for ImageNet ResNet-50/101/152 only.")
+    if weights_lib.is_name(weights):
+        raise ValueError(
+            f"`weights={weights!r}`: pretrained weight sets exist for the ImageNet ResNet-18/34/"
+            "50/101/152 only; a CIFAR ResNet takes None or a path to a weights file."
+        )
     return build_resnet(
         architecture("cifar", depth), include_top, weights, input_tensor, input_shape,
         pooling, classes, classifier_activation, name, **options,
@@ -271,39 +354,66 @@ def CifarResNet(
 
 
 # Options that keras.applications' ImageNet weights fix.
-_IMAGENET_WEIGHT_OPTIONS = {
-    "shortcut": "B",
-    "residual": True,
-    "stride_position": "1x1",
-    "width_multiplier": 1.0,
-    "use_bias": True,
-    "bn_epsilon": 1.001e-5,
-}
+_IMAGENET_WEIGHT_OPTIONS = {**weights_lib.FIXED_OPTIONS, **weights_lib.CAFFE_VARIANT}
 
 
-def _from_imagenet_weights(
-    arch, include_top, input_tensor, input_shape, pooling, classes, classifier_activation,
-    name, options,
-):
-    if arch.depth not in IMAGENET_WEIGHT_DEPTHS:
-        raise ValueError(
-            f"`weights='imagenet'` exists for depths {IMAGENET_WEIGHT_DEPTHS}; "
-            f"got depth={arch.depth}."
-        )
+def _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options):
+    """Raise unless the constructor's arguments fit the pretrained ``weight_set``."""
     if include_top and classes != 1000:
         raise ValueError(
-            f"`weights='imagenet'` with `include_top=True` needs `classes=1000`; got "
-            f"classes={classes}. Use include_top=False to put your own classifier on top."
+            f"`weights={weights!r}` with `include_top=True` needs `classes=1000` (its ImageNet "
+            f"classifier); got classes={classes}. Use include_top=False (e.g. with "
+            "pooling='avg') and put your own classifier on top, or load the 1000-class model "
+            "and fine-tune a new head."
         )
     if input_shape is not None and input_shape[-1] != 3:
         raise ValueError(
-            f"`weights='imagenet'` needs 3 input channels; got input_shape={input_shape}."
+            f"`weights={weights!r}` needs 3 input channels; got input_shape={input_shape}."
         )
-    for option, required in _IMAGENET_WEIGHT_OPTIONS.items():
+    if "preprocessing" in options:
+        raise ValueError(
+            f"`weights={weights!r}` fixes the preprocessing ({weight_set.preprocessing()!r}); "
+            "leave `preprocessing` unset (keras_resnet.preprocessing.attach replaces it later)."
+        )
+    for option, required in weight_set.build_options().items():
         if option in options and options[option] != required:
             raise ValueError(
-                f"`weights='imagenet'` needs `{option}={required!r}`; got {options[option]!r}."
+                f"`weights={weights!r}` needs `{option}={required!r}`; got {options[option]!r}."
             )
+
+
+def _input_size(weight_set, input_tensor, input_shape):
+    """(height, width) of the model input: given, else the weight set's evaluation size."""
+    shape = tuple(input_tensor.shape[1:]) if input_tensor is not None else input_shape
+    if shape is not None and None not in tuple(shape)[:2]:
+        return tuple(shape)[:2]
+    return None if shape is not None else (weight_set.image_size,) * 2
+
+
+def _from_weight_set(
+    arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
+    classifier_activation, name, options,
+):
+    """Build ``weight_set``'s variant of ``arch`` and load it (tensors read before building)."""
+    tensors = weights_lib.fetch(weight_set, include_top)
+    size = _input_size(weight_set, input_tensor, input_shape)
+    if input_tensor is None and input_shape is None:
+        input_shape = (*size, 3)
+    model = build_resnet(
+        arch, include_top, None, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name,
+        preprocessing=weight_set.preprocessing(size, include_top),
+        **{**options, **weight_set.build_options()},
+    )
+    return weights_lib.load_tensors(
+        model, tensors, weight_set.layout, source=f"{weight_set.name}: {weight_set.checkpoint}"
+    )
+
+
+def _from_imagenet_weights(
+    arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
+    classifier_activation, name, options,
+):
     application = getattr(keras.applications, f"ResNet{arch.depth}")
     source = application(
         include_top=include_top,
@@ -314,7 +424,11 @@ def _from_imagenet_weights(
         classifier_activation=classifier_activation,
     )
     extra = {k: v for k, v in options.items() if k not in _IMAGENET_WEIGHT_OPTIONS}
-    return from_keras_applications(source, input_tensor=input_tensor, name=name, **extra)
+    size = _input_size(weight_set, input_tensor, input_shape) or (weight_set.image_size,) * 2
+    return from_keras_applications(
+        source, input_tensor=input_tensor, name=name,
+        preprocessing=weight_set.preprocessing(size, include_top), **extra,
+    )
 
 
 def from_keras_applications(keras_model, input_tensor=None, name=None, **options):
@@ -322,13 +436,14 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
 
     The result has the source's layout (stride in the first 1x1, conv biases, BN epsilon
     1.001e-5) and gives the same predictions; it takes the same preprocessing
-    (``keras.applications.resnet.preprocess_input``).
+    (``keras.applications.resnet.preprocess_input``), which it carries as a Caffe-mode
+    ``ImagePreprocessing`` (or pass ``preprocessing=``).
 
     Args:
         keras_model: a ``keras.applications.ResNet50/101/152`` model (v1).
         input_tensor, name: as in :func:`ImageNetResNet`.
         **options: ``zero_init_residual``, ``weight_decay``, ``kernel_regularizer``,
-            ``bn_momentum`` (useful for fine-tuning).
+            ``bn_momentum`` (useful for fine-tuning), ``preprocessing``.
 
     Returns:
         A ``keras.Model`` built from keras_resnet blocks.
@@ -339,6 +454,10 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
     if not isinstance(keras_model, keras.Model):
         raise TypeError(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
     layout = weights_lib.keras_applications_layout(keras_model)
+    preprocessing = options.pop("preprocessing", None) or preprocessing_lib.caffe(
+        layout["input_shape"][0] or 224,
+        class_names=[str(i) for i in range(layout["classes"])] if layout["include_top"] else None,
+    )
     target = build_resnet(
         architecture("imagenet", layout["depth"]),
         include_top=layout["include_top"],
@@ -348,6 +467,7 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
         classes=layout["classes"],
         classifier_activation=layout["classifier_activation"],
         name=name or f"resnet{layout['depth']}",
+        preprocessing=preprocessing,
         **{**options, **_IMAGENET_WEIGHT_OPTIONS},
     )
     weights_lib.copy_keras_applications_weights(keras_model, target)

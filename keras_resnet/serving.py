@@ -14,26 +14,34 @@ written against this server works unchanged against ``tensorflow/serving`` on th
 directory (see ``export/README.md``). Like TensorFlow Serving's default version policy, only
 the highest version of each model is served unless ``version_policy="all"``.
 
-What TensorFlow Serving leaves to the deployment is checked here before a model runs: request
-body size, batch size, encoded image size and image pixel count (read from the image header,
-without decoding). Encoded images (string inputs whose name ends in ``bytes``, like
-``image_bytes``) must be JPEG, PNG, GIF or BMP; uint8 pixel inputs of rank 4 must have 1, 3 or
-4 channels. Every bad request gets a 4xx status with ``{"error": "..."}``; errors raised
-inside the graph (a truncated JPEG, say) are 400s too. Model calls run in a thread pool, so
-concurrent clients are served in parallel.
+What TensorFlow Serving leaves to the deployment is bounded here before it is spent (see
+:class:`Limits`): request body size and the time to send it, batch size, encoded image size,
+pixels per image and per request (read from image headers without decoding; every frame of a
+GIF counts, since TensorFlow's GIF decoder decodes them all), request bodies held at once,
+predictions run at once, open connections and idle or slow connections. Encoded images (string
+inputs whose name ends in ``bytes``, like ``image_bytes``) must be JPEG, PNG, GIF or BMP; BMPs
+are decoded with PIL and passed on as 24-bit RGB (``tf.io.decode_bmp`` reads 8-bit palette
+BMPs as grey levels and refuses 1-, 4- and 16-bit ones). uint8 pixel inputs of rank 4 must have
+1, 3 or 4 channels. Every bad request gets a 4xx status with ``{"error": "..."}`` (503 when the
+server is busy or out of memory); errors raised inside the graph (a truncated JPEG, say) are
+400s too. Model calls run in a thread pool, so concurrent clients are served in parallel.
 
 Example:
     >>> serve("exports", port=8501)  # then: curl http://127.0.0.1:8501/v1/models/resnet20
 """
 
+import asyncio
 import base64
 import binascii
 import dataclasses
+import errno
 import io
 import json
+import math
 import os
 import re
 import socket
+import struct
 import threading
 import time
 
@@ -44,12 +52,17 @@ DEFAULT_MAX_IMAGE_BYTES = 8 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+DEFAULT_MAX_IMAGE_FRAMES = 1000
+DEFAULT_MAX_REQUEST_PIXELS = 4 * DEFAULT_MAX_IMAGE_PIXELS
 VERSION_POLICIES = ("latest", "all")
 # What both PIL (header check) and tf.io.decode_image (the serving_bytes graph) read.
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 DEFAULT_SIGNATURE = "serving_default"
 _MAX_RANK = 32  # numpy's limit is 64; no image model takes more than a handful of axes
 _DRAIN_FACTOR = 4  # an oversized body is read (and dropped) up to this many times the limit
+_VERSION = re.compile(r"[0-9]{1,18}")  # TensorFlow Serving's versions are int64
+_SPARE_FILES = 256  # open files kept beyond max_connections (model files, pipes, TF's own)
+_SHUTDOWN_TIMEOUT = 10  # seconds requests in flight get to finish once the server is stopped
 
 _URL = re.compile(
     r"^(?P<name>[^/:]+)"
@@ -69,18 +82,67 @@ class ServingError(Exception):
 
 @dataclasses.dataclass
 class Limits:
-    """Request limits checked before a model runs (see :func:`create_app`)."""
+    """What requests and connections may cost the server, checked before it is spent.
+
+    One request: ``max_request_bytes`` (body; 413), ``max_batch`` (examples; 413),
+    ``max_image_bytes`` (one encoded image; 413), ``max_image_pixels`` (one image, width x
+    height, summed over the frames of a GIF; 413), ``max_image_frames`` (frames of one GIF;
+    413), ``max_request_pixels`` (all images of one request together; 413), ``body_timeout``
+    (seconds to send the body; 408).
+
+    All requests together: ``max_pending_bytes`` (request bodies held in memory at once; 503
+    above it; ``None``: 4 x ``max_request_bytes``), ``max_concurrent_predictions`` (requests
+    decoded and run at once; the others wait their turn).
+
+    Connections (uvicorn's settings): ``max_connections`` (open connections, uvicorn's
+    ``limit_concurrency``; requests beyond it get 503), ``backlog`` (connections waiting to be
+    accepted), ``keep_alive_timeout`` (seconds an idle keep-alive connection stays open,
+    uvicorn's ``timeout_keep_alive``), ``header_timeout`` (seconds a connection has to send a
+    complete request line and headers before it is closed).
+    """
 
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_batch: int = DEFAULT_MAX_BATCH
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_image_frames: int = DEFAULT_MAX_IMAGE_FRAMES
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    max_pending_bytes: int = None
+    max_concurrent_predictions: int = 4
+    max_connections: int = 2048
+    backlog: int = 2048
+    keep_alive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+    _TIMEOUTS = ("keep_alive_timeout", "header_timeout", "body_timeout")
 
     def __post_init__(self):
+        if self.max_pending_bytes is None and _is_count(self.max_request_bytes):
+            self.max_pending_bytes = 4 * self.max_request_bytes
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if field.name in self._TIMEOUTS:
+                if not _is_seconds(value):
+                    raise ValueError(
+                        f"`{field.name}` must be a positive number of seconds; got {value!r}."
+                    )
+            elif not _is_count(value):
                 raise ValueError(f"`{field.name}` must be a positive integer; got {value!r}.")
+        if self.max_pending_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"`max_pending_bytes` must be at least max_request_bytes={self.max_request_bytes} "
+                f"(or None); got {self.max_pending_bytes}."
+            )
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_seconds(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 @dataclasses.dataclass
@@ -124,14 +186,14 @@ def find_models(export_dir):
         versions = {
             int(v): os.path.join(base, v)
             for v in os.listdir(base)
-            if v.isdigit() and os.path.isfile(os.path.join(base, v, "saved_model.pb"))
+            if _VERSION.fullmatch(v) and os.path.isfile(os.path.join(base, v, "saved_model.pb"))
         }
         if versions:
             models[name] = versions
     if not models:
         raise ValueError(
             f"`export_dir` {str(export_dir)!r} holds no models; expected "
-            f"<export_dir>/<name>/<version>/saved_model.pb with a numeric version."
+            f"<export_dir>/<name>/<version>/saved_model.pb with a version of 1 to 18 digits."
         )
     return models
 
@@ -165,12 +227,29 @@ def load_servable(name, version, path):
     Returns:
         a :class:`Servable`.
 
+    Raises:
+        ValueError: naming ``path`` and what is wrong (``saved_model.pb`` that is no
+            SavedModel, ``variables/`` missing, any other loading error), without TensorFlow's
+            traceback.
+
     Example:
         >>> load_servable("resnet20", 1, "exports/resnet20/1").signatures["serving_bytes"]
     """
-    loaded = tf.saved_model.load(path)
-    signatures = dict(loaded.signatures)
-    return Servable(name, version, path, signatures, _signature_defs(path), loaded)
+    where = f"Model {name!r} version {version} at {str(path)!r}"
+    try:
+        signature_defs = _signature_defs(path)
+    except Exception as error:  # protobuf's DecodeError, OSError, no meta graph
+        raise ValueError(
+            f"{where}: saved_model.pb is not a SavedModel ({type(error).__name__}: {error})."
+        ) from None
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:  # TensorFlow raises OSError, ValueError, OpError, ...
+        index = os.path.join(path, "variables", "variables.index")
+        reason = ("variables/variables.index is missing: copy the whole SavedModel directory"
+                  if not os.path.isfile(index) else _tf_error_message(error).splitlines()[0])
+        raise ValueError(f"{where} cannot be loaded: {reason}.") from None
+    return Servable(name, version, path, dict(loaded.signatures), signature_defs, loaded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,38 +410,98 @@ def _check_batch(arrays, limits):
             )
 
 
-def _check_image_bytes(name, array, limits):
-    """Size, format and pixel count of each encoded image, from its header (no decoding)."""
+def _gif_cost(data, limits):
+    """(frames, pixels) that TensorFlow's GIF decoder spends on a GIF, from its block structure.
+
+    giflib's DGifSlurp decodes every frame, even for ``decode_image(expand_animations=False)``,
+    and TensorFlow then allocates a canvas as wide and tall as the largest frame. The blocks are
+    walked without decompressing anything, stopping past ``limits.max_image_frames``.
+    """
+    if len(data) < 13:
+        return 0, 0
+    flags = data[10]
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # global colour table
+    frames = frame_pixels = width = height = 0
+    while position < len(data):
+        kind = data[position]
+        if kind == 0x2C:  # image descriptor: left, top, width, height, flags
+            if position + 10 > len(data):
+                break
+            w, h = struct.unpack_from("<HH", data, position + 5)
+            flags = data[position + 9]
+            position += 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # + LZW code size
+            frames += 1
+            frame_pixels += w * h
+            width, height = max(width, w), max(height, h)
+            if frames > limits.max_image_frames:
+                break
+        elif kind == 0x21:  # extension: introducer, label, then data sub-blocks
+            position += 2
+        else:  # the trailer, or a byte where giflib stops reading
+            break
+        while position < len(data) and data[position]:  # sub-blocks: size byte, then data
+            position += data[position] + 1
+        position += 1
+    return frames, max(frame_pixels, width * height)
+
+
+def _image_cost(encoded, where, limits):
+    """(format, pixels) of one encoded image, read from its header; 4xx beyond ``limits``."""
     from PIL import Image
 
-    for index, encoded in enumerate(array.reshape(-1)):
-        where = f"Image {index} of input {name!r}"
-        if len(encoded) > limits.max_image_bytes:
+    if len(encoded) > limits.max_image_bytes:
+        raise ServingError(
+            413,
+            f"{where} has {len(encoded)} bytes; the server's limit is "
+            f"max_image_bytes={limits.max_image_bytes}.",
+        )
+    try:
+        with Image.open(io.BytesIO(encoded), formats=IMAGE_FORMATS) as image:
+            (width, height), image_format = image.size, image.format
+    except Image.DecompressionBombError:
+        raise ServingError(
+            413, f"{where} has too many pixels; the server's limit is "
+            f"max_image_pixels={limits.max_image_pixels}."
+        ) from None
+    except Exception:  # PIL raises many types for unreadable headers
+        raise ServingError(
+            400,
+            f"{where} ({len(encoded)} bytes) is not a {', '.join(IMAGE_FORMATS[:-1])} or "
+            f"{IMAGE_FORMATS[-1]} image.",
+        ) from None
+    pixels, size = width * height, f"{width}x{height} = {width * height} pixels"
+    if image_format == "GIF":
+        frames, pixels = _gif_cost(encoded, limits)
+        if frames > limits.max_image_frames:
             raise ServingError(
-                413,
-                f"{where} has {len(encoded)} bytes; the server's limit is "
-                f"max_image_bytes={limits.max_image_bytes}.",
+                413, f"{where} is a GIF of more than {limits.max_image_frames} frames; the "
+                f"server's limit is max_image_frames={limits.max_image_frames}."
             )
-        try:
-            with Image.open(io.BytesIO(encoded), formats=IMAGE_FORMATS) as image:
-                width, height = image.size
-        except Image.DecompressionBombError:
-            raise ServingError(
-                413, f"{where} has too many pixels; the server's limit is "
-                f"max_image_pixels={limits.max_image_pixels}."
-            ) from None
-        except Exception:  # PIL raises many types for unreadable headers
-            raise ServingError(
-                400,
-                f"{where} ({len(encoded)} bytes) is not a {', '.join(IMAGE_FORMATS[:-1])} or "
-                f"{IMAGE_FORMATS[-1]} image.",
-            ) from None
-        if width * height > limits.max_image_pixels:
-            raise ServingError(
-                413,
-                f"{where} is {width}x{height} = {width * height} pixels; the server's limit is "
-                f"max_image_pixels={limits.max_image_pixels}.",
-            )
+        size = f"a GIF of {frames} frame(s), {pixels} pixels to decode (every frame counts)"
+    if pixels > limits.max_image_pixels:
+        raise ServingError(
+            413, f"{where} is {size}; the server's limit is "
+            f"max_image_pixels={limits.max_image_pixels}."
+        )
+    return image_format, pixels
+
+
+def _bmp_as_rgb(encoded, where):
+    """A BMP decoded by PIL (palettes; 1-, 4-, 8-, 16-bit; RLE), re-encoded as 24-bit RGB.
+
+    ``tf.io.decode_bmp`` reads the bytes of 8-bit palette BMPs as grey levels and refuses other
+    depths; a 24-bit BMP it decodes exactly as PIL does.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(encoded), formats=("BMP",)) as image:
+            rgb = image.convert("RGB")
+    except Exception:  # truncated pixel data, bad RLE, ...
+        raise ServingError(400, f"{where} is a BMP whose pixels cannot be decoded.") from None
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="BMP")
+    return buffer.getvalue()
 
 
 def _check_image_array(name, array, limits):
@@ -381,11 +520,34 @@ def _check_image_array(name, array, limits):
 
 
 def _check_images(arrays, limits):
+    """Check every image input against ``limits``, then pass BMPs on as 24-bit RGB.
+
+    Returns:
+        ``arrays``, with BMP images re-encoded (see :func:`_bmp_as_rgb`).
+    """
+    total, bmps = 0, []
     for name, array in arrays.items():
         if array.dtype == object and name.endswith("bytes"):
-            _check_image_bytes(name, array, limits)
+            for index, encoded in enumerate(array.reshape(-1)):
+                where = f"Image {index} of input {name!r}"
+                image_format, pixels = _image_cost(encoded, where, limits)
+                total += pixels
+                if image_format == "BMP":
+                    bmps.append((name, index, where))
         elif array.dtype == np.uint8 and array.ndim == 4:
             _check_image_array(name, array, limits)
+            total += array.shape[0] * array.shape[1] * array.shape[2]
+    if total > limits.max_request_pixels:
+        raise ServingError(
+            413,
+            f"The request's images hold {total} pixels in all; the server's limit is "
+            f"max_request_pixels={limits.max_request_pixels}.",
+        )
+    for name, index, where in bmps:  # only now, once the whole request is within the limits
+        flat = arrays[name].reshape(-1).copy()
+        flat[index] = _bmp_as_rgb(flat[index], where)
+        arrays[name] = flat.reshape(arrays[name].shape)
+    return arrays
 
 
 def parse_request(body, servable, limits):
@@ -440,8 +602,7 @@ def parse_request(body, servable, limits):
         columns = _columns_from_inputs(request["inputs"], specs)
     arrays = {name: _to_array(columns[name], specs[name], name) for name in specs}
     _check_batch(arrays, limits)
-    _check_images(arrays, limits)
-    return signature_name, arrays, has_instances
+    return signature_name, _check_images(arrays, limits), has_instances
 
 
 def _columns_from_rows(instances, specs, limits):
@@ -597,8 +758,13 @@ def predict(servable, body, limits):
     Example:
         >>> predict(servable, b'{"instances": [{"b64": "..."}]}', Limits())["predictions"][0]
     """
-    signature_name, arrays, row_format = parse_request(body, servable, limits)
-    return format_response(run_signature(servable, signature_name, arrays), row_format)
+    try:
+        signature_name, arrays, row_format = parse_request(body, servable, limits)
+        return format_response(run_signature(servable, signature_name, arrays), row_format)
+    except MemoryError:  # numpy or json under a memory limit; TensorFlow's own is a 503 too
+        raise ServingError(
+            503, "The server ran out of memory for this request; retry later, or send less."
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,18 +790,21 @@ class _Registry:
         if name not in self.models:
             raise ServingError(
                 404,
-                f"Servable not found for request: model {name!r}; served models: "
+                f"Servable not found for request: model {_clip(name)}; served models: "
                 f"{', '.join(sorted(self.models))}.",
             )
         versions = self.models[name]
         if label is not None:
             raise ServingError(
-                404, f"Version label {label!r} of model {name!r} is unknown; use /versions/N."
+                404, f"Version label {_clip(label)} of model {name!r} is unknown; use /versions/N."
             )
         if version is None:
             return versions[max(versions)]
-        if not version.isdigit():
-            raise ServingError(400, f"Model version must be a whole number; got {version!r}.")
+        if not _VERSION.fullmatch(version):  # not str.isdigit: it takes "¹" and "٣" too
+            raise ServingError(
+                400, f"Model version must be a whole number of 1 to 18 ASCII digits; got "
+                f"{_clip(version)}."
+            )
         if int(version) not in versions:
             raise ServingError(
                 404,
@@ -643,6 +812,12 @@ class _Registry:
                 f"versions: {', '.join(map(str, sorted(versions)))}.",
             )
         return versions[int(version)]
+
+
+def _clip(text, limit=60):
+    """``repr`` of a string from a client, cut to about ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
 
 
 def _status(servables):
@@ -662,48 +837,80 @@ def _metadata(servable):
     }
 
 
-async def _read_body(request, limit):
-    """The body, at most ``limit`` bytes (413 above it; nothing over the limit is kept)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            # Read on (discarding, up to a bound) so that the client gets the 413 rather than a
-            # connection reset while it is still sending.
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > _DRAIN_FACTOR * limit:
-                    break
+class _ByteBudget:
+    """Bytes of request bodies held at once, all requests together (used on the event loop only)."""
+
+    def __init__(self, limit):
+        self.limit, self.used = limit, 0
+
+    def take(self, size):
+        if self.used + size > self.limit:
             raise ServingError(
-                413, f"The request body exceeds the server's limit of max_request_bytes={limit}."
+                503, f"The server is busy: request bodies in memory would exceed "
+                f"max_pending_bytes={self.limit}; retry later."
             )
-        chunks.append(chunk)
+        self.used += size
+
+    def give(self, size):
+        self.used -= size
+
+
+async def _read_body(request, limits, budget):
+    """The body: at most max_request_bytes (413), sent within body_timeout (408), and held
+    within ``budget`` (503); nothing over the limits is kept."""
+    chunks, size = [], 0
+
+    async def read():
+        nonlocal size
+        stream = request.stream()
+        async for chunk in stream:
+            if size + len(chunk) > limits.max_request_bytes:
+                # Read on (discarding, up to a bound) so that the client gets the 413 rather
+                # than a connection reset while it is still sending; the same stream, as a
+                # new one would refuse a body already read to its end.
+                dropped = size + len(chunk)
+                async for chunk in stream:
+                    dropped += len(chunk)
+                    if dropped > _DRAIN_FACTOR * limits.max_request_bytes:
+                        break
+                raise ServingError(
+                    413, f"The request body exceeds the server's limit of "
+                    f"max_request_bytes={limits.max_request_bytes}."
+                )
+            budget.take(len(chunk))
+            size += len(chunk)
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), limits.body_timeout)
+    except asyncio.TimeoutError:
+        budget.give(size)
+        raise ServingError(
+            408, f"The request body did not arrive within body_timeout={limits.body_timeout} s "
+            f"({size} bytes came)."
+        ) from None
+    except BaseException:
+        budget.give(size)
+        raise
     return b"".join(chunks)
 
 
-def create_app(
-    export_dir,
-    *,
-    max_image_bytes=DEFAULT_MAX_IMAGE_BYTES,
-    max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-    max_batch=DEFAULT_MAX_BATCH,
-    max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
-    version_policy="latest",
-):
+def create_app(export_dir, *, version_policy="latest", **limits):
     """A FastAPI app serving every model under ``export_dir`` with TensorFlow Serving's REST API.
 
     Args:
         export_dir: directory of ``<name>/<version>/`` SavedModels (what ``export_saved_model``
-            writes and ``tensorflow/serving`` reads); all are loaded now.
-        max_image_bytes: largest encoded image (413 above it).
-        max_image_pixels: largest image, width x height, read from the header before decoding.
-        max_batch: most examples in one request.
-        max_request_bytes: largest request body.
+            writes and ``tensorflow/serving`` reads); all are loaded now, and one that does not
+            load stops the start with a ``ValueError`` naming it (as TensorFlow Serving does).
         version_policy: "latest" (TensorFlow Serving's default: the highest version only) or
             "all" (every version, as ``model_version_policy { all {} }``).
+        **limits: fields of :class:`Limits` (``max_image_bytes``, ``max_image_pixels``,
+            ``max_batch``, ``max_request_bytes``, ``max_request_pixels``, ...); the connection
+            limits among them apply when :func:`serve` or :class:`BackgroundServer` runs it.
 
     Returns:
-        a ``fastapi.FastAPI`` app (``app.state.models``: ``{name: {version: Servable}}``).
+        a ``fastapi.FastAPI`` app (``app.state.models``: ``{name: {version: Servable}}``,
+        ``app.state.limits``: the :class:`Limits`).
 
     Example:
         >>> uvicorn.run(create_app("exports", max_batch=16), port=8501)
@@ -717,8 +924,16 @@ def create_app(
             f"`version_policy` must be one of {', '.join(map(repr, VERSION_POLICIES))}; "
             f"got {version_policy!r}."
         )
-    limits = Limits(max_image_bytes, max_image_pixels, max_batch, max_request_bytes)
+    unknown = sorted(set(limits) - {field.name for field in dataclasses.fields(Limits)})
+    if unknown:
+        raise TypeError(
+            f"Unknown limits {unknown}; allowed: "
+            f"{', '.join(field.name for field in dataclasses.fields(Limits))}."
+        )
+    limits = Limits(**limits)
     registry = _Registry(str(export_dir), version_policy)
+    budget = _ByteBudget(limits.max_pending_bytes)
+    predictions = asyncio.Semaphore(limits.max_concurrent_predictions)
 
     app = FastAPI(title="keras_resnet serving", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = registry.models
@@ -740,7 +955,7 @@ def create_app(
     def route(path):
         match = _URL.match(path)
         if match is None:
-            raise ServingError(404, f"Malformed request: /v1/models/{path}.")
+            raise ServingError(404, f"Malformed request: {_clip('/v1/models/' + path)}.")
         return match.group("name", "version", "label", "verb")
 
     @app.get("/v1/models/{path:path}")
@@ -764,10 +979,15 @@ def create_app(
                 f"have predict signatures only: use :predict."
             )
         if verb != ":predict":
-            raise ServingError(405, f"POST /v1/models/{path} is not an API; use :predict.")
+            raise ServingError(405, f"POST {_clip('/v1/models/' + path)} is not an API; use :predict.")
         servable = registry.get(name, version, label)
-        body = await _read_body(request, limits.max_request_bytes)
-        return _json_response(await run_in_threadpool(predict, servable, body, limits))
+        body = await _read_body(request, limits, budget)
+        try:
+            async with predictions:  # decoding and running take the memory: a few at a time
+                response = await run_in_threadpool(predict, servable, body, limits)
+        finally:
+            budget.give(len(body))
+        return _json_response(response)
 
     return app
 
@@ -776,31 +996,148 @@ def _url(host, port):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _http_protocol(header_timeout):
+    """uvicorn's h11 protocol, also closing connections that send no request head in time.
+
+    uvicorn's own keep-alive timer starts only after a response, and any byte stops it: a
+    client that connects and sends nothing, or sends its headers a byte at a time, would hold
+    its connection (and a place under ``max_connections``) for ever.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _header_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(header_timeout, self._header_timed_out)
+
+        def _header_timed_out(self):
+            # IDLE: no complete request head since the connection opened or the last response.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
+def _uvicorn_config(app, **settings):
+    """uvicorn's Config for an app of :func:`create_app`, with its connection limits."""
+    import uvicorn
+
+    limits = app.state.limits
+    return uvicorn.Config(
+        app,
+        http=_http_protocol(limits.header_timeout),
+        limit_concurrency=limits.max_connections,
+        backlog=limits.backlog,
+        timeout_keep_alive=limits.keep_alive_timeout,
+        timeout_graceful_shutdown=_SHUTDOWN_TIMEOUT,
+        **settings,
+    )
+
+
+def _check_port(port):
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"`port` must be an integer in 1..65535; got {port!r}.")
+
+
+def _bind(host, port):
+    """A TCP socket bound to ``(host, port)`` (uvicorn listens on it); ValueError if taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ValueError(f"`host` {host!r} is not an address to listen on: {error}.") from None
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for sockets
+    # that say they are TCP; without it keep-alive requests wait on delayed ACKs.
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"`port` {port} on {host} is in use by another program; stop it or pick another "
+                f"port (1..65535)."
+            ) from None
+        raise ValueError(f"Cannot listen on `host` {host!r} `port` {port}: {error.strerror}.") from None
+    return sock
+
+
+def _raise_open_files_limit(wanted):
+    """Raise the soft limit on open files to ``wanted`` (at most the hard limit), if lower."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < wanted:
+        print(f"Warning: open files are limited to {new} (hard limit); connections beyond about "
+              f"{new - _SPARE_FILES} wait to be accepted.", flush=True)
+
+
 def serve(export_dir, host="127.0.0.1", port=8501, **limits):
     """Serve ``export_dir`` with uvicorn until interrupted (loopback only by default).
+
+    The port is checked and bound before any model loads; Ctrl-C (SIGINT) or SIGTERM stop the
+    server gracefully (requests in flight get a few seconds) and ``serve`` returns.
 
     Args:
         export_dir: directory of ``<name>/<version>/`` SavedModels.
         host: interface to listen on; "0.0.0.0" exposes the server to the network.
-        port: TCP port (TensorFlow Serving's REST port is 8501).
-        **limits: keyword arguments of :func:`create_app` (``max_image_bytes``,
-            ``max_image_pixels``, ``max_batch``, ``max_request_bytes``, ``version_policy``).
+        port: TCP port in 1..65535 (TensorFlow Serving's REST port is 8501).
+        **limits: keyword arguments of :func:`create_app`: ``version_policy`` and the fields
+            of :class:`Limits` (request, image, concurrency and connection limits).
 
     Returns:
         None, once the server stops.
+
+    Raises:
+        ValueError: a port outside 1..65535 or in use, or a model that does not load.
 
     Example:
         >>> serve("exports", port=8501)
     """
     import uvicorn
 
-    app = create_app(export_dir, **limits)
-    url = _url(host, port)
-    for name, versions in sorted(app.state.models.items()):
-        print(f"Serving {name} (version {', '.join(map(str, sorted(versions)))}) at "
-              f"{url}/v1/models/{name}", flush=True)
-    print(f"Predict: POST {url}/v1/models/<name>:predict  (Ctrl-C stops)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+    _check_port(port)
+    sock = _bind(host, port)
+    try:
+        app = create_app(export_dir, **limits)
+        _raise_open_files_limit(app.state.limits.max_connections + _SPARE_FILES)
+        url = _url(host, port)
+        for name, versions in sorted(app.state.models.items()):
+            print(f"Serving {name} (version {', '.join(map(str, sorted(versions)))}) at "
+                  f"{url}/v1/models/{name}", flush=True)
+        print(f"Predict: POST {url}/v1/models/<name>:predict  (Ctrl-C stops)", flush=True)
+        uvicorn.Server(_uvicorn_config(app, log_level="info")).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn stops gracefully on SIGINT, then raises it again once its handler is gone.
+        pass
+    finally:
+        sock.close()
+    print("Server stopped.", flush=True)
 
 
 class BackgroundServer:
@@ -825,16 +1162,11 @@ class BackgroundServer:
             app = create_app(app, **limits)
         elif limits:
             raise ValueError(f"Limits {sorted(limits)} apply to an export directory, not to an app.")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
-        # sockets that say they are TCP; without it keep-alive requests wait on delayed ACKs.
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = _bind(host, port)
         self.port = self._socket.getsockname()[1]
         self.url = _url(host, self.port)
         self.app = app
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        config = _uvicorn_config(app, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True

@@ -7,27 +7,33 @@ training error is below 80%.
 
 Weight decay is the paper's: an L2 term whose gradient is ``1e-4 * w``, i.e. Keras
 ``L2(5e-5)`` on every conv and dense kernel. It is *not* ``SGD(weight_decay=...)``, which is
-decoupled decay applied outside the momentum.
+decoupled decay applied outside the momentum. It has one source: the model's regularizers, set
+when the model is built (``ResNet20(weight_decay=1e-4)``, the default, or any
+``kernel_regularizer``); :func:`compile_model` replaces them only when given ``weight_decay``.
+
+Backend-neutral (Keras and NumPy only). The end-to-end runs (``train``, ``fine_tune``) need
+``tf.data`` and live in ``keras_resnet.runs``; ``training.train`` reaches them.
 
 Example:
     >>> model = keras_resnet.ResNet20()
-    >>> compile_model(model, "cifar", global_batch_size=128)
-    >>> model.fit(train, validation_data=val, callbacks=paper_callbacks("runs/r20", "cifar"))
+    >>> _ = compile_model(model, "cifar", global_batch_size=128)
+    >>> model.optimizer.learning_rate.numpy().round(3)
+    0.1
 """
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import shutil
-import time
 
 import keras
-import numpy as np
 
-from keras_resnet import data, distribute
-from keras_resnet.distribute import scaled_learning_rate
-from keras_resnet.models import get_model, parse_model_name
+from keras_resnet import devices
+from keras_resnet.devices import scaled_learning_rate
+from keras_resnet.extras import require
+from keras_resnet.saving import atomic_path, save_model, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,14 @@ def get_recipe(recipe):
     return RECIPES[recipe]
 
 
+def walk_layers(model):
+    """Every layer of ``model``, nested models' layers included (public Keras APIs only)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+
+
 def apply_weight_decay(model, weight_decay):
     """Put the paper's weight decay on every conv and dense kernel of ``model``.
 
@@ -69,17 +83,28 @@ def apply_weight_decay(model, weight_decay):
     ``weight_decay=0`` removes it.
 
     Example:
-        >>> apply_weight_decay(keras.applications.ResNet50(weights=None), 1e-4)
+        >>> model = apply_weight_decay(keras_resnet.ResNet20(weight_decay=0), 1e-4)
+        >>> float(model.get_layer("conv1").kernel_regularizer.l2)
+        5e-05
     """
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk_layers(model):
         if hasattr(layer, "kernel_regularizer"):
-            layer.kernel_regularizer = regularizer
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.built:
-            layer.kernel.regularizer = regularizer
+            layer.kernel_regularizer = regularizer  # the config (blocks pass it to their convs)
+        for variable in layer.trainable_weights:
+            if variable.path.endswith("kernel"):  # conv and dense kernels, not BN
+                variable.regularizer = regularizer
     return model
+
+
+def metrics():
+    """The paper's measures: top-1 and top-5 accuracy (Tables 3-5 report their errors)."""
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="top1"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+    ]
 
 
 def compile_model(
@@ -101,7 +126,10 @@ def compile_model(
         recipe: "cifar" or "imagenet" (or a :class:`Recipe`).
         global_batch_size: the global batch; the learning rate is scaled linearly from the
             recipe's (0.1 at 128 for CIFAR, 0.1 at 256 for ImageNet). Default: the recipe's.
-        learning_rate, weight_decay, momentum: override the recipe.
+        learning_rate, momentum: override the recipe's.
+        weight_decay: None keeps the model's own regularizers (set when it was built); a
+            number replaces them with the paper's L2 of that strength (see
+            :func:`apply_weight_decay`).
         jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
             measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
         fast_path: False lets "auto" mean Keras' defaults instead.
@@ -111,27 +139,27 @@ def compile_model(
         accuracy.
 
     Example:
-        >>> compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)  # lr 0.2
+        >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
+        >>> model.optimizer.learning_rate.numpy().round(3)
+        0.2
     """
     recipe = get_recipe(recipe)
-    settings = distribute.fast_path(fast_path)
+    settings = devices.fast_path(fast_path)
     jit_compile = settings["jit_compile"] if jit_compile == "auto" else jit_compile
     if steps_per_execution == "auto":
         steps_per_execution = settings["steps_per_execution"]
     batch = recipe.base_batch_size if global_batch_size is None else global_batch_size
     if learning_rate is None:
         learning_rate = scaled_learning_rate(recipe.base_learning_rate, recipe.base_batch_size, batch)
-    apply_weight_decay(model, recipe.weight_decay if weight_decay is None else weight_decay)
+    if weight_decay is not None:
+        apply_weight_decay(model, weight_decay)
     model.compile(
         optimizer=keras.optimizers.SGD(
             learning_rate=learning_rate,
             momentum=recipe.momentum if momentum is None else momentum,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="top1"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-        ],
+        metrics=metrics(),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -204,8 +232,8 @@ class WarmupUntilError(keras.callbacks.Callback):
         self.target_learning_rate = None
         self.finished = False
 
-    def on_train_begin(self, logs=None):
-        if not self.finished:
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.target_learning_rate is None and not self.finished:
             self.target_learning_rate = _learning_rate(self.model)
             _set_learning_rate(self.model, self.warmup_learning_rate)
 
@@ -214,6 +242,13 @@ class WarmupUntilError(keras.callbacks.Callback):
         if not self.finished and accuracy is not None and 1 - accuracy < self.error_threshold:
             _set_learning_rate(self.model, self.target_learning_rate)
             self.finished = True
+
+    def state(self):
+        return {"finished": self.finished, "target_learning_rate": self.target_learning_rate}
+
+    def restore(self, state):
+        self.finished = state["finished"]
+        self.target_learning_rate = state["target_learning_rate"]
 
 
 class NaNError(RuntimeError):
@@ -251,6 +286,159 @@ def reduce_on_plateau(monitor="val_top1", patience=10):
     )
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model to ``path`` (atomically) whenever ``monitor`` improves.
+
+    Example:
+        >>> BestCheckpoint("runs/r20/best.keras", monitor="val_top1")
+    """
+
+    def __init__(self, path, monitor="val_top1"):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+            save_model(self.model, self.path)
+
+    def state(self):
+        return {"best": self.best}
+
+    def restore(self, state):
+        self.best = state["best"]
+
+
+BACKUP_STATE = "state.json"
+
+
+def _tensorflow_installed():
+    """True when ``import tensorflow`` would find the package (without importing it)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a broken install
+        return False
+
+
+def _backup_files(backup_dir, epoch):
+    return os.path.join(backup_dir, f"epoch-{epoch:04d}.weights.h5")
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Back up the run at every epoch end, so a killed run resumes where it was.
+
+    Writes ``backup_dir/epoch-NNNN.weights.h5`` (the model's and the optimizer's variables:
+    weights, iterations, learning rate, momentum) and ``state.json`` (the epochs done and the
+    state of the ``stateful`` callbacks: ReduceLROnPlateau's patience, the best checkpoint's
+    score, the warm-up), each written to a temporary name and renamed, keeping the previous
+    epoch's weights as a fallback. Resume with :func:`restore_backup` before ``fit``; the
+    callback restores the other callbacks' state when training begins (put it last).
+
+    Example:
+        >>> start = restore_backup(model, "runs/r20/backup")
+        >>> model.fit(ds, epochs=30, initial_epoch=start, callbacks=[..., RunBackup("runs/r20/backup")])
+    """
+
+    def __init__(self, backup_dir, stateful=(), delete_on_end=True):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.stateful = list(stateful)
+        self.delete_on_end = delete_on_end
+
+    def on_train_begin(self, logs=None):
+        state = read_backup_state(self.backup_dir)
+        if state is None:
+            return
+        for callback, saved in zip(self.stateful, state.get("callbacks", [])):
+            if saved is not None:
+                _restore_callback(callback, saved)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        os.makedirs(self.backup_dir, exist_ok=True)
+        path = _backup_files(self.backup_dir, done)
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        write_json(os.path.join(self.backup_dir, BACKUP_STATE), {
+            "epoch": done,
+            "weights": os.path.basename(path),
+            "callbacks": [_callback_state(callback) for callback in self.stateful],
+        })
+        keep = {os.path.basename(path), os.path.basename(_backup_files(self.backup_dir, epoch))}
+        for name in os.listdir(self.backup_dir):
+            if name.endswith(".weights.h5") and name not in keep:
+                os.remove(os.path.join(self.backup_dir, name))
+
+    def on_train_end(self, logs=None):
+        if self.delete_on_end:
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _callback_state(callback):
+    if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+        return {"wait": callback.wait, "cooldown_counter": callback.cooldown_counter,
+                "best": float(callback.best)}
+    if hasattr(callback, "state"):
+        return callback.state()
+    return None
+
+
+def _restore_callback(callback, state):
+    if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+        callback.wait, callback.cooldown_counter = state["wait"], state["cooldown_counter"]
+        callback.best = state["best"]
+    elif hasattr(callback, "restore"):
+        callback.restore(state)
+
+
+def read_backup_state(backup_dir):
+    """The ``state.json`` of a backup folder, or None when there is no readable one."""
+    path = os.path.join(backup_dir, BACKUP_STATE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def restore_backup(model, backup_dir):
+    """Load the newest good backup of :class:`RunBackup` into ``model``; the epochs it covers.
+
+    A damaged weights file (a kill mid-write, a full disk) is reported in one line and the
+    previous epoch's backup is tried; with none usable, training starts from epoch 0.
+
+    Returns:
+        The epoch to pass to ``model.fit(initial_epoch=...)`` (0 without a backup).
+
+    Example:
+        >>> restore_backup(model, "runs/r20/backup")
+        0
+    """
+    state = read_backup_state(backup_dir)
+    if state is None:
+        return 0
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for epoch in (state["epoch"], state["epoch"] - 1):
+        path = _backup_files(backup_dir, epoch)
+        if epoch < 1 or not os.path.exists(path):
+            continue
+        try:
+            model.load_weights(path)
+            return epoch
+        except Exception as error:  # h5py and Keras raise many kinds for a damaged file
+            print(f"Backup {path} is damaged ({type(error).__name__}); trying an earlier one.")
+    print(f"No usable backup in {backup_dir}; starting from epoch 0.")
+    return 0
+
+
 def paper_callbacks(
     run_dir,
     recipe="cifar",
@@ -259,7 +447,9 @@ def paper_callbacks(
     monitor="val_top1",
     plateau_patience=None,
     warmup=False,
-    tensorboard=True,
+    tensorboard="auto",
+    keep_backup=False,
+    backup_dir=None,
 ):
     """The paper's callbacks for a run directory.
 
@@ -272,22 +462,30 @@ def paper_callbacks(
             ("val_top1" with validation data, "top1" without).
         plateau_patience: epochs without improvement before dividing by 10.
         warmup: add ResNet-110's warm-up (0.01 until training error < 80%).
-        tensorboard: write TensorBoard logs.
+        tensorboard: write TensorBoard logs. Keras' TensorBoard callback writes with
+            TensorFlow's ``tf.summary`` on every backend: "auto" writes them when TensorFlow
+            is installed, True needs it (MissingExtra otherwise), False writes none.
+        keep_backup: keep the backup when training ends (``train`` removes it itself once
+            the model is saved and exported).
+        backup_dir: where :class:`RunBackup` writes; default ``run_dir/backup``.
 
     Returns:
         A list of callbacks: StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1),
-        ModelCheckpoint (best), BackupAndRestore, CSVLogger, StopOnNaN, TensorBoard, and
-        WarmupUntilError when asked.
+        BestCheckpoint, CSVLogger, StopOnNaN, TensorBoard, WarmupUntilError when asked, and
+        RunBackup (resume with ``initial_epoch=restore_backup(model, run_dir + "/backup")``).
 
     Example:
         >>> model.fit(ds, epochs=30, callbacks=paper_callbacks("runs/r20", "cifar", total_iterations=3000))
     """
     recipe = get_recipe(recipe)
+    if tensorboard not in (True, False, "auto"):
+        raise ValueError(f"`tensorboard` must be True, False or 'auto'; got {tensorboard!r}.")
+    if tensorboard == "auto":
+        tensorboard = _tensorflow_installed()
+    elif tensorboard:
+        require("tensorflow", "TensorBoard logs (paper_callbacks(tensorboard=True))")
     os.makedirs(run_dir, exist_ok=True)
-    mode = "min" if monitor.endswith("loss") else "max"
-    # BackupAndRestore comes first: it restores weights, optimizer state (iterations, learning
-    # rate) and the epoch before the schedules below read them.
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))]
+    callbacks = []
     if warmup:
         callbacks.append(WarmupUntilError())
     if recipe.milestones:
@@ -295,263 +493,33 @@ def paper_callbacks(
             callbacks.append(StepSchedule(recipe.milestones, stop_at=recipe.total_iterations))
         else:
             callbacks.append(StepSchedule.scaled(total_iterations, recipe))
+    plateau = reduce_on_plateau(
+        monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
+    )
+    best = BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor)
     callbacks += [
-        reduce_on_plateau(
-            monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
-        ),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "best.keras"), monitor=monitor, mode=mode, save_best_only=True
-        ),
+        plateau,
+        best,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         StopOnNaN(),
     ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+    # Last: it restores the state of the callbacks above when training begins.
+    stateful = [plateau, best] + [c for c in callbacks if isinstance(c, WarmupUntilError)]
+    backup_dir = backup_dir or os.path.join(run_dir, "backup")
+    callbacks.append(RunBackup(backup_dir, stateful, not keep_backup))
     return callbacks
 
 
-def evaluate_ten_crop(model, dataset):
-    """Top-1 and top-5 accuracy with the paper's 10-crop testing (§3.4): softmax averaged.
-
-    Args:
-        model: a classifier with softmax outputs.
-        dataset: yields ``(crops, labels)``: crops ``(batch * 10, h, w, c)`` image-major and
-            labels ``(batch,)``, as ``keras_resnet.data.load(..., ten_crop=True)`` gives them.
-
-    Returns:
-        dict with ``top1`` and ``top5`` accuracy.
-
-    Example:
-        >>> evaluate_ten_crop(model, data.load("cifar10", "test", 100, ten_crop=True)[0])
-    """
-    correct1 = correct5 = total = 0
-    for crops, labels in dataset:
-        probabilities = data.average_crops(model(crops, training=False)).numpy()
-        top5 = np.argsort(-probabilities, axis=1)[:, :5]
-        labels = np.asarray(labels).reshape(-1)
-        correct1 += int(np.sum(top5[:, 0] == labels))
-        correct5 += int(np.sum(np.any(top5 == labels[:, None], axis=1)))
-        total += len(labels)
-    return {"top1": correct1 / total, "top5": correct5 / total}
+# The end-to-end runs need tf.data; they are imported on first use, so this module stays
+# backend-neutral.
+_RUNS = ("train", "fine_tune", "evaluate", "evaluate_ten_crop", "RUN_DEFAULTS", "plot_history")
 
 
-# --------------------------------------------------------------------------------------------
-# One run, end to end: what `keras-resnet train` does.
+def __getattr__(name):
+    if name in _RUNS:
+        from keras_resnet import runs
 
-# Epochs and global batch of a run when not given, by dataset. CIFAR follows §4.2 (64k
-# iterations at batch 128 = 164 epochs of 50k images; 45k/5k split: 182); ImageNet §3.4 (60e4
-# iterations at batch 256 = 120 epochs). Digits (1,293 training images) is sized to finish in
-# under 5 minutes on 2 CPU cores.
-RUN_DEFAULTS = {
-    "digits": {"epochs": 40, "batch_size": 32},
-    "cifar10": {"epochs": 164, "batch_size": 128},
-    "cifar100": {"epochs": 164, "batch_size": 128},
-    "imagenet2012": {"epochs": 120, "batch_size": 256},
-}
-OTHER_RUN_DEFAULTS = {"epochs": 30, "batch_size": 128}
-
-
-def _family(model_name):
-    try:
-        return parse_model_name(model_name)[0]
-    except ValueError:  # a .keras path or a model object: CIFAR recipe unless told
-        return "cifar"
-
-
-def _history_rows(path):
-    """history.csv rows, one per epoch (a resumed run may repeat an epoch: keep the last)."""
-    import csv
-
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
-    return [rows[epoch] for epoch in sorted(rows)]
-
-
-def plot_history(history_csv, path):
-    """Training and validation error per epoch (the paper's Fig. 4/6 style) as a PNG."""
-    # A bare Figure (no pyplot): no backend switch, so notebooks keep plotting inline.
-    from matplotlib.figure import Figure
-
-    rows = _history_rows(history_csv)
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure = Figure(figsize=(6, 4))
-    axis = figure.subplots()
-    for key, style, label in (("top1", "--", "training error"), ("val_top1", "-", "validation error")):
-        if rows and key in rows[0]:
-            axis.plot(epochs, [100 * (1 - float(row[key])) for row in rows], style, label=label)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("top-1 error (%)")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-
-
-
-def _build_model(model, info, options):
-    """A model for the dataset: a name from NAMED_MODELS, a path to a .keras file or a model."""
-    if isinstance(model, str) and model.endswith(".keras"):
-        if not os.path.exists(model):
-            raise ValueError(f"`model` file {model!r} does not exist.")
-        model = keras.saving.load_model(model)
-    if isinstance(model, str):
-        return get_model(model, input_shape=tuple(info.image_shape), classes=info.num_classes, **options)
-    expected = tuple(info.image_shape)
-    given = tuple(model.input_shape[1:])
-    fits = len(given) == 3 and all(g in (None, e) for g, e in zip(given, expected))
-    if not fits or model.output_shape[-1] != info.num_classes:
-        raise ValueError(
-            f"Model {model.name!r} takes inputs {given} and predicts {model.output_shape[-1]} "
-            f"classes; dataset {info.name!r} gives images {expected} in {info.num_classes} "
-            "classes. Build the model with input_shape and classes from the dataset."
-        )
-    return model
-
-
-def train(
-    model="resnet20",
-    dataset="digits",
-    *,
-    run_dir=None,
-    epochs=None,
-    batch_size=None,
-    recipe=None,
-    learning_rate=None,
-    weight_decay=None,
-    strategy="auto",
-    precision="auto",
-    jit_compile="auto",
-    steps_per_execution="auto",
-    fast_path=True,
-    resume=True,
-    data_dir=None,
-    download=True,
-    seed=0,
-    model_options=None,
-    verbose="auto",
-):
-    """Train a ResNet with the paper's recipe and callbacks; everything lands in ``run_dir``.
-
-    Args:
-        model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.
-        dataset: "digits", a tensorflow-datasets name or an image-folder path.
-        run_dir: output directory (default ``runs/MODEL-DATASET``): ``model.keras`` (final), ``best.keras``, ``history.csv``,
-            ``training_curves.png``, ``logs/`` (TensorBoard), ``run.json``, ``backup/``.
-        epochs: planned epochs in total (a resumed run ends at the same number); default
-            from ``RUN_DEFAULTS`` for the dataset.
-        batch_size: global batch, split over the strategy's replicas; default from
-            ``RUN_DEFAULTS``.
-        recipe: "cifar" or "imagenet"; default from the model's family.
-        learning_rate, weight_decay: override the recipe's (learning rate is otherwise scaled
-            linearly with the global batch).
-        strategy: see ``keras_resnet.distribute.get_strategy``.
-        precision: "auto", "float32", "mixed", "mixed_float16" or "mixed_bfloat16".
-        jit_compile, steps_per_execution: passed to ``model.compile``.
-        fast_path: "auto" precision, XLA and steps per execution take the measured fast
-            settings of this device (``keras_resnet.distribute.FAST_PATH``); False takes
-            Keras' defaults instead.
-        resume: continue from ``run_dir/backup`` when a killed run left one there.
-        data_dir, download: tensorflow-datasets options.
-        seed: seeds weights, shuffling and augmentation.
-        model_options: extra keyword options for the model constructor.
-
-    Returns:
-        dict: the run's configuration and final test metrics (also written to run.json).
-
-    Example:
-        >>> result = train("resnet20", "digits", run_dir="runs/r20", epochs=30)
-    """
-    defaults = RUN_DEFAULTS.get(dataset, OTHER_RUN_DEFAULTS)
-    epochs = defaults["epochs"] if epochs is None else epochs
-    batch_size = defaults["batch_size"] if batch_size is None else batch_size
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive integer; got {epochs!r}.")
-    model_name = model if isinstance(model, str) else getattr(model, "name", "model")
-    if run_dir is None:
-        model_stem = os.path.basename(model_name).removesuffix(".keras")
-        run_dir = os.path.join("runs", f"{model_stem}-{os.path.basename(dataset.rstrip('/'))}")
-    family = "imagenet" if _family(model_name) == "imagenet" else "cifar"
-    recipe = get_recipe(recipe or family)
-    keras.utils.set_random_seed(seed)
-    policy = distribute.set_precision(precision, fast=fast_path, family=family)
-    strategy_object = distribute.get_strategy(strategy)
-    global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
-
-    def load(split, training):
-        return data.load(dataset, split, global_batch, training=training, data_dir=data_dir,
-                         download=download, seed=seed)
-
-    train_ds, info = load("train", True)
-    try:
-        val_ds, _ = load("validation", False)
-        validation_split = "validation"
-    except ValueError:  # the dataset has no validation split: validate on its test split
-        val_ds, _ = load("test", False)
-        validation_split = "test"
-    test_ds, test_info = load("test", False)
-
-    backup_dir = os.path.join(run_dir, "backup")
-    if not resume:  # start afresh: drop what an earlier run left
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        for leftover in ("history.csv", "best.keras"):
-            if os.path.exists(os.path.join(run_dir, leftover)):
-                os.remove(os.path.join(run_dir, leftover))
-    resumed_from = None
-    metadata = os.path.join(backup_dir, "training_metadata.json")
-    if os.path.exists(metadata):
-        with open(metadata) as f:
-            resumed_from = json.load(f)["epoch"]
-        print(f"Resuming from the backup in {backup_dir}: {resumed_from} of {epochs} epochs done.")
-
-    with strategy_object.scope():
-        net = _build_model(model, info, dict(model_options or {}))
-        compile_model(net, recipe, global_batch, learning_rate=learning_rate,
-                      weight_decay=weight_decay, jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution, fast_path=fast_path)
-    # The training dataset drops its last partial batch.
-    steps_per_epoch = info.num_examples // global_batch if info.num_examples else None
-    total_iterations = steps_per_epoch * epochs if steps_per_epoch else None
-    callbacks = paper_callbacks(
-        run_dir, recipe, total_iterations=total_iterations,
-        warmup=model_name in ("resnet110", "resnet1202"),
-    )
-    initial_learning_rate = _learning_rate(net)
-    started = time.time()
-    net.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    seconds = time.time() - started
-
-    test = net.evaluate(test_ds, return_dict=True, verbose=0)
-    net.save(os.path.join(run_dir, "model.keras"))
-    # The preprocessing travels with the models, for export and prediction.
-    for saved in ("model.keras", "best.keras"):
-        if os.path.exists(os.path.join(run_dir, saved)):
-            data.save_preprocessing(os.path.join(run_dir, saved), info)
-    plot_history(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
-    result = {
-        "run_dir": run_dir,
-        "model": model_name,
-        "dataset": info.name,
-        "epochs": epochs,
-        "batch_size": global_batch,
-        "replicas": strategy_object.num_replicas_in_sync,
-        "strategy": strategy,
-        "precision": policy,
-        "jit_compile": net.jit_compile,
-        "steps_per_execution": net.steps_per_execution,
-        "fast_path": fast_path,
-        "recipe": dataclasses.asdict(recipe),
-        "learning_rate": initial_learning_rate,
-        "seed": seed,
-        "resumed_from_epoch": resumed_from,
-        "train_seconds": round(seconds, 1),
-        "data": info.to_config(),
-        "validation_split": validation_split,
-        "test_examples": test_info.num_examples,
-        "test": {"top1": test["top1"], "top5": test["top5"], "loss": test["loss"]},
-        "history": _history_rows(os.path.join(run_dir, "history.csv")),
-    }
-    with open(os.path.join(run_dir, "run.json"), "w") as f:
-        json.dump(result, f, indent=2, default=float)
-    return result
+        return getattr(runs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

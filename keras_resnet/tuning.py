@@ -20,12 +20,15 @@ import os
 import warnings
 
 import keras
-import keras_tuner
 
 from keras_resnet import data, distribute
 from keras_resnet.architectures import FAMILIES, architecture
+from keras_resnet.extras import require
 from keras_resnet.models import SHORTCUT_OPTIONS, build_resnet
+from keras_resnet.saving import atomic_path, save_model, write_text
 from keras_resnet.training import NaNError, StopOnNaN, compile_model, get_recipe, reduce_on_plateau
+
+keras_tuner = require("keras_tuner", "Hyperparameter search (keras_resnet.tuning)")
 
 TUNERS = ("random", "hyperband", "bayesian")
 OBJECTIVE = "val_top1"
@@ -222,6 +225,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             input_shape=self.input_shape,
             classes=self.classes,
             name=f"resnet{depth}",
+            preprocessing=None if self.info is None else self.info.preprocessing,
             shortcut=_choice(hp, "shortcut", space.shortcuts),
             width_multiplier=_choice(hp, "width_multiplier", space.width_multipliers),
             zero_init_residual=_choice(hp, "zero_init_residual", space.zero_init_residual),
@@ -353,14 +357,13 @@ def _format(value):
 def write_results(rows, csv_path, markdown_path):
     """Write ``results_table`` rows as CSV and as a Markdown table."""
     columns = _columns(rows)
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_format(row.get(c, "")) for c in columns) + " |" for row in rows]
-    with open(markdown_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(markdown_path, "\n".join(lines) + "\n")
 
 
 def tune(dataset="digits", tuner="hyperband", *, output_dir=None, max_trials=10, max_epochs=10,
@@ -413,6 +416,5 @@ def tune(dataset="digits", tuner="hyperband", *, output_dir=None, max_trials=10,
     write_results(rows, paths["results_csv"], paths["results_md"])
     # A built optimizer saves its slots, so loading best.keras matches them without warnings.
     best.optimizer.build(best.trainable_variables)
-    best.save(paths["best_model"])
-    data.save_preprocessing(paths["best_model"], hypermodel.info)  # for export and predict
+    save_model(best, paths["best_model"])  # carries the data's preprocessing, for export
     return {"output_dir": output_dir, "results": rows, "best": rows[0], **paths}

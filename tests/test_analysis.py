@@ -20,7 +20,8 @@ def resnet20():
     model = keras_resnet.ResNet20()
     # Non-trivial BN statistics, so inference-mode BN is not the identity.
     rng = np.random.RandomState(1)
-    for layer in model._flatten_layers(include_self=False):
+    layers = [bn for layer in model.layers for bn in getattr(layer, "batch_norms", [layer])]
+    for layer in layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             shape = layer.moving_mean.shape
             layer.moving_mean.assign(rng.normal(0, 0.5, shape).astype(np.float32))

@@ -14,7 +14,7 @@ def _random_input(shape, seed=0):
 
 def _randomize_batch_norms(block, seed=0):
     rng = np.random.default_rng(seed)
-    for layer in block._flatten_layers(include_self=False):
+    for layer in block.batch_norms:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
             layer.set_weights([
@@ -183,3 +183,19 @@ def test_blocks_under_mixed_precision(policy, cls, shortcut):
     assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
     assert all(w.dtype == "float32" for w in block.weights)
     assert np.isfinite(np.asarray(ops.cast(y, "float32"))).all()
+
+
+@pytest.mark.parametrize("cls,shortcut", [(ResidualBlock, "projection"), (ResidualBlock, "none"),
+                                          (BottleneckBlock, "projection"), (BottleneckBlock, "zero_pad")])
+def test_branch_outputs_add_up_to_the_block_output(cls, shortcut):
+    block = cls(8, strides=2, shortcut=shortcut)
+    x = _random_input((2, 16, 16, 16 if cls is ResidualBlock else 8))
+    y = block(x, training=False)
+    _randomize_batch_norms(block, seed=3)
+    outputs = block.branch_outputs(x, training=False)
+    expected = outputs["residual"] + (0 if outputs["shortcut"] is None else outputs["shortcut"])
+    np.testing.assert_allclose(ops.convert_to_numpy(block(x, training=False)),
+                               ops.convert_to_numpy(ops.relu(expected)), atol=1e-5)
+    assert (outputs["shortcut"] is None) == (shortcut == "none")
+    assert set(block.responses_3x3) <= set(outputs) and y.shape == outputs["residual"].shape
+    assert len(block.batch_norms) == (2 if cls is ResidualBlock else 3) + (shortcut == "projection")

@@ -32,6 +32,7 @@ def test_summary_command_rejects_unknown_models():
     assert "unknown model 'resnet19'" in result.stderr and "resnet20" in result.stderr
 
 
+@pytest.mark.slow
 def test_default_train_reaches_98_percent_on_digits(default_run):
     result, run_dir, seconds = default_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -46,6 +47,7 @@ def test_default_train_reaches_98_percent_on_digits(default_run):
     print(f"default run: {seconds:.0f} s, test top-1 {run['test']['top1']:.4f}")
 
 
+@pytest.mark.slow
 def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     import keras
 
@@ -75,6 +77,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     assert accuracy == pytest.approx(run["test"]["top1"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_command_single_and_ten_crop(default_run):
     _, run_dir, _ = default_run
     model = os.path.join(run_dir, "model.keras")
@@ -89,10 +92,11 @@ def test_evaluate_command_single_and_ten_crop(default_run):
     assert 0 <= error < 10
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(tmp_path):
     run_dir = tmp_path / "run"
     command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "6", "--output-dir", str(run_dir)]
-    metadata = run_dir / "backup" / "training_metadata.json"
+    metadata = run_dir / "backup" / "state.json"  # our own record of the backup
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     try:
@@ -163,3 +167,161 @@ def test_nan_loss_stops_the_run_with_a_message(tmp_path):
                   "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 1, result.stderr[-2000:]
     assert "training stopped" in result.stderr and "Traceback" not in result.stderr
+
+
+def _files_matching(folder, predicate):
+    found = []
+    for directory, _, names in os.walk(folder):
+        found += [os.path.join(directory, n) for n in names + os.listdir(directory) if predicate(n)]
+    return found
+
+
+def _kill_when(command, seen, timeout=300):
+    """Start ``command``, SIGKILL it as soon as ``seen()`` is true (polled without sleeping)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if seen():
+                process.send_signal(signal.SIGKILL)
+                break
+        else:
+            pytest.fail(f"the moment never came within {timeout} s")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _state_epoch(run_dir):
+    try:
+        return json.loads((run_dir / "backup" / "state.json").read_text()).get("epoch", 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["backup_write", "after_last_epoch", "export_write"])
+def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
+    run_dir = tmp_path / "run"
+    command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "3", "--output-dir", str(run_dir)]
+    moments = {
+        # a temporary backup file being written (else just after a backup landed)
+        "backup_write": lambda: _state_epoch(run_dir) >= 1 and bool(
+            _files_matching(run_dir / "backup", lambda n: ".tmp" in n)) or _state_epoch(run_dir) >= 2,
+        # the last epoch backed up, saving and export not done
+        "after_last_epoch": lambda: _state_epoch(run_dir) == 3,
+        # the SavedModel being written under its temporary name
+        "export_write": lambda: bool(_files_matching(run_dir / "export", lambda n: ".tmp" in n)),
+    }
+    _kill_when(command, moments[moment])
+    assert not (run_dir / "run.json").exists()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert len(run["history"]) == 3 and sorted(set(_epochs(run_dir))) == [0, 1, 2]
+    if moment != "backup_write":  # killed after the last epoch: no training again
+        assert "3 of 3 epochs done" in result.stdout and "Epoch 1/3" not in result.stdout
+    # Whole files only: no temporaries, one export version that loads, a model that loads.
+    assert not _files_matching(run_dir, lambda n: ".tmp" in n)
+    assert sorted(os.listdir(run_dir / "export" / "resnet8")) == ["1", "tflite"]
+    check = subprocess.run(
+        [sys.executable, "-c", "import sys, tensorflow as tf, keras_resnet; "
+         "tf.saved_model.load(sys.argv[1]); keras_resnet.load_model(sys.argv[2])",
+         str(run_dir / "export" / "resnet8" / "1"), str(run_dir / "model.keras")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert not (run_dir / "backup").exists()
+
+
+def _corrupt_keras(tmp_path):
+    good = tmp_path / "good.keras"
+    import keras_resnet
+
+    keras_resnet.CifarResNet(8).save(good)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    return good, truncated, garbage
+
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("hostile")
+    good, truncated, garbage = _corrupt_keras(tmp_path)
+    (tmp_path / "image.png").write_bytes(
+        subprocess.run([sys.executable, "-c", "import io, sys, numpy as np; from PIL import Image; "
+                        "b = io.BytesIO(); Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(b, 'PNG'); "
+                        "sys.stdout.buffer.write(b.getvalue())"], capture_output=True).stdout)
+    no_variables = tmp_path / "saved" / "1"
+    no_variables.mkdir(parents=True)
+    (no_variables / "saved_model.pb").write_bytes(b"\x00garbage")
+    (tmp_path / "a_file").write_text("x")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    return tmp_path
+
+
+# One line naming the file or flag, exit 2, no traceback: a user's mistakes on the CLI.
+HOSTILE_CLI = [
+    (["predict", "{tmp}/truncated.keras", "{tmp}/image.png"], "truncated.keras"),
+    (["predict", "{tmp}/garbage.keras", "{tmp}/image.png"], "garbage.keras"),
+    (["predict", "{tmp}/missing.keras", "{tmp}/image.png"], "does not exist"),
+    (["predict", "{tmp}/good.keras", "{tmp}"], "is a directory"),
+    (["predict", "{tmp}/good.keras", "{tmp}/good.keras"], "not a readable"),
+    (["predict", "{tmp}/good.keras", "{tmp}/image.png", "--top-k", "-1"], "`top_k`"),
+    (["predict", "{tmp}/good.keras", "{tmp}/image.png", "--top-k", "0"], "`top_k`"),
+    (["predict", "{tmp}/saved/1", "{tmp}/image.png"], "saved/1"),
+    (["export", "{tmp}/truncated.keras"], "truncated.keras"),
+    (["export", "{tmp}/good.keras", "--output-dir", "{tmp}/a_file/exports"], "a_file"),
+    (["export", "{tmp}/good.keras", "--output-dir", "{tmp}/readonly/exports"], "not writable"),
+    (["export", "{tmp}/good.keras", "--format", "onnx2"], "`formats`"),
+    (["evaluate", "{tmp}/truncated.keras"], "truncated.keras"),
+    (["evaluate", "{tmp}/missing.keras"], "does not exist"),
+    (["train", "--output-dir", "{tmp}/a_file"], "is a file"),
+    (["train", "--batch-size", "5000", "--output-dir", "{tmp}/big"], "5000 is larger than the 1293"),
+    (["train", "--model", "{tmp}/garbage.keras", "--output-dir", "{tmp}/g"], "garbage.keras"),
+    (["summary", "resnet19"], "unknown model 'resnet19'"),
+]
+
+
+@pytest.mark.parametrize("args,message", HOSTILE_CLI, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(HOSTILE_CLI)])
+def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, message):
+    if os.geteuid() == 0 and "readonly" in " ".join(args):
+        pytest.skip("root writes into read-only folders")
+    result = _run(*[a.format(tmp=hostile_files) for a in args], cwd=hostile_files)
+    assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-3000:])
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_debug_shows_the_traceback_and_verbose_the_logs(hostile_files):
+    result = _run("predict", str(hostile_files / "truncated.keras"), str(hostile_files / "image.png"), "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_help_needs_no_tensorflow():
+    for command in ([], ["train"], ["export"], ["serve"], ["weights"]):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c",
+             "import sys; sys.argv = ['keras-resnet', *sys.argv[1:]]; "
+             "from keras_resnet.cli import main; main()", *command, "--help"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0 and "usage: keras-resnet" in result.stdout
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert not {"tensorflow", "keras", "jax", "torch"} & imported, sorted(imported)[:50]
+
+
+def test_interrupting_a_command_stops_cleanly(tmp_path):
+    process = subprocess.Popen(["keras-resnet", "train", "--model", "resnet8", "--output-dir", str(tmp_path / "r")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "r" / "logs").exists():
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err

@@ -10,6 +10,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_resnet import data
+from keras_resnet.data import sources
+from keras_resnet.preprocessing import ImagePreprocessing
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +58,7 @@ def test_digits_splits_are_disjoint_stratified_and_complete():
         assert images.shape == (info.num_examples, 32, 32, 3) and images.dtype == np.float32
         assert labels.dtype == np.int32 and set(labels) == set(range(10))  # stratified
         assert info.class_names == [str(i) for i in range(10)] and info.num_classes == 10
-        assert info.image_shape == (32, 32, 3) and info.scale == 1 / 255
+        assert info.image_shape == (32, 32, 3) and info.preprocessing.scale == pytest.approx(1 / 255)
         seen += _hashes(images)
         sizes[split] = len(images)
     assert sizes == {"train": 1293, "validation": 144, "test": 360}
@@ -70,7 +72,7 @@ def test_digits_training_split_is_mean_centred_and_matches_preprocess():
     np.testing.assert_allclose(images.mean(axis=0), 0.0, atol=1e-5)
     assert images.std() > 0.1
     # The export helper redoes the pipeline from the raw 8x8 digits (0..16 -> uint8).
-    raw, raw_labels, splits = data._digits_arrays()
+    raw, raw_labels, splits = sources._digits_arrays()
     index = splits["train"][:50]
     np.testing.assert_array_equal(labels[:50], raw_labels[index])
     np.testing.assert_allclose(data.preprocess(raw[index], info), images[:50], atol=1e-6)
@@ -165,10 +167,13 @@ def test_imagenet_augment_gives_a_square_crop_of_the_rescaled_image():
 
 def _imagenet_info(**overrides):
     (sides, eval_side) = data.imagenet_sides(64)
+    recipe = dict(image_size=(64, 64), resize="shorter_side", resize_size=eval_side,
+                  mean=np.zeros(3), class_names=["a", "b"])
+    recipe.update({k: overrides.pop(k) for k in list(overrides) if k in recipe})
     config = dict(
-        name="test", split="test", class_names=["a", "b"], image_shape=(64, 64, 3),
-        num_examples=None, mean=np.zeros(3), augmentation="imagenet", resize="shorter_side",
-        resize_size=eval_side, padding=0, train_sides=sides,
+        name="test", split="test", num_examples=None,
+        preprocessing=ImagePreprocessing(**recipe), augmentation="imagenet", padding=0,
+        train_sides=sides,
     )
     config.update(overrides)
     return data.DatasetInfo(**config)
@@ -232,10 +237,12 @@ def test_pca_lighting_shifts_each_image_by_one_colour():
 def test_info_config_is_json_and_rebuilds_the_preprocessing():
     dataset, info = data.load("digits", "validation", batch_size=8, training=False)
     config = json.loads(json.dumps(info.to_config()))
-    assert config["class_names"] == info.class_names and config["image_size"] == 32
-    assert config["channels"] == 3 and config["resize"] == "direct"
+    recipe = config["preprocessing"]
+    assert recipe["class_names"] == info.class_names and recipe["image_size"] == [32, 32]
+    assert recipe["resize"] == "direct" and np.asarray(recipe["mean"]).shape == (32, 32, 3)
     rebuilt = data.DatasetInfo.from_config(config)
-    raw, _, splits = data._digits_arrays()
+    assert rebuilt.preprocessing == info.preprocessing and rebuilt.num_examples == 144
+    raw, _, splits = sources._digits_arrays()
     images, _ = next(dataset.as_numpy_iterator())
     np.testing.assert_allclose(data.preprocess(raw[splits["validation"][:8]], rebuilt), images,
                                atol=1e-6)
@@ -301,7 +308,7 @@ def test_tfds_imagenet_style_train_eval_and_ten_crop(tmp_path):
         train, info = data.load("imagenette", "train", batch_size=3, image_size=32, seed=0,
                                 data_dir=tmp_path)
         assert info.augmentation == "imagenet" and info.train_sides == (37, 69)
-        assert info.resize == "shorter_side" and info.resize_size == 37
+        assert info.preprocessing.resize == "shorter_side" and info.preprocessing.resize_size == 37
         np.testing.assert_allclose(info.mean, data.IMAGENET_MEAN)
         assert info.class_names[0] == "n01440764" and info.num_classes == 10
         images, labels = next(train.as_numpy_iterator())
@@ -402,3 +409,30 @@ def test_image_folder_errors_say_what_is_wrong(tmp_path):
     with pytest.warns(UserWarning, match="broken.jpg"):
         _, info = data.load(str(tmp_path), "train", skip_unreadable=True)
     assert info.class_names == ["cats", "dogs"]
+
+
+def test_a_pretrained_models_preprocessing_drives_the_pipeline(tmp_path):
+    """Fine-tuning: images follow the weights' recipe (size, mean/std, BGR), the dataset's
+    class names replace the recipe's."""
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for name in ("cat", "dog"):
+        _save(str(tmp_path / f"train/{name}/a.png"), photo)
+        _save(str(tmp_path / f"test/{name}/a.png"), photo)
+    recipe = ImagePreprocessing((64, 64), "shorter_side", 73, channel_order="bgr", scale=1.0,
+                                mean=(100.0, 110.0, 120.0), std=(2.0, 4.0, 8.0),
+                                class_names=[str(i) for i in range(1000)], source="weights")
+    test, info = data.load(str(tmp_path), "test", batch_size=2, preprocessing=recipe)
+    images, _ = next(test.as_numpy_iterator())
+    assert info.class_names == ["cat", "dog"] and info.preprocessing.channel_order == "bgr"
+    assert info.augmentation == "imagenet" and info.train_sides == data.imagenet_sides(64)[0]
+    # The recipe by hand: shorter side to 73 (bilinear), centre 64 crop, BGR, (x - mean) / std.
+    resized = tf.image.resize(photo.astype(np.float32), (73, 97)).numpy()
+    top, left = (73 - 64) // 2, (97 - 64) // 2
+    crop = resized[top:top + 64, left:left + 64, ::-1]
+    np.testing.assert_allclose(images[0], (crop - [100, 110, 120]) / [2, 4, 8], atol=1e-3)
+    train, train_info = data.load(str(tmp_path), "train", batch_size=2, seed=0,
+                                  preprocessing=recipe)
+    assert next(train.as_numpy_iterator())[0].shape == (2, 64, 64, 3)
+    with pytest.raises(ValueError, match="`image_size` 32 differs"):
+        data.load(str(tmp_path), "test", batch_size=2, preprocessing=recipe, image_size=32)

@@ -84,15 +84,17 @@ def test_fast_path_by_device_and_its_off_switch(monkeypatch):
     assert compile_model(keras_resnet_model(), "cifar", jit_compile=True).jit_compile is True
     assert compile_model(keras_resnet_model(), "cifar", steps_per_execution=4).steps_per_execution == 4
     # ImageNet nets train in bfloat16 on CPUs that compute it natively, CIFAR nets do not.
-    monkeypatch.setattr(distribute, "cpu_has_bfloat16", lambda: True)
+    from keras_resnet import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
     assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "mixed_bfloat16")
     assert distribute.fast_path(family="cifar")["precision"] == ("mixed_float16" if on_gpu else "float32")
     assert distribute.resolve_precision("auto", family="imagenet") == distribute.fast_path(family="imagenet")["precision"]
     assert distribute.resolve_precision("auto", fast=False, family="imagenet") == "float32"
-    monkeypatch.setattr(distribute, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
     assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "float32")
     # Where a GPU is found, "auto" means float16 Tensor Cores.
-    monkeypatch.setattr(distribute, "_gpus", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr(devices, "has_gpu", lambda: True)
     assert distribute.fast_path() == distribute.FAST_PATH["gpu"]
     assert distribute.resolve_precision("auto") == "mixed_float16"
     assert distribute.fast_path(False)["precision"] == "float32"

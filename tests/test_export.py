@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -10,21 +11,28 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import data, export
+from keras_resnet import data, export, runs
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.data.sources import _digits_arrays
+from keras_resnet.extras import MissingExtra
+from keras_resnet.saving import LEGACY_PREPROCESSING_ENTRY, load_model
+
+MODEL = "resnet8"
+ALL_QUANTIZATIONS = (None, "float16", "dynamic", "int8", "int8_full")
 
 
 @pytest.fixture(scope="session")
-def trained(default_run):
-    """The ResNet-20 trained on digits by `keras-resnet train`, its run dir and export."""
-    result, run_dir, _ = default_run
-    assert result.returncode == 0, result.stderr[-3000:]
-    model, info = export.resolve_model(run_dir)
-    return model, info, run_dir
+def trained(tmp_path_factory):
+    """A ResNet-8 trained briefly on digits by `runs.train` (which exports it at the end)."""
+    run_dir = str(tmp_path_factory.mktemp("run") / f"{MODEL}-digits")
+    runs.train(MODEL, "digits", run_dir=run_dir, epochs=3, verbose=0)
+    model, preprocessing = export.resolve_model(run_dir)
+    return model, preprocessing, run_dir
 
 
 @pytest.fixture(scope="session")
 def digits_test():
-    test, info = data.load("digits", "test", 360, training=False)
+    test, _ = data.load("digits", "test", 360, training=False)
     images, labels = next(iter(test))
     return images.numpy(), labels.numpy()
 
@@ -32,26 +40,52 @@ def digits_test():
 @pytest.fixture(scope="session")
 def raw_digits():
     """uint8 32x32x3 test digits before normalisation, as the pipeline makes them."""
-    images, labels, splits = data._digits_arrays()
+    images, labels, splits = _digits_arrays()
     index = splits["test"][:8]
     raw = tf.image.resize(tf.repeat(images[index], 3, axis=-1), (32, 32)).numpy()
     return np.clip(np.round(raw), 0, 255).astype(np.uint8), labels[index]
 
 
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """`export_run` to every format, every quantization, with its parity report."""
+    out = tmp_path_factory.mktemp("exports")
+    result = export.export_run(trained[2], str(out), export.FORMATS, ALL_QUANTIZATIONS)
+    result["rows"] = {row["file"]: row for row in result["parity"]}
+    return result
+
+
+def _file(exported, fmt, quantization):
+    suffix = export.SUFFIXES[fmt]
+    (path,) = [p for p in exported[fmt] if p.endswith(f"model_{quantization}{suffix}")]
+    return path
+
+
 def test_train_stores_preprocessing_in_the_keras_file_and_exports(trained):
-    model, info, run_dir = trained
-    assert info.name == "digits" and info.class_names == [str(i) for i in range(10)]
+    model, preprocessing, run_dir = trained
+    assert preprocessing.source == "digits"
+    assert preprocessing.class_names == [str(i) for i in range(10)]
     _, fresh = data.load("digits", "train", 32)
-    assert info.to_config() == fresh.to_config()  # the training preprocessing, mean image included
-    assert info.mean.shape == (32, 32, 3)
-    assert os.path.exists(os.path.join(run_dir, "export", "resnet20", "1", "saved_model.pb"))
-    assert os.path.exists(os.path.join(run_dir, "export", "resnet20", "tflite", "model_float32.tflite"))
+    assert preprocessing == fresh.preprocessing  # the training preprocessing, mean image included
+    assert preprocessing.mean.shape == (32, 32, 3)
+    keras_file = os.path.join(run_dir, "model.keras")
+    assert preprocessing_lib.of(load_model(keras_file)) == preprocessing  # Keras' own saving
+    assert LEGACY_PREPROCESSING_ENTRY not in zipfile.ZipFile(keras_file).namelist()
+    export_dir = os.path.join(run_dir, "export", model.name)
+    assert os.path.exists(os.path.join(export_dir, "1", "saved_model.pb"))
+    assert export.read_export_preprocessing(os.path.join(export_dir, "1")) == preprocessing
+    tflite_path = os.path.join(export_dir, "tflite", "model_float32.tflite")
+    assert os.path.exists(tflite_path)
+    with open(tflite_path + ".json") as f:
+        sidecar = json.load(f)
+    assert {"quantization", "preprocessing"} <= set(sidecar) and sidecar["quantization"] is None
+    assert preprocessing_lib.from_any_config(sidecar["preprocessing"]) == preprocessing
 
 
 def test_saved_model_signatures_match_the_keras_model(trained, digits_test, raw_digits, tmp_path):
-    model, info, _ = trained
+    model, preprocessing, _ = trained
     path = export.export_saved_model(model, str(tmp_path), model_name="digits", version=3,
-                                     preprocessing=info)
+                                     preprocessing=preprocessing)
     assert path == os.path.join(str(tmp_path), "digits", "3")
     loaded = tf.saved_model.load(path)
     assert set(loaded.signatures) >= {"serving_default", "serving_images", "serving_bytes"}
@@ -80,11 +114,12 @@ def test_saved_model_signatures_match_the_keras_model(trained, digits_test, raw_
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert export.read_export_metadata(path)["preprocessing"]["class_names"][3] == "3"
+    assert export.read_export_preprocessing(path) == preprocessing
 
 
 def test_saved_model_cli_lists_the_three_signatures(trained):
-    _, _, run_dir = trained
-    path = os.path.join(run_dir, "export", "resnet20", "1")
+    model, _, run_dir = trained
+    path = os.path.join(run_dir, "export", model.name, "1")
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -94,8 +129,8 @@ def test_saved_model_cli_lists_the_three_signatures(trained):
 
 
 def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_digits, tmp_path):
-    _, _, run_dir = trained
-    path = os.path.join(run_dir, "export", "resnet20", "1")
+    model, _, run_dir = trained
+    path = os.path.join(run_dir, "export", model.name, "1")
     raw, labels = raw_digits
     np.save(tmp_path / "raw.npy", raw)
     script = textwrap.dedent(f"""
@@ -119,40 +154,110 @@ def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_di
     assert np.mean(np.array(predicted) == labels) >= 0.75
 
 
-@pytest.fixture(scope="session")
-def tflite_files(trained, tmp_path_factory):
-    model, info, _ = trained
-    out = tmp_path_factory.mktemp("tflite")
-    train, _ = data.load("digits", "train", 200, training=False)
-    representative = next(iter(train))[0].numpy()
-    return {
-        q: export.tflite(model, str(out / f"m_{q}.tflite"), quantization=q,
-                         representative_data=representative, preprocessing=info)
-        for q in (None, "float16", "dynamic", "int8", "int8_full")
-    }
+def test_export_run_writes_every_format_with_its_preprocessing(trained, exported):
+    model, preprocessing, _ = trained
+    assert exported["saved_model"].endswith(os.path.join(model.name, "1"))
+    assert [os.path.basename(p) for p in exported["tflite"]] == [
+        f"model_{q or 'float32'}.tflite" for q in ALL_QUANTIZATIONS]
+    assert [os.path.basename(p) for p in exported["onnx"]] == ["model_float32.onnx", "model_int8.onnx"]
+    assert [os.path.basename(p) for p in exported["openvino"]] == ["model_float32.xml", "model_int8.xml"]
+    for fmt in ("tflite", "onnx", "openvino"):
+        for path in exported[fmt]:
+            sidecar = export.read_sidecar(path)
+            assert sidecar["format"] == fmt and sidecar["preprocessing"] == preprocessing
+            assert sidecar["quantization"] == (None if "float32" in path else path.split("model_")[1].split(".")[0])
+    for path in exported["openvino"]:
+        assert os.path.getsize(path[: -len(".xml")] + ".bin") > 0
+    folder = os.path.dirname(exported["onnx"][0])
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporary files
 
 
-def test_tflite_float32_parity(trained, tflite_files, digits_test):
-    report = export.parity_report(trained[0], tflite_files[None], digits_test[0])
+def test_parity_report_covers_every_file(exported):
+    rows = exported["rows"]
+    expected = {f"{os.path.basename(os.path.dirname(exported['saved_model']))}/1"} | {
+        os.path.basename(p) for fmt in ("tflite", "onnx", "openvino") for p in exported[fmt]}
+    assert set(rows) == expected
+    assert {row["runtime"] for row in rows.values()} == {"TensorFlow", "LiteRT", "ONNX Runtime", "OpenVINO"}
+    table = export.format_parity(exported["parity"]).splitlines()
+    assert len(table) == 1 + len(rows) and table[1].split()[0] == exported["parity"][0]["file"]
+
+
+@pytest.mark.parametrize("name", ["model_float32.onnx", "model_float32.xml"])
+def test_onnx_and_openvino_float32_parity(exported, name):
+    report = exported["rows"][name]
+    assert report["max_abs_diff"] <= 1e-5 and report["top1_agreement"] == 1.0, report
+    assert report["latency_ms"] > 0
+
+
+def test_tflite_float32_parity(exported):
+    report = exported["rows"]["model_float32.tflite"]
     assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
 
 
 @pytest.mark.parametrize("quantization", ["float16", "dynamic", "int8", "int8_full"])
-def test_tflite_quantized_parity_and_size(trained, tflite_files, digits_test, quantization):
-    report = export.parity_report(trained[0], tflite_files[quantization], digits_test[0])
-    float_size = os.path.getsize(tflite_files[None])
+def test_tflite_quantized_parity_and_size(exported, quantization):
+    report = exported["rows"][f"model_{quantization}.tflite"]
+    float_size = exported["rows"]["model_float32.tflite"]["size_bytes"]
     assert report["top1_agreement"] >= 0.98, report
     assert report["size_bytes"] < 0.6 * float_size
     if quantization.startswith("int8"):
         assert report["size_bytes"] <= 0.30 * float_size, report
-    print(quantization, report)
 
 
-def test_tflite_bad_arguments(trained, tmp_path):
-    with pytest.raises(ValueError, match=r"`quantization`.*'int4'"):
-        export.tflite(trained[0], str(tmp_path / "m.tflite"), quantization="int4")
-    with pytest.raises(ValueError, match="representative_data"):
-        export.tflite(trained[0], str(tmp_path / "m.tflite"), quantization="int8")
+@pytest.mark.parametrize("fmt,largest", [("onnx", 0.40), ("openvino", 0.50)])
+def test_onnx_and_openvino_int8_parity_and_size(exported, fmt, largest):
+    suffix = export.SUFFIXES[fmt]
+    report = exported["rows"][f"model_int8{suffix}"]
+    float_size = exported["rows"][f"model_float32{suffix}"]["size_bytes"]
+    assert report["top1_agreement"] >= 0.98, report
+    assert report["size_bytes"] <= largest * float_size, report
+
+
+# A fresh interpreter with only the runtime and numpy: keras_resnet, TensorFlow and Keras are
+# blocked. It prepares uint8 images with the recipe in FILE.json alone.
+FRESH_RUNTIME = textwrap.dedent("""
+    import json, sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras_resnet", "tensorflow", "keras"):
+                raise ImportError("blocked: " + name)
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    path, raw, expected = sys.argv[1], np.load(sys.argv[2]), np.load(sys.argv[3])
+    recipe = json.load(open(path + ".json"))["preprocessing"]
+    x = raw.astype(np.float32) * recipe["scale"] - np.asarray(recipe["mean"], np.float32)
+    if path.endswith(".onnx"):
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = session.run(["probabilities"], {"images": x})[0]
+    else:
+        import openvino
+        compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got = compiled({"images": x})["probabilities"]
+    print("MAXDIFF", float(np.abs(got - expected).max()))
+    print("LABELS", ",".join(recipe["class_names"][i] for i in got.argmax(axis=1)))
+    assert not {"keras_resnet", "tensorflow", "keras"} & set(sys.modules)
+""")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_runtime_file_runs_in_a_fresh_process(trained, exported, raw_digits, tmp_path, fmt, quantization):
+    model, preprocessing, _ = trained
+    raw, labels = raw_digits
+    expected = model.predict(data.preprocess(raw, preprocessing).numpy(), verbose=0)
+    np.save(tmp_path / "raw.npy", raw)
+    np.save(tmp_path / "expected.npy", expected)
+    path = _file(exported, fmt, quantization)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_RUNTIME, path, str(tmp_path / "raw.npy"), str(tmp_path / "expected.npy")],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    difference = float(result.stdout.split("MAXDIFF ")[1].split()[0])
+    assert difference <= (1e-5 if quantization == "float32" else 0.1), difference
+    predicted = result.stdout.split("LABELS ")[1].split()[0].split(",")
+    assert predicted == [str(i) for i in expected.argmax(axis=1)] or quantization == "int8"
+    assert np.mean(np.array(predicted, int) == labels) >= 0.75
 
 
 @pytest.fixture(scope="session")
@@ -167,13 +272,15 @@ def digit_pngs(raw_digits, tmp_path_factory):
     return paths, labels[:4]
 
 
-@pytest.mark.parametrize("fmt", ["keras", "saved_model", "tflite"])
-def test_predict_command_on_every_format(trained, tflite_files, digit_pngs, fmt):
-    _, _, run_dir = trained
+@pytest.mark.parametrize("fmt", ["keras", "saved_model", "tflite", "onnx", "openvino"])
+def test_predict_command_on_every_format(trained, exported, digit_pngs, fmt):
+    model_, _, run_dir = trained
     model = {
         "keras": os.path.join(run_dir, "model.keras"),
-        "saved_model": os.path.join(run_dir, "export", "resnet20", "1"),
-        "tflite": os.path.join(run_dir, "export", "resnet20", "tflite", "model_float32.tflite"),
+        "saved_model": os.path.join(run_dir, "export", model_.name, "1"),
+        "tflite": os.path.join(run_dir, "export", model_.name, "tflite", "model_float32.tflite"),
+        "onnx": _file(exported, "onnx", "float32"),
+        "openvino": _file(exported, "openvino", "float32"),
     }[fmt]
     paths, labels = digit_pngs
     result = subprocess.run(["keras-resnet", "predict", model, *paths, "--json"],
@@ -191,6 +298,16 @@ def test_predict_command_on_every_format(trained, tflite_files, digit_pngs, fmt)
         assert lines[1].split()[1] == predictions[0]["top_k"][0]["label"]
 
 
+def test_predict_files_agrees_across_runtimes(trained, exported, digit_pngs):
+    paths, _ = digit_pngs
+    reference = export.predict_files(os.path.join(trained[2], "model.keras"), paths)
+    for fmt in ("onnx", "openvino"):
+        got = export.predict_files(_file(exported, fmt, "float32"), paths)
+        for a, b in zip(reference, got):
+            assert [e["index"] for e in a["top_k"]] == [e["index"] for e in b["top_k"]]
+            np.testing.assert_allclose([e["score"] for e in a["top_k"]], [e["score"] for e in b["top_k"]], atol=1e-5)
+
+
 def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
@@ -200,17 +317,109 @@ def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path):
     assert "notes.png" in result.stderr and "not a readable" in result.stderr
 
 
+def test_open_runner_names_what_is_wrong(exported, tmp_path):
+    onnx_path = _file(exported, "onnx", "float32")
+    alone = tmp_path / "alone.onnx"
+    alone.write_bytes(open(onnx_path, "rb").read())
+    with pytest.raises(ValueError, match=r"alone\.onnx.*no preprocessing file"):
+        export.open_runner(str(alone))
+    with pytest.raises(ValueError, match=r"missing\.xml.*does not exist"):
+        export.open_runner(str(tmp_path / "missing.xml"))
+    with pytest.raises(ValueError, match=r"\.xml file, not its weights"):
+        export.open_runner(_file(exported, "openvino", "float32")[: -len(".xml")] + ".bin")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    (tmp_path / "broken.onnx.json").write_text(open(onnx_path + ".json").read())
+    with pytest.raises(ValueError, match=r"ONNX file .*broken\.onnx.* cannot be loaded"):
+        export.open_runner(str(broken))
+
+
 def test_export_command_writes_exports_and_prints_parity(trained, tmp_path):
-    _, _, run_dir = trained
+    model, _, run_dir = trained
     result = subprocess.run(
-        ["keras-resnet", "export", run_dir, "--format", "saved_model,tflite", "--quantize", "int8",
+        ["keras-resnet", "export", run_dir, "--format", "saved_model,tflite,onnx", "--quantize", "int8",
          "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert os.path.exists(tmp_path / "resnet20" / "1" / "saved_model.pb")
+    assert os.path.exists(tmp_path / model.name / "1" / "saved_model.pb")
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("model_")}
-    assert set(rows) == {"model_float32.tflite", "model_int8.tflite"}
+    assert set(rows) == {"model_float32.tflite", "model_int8.tflite", "model_float32.onnx", "model_int8.onnx"}
     assert float(rows["model_float32.tflite"][1]) <= 1e-4
+    assert float(rows["model_float32.onnx"][1]) <= 1e-5
     assert float(rows["model_int8.tflite"][2].rstrip("%")) >= 98.0
+    assert float(rows["model_int8.onnx"][2].rstrip("%")) >= 98.0
+
+
+def test_tflite_bad_arguments(trained, tmp_path):
+    with pytest.raises(ValueError, match=r"`quantization`.*'int4'"):
+        export.tflite(trained[0], str(tmp_path / "m.tflite"), quantization="int4")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.tflite(trained[0], str(tmp_path / "m.tflite"), quantization="int8")
+
+
+def test_onnx_openvino_and_export_run_bad_arguments(trained, tmp_path):
+    model = trained[0]
+    with pytest.raises(ValueError, match=r"`quantization` for onnx.*None, 'int8'.*'dynamic'"):
+        export.export_onnx(model, str(tmp_path / "m.onnx"), quantization="dynamic")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.export_openvino(model, str(tmp_path / "m.xml"), quantization="int8")
+    with pytest.raises(ValueError, match=r"`path` must end with '\.xml'.*m\.bin"):
+        export.export_openvino(model, str(tmp_path / "m.bin"))
+    with pytest.raises(ValueError, match=r"`path` must end with '\.onnx'"):
+        export.export_onnx(model, str(tmp_path / "m.pb"))
+    with pytest.raises(ValueError, match=r"`quantizations`: 'float16' applies to none of .*onnx.*'int8'"):
+        export.export_run(model, str(tmp_path), ("onnx", "openvino"), (None, "float16"))
+    with pytest.raises(ValueError, match=r"`formats`.*'tensorrt'"):
+        export.export_run(model, str(tmp_path), ("tensorrt",))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt,module,extra", [("onnx", "tf2onnx", "onnx"), ("onnx", "onnxruntime", "onnx"),
+                                              ("openvino", "openvino", "openvino")])
+def test_a_missing_runtime_names_its_extra(trained, tmp_path, monkeypatch, fmt, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as if not installed
+    with pytest.raises(MissingExtra, match=rf"{fmt.replace('onnx', 'ONNX').replace('openvino', 'OpenVINO')} "
+                                           rf"export needs the '{module}' package.*keras3-resnet\[{extra}\]"):
+        export.export_run(trained[0], str(tmp_path), ("saved_model", fmt))
+    exporter = export.export_onnx if fmt == "onnx" else export.export_openvino
+    with pytest.raises(MissingExtra, match=rf"keras3-resnet\[{extra}\]"):
+        exporter(trained[0], str(tmp_path / f"m{export.SUFFIXES[fmt]}"))
+    assert os.listdir(tmp_path) == []  # checked before anything is written
+
+
+def test_missing_nncf_is_named_for_openvino_int8(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(MissingExtra, match=r"int8 OpenVINO export needs the 'nncf' package"):
+        export.export_run(trained[0], str(tmp_path), ("openvino",), (None, "int8"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
+def test_a_failing_exporter_leaves_no_file(trained, tmp_path, monkeypatch, fmt):
+    def half_written(self, filepath, format, **kwargs):
+        with open(filepath, "wb") as f:  # a partial artifact, as a crash mid-write leaves
+            f.write(b"partial")
+        raise RuntimeError(f"{format} exporter: op NotSupportedOp has no converter")
+
+    monkeypatch.setattr(keras.Model, "export", half_written)
+    exporter = {"onnx": export.export_onnx, "openvino": export.export_openvino, "tflite": export.tflite}[fmt]
+    path = tmp_path / f"model{export.SUFFIXES[fmt]}"
+    with pytest.raises(ValueError, match=rf"`model` '{trained[0].name}' cannot be exported to .*"
+                                         r"RuntimeError: .*NotSupportedOp has no converter"):
+        exporter(trained[0], str(path))
+    assert os.listdir(tmp_path) == []  # no partial file, no temporary, no side file
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_a_model_the_exporter_cannot_convert_fails_with_its_reason(tmp_path, fmt):
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.Lambda(lambda x: tf.math.bessel_i1e(x))(inputs)  # no ONNX/OpenVINO op
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Flatten()(outputs)))
+    model.predict(np.zeros((1, 4, 4, 3), np.float32), verbose=0)
+    preprocessing = preprocessing_lib.ImagePreprocessing(4, class_names=[str(i) for i in range(48)])
+    exporter = export.export_onnx if fmt == "onnx" else export.export_openvino
+    with pytest.raises(ValueError, match=rf"cannot be exported to {fmt} by Keras' exporter: .*BesselI1e"):
+        exporter(model, str(tmp_path / f"m{export.SUFFIXES[fmt]}"), preprocessing=preprocessing)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
@@ -219,7 +428,7 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
     keras.config.set_dtype_policy("mixed_bfloat16")
     mixed = keras_resnet.CifarResNet(8, input_shape=(32, 32, 3), classes=10, width_multiplier=0.5)
     keras.config.set_dtype_policy("float32")
-    assert mixed.layers[1].compute_dtype == "bfloat16"
+    assert mixed.layers[2].compute_dtype == "bfloat16"
     copy = export.float32_model(mixed)
     assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
     assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), mixed.get_weights()))
@@ -230,6 +439,8 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
     path = export.tflite(mixed, str(tmp_path / "mixed.tflite"))
     report = export.parity_report(copy, path, images)
     assert report["max_abs_diff"] < 1e-4 and report["top1_agreement"] == 1.0
+    report = export.parity_report(copy, export.export_onnx(mixed, str(tmp_path / "mixed.onnx")), images)
+    assert report["max_abs_diff"] < 1e-5 and report["top1_agreement"] == 1.0
     saved = export.export_saved_model(mixed, str(tmp_path / "saved"))
     loaded = tf.saved_model.load(saved)
     probabilities = loaded.signatures["probabilities"]

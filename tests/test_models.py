@@ -18,7 +18,9 @@ def _blocks(model):
 def test_layer_names_read_like_table_1(named_model):
     model = named_model("resnet50")
     names = [layer.name for layer in model.layers]
-    assert names[1:7] == ["conv1_pad", "conv1", "conv1_bn", "conv1_relu", "pool1_pad", "pool1"]
+    assert names[1:8] == [
+        "preprocessing", "conv1_pad", "conv1", "conv1_bn", "conv1_relu", "pool1_pad", "pool1"
+    ]
     expected = [f"conv{s + 2}_block{b + 1}" for s, n in enumerate((3, 4, 6, 3)) for b in range(n)]
     assert [block.name for block in _blocks(model)] == expected
     assert names[-2:] == ["avg_pool", "predictions"]
@@ -102,7 +104,6 @@ def test_generic_builders_take_any_valid_depth():
         (lambda: keras_resnet.ResNet20(shortcut="D"), r"`shortcut`.*'A', 'B', 'C'.*'D'"),
         (lambda: keras_resnet.ResNet50(weights="imagenet", classes=10), r"`classes=1000`.*classes=10"),
         (lambda: keras_resnet.ResNet50(weights="imagenet", input_shape=(224, 224, 1)), r"3 input channels.*\(224, 224, 1\)"),
-        (lambda: keras_resnet.ResNet18(weights="imagenet"), r"`weights='imagenet'`.*depth=18"),
         (lambda: keras_resnet.ResNet20(input_shape=(16, 16, 3)), r"`input_shape`.*>= 32.*\(16, 16, 3\)"),
         (lambda: keras_resnet.ResNet20(input_shape=(32, 32)), r"`input_shape`.*\(32, 32\)"),
         (lambda: keras_resnet.ResNet20(input_shape=(32, 32, 0)), r"`input_shape channels`.*0"),
@@ -218,3 +219,103 @@ def test_one_epoch_of_fit_on_real_digits_lowers_the_loss():
     model.fit(images, labels, batch_size=32, epochs=1, verbose=0)
     after = model.evaluate(images, labels, verbose=0)
     assert after < 0.8 * before, (before, after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture as data, one source of weight decay, one preprocessing object, channels_last.
+
+
+def test_stems_are_table_1_and_section_4_2_data():
+    from keras_resnet.architectures import architecture
+
+    imagenet, cifar = architecture("imagenet", 50).stem, architecture("cifar", 20).stem
+    assert (imagenet.filters, imagenet.kernel_size, imagenet.strides) == (64, 7, 2)
+    assert (imagenet.pool_size, imagenet.pool_strides) == (3, 2)
+    assert (cifar.filters, cifar.kernel_size, cifar.strides, cifar.pool_size) == (16, 3, 1, 0)
+    conv1 = keras_resnet.ResNet50().get_layer("conv1")
+    assert conv1.kernel_size == (7, 7) and conv1.strides == (2, 2)
+    model = keras_resnet.ResNet20()
+    assert model.get_layer("conv1").kernel_size == (3, 3)
+    assert "pool1" not in [layer.name for layer in model.layers]
+
+
+def _kernel_regularizers(model):
+    return {w.path: w.regularizer for w in model.trainable_weights if w.path.endswith("kernel")}
+
+
+def test_the_paper_weight_decay_is_the_default_and_compile_keeps_the_models_own():
+    from keras_resnet import training
+
+    default = keras_resnet.ResNet20()
+    assert {round(float(r.l2), 12) for r in _kernel_regularizers(default).values()} == {5e-5}
+    none = keras_resnet.ResNet20(weight_decay=0)
+    training.compile_model(none, "cifar")
+    assert set(_kernel_regularizers(none).values()) == {None} and not none.losses
+    l1 = keras_resnet.ResNet20(kernel_regularizer=keras.regularizers.L1(1e-5))
+    training.compile_model(l1, "cifar")
+    kinds = {type(r).__name__ for r in _kernel_regularizers(l1).values()}
+    assert kinds == {"L1"}
+    # L1's penalty, exactly: sum of |w| * 1e-5 over every kernel.
+    expected = sum(1e-5 * np.abs(keras.ops.convert_to_numpy(w)).sum()
+                   for w in l1.trainable_weights if w.path.endswith("kernel"))
+    assert float(sum(keras.ops.convert_to_numpy(loss) for loss in l1.losses)) == pytest.approx(expected, rel=1e-4)
+    # Asked explicitly, the recipe replaces it, in the config too (so saving keeps it).
+    training.compile_model(l1, "cifar", weight_decay=2e-4)
+    assert {round(float(r.l2), 12) for r in _kernel_regularizers(l1).values()} == {1e-4}
+    assert l1.get_layer("conv2_block1").get_config()["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-4)
+
+
+def test_every_model_carries_its_preprocessing_through_keras_saving(tmp_path):
+    from keras_resnet import preprocessing
+
+    recipe = preprocessing.ImagePreprocessing(
+        (32, 32), mean=np.full((32, 32, 3), 0.25), class_names=list("abcdefghij"), source="mine",
+    )
+    model = keras_resnet.ResNet20(preprocessing=recipe)
+    assert preprocessing.of(model) is recipe
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")  # Keras' own loader, nothing of ours
+    assert preprocessing.of(loaded) == recipe
+    assert preprocessing.of(loaded).class_names == list("abcdefghij")
+    np.testing.assert_array_equal(preprocessing.of(loaded).mean, recipe.mean)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    # A model built without one says what it assumes: resize to the input, pixels / 255.
+    default = preprocessing.of(keras_resnet.ResNet50())
+    assert default.image_size == (224, 224) and default.scale == pytest.approx(1 / 255)
+    assert default.class_names == [str(i) for i in range(1000)] and default.source == "default"
+
+
+def test_attach_replaces_the_preprocessing_and_shares_the_layers():
+    from keras_resnet import preprocessing
+
+    model = keras_resnet.ResNet20()
+    renamed = preprocessing.attach(model, preprocessing.of(model).with_class_names(list("0123456789")))
+    assert renamed.get_layer("conv2_block1") is model.get_layer("conv2_block1")
+    assert preprocessing.of(renamed).class_names == list("0123456789")
+    foreign = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    wrapped = preprocessing.attach(foreign, preprocessing.ImagePreprocessing(8, class_names=["a", "b"]))
+    x = np.ones((1, 8, 8, 3), "float32")
+    np.testing.assert_array_equal(wrapped.predict(x, verbose=0), foreign.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: keras_resnet.ResNet50(),
+        lambda: keras_resnet.ResNet18(),
+        lambda: keras_resnet.ResNet20(),
+        lambda: keras_resnet.CifarResNet(8),
+        lambda: keras_resnet.ResidualBlock(16),
+        lambda: keras_resnet.BottleneckBlock(16, shortcut="projection"),
+    ],
+    ids=["resnet50", "resnet18", "resnet20", "cifar8", "residual_block", "bottleneck_block"],
+)
+def test_channels_first_is_refused_at_construction_naming_the_setting(build):
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        with pytest.raises(ValueError, match=r"channels_last.*'channels_first'.*set_image_data_format"):
+            build()
+    finally:
+        keras.config.set_image_data_format(previous)

@@ -1,7 +1,9 @@
 """keras_resnet.serving: a real uvicorn server on 127.0.0.1, driven over HTTP with httpx.
 
 One export (CifarResNet(8), 10 classes) is written per session; the server's answers are
-compared with the SavedModel's signatures called in this process.
+compared with the SavedModel's signatures called in this process. Hostile clients (image
+bombs, idle and slow connections, odd versions and ports) meet a server in a subprocess under
+memory and open-file limits; every wait is bounded.
 """
 
 import base64
@@ -10,11 +12,17 @@ import functools
 import io
 import json
 import os
+import re
+import resource
+import selectors
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import httpx
 import numpy as np
@@ -30,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "export", "client.py")
 CHINA = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
 LIMITS = dict(max_image_bytes=300_000, max_image_pixels=300_000, max_batch=8,
-              max_request_bytes=6 * 2**20)
+              max_request_bytes=6 * 2**20, max_image_frames=50, max_request_pixels=600_000)
 
 
 def encode(array, fmt="PNG", mode=None):
@@ -42,6 +50,34 @@ def encode(array, fmt="PNG", mode=None):
 
 def b64(data):
     return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def save(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+GIF_PALETTE = [0, 0, 0, 255, 255, 255, 200, 30, 10, 10, 200, 30]
+
+
+def gif(frames, screen=None):
+    """A GIF of ``frames``, each (width, height, colour index): every distinct frame is encoded
+    once by PIL (a solid colour: a few kB even at 4096x4096) and the bytes are spliced."""
+    encoded, parts = {}, []
+    for frame in frames:
+        if frame not in encoded:
+            width, height, colour = frame
+            image = Image.new("P", (width, height), colour)
+            image.putpalette(GIF_PALETTE)
+            data = save(image, "GIF", optimize=False)
+            start = data.index(b"\x2c" + struct.pack("<HHHH", 0, 0, width, height))
+            encoded[frame] = data[:start], data[start:-1]  # header; descriptor and data
+        parts.append(encoded[frame][1])
+    header = encoded[frames[0]][0]
+    if screen is not None:
+        header = header[:6] + struct.pack("<HH", *screen) + header[10:]
+    return header + b"".join(parts) + b";"
 
 
 @pytest.fixture(scope="session")
@@ -218,6 +254,150 @@ def test_odd_but_valid_images(client, reference, china):
         assert_matches(response.json()["outputs"], reference["serving_images"](images=tf.constant(pixels)))
 
 
+# Image encodings TensorFlow's decoders get wrong or refuse are served as their pixels: each
+# case is (encoded bytes, the RGB pixels it holds), the pixels worked out here from how the
+# file was built, not by a decoder; None for lossy JPEGs, served as TensorFlow decodes them.
+
+RNG = np.random.default_rng(7)
+PALETTE = RNG.integers(0, 256, (16, 3), dtype=np.uint8)
+INDICES = RNG.integers(0, 16, (9, 13), dtype=np.uint8)  # 9 rows of 13 pixels: odd row padding
+
+
+def bmp(width, height, bits, pixel_data, palette=b"", compression=0, core_header=False):
+    """A BMP file: BITMAPINFOHEADER (or the 12-byte OS/2 one), palette, pixel data as given."""
+    if core_header:
+        header = struct.pack("<IHHHH", 12, width, height, 1, bits)
+    else:
+        header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, compression,
+                             len(pixel_data), 2835, 2835, len(palette) // 4, 0)
+    offset = 14 + len(header) + len(palette)
+    return (b"BM" + struct.pack("<IHHI", offset + len(pixel_data), 0, 0, offset) + header
+            + palette + pixel_data)
+
+
+def bmp_rows(rows):
+    """Rows of packed bytes, bottom-up, each padded to 4 bytes."""
+    return b"".join(row + b"\0" * (-len(row) % 4) for row in rows[::-1])
+
+
+def bgr0_palette(colours):
+    return b"".join(bytes([b, g, r, 0]) for r, g, b in colours)
+
+
+def palette_bmp(bits):
+    indices = INDICES & ((1 << bits) - 1)
+    per_byte = 8 // bits
+    rows = []
+    for row in indices:
+        padded = np.concatenate([row, np.zeros(-len(row) % per_byte, np.uint8)])
+        packed = [sum(int(v) << (8 - bits * (i + 1)) for i, v in enumerate(group))
+                  for group in padded.reshape(-1, per_byte)]
+        rows.append(bytes(packed))
+    colours = PALETTE[: 1 << bits]
+    data = bmp(13, 9, bits, bmp_rows(rows), bgr0_palette(colours))
+    return data, colours[indices]
+
+
+def rle8_bmp():
+    rows = b"".join(  # each row as runs of one pixel (count 1, index), then end of line
+        b"".join(bytes([1, int(v)]) for v in row) + b"\x00\x00" for row in INDICES[::-1]
+    )
+    data = bmp(13, 9, 8, rows + b"\x00\x01", bgr0_palette(PALETTE), compression=1)
+    return data, PALETTE[INDICES]
+
+
+def rgb555_bmp():
+    levels = (PALETTE[INDICES] >> 3).astype(np.uint16)  # 5 bits a channel
+    rows = [b"".join(struct.pack("<H", r << 10 | g << 5 | b) for r, g, b in row.tolist())
+            for row in levels]
+    return bmp(13, 9, 16, bmp_rows(rows)), (levels * 255 // 31).astype(np.uint8)
+
+
+def os2_bmp():
+    pixels = PALETTE[INDICES]
+    rows = [row[:, ::-1].tobytes() for row in pixels]  # BGR
+    return bmp(13, 9, 24, bmp_rows(rows), core_header=True), pixels
+
+
+def png16(array):
+    """A 16-bit PNG (grey or RGB) written by hand: PIL writes no 48-bit PNGs."""
+    height, width = array.shape[:2]
+    colour_type = 2 if array.ndim == 3 else 0
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def palette_image():
+    image = Image.fromarray(INDICES, "P")
+    image.putpalette(PALETTE.reshape(-1).tolist())
+    return image
+
+
+def smooth_rgb():
+    y, x = np.mgrid[0:24, 0:32]
+    return np.stack([x * 8, y * 10, (x + y) * 4], -1).astype(np.uint8)
+
+
+def animated(fmt):
+    frames = [Image.fromarray(PALETTE[np.roll(INDICES, shift, 1)]) for shift in range(3)]
+    data = save(frames[0], fmt, save_all=True, append_images=frames[1:], optimize=False)
+    return data, PALETTE[INDICES]
+
+
+GREY16 = RNG.integers(0, 65536, (9, 13)).astype(np.uint16)
+RGB48 = RNG.integers(0, 65536, (9, 13, 3)).astype(np.uint16)
+
+IMAGE_VARIANTS = {
+    "bmp-8bit-palette": lambda: palette_bmp(8),  # decode_bmp: the indices as grey levels
+    "bmp-4bit-palette": lambda: palette_bmp(4),  # decode_bmp refuses
+    "bmp-1bit-palette": lambda: palette_bmp(1),
+    "bmp-8bit-rle": rle8_bmp,
+    "bmp-16bit-rgb555": rgb555_bmp,
+    "bmp-os2-header": os2_bmp,  # decode_bmp reads its 16-bit sizes as 32-bit ones
+    "bmp-8bit-pil-palette": lambda: (save(palette_image(), "BMP"), PALETTE[INDICES]),
+    "bmp-24bit": lambda: (encode(PALETTE[INDICES], "BMP"), PALETTE[INDICES]),
+    "bmp-32bit-rgba": lambda: (encode(np.dstack([PALETTE[INDICES], INDICES * 9]), "BMP", "RGBA"),
+                               PALETTE[INDICES]),
+    "png-palette": lambda: (save(palette_image(), "PNG"), PALETTE[INDICES]),
+    "png-palette-transparency": lambda: (save(palette_image(), "PNG", transparency=3),
+                                         PALETTE[INDICES]),
+    "png-1bit": lambda: (save(Image.fromarray(INDICES > 7), "PNG"),
+                         np.repeat((INDICES[..., None] > 7) * np.uint8(255), 3, -1)),
+    "png-grey-alpha": lambda: (encode(np.dstack([INDICES * 16, INDICES]), mode="LA"),
+                               np.repeat(INDICES[..., None] * 16, 3, -1)),
+    "png-16bit-grey": lambda: (png16(GREY16), np.repeat((GREY16 >> 8)[..., None], 3, -1)),
+    "png-48bit-rgb": lambda: (png16(RGB48), RGB48 >> 8),
+    "png-animated": lambda: animated("PNG"),  # APNG: decode_png reads the first frame only
+    "gif-animated": lambda: animated("GIF"),  # decode_image(expand_animations=False): frame 1
+    # JPEG decoders differ by a level or two: these go to TensorFlow's, which reads CMYK (Adobe)
+    # and grey JPEGs within 2 levels of the pixels here.
+    "jpeg-cmyk": lambda: (save(Image.fromarray(smooth_rgb()).convert("CMYK"), "JPEG", quality=100),
+                          None),
+    "jpeg-grey": lambda: (save(Image.fromarray(smooth_rgb()[..., 0]), "JPEG", quality=100), None),
+}
+
+
+@pytest.mark.parametrize("name", IMAGE_VARIANTS)
+def test_image_encodings_are_served_as_the_same_pixels_in_an_rgb_png(client, reference, name):
+    encoded, pixels = IMAGE_VARIANTS[name]()
+    if pixels is None:
+        response = predict(client, bytes_request(encoded))
+        expected = reference["serving_bytes"](image_bytes=tf.constant([encoded]))
+        assert response.status_code == 200, response.text
+        assert_matches(rows_to_columns(response.json()["predictions"]), expected)
+        return
+    response = predict(client, bytes_request(encoded, encode(pixels)))  # one batch: both
+    assert response.status_code == 200, response.text
+    variant, png = response.json()["predictions"]
+    np.testing.assert_allclose(variant["probabilities"], png["probabilities"], atol=1e-6, rtol=0)
+
+
 def test_concurrent_clients_get_consistent_answers(server, reference, china):
     expected = reference["serving_bytes"](image_bytes=tf.constant([china]))
     body = {"signature_name": "serving_bytes", "instances": [b64(china)]}
@@ -310,6 +490,8 @@ BAD_REQUESTS = [
      {"signature_name": "serving_bytes", "inputs": [b64(b"x")] * 9}, 413, "max_batch=8"),
     ("body-over-max-request-bytes", "POST", ":predict", b" " * (7 * 2**20), 413,
      "max_request_bytes"),
+    ("body-one-byte-over-max-request-bytes", "POST", ":predict", b" " * (6 * 2**20 + 1), 413,
+     "max_request_bytes"),  # the last chunk crosses the limit: nothing left to drain
     ("unknown-signature", "POST", ":predict", {"signature_name": "nope", "instances": [1]}, 400,
      "'nope' not found"),
     ("init-op-signature", "POST", ":predict",
@@ -332,6 +514,51 @@ BAD_REQUESTS = [
     ("post-status", "POST", "/v1/models/digits", {"instances": [FLOAT_IMAGE]}, 405, ":predict"),
     ("unknown-verb", "GET", "/v1/models/digits:explain", None, 404, "Malformed"),
     ("unknown-path", "GET", "/v2/anything", None, 404, "Not Found"),
+    # Path segments: versions are 1 to 18 ASCII digits (str.isdigit takes the first four).
+    ("version-superscript-one", "GET", "/v1/models/digits/versions/\u00b9", None, 400, "ASCII digits"),
+    ("version-superscript-predict", "POST", "/v1/models/digits/versions/\u00b9:predict",
+     {"instances": [FLOAT_IMAGE]}, 400, "ASCII digits"),
+    ("version-arabic-indic-two", "GET", "/v1/models/digits/versions/\u0662", None, 400,
+     "ASCII digits"),
+    ("version-fullwidth-two", "GET", "/v1/models/digits/versions/\uff12/metadata", None, 400,
+     "ASCII digits"),
+    ("version-5000-digits", "GET", "/v1/models/digits/versions/" + "1" * 5000, None, 400,
+     "ASCII digits"),
+    ("version-5000-digits-predict", "POST", "/v1/models/digits/versions/" + "2" * 5000 + ":predict",
+     {"instances": [FLOAT_IMAGE]}, 400, "ASCII digits"),
+    ("version-19-digits", "GET", "/v1/models/digits/versions/" + "1" * 19, None, 400, "ASCII digits"),
+    ("version-18-digits", "GET", "/v1/models/digits/versions/" + "9" * 18, None, 404, "not found"),
+    ("version-negative", "GET", "/v1/models/digits/versions/-2", None, 400, "ASCII digits"),
+    ("version-plus", "GET", "/v1/models/digits/versions/+2", None, 400, "ASCII digits"),
+    ("version-space", "GET", "/v1/models/digits/versions/%202", None, 400, "ASCII digits"),
+    ("version-fraction", "GET", "/v1/models/digits/versions/2.0", None, 400, "ASCII digits"),
+    ("version-invalid-utf8", "GET", "/v1/models/digits/versions/%ff", None, 400, "ASCII digits"),
+    ("model-name-10000-chars", "GET", "/v1/models/" + "m" * 10_000, None, 404, "10000 characters"),
+    ("model-name-nul", "GET", "/v1/models/dig%00its", None, 404, "served models: digits"),
+    ("label-5000-chars", "GET", "/v1/models/digits/labels/" + "l" * 5000, None, 404, "/versions/N"),
+    ("path-5000-chars", "GET", "/v1/models/digits/" + "p" * 5000, None, 404, "Malformed"),
+    # Image bombs: what an image costs to decode is counted before it is decoded.
+    ("gif-frames-over-max-pixels", "POST", ":predict",
+     lambda jpg: bytes_request(gif([(500, 500, 2), (500, 500, 3), (500, 500, 2)])), 413,
+     "3 frame(s), 750000 pixels"),
+    ("gif-frames-over-max-frames", "POST", ":predict",
+     lambda jpg: bytes_request(gif([(1, 1, 2)] * 51)), 413, "max_image_frames=50"),
+    ("gif-later-frame-wider-than-screen", "POST", ":predict",
+     lambda jpg: bytes_request(gif([(10, 10, 2), (600, 600, 3)])), 413, "max_image_pixels"),
+    ("gif-screen-smaller-than-frames", "POST", ":predict",
+     lambda jpg: bytes_request(gif([(600, 600, 2)], screen=(8, 8))), 413, "max_image_pixels"),
+    ("images-over-max-request-pixels", "POST", ":predict",
+     lambda jpg: bytes_request(*[encode(np.zeros((400, 400)))] * 8), 413, "max_request_pixels"),
+    ("uint8-over-max-request-pixels", "POST", ":predict",
+     {"signature_name": "serving_images", "inputs": np.zeros((3, 450, 450, 1), int).tolist()}, 413,
+     "max_request_pixels"),
+    ("truncated-palette-bmp", "POST", ":predict",
+     lambda jpg: bytes_request(encode(np.zeros((40, 40)), "BMP", "L")[:-500]), 400,
+     "BMP whose pixels cannot be decoded"),
+    ("animated-webp", "POST", ":predict",
+     lambda jpg: bytes_request(save(Image.new("RGB", (8, 8)), "WEBP", save_all=True,
+                                    append_images=[Image.new("RGB", (8, 8), "red")])),
+     400, "not a JPEG"),
 ]
 
 
@@ -350,6 +577,7 @@ def test_bad_request_gets_4xx_error_and_server_keeps_serving(
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert isinstance(error, str) and words in error, error
+    assert len(error) < 400, error[:400]  # what the client sent is quoted cut short
     good = client.post("/v1/models/digits:predict", json=bytes_request(china))
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
 
@@ -371,6 +599,14 @@ def test_create_app_rejects_bad_arguments(tmp_path, export_dir):
         serving.create_app(str(export_dir), max_image_bytes="big")
     with pytest.raises(ValueError, match="version_policy.*'latest', 'all'; got 'newest'"):
         serving.create_app(str(export_dir), version_policy="newest")
+    with pytest.raises(ValueError, match="`header_timeout` must be a positive number of seconds; got 0"):
+        serving.create_app(str(export_dir), header_timeout=0)
+    with pytest.raises(ValueError, match="`body_timeout` .* got inf"):
+        serving.create_app(str(export_dir), body_timeout=float("inf"))
+    with pytest.raises(ValueError, match="`max_pending_bytes` must be at least max_request_bytes=100"):
+        serving.create_app(str(export_dir), max_request_bytes=100, max_pending_bytes=99)
+    with pytest.raises(TypeError, match=r"Unknown limits \['max_frames'\]; allowed: max_image_bytes"):
+        serving.create_app(str(export_dir), max_frames=3)
     with pytest.raises(ValueError, match="holds no models"):
         serving.create_app(str(tmp_path))
     with pytest.raises(ValueError, match="must be a directory"):
@@ -394,27 +630,134 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_serve_prints_its_url_and_serves_on_loopback(export_dir, china):
+def start_serve(export_dir, port, log, address_space=None, open_files=None, **limits):
+    """``serve`` in a subprocess (the keras_resnet this test imports), output to ``log``, under
+    ``address_space`` (RLIMIT_AS, bytes) and a soft limit of ``open_files`` (RLIMIT_NOFILE).
+    Returns the process once the server answers; SIGINT in the child raises
+    KeyboardInterrupt, as at a terminal."""
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from keras_resnet.serving import serve\n"
+        f"serve({str(export_dir)!r}, port={port}, **{limits!r})\n"
+        "print('serve returned', flush=True)\n"
+    )
+
+    def limit_child():
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(serving.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_root, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                               env=env, preexec_fn=limit_child)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models/digits", timeout=5).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    stop(process)
+    raise AssertionError(f"serve did not start (exit code {process.returncode}).")
+
+
+def stop(process, sig=signal.SIGINT):
+    """Stop a ``serve`` subprocess with ``sig`` (killed after 30 s); returns its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
+def test_serve_prints_its_url_serves_on_loopback_and_returns_on_ctrl_c(export_dir, china, tmp_path):
     port = _free_port()
-    code = f"from keras_resnet.serving import serve; serve({str(export_dir)!r}, port={port}, max_batch=2)"
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, status = time.monotonic() + 90, None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/v1/models/digits", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert status is not None and status.status_code == 200
-        over = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
-                          json=bytes_request(china, china, china), timeout=60)
-        assert over.status_code == 413 and "max_batch=2" in over.json()["error"]
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = start_serve(export_dir, port, log, max_batch=2)
+        try:
+            over = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                              json=bytes_request(china, china, china), timeout=60)
+            assert over.status_code == 413 and "max_batch=2" in over.json()["error"]
+        finally:
+            code = stop(process)  # Ctrl-C
+    output = log_path.read_text()
     assert f"http://127.0.0.1:{port}/v1/models/digits" in output
+    assert code == 0 and "serve returned" in output, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+
+
+def _must_not_load(*args, **kwargs):
+    raise AssertionError("serve loaded models before checking its port")
+
+
+@pytest.mark.parametrize("port", [70000, 65536, 0, -1, "8501", 8501.0, True, None])
+def test_serve_refuses_a_port_outside_1_to_65535_before_loading_models(
+    monkeypatch, export_dir, port
+):
+    monkeypatch.setattr(serving, "create_app", _must_not_load)
+    message = f"`port` must be an integer in 1..65535; got {port!r}."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        serving.serve(str(export_dir), port=port)
+
+
+def test_serve_says_which_port_is_in_use_before_loading_models(monkeypatch, export_dir):
+    monkeypatch.setattr(serving, "create_app", _must_not_load)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"`port` {port} on 127.0.0.1 is in use"):
+            serving.serve(str(export_dir), port=port)
+
+
+def _broken_exports(export_dir, root, breakage):
+    shutil.copytree(export_dir / "digits" / "2", root / "digits" / "3")
+    breakage(root / "digits" / "3")
+    return root
+
+
+BROKEN_MODELS = {
+    "garbage-saved-model-pb": (lambda path: (path / "saved_model.pb").write_bytes(b"\xffgarbage" * 9),
+                               "saved_model.pb is not a SavedModel"),
+    "empty-saved-model-pb": (lambda path: (path / "saved_model.pb").write_bytes(b""),
+                             "saved_model.pb is not a SavedModel"),
+    "no-variables": (lambda path: shutil.rmtree(path / "variables"),
+                     "variables/variables.index is missing"),
+    "truncated-variables": (lambda path: (path / "variables" / "variables.index").write_bytes(b"x"),
+                            "cannot be loaded"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_MODELS)
+def test_a_model_that_does_not_load_stops_the_start_with_one_clear_error(
+    export_dir, tmp_path, capsys, name
+):
+    from keras_resnet import cli
+
+    breakage, words = BROKEN_MODELS[name]
+    root = _broken_exports(export_dir, tmp_path / "exports", breakage)
+    path = str(root / "digits" / "3")
+    with pytest.raises(ValueError, match=re.escape(f"Model 'digits' version 3 at {path!r}")) as error:
+        serving.create_app(str(root))
+    assert words in str(error.value) and error.value.__cause__ is None
+    # The command line prints that one line (no traceback) and exits 2, port untouched.
+    assert cli.main(["serve", str(root), "--port", str(_free_port())]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"keras-resnet serve: {error.value}"
+
+
+def test_version_directories_must_be_ascii_digits(export_dir, tmp_path):
+    root = tmp_path / "exports"
+    shutil.copytree(export_dir / "digits" / "2", root / "digits" / "2")
+    for odd in ("\u00b9", "\u0663", "1" * 19, "-4", "5.0"):  # str.isdigit takes the first two
+        shutil.copytree(export_dir / "digits" / "2", root / "digits" / odd)
+    assert serving.find_models(str(root)) == {"digits": {2: str(root / "digits" / "2")}}
 
 
 def test_client_example_prints_top5_over_rest(server, reference, china, tmp_path):
@@ -448,3 +791,245 @@ def test_string_outputs_are_text_unless_binary():
     assert rows == {"predictions": [{"labels": ["cat", {"b64": "//4="}], "scores": [0.5, 0.25]}]}
     columns = serving.format_response({"thumbnail_bytes": np.array([b"abc"], object)}, row_format=False)
     assert columns == {"outputs": [{"b64": "YWJj"}]}  # "_bytes" outputs are always base64
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile clients against `serve` in a subprocess, limited as a small host would be: memory
+# (RLIMIT_AS) and a soft limit of 1024 open files (a common default), short timeouts.
+
+ADDRESS_SPACE = 4 * 2**30  # TensorFlow and its threads map about 2 GiB of it at rest
+HOSTILE_LIMITS = dict(max_request_bytes=16 * 2**20, max_pending_bytes=256 * 2**20,
+                      header_timeout=2, body_timeout=5, keep_alive_timeout=1)
+
+
+@pytest.fixture(scope="module")
+def hostile_server(export_dir, tmp_path_factory):
+    """``serve`` with default image limits under ADDRESS_SPACE: (process, port, log path)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RLIMIT_AS is enforced on Linux only")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("hostile") / "serve.log"
+    with open(log_path, "w") as log:
+        process = start_serve(export_dir, port, log, address_space=ADDRESS_SPACE, open_files=1024,
+                              **HOSTILE_LIMITS)
+        try:
+            yield process, port, log_path
+        finally:
+            stop(process)
+
+
+def assert_serving(port, china, timeout=10):
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                          json=bytes_request(china), timeout=timeout)
+    assert response.status_code == 200, response.text
+
+
+@functools.lru_cache(maxsize=1)
+def gif_bomb():
+    """600 frames of 4096x4096 (two distinct ones): 8.1 MB, 10 G pixels for giflib to decode."""
+    return gif([(4096, 4096, 0), (4096, 4096, 1)] * 300)
+
+
+def test_animated_gif_bomb_is_refused_before_any_frame_is_decoded(hostile_server, china):
+    _, port, _ = hostile_server
+    data = gif_bomb()
+    assert len(data) < serving.DEFAULT_MAX_IMAGE_BYTES
+    started = time.monotonic()
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                          json=bytes_request(data), timeout=60)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 413, response.text
+    assert "600 frame(s)" in response.json()["error"] and "max_image_pixels" in response.json()["error"]
+    assert elapsed < 10, elapsed  # reading 11 MB of JSON, not decoding 30 GB of frames
+    assert_serving(port, china)
+
+
+def _hostile_bodies():
+    """(name, path, body bytes, status, words): each refused before it costs much."""
+    big_pngs = [encode(np.zeros((4096, 4096), np.uint8))] * 8  # 8 x 16.7 M pixels, 50 kB each
+    numbers = b'{"instances": [[' + b"0," * (6 * 2**20) + b"0]]}"  # 12 MiB parsed, then refused
+    return [
+        ("gif-bomb", ":predict", json.dumps(bytes_request(gif_bomb())).encode(), 413, "600 frame(s)"),
+        ("pixel-bomb", ":predict", json.dumps(bytes_request(*big_pngs)).encode(), 413,
+         "max_request_pixels"),
+        ("numbers", ":predict", numbers, 400, "must have shape"),
+        ("oversized-body", ":predict", b" " * (20 * 2**20), 413, "max_request_bytes"),
+        ("version", "/versions/\u00b9:predict", b'{"instances": [1]}', 400, "ASCII digits"),
+        ("deep-json", ":predict", b"[" * 100_000, 400, "not valid JSON"),
+    ]
+
+
+def test_concurrent_hostile_requests_get_4xx_within_a_memory_limit(hostile_server, china):
+    process, port, log_path = hostile_server
+    bodies = _hostile_bodies()
+
+    def client(index):
+        results = []
+        with httpx.Client(timeout=120) as http:
+            for name, path, body, status, words in (bodies[(index + i) % len(bodies)] for i in range(3)):
+                response = http.post(f"http://127.0.0.1:{port}/v1/models/digits{path}", content=body)
+                results.append((name, status, words, response.status_code, response.text[:300]))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = [r for batch in pool.map(client, range(16)) for r in batch]
+    assert len(results) == 48
+    for name, status, words, got, text in results:
+        # 408: a body that took longer than body_timeout to arrive, 16 uploads sharing the CPU.
+        assert (got == status and words in text) or (got == 408 and "body_timeout" in text), (
+            name, got, text)
+    assert sum(got == status for _, status, _, got, _ in results) >= 24
+    assert process.poll() is None, log_path.read_text()[-3000:]
+    assert_serving(port, china)
+
+
+def _closed_within(sock, seconds, send=None):
+    """Whether the server closes ``sock`` within ``seconds``; ``send()`` bytes meanwhile."""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if send is not None:
+                try:
+                    sock.sendall(send())
+                except (BrokenPipeError, ConnectionResetError):
+                    return True
+            if selector.select(timeout=0.3):
+                try:
+                    if not sock.recv(65536):
+                        return True
+                except ConnectionResetError:
+                    return True
+    return False
+
+
+def _reply(sock, seconds):
+    """What the server sends on ``sock`` within ``seconds``, until it closes or a JSON body ends."""
+    reply, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline and not reply.endswith(b"}"):
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def _raw(port, data):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+HEAD = b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+def test_idle_connection_is_closed_after_header_timeout(hostile_server, china):
+    _, port, _ = hostile_server
+    with _raw(port, b"") as sock:
+        assert _closed_within(sock, HOSTILE_LIMITS["header_timeout"] + 3)
+    assert_serving(port, china)
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_after_header_timeout(hostile_server, china):
+    _, port, _ = hostile_server
+    with _raw(port, HEAD) as sock:
+        assert _closed_within(sock, HOSTILE_LIMITS["header_timeout"] + 3, send=lambda: b"X")
+    assert_serving(port, china)
+
+
+def test_a_body_that_stalls_gets_408_after_body_timeout(hostile_server, china):
+    _, port, _ = hostile_server
+    started = time.monotonic()
+    with _raw(port, HEAD + b"Content-Length: 1000\r\n\r\n" + b" " * 10) as sock:
+        reply = _reply(sock, HOSTILE_LIMITS["body_timeout"] + 5)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b"body_timeout=5" in reply and time.monotonic() - started < HOSTILE_LIMITS["body_timeout"] + 3
+    assert_serving(port, china)
+
+
+def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(hostile_server):
+    _, port, _ = hostile_server
+    with _raw(port, b"GET /v1/models/digits HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") as sock:
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert _closed_within(sock, HOSTILE_LIMITS["keep_alive_timeout"] + 3)
+
+
+def _open_files(wanted):
+    """Raise this process's soft limit on open files to ``wanted`` (skip if the hard one is lower)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"needs {wanted} open files; the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _idle_connections(port, count):
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def test_1100_idle_connections_do_not_starve_a_normal_request(hostile_server, china):
+    # The server started with a soft limit of 1024 open files: serve raises it for
+    # max_connections (2048 by default), then closes the idle ones after header_timeout.
+    _, port, _ = hostile_server
+    _open_files(1100 + 256)
+    idle = _idle_connections(port, 1100)
+    try:
+        started = time.monotonic()
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                              json=bytes_request(china), timeout=2)
+        assert response.status_code == 200 and time.monotonic() - started < 2
+        deadline = time.monotonic() + HOSTILE_LIMITS["header_timeout"] + 8
+        assert all(_closed_within(sock, max(0.1, deadline - time.monotonic())) for sock in idle)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert_serving(port, china)
+
+
+def test_connections_over_max_connections_get_a_quick_503(export_dir, china):
+    _open_files(2 * 1100 + 256)  # both ends of each connection live in this process
+    with serving.BackgroundServer(str(export_dir), max_connections=1000) as running:
+        idle = _idle_connections(running.port, 1100)
+        try:
+            started = time.monotonic()
+            refused = httpx.post(running.url + "/v1/models/digits:predict", json=bytes_request(china),
+                                 timeout=2)
+            assert refused.status_code == 503 and time.monotonic() - started < 2
+        finally:
+            for sock in idle:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the server notices the closed connections
+            response = httpx.post(running.url + "/v1/models/digits:predict",
+                                  json=bytes_request(china), timeout=10)
+            if response.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert response.status_code == 200, response.text
+
+
+def test_request_bodies_held_at_once_are_bounded(export_dir, china):
+    limits = dict(max_request_bytes=2**20, max_pending_bytes=2**20, body_timeout=3)
+    padded = json.dumps(bytes_request(china)).encode() + b" " * 600_000
+    with serving.BackgroundServer(str(export_dir), **limits) as running:
+        url = running.url + "/v1/models/digits:predict"
+        with _raw(running.port, HEAD + b"Content-Length: 900000\r\n\r\n" + b" " * 700_000) as slow:
+            time.sleep(0.5)  # the server holds 700 kB of the slow body
+            busy = httpx.post(url, content=padded, timeout=10)
+            assert busy.status_code == 503 and "max_pending_bytes=1048576" in busy.json()["error"]
+            assert _reply(slow, 10).startswith(b"HTTP/1.1 408 ")
+        assert httpx.post(url, content=padded, timeout=10).status_code == 200

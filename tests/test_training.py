@@ -106,7 +106,8 @@ def test_paper_callbacks_for_a_run_directory(tmp_path):
     kinds = {type(c).__name__: c for c in callbacks}
     assert kinds["ReduceLROnPlateau"].factor == pytest.approx(0.1)
     assert kinds["StepSchedule"].milestones == (500, 750)
-    assert {"ModelCheckpoint", "BackupAndRestore", "CSVLogger", "StopOnNaN", "TensorBoard", "WarmupUntilError"} <= set(kinds)
+    assert {"BestCheckpoint", "RunBackup", "CSVLogger", "StopOnNaN", "TensorBoard", "WarmupUntilError"} <= set(kinds)
+    assert type(callbacks[-1]).__name__ == "RunBackup"  # last: it restores the others' state
     imagenet = {type(c).__name__ for c in training.paper_callbacks(str(tmp_path), "imagenet")}
     assert "StepSchedule" not in imagenet and "ReduceLROnPlateau" in imagenet
 
@@ -128,7 +129,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     callbacks = training.paper_callbacks(str(tmp_path), "cifar", monitor="top1", tensorboard=False)
     with pytest.raises(training.NaNError, match="became nan"):
         model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks + [_PoisonWeightsAtEpoch(1)])
-    assert os.path.exists(tmp_path / "backup" / "latest.weights.h5")
+    assert training.read_backup_state(str(tmp_path / "backup"))["epoch"] == 1
+    assert os.path.exists(tmp_path / "backup" / "epoch-0001.weights.h5")
     best = keras.saving.load_model(tmp_path / "best.keras")
     assert np.isfinite(best.predict(x, verbose=0)).all()
 
@@ -158,13 +160,68 @@ def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
     fast = {"precision": "mixed_bfloat16", "jit_compile": False, "steps_per_execution": 2}
     monkeypatch.setitem(distribute.FAST_PATH, "cpu", fast)
     monkeypatch.setitem(distribute.FAST_PATH, "gpu", fast)
-    on = training.train("resnet8", "digits", run_dir=str(tmp_path / "on"), epochs=1, verbose=0)
+    on = training.train("resnet8", "digits", run_dir=str(tmp_path / "on"), epochs=1, verbose=0,
+                        export=False)
     assert (on["precision"], on["steps_per_execution"], on["jit_compile"]) == ("mixed_bfloat16", 2, False)
     off = training.train("resnet8", "digits", run_dir=str(tmp_path / "off"), epochs=1, verbose=0,
-                         fast_path=False)
+                         fast_path=False, export=False)
     assert (off["precision"], off["steps_per_execution"]) == ("float32", 1)
     explicit = training.train("resnet8", "digits", run_dir=str(tmp_path / "explicit"), epochs=1,
-                              verbose=0, precision="float32", steps_per_execution=3)
+                              verbose=0, precision="float32", steps_per_execution=3, export=False)
     assert (explicit["precision"], explicit["steps_per_execution"]) == ("float32", 3)
     for result in (on, off, explicit):
         assert 0 < result["test"]["top1"] <= 1
+
+
+def test_run_backup_resumes_exactly_and_survives_a_damaged_file(tmp_path, capsys):
+    x, y = _tiny_data(32)
+    backup = str(tmp_path / "backup")
+
+    def fresh():
+        keras.utils.set_random_seed(3)
+        return training.compile_model(_tiny_model(), "cifar", learning_rate=0.05)
+
+    def callbacks(model):
+        plateau = training.reduce_on_plateau("loss", patience=1)
+        return [plateau, training.RunBackup(backup, [plateau], delete_on_end=False)], plateau
+
+    model = fresh()
+    calls, plateau = callbacks(model)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=calls)
+    assert sorted(os.listdir(backup)) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5", "state.json"]
+    state = training.read_backup_state(backup)
+    assert state["epoch"] == 3 and state["callbacks"][0]["wait"] == plateau.wait
+
+    restored = fresh()
+    assert training.restore_backup(restored, backup) == 3
+    for a, b in zip(restored.weights + restored.optimizer.variables,
+                    model.weights + model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    calls, plateau = callbacks(restored)
+    restored.fit(x, y, batch_size=8, epochs=3, initial_epoch=3, verbose=0, callbacks=calls)
+    assert plateau.wait == state["callbacks"][0]["wait"]  # restored when training began
+
+    # A kill mid-write of the newest file: reported, and the previous epoch is used.
+    with open(os.path.join(backup, "epoch-0003.weights.h5"), "r+b") as f:
+        f.truncate(1000)
+    assert training.restore_backup(fresh(), backup) == 2
+    assert "epoch-0003.weights.h5 is damaged" in capsys.readouterr().out
+    with open(os.path.join(backup, "epoch-0002.weights.h5"), "wb") as f:
+        f.write(b"not hdf5")
+    assert training.restore_backup(fresh(), backup) == 0
+    assert "No usable backup" in capsys.readouterr().out
+
+
+def test_best_checkpoint_writes_only_on_improvement_and_atomically(tmp_path):
+    x, y = _tiny_data(16)
+    model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.01)
+    best = training.BestCheckpoint(str(tmp_path / "best.keras"), monitor="loss")
+    best.set_model(model)
+    best.on_epoch_end(0, {"loss": 2.0})
+    first = os.stat(tmp_path / "best.keras").st_mtime_ns
+    best.on_epoch_end(1, {"loss": 3.0})  # worse: untouched
+    assert os.stat(tmp_path / "best.keras").st_mtime_ns == first and best.best == 2.0
+    best.on_epoch_end(2, {"loss": float("nan")})
+    assert best.best == 2.0
+    best.on_epoch_end(3, {"loss": 1.0})
+    assert best.best == 1.0 and os.listdir(tmp_path) == ["best.keras"]  # no temporary left

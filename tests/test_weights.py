@@ -1,9 +1,39 @@
+"""Weights: weight sets as data, converters to and from torchvision/timm/keras-hub layouts,
+downloads, and the errors of bad input.
+
+Reference outputs come from tests/fixtures/make_torch_fixtures.py (torchvision, timm and
+keras-hub networks of reduced width); these tests never need PyTorch, except the ones marked
+so, which are skipped where it is not installed.
+"""
+
+import dataclasses
+import functools
+import http.server
+import importlib.util
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+
 import keras
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 import keras_resnet
+from keras_resnet import preprocessing
+from keras_resnet import weights as weights_lib
+from keras_resnet.architectures import Stage, Stem, imagenet_architecture
+from keras_resnet.models import build_resnet
 from keras_resnet.summary import count_trainable_params
+from keras_resnet.weights import files as files_lib
+from keras_resnet.weights import sets as sets_lib
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TORCH_FIXTURES = ("torchvision_basic", "torchvision_bottleneck", "timm_bottleneck")
 
 
 def _randomize(model, seed=0):
@@ -75,3 +105,435 @@ def test_imagenet_weights_go_through_keras_applications(monkeypatch):
     )
     with pytest.raises(ValueError, match="`shortcut='B'`.*'C'"):
         keras_resnet.ResNet101(weights="imagenet", shortcut="C")
+
+
+# --- weight sets as data ---------------------------------------------------------------------
+
+
+def test_every_depth_has_the_published_sets():
+    names = {m: {s.name for s in weights_lib.available(m)} for m in weights_lib.MODELS}
+    for model in weights_lib.MODELS:
+        assert {"torchvision_v1", "timm_a1", "timm_tv_in1k"} <= names[model]
+        assert weights_lib.available(model)[0].is_default  # default first
+        assert len(names[model]) == len(weights_lib.available(model))  # names unique
+    for model in ("resnet50", "resnet101", "resnet152"):
+        assert {"torchvision_v2", "timm_tv2_in1k", "timm_a1h", "keras_applications",
+                "keras_hub"} <= names[model]
+    assert "keras_hub" in names["resnet18"]
+    assert weights_lib.get("resnet18", "imagenet").name == "timm_tv_in1k"
+    assert weights_lib.get("resnet50", "imagenet").name == "keras_applications"
+
+
+def test_weight_sets_are_consistent_data():
+    for s in weights_lib.sets.WEIGHT_SETS:
+        assert s.files and all(f.url.startswith("https://") for f in s.files)
+        if s.source == "torchvision":
+            (f,) = s.files
+            assert f.url.endswith(f.file_name) and f.file_name.startswith(s.model + "-")
+            assert len(f.sha256_prefix) == 8 and f.sha256_prefix in f.file_name
+        if s.source == "timm":
+            assert s.files[0].url == (f"https://huggingface.co/{s.checkpoint}/resolve/main/"
+                                      "model.safetensors")
+        assert s.top1 is None or 60 < s.top1 < s.top5 < 100
+        assert s.license and s.accuracy_note
+        recipe = s.preprocessing()
+        assert recipe.image_size == (s.image_size, s.image_size) and recipe.num_classes == 1000
+        assert recipe.source == s.name
+        assert (recipe.channel_order == "bgr") == (s.layout == "keras_applications")
+        assert s.preprocessing(include_top=False).class_names is None
+    v2 = weights_lib.get("resnet50", "torchvision_v2").preprocessing(448)
+    assert v2.image_size == (448, 448) and v2.resize_size == 464  # 232/224 kept
+
+
+def test_imagenet_class_names():
+    names = weights_lib.imagenet_class_names()
+    assert len(names) == 1000 == len(set(names))
+    assert names[:3] == ["tench", "goldfish", "great white shark"] and names[-1] == "toilet tissue"
+    assert names[134] == "crane (bird)" and names[517] == "crane (machine)"
+
+
+def test_format_table_lists_the_sets():
+    table = weights_lib.format_table("resnet50")
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["model", "weights", "source"]
+    assert len(lines) == 1 + len(weights_lib.available("resnet50")) + 1
+    assert "keras_applications *" in table and "80.86" in table and "timm/resnet50.a1_in1k" in table
+    assert len(weights_lib.format_table().splitlines()) == 2 + len(sets_lib.WEIGHT_SETS)
+    with pytest.raises(ValueError, match="`model` must be one of.*'resnet20'"):
+        weights_lib.format_table("resnet20")
+
+
+# --- fixtures of torchvision, timm and keras-hub ---------------------------------------------
+
+
+def _meta(name):
+    with np.load(os.path.join(FIXTURES, f"{name}.npz"), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _architecture(meta):
+    """A Table 1 network with the fixture's widths and blocks per stage."""
+    block = str(meta["block"])
+    base = imagenet_architecture(18 if block == "basic" else 50)
+    stages = tuple(Stage(f"conv{i + 2}", int(r), int(f), 1 if i == 0 else 2)
+                   for i, (r, f) in enumerate(zip(meta["repeats"], meta["filters"])))
+    return dataclasses.replace(base, stem=Stem(int(meta["stem"]), 7, 2, 3, 2), stages=stages)
+
+
+def _model(meta, weights=None, include_top=True, **options):
+    options = {"stride_position": "3x3", **options}
+    return build_resnet(_architecture(meta), include_top, weights,
+                        input_shape=meta["input"].shape[1:], classes=int(meta["classes"]),
+                        classifier_activation=None, weight_decay=0, **options)
+
+
+def _stages(model, meta, images):
+    """Outputs of conv2_x ... conv5_x (torchvision's layer1 ... layer4)."""
+    ends = [model.get_layer(f"conv{i + 2}_block{int(r)}").output
+            for i, r in enumerate(meta["repeats"])]
+    return keras.Model(model.input, ends)(images)
+
+
+def _assert_matches(model, meta, atol=1e-5):
+    images = meta["input"]
+    np.testing.assert_allclose(model(images), meta["logits"], atol=atol, rtol=0)
+    assert np.abs(meta["logits"]).max() > 0.1  # a real signal, not a vanishing one
+    for i, got in enumerate(_stages(model, meta, images)):
+        np.testing.assert_allclose(got, meta[f"stage{i + 1}"], atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("name", TORCH_FIXTURES)
+def test_torch_checkpoints_give_their_outputs(name):
+    meta = _meta(name)
+    model = _model(meta, os.path.join(FIXTURES, f"{name}.safetensors"))
+    _assert_matches(model, meta)
+
+
+@pytest.mark.parametrize("name", TORCH_FIXTURES)
+def test_to_torch_layout_round_trips_bit_for_bit(name, tmp_path):
+    source = os.path.join(FIXTURES, f"{name}.safetensors")
+    model = _model(_meta(name), source)
+    written = weights_lib.to_torch_layout(model, tmp_path / "out.safetensors")
+    original, again = load_file(source), load_file(written)
+    assert sorted(again) == sorted(original)  # num_batches_tracked included
+    for key, value in original.items():
+        assert again[key].dtype == value.dtype and again[key].shape == value.shape, key
+        assert np.array_equal(again[key], value), key
+    assert [f for f in os.listdir(tmp_path)] == ["out.safetensors"]  # no temporary left
+
+
+def test_npz_state_dict_and_headless_model(tmp_path):
+    meta = _meta("torchvision_bottleneck")
+    np.savez(tmp_path / "state.npz", **load_file(os.path.join(FIXTURES, "torchvision_bottleneck.safetensors")))
+    _assert_matches(_model(meta, tmp_path / "state.npz"), meta)
+    headless = _model(meta, tmp_path / "state.npz", include_top=False, pooling="avg")
+    features = np.asarray(headless(meta["input"]))
+    np.testing.assert_allclose(features, meta["stage4"].mean(axis=(1, 2)), atol=1e-5, rtol=0)
+
+
+def _keras_hub_preset(tmp_path, task=True):
+    folder = tmp_path / "resnet_preset"
+    folder.mkdir(parents=True)
+    shutil.copy(os.path.join(FIXTURES, "keras_hub_bottleneck.model.weights.h5"), folder / "model.weights.h5")
+    if task:
+        shutil.copy(os.path.join(FIXTURES, "keras_hub_bottleneck.task.weights.h5"), folder / "task.weights.h5")
+    return folder
+
+
+def test_keras_hub_preset_gives_its_outputs(tmp_path):
+    meta = _meta("keras_hub_bottleneck")
+    _assert_matches(_model(meta, _keras_hub_preset(tmp_path)), meta)
+    backbone_file = _keras_hub_preset(tmp_path / "b", task=False) / "model.weights.h5"
+    headless = _model(meta, backbone_file, include_top=False)
+    np.testing.assert_allclose(headless(meta["input"]), meta["stage4"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"Missing from the file \(2\): layers/dense/vars/0"):
+        _model(meta, backbone_file)  # the classifier lives in task.weights.h5
+
+
+def test_own_weights_file_still_loads(tmp_path):
+    meta = _meta("torchvision_basic")
+    model = _model(meta, os.path.join(FIXTURES, "torchvision_basic.safetensors"))
+    model.save_weights(tmp_path / "m.weights.h5")
+    _assert_matches(_model(meta, tmp_path / "m.weights.h5"), meta)
+
+
+# --- bad input: clear errors, nothing half-loaded ---------------------------------------------
+
+
+def _unchanged(model):
+    return [v.numpy().copy() for v in model.variables]
+
+
+def _assert_same(model, before):
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
+
+
+def test_weights_of_another_depth_name_the_tensors_and_load_nothing():
+    meta = _meta("torchvision_basic")
+    model = _model({**meta, "repeats": np.array([1, 1, 1, 1])})
+    before = _unchanged(model)
+    source = os.path.join(FIXTURES, "torchvision_basic.safetensors")
+    with pytest.raises(ValueError, match=r"needs 62 tensors, the file has 72.*In the file but "
+                                         r"not in the model \(10\): layer1\.1\.bn1\.bias"):
+        weights_lib.load_weights(model, source)
+    _assert_same(model, before)
+
+
+def test_weights_of_another_width_or_block_name_the_shapes():
+    meta = _meta("timm_bottleneck")
+    model = _model({**meta, "filters": np.array([8, 16, 32, 64])})
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=r"81 of 87 tensors differ in shape, first layer1\.0\.conv1"
+                                         r"\.weight: file \(4, 64, 1, 1\), model \(8, 64, 1, 1\)"):
+        weights_lib.load_weights(model, os.path.join(FIXTURES, "timm_bottleneck.safetensors"))
+    _assert_same(model, before)
+    with pytest.raises(ValueError, match="Missing from the file.*layer1.0.bn3"):
+        _model(_meta("torchvision_basic"), os.path.join(FIXTURES, "torchvision_bottleneck.safetensors"))
+
+
+def test_torch_layout_needs_its_variant():
+    meta = _meta("torchvision_bottleneck")
+    source = os.path.join(FIXTURES, "torchvision_bottleneck.safetensors")
+    with pytest.raises(ValueError, match="stride on its 3x3.*stride_position='1x1'.*'3x3'"):
+        _model(meta, source, stride_position="1x1")
+    with pytest.raises(ValueError, match="BN epsilon 1e-5.*1.001e-05"):
+        _model(meta, source, bn_epsilon=1.001e-5)
+    with pytest.raises(ValueError, match="In the file but not in the model.*downsample"):
+        _model(meta, source, shortcut="A")
+    with pytest.raises(ValueError, match=r"Missing from the file \(\d+\): conv1\.bias"):
+        _model(meta, source, use_bias=True)
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"not a weights file at all", "not a readable safetensors file"),
+    ("truncate", "not a readable safetensors file"),
+])
+def test_broken_safetensors_files_are_refused(tmp_path, content, match):
+    path = tmp_path / "broken.safetensors"
+    if content == "truncate":
+        data = open(os.path.join(FIXTURES, "torchvision_basic.safetensors"), "rb").read()
+        content = data[: len(data) // 2]
+    path.write_bytes(content)
+    model = _model(_meta("torchvision_basic"))
+    before = _unchanged(model)
+    with pytest.raises(ValueError, match=match):
+        weights_lib.load_weights(model, path)
+    _assert_same(model, before)
+
+
+def test_broken_npz_h5_and_unknown_files_are_refused(tmp_path):
+    model = _model(_meta("torchvision_basic"))
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="not a readable .npz.*pickled objects"):
+        weights_lib.load_weights(model, tmp_path / "objects.npz")
+    (tmp_path / "half.npz").write_bytes(open(tmp_path / "objects.npz", "rb").read()[:40])
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        weights_lib.load_weights(model, tmp_path / "half.npz")
+    (tmp_path / "bad.weights.h5").write_bytes(b"\x89HDF garbage")
+    with pytest.raises(ValueError, match="not a readable HDF5 weights file"):
+        weights_lib.load_weights(model, tmp_path / "bad.weights.h5")
+    with pytest.raises(ValueError, match=r"`weights` must be None, a weight set name or a path "
+                                         r"to a \.weights\.h5, \.safetensors.*got '.*w\.ckpt'"):
+        weights_lib.load_weights(model, tmp_path / "w.ckpt")
+    with pytest.raises(ValueError, match="does not exist"):
+        weights_lib.load_weights(model, tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="names a weight set.*ResNet18"):
+        weights_lib.load_weights(model, "timm_a1")
+
+
+class _Marker:
+    """Unpickling this would write a file: proof that nothing was unpickled if none exists."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _evil_pth(tmp_path):
+    marker = tmp_path / "UNPICKLED"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"conv1.weight": _Marker(str(marker))}))
+    return path, marker
+
+
+def test_pth_without_torch_says_how_to_get_safetensors(tmp_path, monkeypatch):
+    monkeypatch.setattr(files_lib, "_torch", lambda: None)
+    path, marker = _evil_pth(tmp_path)
+    with pytest.raises(ImportError, match=r"PyTorch is not installed.*safetensors.*timm_tv_in1k"):
+        weights_lib.load_weights(_model(_meta("torchvision_basic")), path)
+    assert not marker.exists()
+    with pytest.raises(ImportError, match=r"weights='torchvision_v1'.*\.pth.*timm_tv_in1k"):
+        keras_resnet.ResNet18(weights="torchvision_v1")  # refused before any download
+
+
+def test_pth_is_read_with_weights_only(tmp_path):
+    torch = pytest.importorskip("torch")
+    path, marker = _evil_pth(tmp_path)
+    with pytest.raises(ValueError, match=r"refused by torch\.load\(weights_only=True\)"):
+        weights_lib.load_weights(_model(_meta("torchvision_basic")), path)
+    assert not marker.exists()
+    meta = _meta("torchvision_basic")
+    state = {k: torch.from_numpy(v) for k, v in load_file(os.path.join(FIXTURES, "torchvision_basic.safetensors")).items()}
+    torch.save(state, tmp_path / "state.pth")
+    _assert_matches(_model(meta, tmp_path / "state.pth"), meta)
+
+
+def test_weight_set_names_are_checked():
+    with pytest.raises(ValueError, match=r"`weights='torchvision_v2'` is no weight set of resnet18; "
+                                         r"resnet18 has 'timm_tv_in1k', 'torchvision_v1'"):
+        keras_resnet.ResNet18(weights="torchvision_v2")
+    with pytest.raises(ValueError, match="`weights='resnet50_best'` is no weight set of resnet50"):
+        keras_resnet.ResNet50(weights="resnet50_best")
+    with pytest.raises(ValueError, match=r"`weights='timm_a1'` with `include_top=True` needs "
+                                         r"`classes=1000`.*got classes=10.*include_top=False"):
+        keras_resnet.ResNet50(weights="timm_a1", classes=10)
+    with pytest.raises(ValueError, match="`weights='timm_a1'` needs `stride_position='3x3'`"):
+        keras_resnet.ResNet50(weights="timm_a1", stride_position="1x1")
+    with pytest.raises(ValueError, match="ImageNet ResNet-18/34/50/101/152 only"):
+        keras_resnet.ResNet20(weights="imagenet")
+
+
+def test_to_torch_layout_refuses_models_torchvision_lacks(tmp_path):
+    path = tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match="no torchvision counterpart.*CIFAR"):
+        weights_lib.to_torch_layout(keras_resnet.ResNet20(), path)
+    meta = _meta("torchvision_basic")
+    with pytest.raises(ValueError, match="shortcut 'zero_pad'.*option A"):
+        weights_lib.to_torch_layout(_model(meta, shortcut="A"), path)
+    with pytest.raises(ValueError, match="conv biases"):
+        weights_lib.to_torch_layout(_model(meta, use_bias=True), path)
+    with pytest.raises(ValueError, match="stride_position='1x1'"):
+        weights_lib.to_torch_layout(_model(_meta("torchvision_bottleneck"), stride_position="1x1"), path)
+    assert not os.listdir(tmp_path)
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL, request log)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/", requests
+    server.shutdown()
+    server.server_close()
+
+
+def _served_set(folder, url, name="torchvision_basic", **hashes):
+    shutil.copy(os.path.join(FIXTURES, f"{name}.safetensors"), folder / "w.safetensors")
+    weight_file = weights_lib.WeightFile(url + "w.safetensors", "test_w.safetensors", **hashes)
+    return dataclasses.replace(weights_lib.get("resnet18", "timm_a1"), files=(weight_file,))
+
+
+def test_download_checks_hash_and_caches(http_folder, tmp_path):
+    folder, url, requests = http_folder
+    sha = files_lib._file_hash(os.path.join(FIXTURES, "torchvision_basic.safetensors"), "sha256")
+    weight_set = _served_set(folder, url, sha256=sha)
+    cache = tmp_path / "cache"
+    tensors = weights_lib.fetch(weight_set, cache_dir=cache)
+    meta = _meta("torchvision_basic")
+    model = weights_lib.load_tensors(_model(meta), tensors, "torch")
+    _assert_matches(model, meta)
+    assert os.listdir(cache / "keras_resnet") == ["test_w.safetensors"]
+    weights_lib.fetch(weight_set, cache_dir=cache)
+    assert len(requests) == 1  # the second time from the cache
+    prefix_set = _served_set(folder, url, sha256_prefix=sha[:8])
+    assert weights_lib.fetch(prefix_set, cache_dir=tmp_path / "other")
+
+
+@pytest.mark.parametrize("hashes", [{"sha256": "0" * 64}, {"sha256_prefix": "deadbeef"},
+                                    {"md5": "0" * 32}])
+def test_hash_mismatch_keeps_no_file(http_folder, tmp_path, hashes):
+    folder, url, _ = http_folder
+    with pytest.raises(ValueError, match=r"Downloaded http://127\.0\.0\.1.*nothing was kept"):
+        weights_lib.fetch(_served_set(folder, url, **hashes), cache_dir=tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache" / "keras_resnet") == []
+
+
+def test_unreachable_url_says_where_to_put_the_file(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    weight_set = _served_set(tmp_path, f"http://127.0.0.1:{port}/")
+    folder = os.path.join(tmp_path, "cache", "keras_resnet")
+    with pytest.raises(ConnectionError) as error:
+        weights_lib.fetch(weight_set, cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert f"http://127.0.0.1:{port}/w.safetensors" in message and "'test_w.safetensors'" in message
+    assert folder in message and "weights=PATH" in message
+    assert os.listdir(folder) == []
+
+
+def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
+    """The whole path: set name -> download (KERAS_HOME) -> variant -> weights + preprocessing."""
+    folder, url, _ = http_folder
+    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for variable in reference.variables:  # anything but the initial values (variances > 0)
+        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    weights_lib.to_torch_layout(reference, folder / "r18.safetensors")
+    weight_set = dataclasses.replace(
+        weights_lib.get("resnet18", "timm_tv_in1k"),
+        files=(weights_lib.WeightFile(url + "r18.safetensors", "r18.safetensors"),))
+    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", (weight_set,) + sets_lib.WEIGHT_SETS[1:])
+    monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    model = keras_resnet.ResNet18(weights="imagenet", input_shape=(64, 64, 3))
+    assert os.path.exists(folder.parent / "home" / "keras_resnet" / "r18.safetensors")
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights()))
+    recipe = preprocessing.of(model)
+    assert recipe.source == "timm_tv_in1k" and recipe.class_names[0] == "tench"
+    assert recipe.image_size == (64, 64) and recipe.resize_size == 73  # 256/224 of 64
+    headless = keras_resnet.ResNet18(weights="timm_tv_in1k", include_top=False, pooling="avg")
+    assert headless.input_shape == (None, 224, 224, 3) and headless.output_shape == (None, 512)
+    assert preprocessing.of(headless).class_names is None
+
+
+# --- full size, against torchvision itself (needs torch + torchvision) ----------------------
+
+
+def _torch_python():
+    """An interpreter with torch + torchvision: $KERAS_RESNET_TORCH_PYTHON, or this one."""
+    python = os.environ.get("KERAS_RESNET_TORCH_PYTHON")
+    if python:
+        return python
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"):
+        return sys.executable
+    pytest.skip("torch and torchvision are not installed (or set KERAS_RESNET_TORCH_PYTHON)")
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_full_size_parity_with_torchvision(depth, tmp_path):
+    """torchvision's own resnetDEPTH (random weights and BN statistics, in a process of its
+    own) against ours converted from its state dict, and our export loaded back by it."""
+    python, script = _torch_python(), os.path.join(FIXTURES, "torchvision_reference.py")
+
+    def torchvision(command):
+        result = subprocess.run([python, script, command, str(depth), str(tmp_path)],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    torchvision("export")
+    images, expected = np.load(tmp_path / "images.npy"), np.load(tmp_path / "logits.npy")
+    ours = getattr(keras_resnet, f"ResNet{depth}")(
+        weights=str(tmp_path / "tv.safetensors"), stride_position="3x3",
+        input_shape=images.shape[1:], classifier_activation=None)
+    difference = np.abs(np.asarray(ours(images)) - expected).max()
+    print(f"resnet{depth}: max |logit difference| vs torchvision {difference:.2e} "
+          f"(logits up to {np.abs(expected).max():.2f})")
+    assert difference < 1e-5 * max(1.0, np.abs(expected).max())
+    weights_lib.to_torch_layout(ours, tmp_path / "back.safetensors")
+    print(torchvision("check").strip())

@@ -1,11 +1,9 @@
-"""Weights: reading the layout of keras.applications ResNets and copying their weights.
+"""keras.applications ResNet50/101/152 (v1): reading their layout and copying their weights.
 
 keras.applications names its layers ``conv{s}_block{b}_{i}_conv`` / ``_bn`` with ``i = 0`` the
 projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions; ours are the block layers
 ``conv{s}_block{b}`` with sublayers ``shortcut_conv``, ``conv1``, ``conv2``, ``conv3`` and BNs.
 """
-
-import os
 
 from keras_resnet.architectures import IMAGENET_DEPTHS
 
@@ -65,9 +63,13 @@ def keras_applications_layout(keras_model):
 def copy_keras_applications_weights(source, target):
     """Copy every weight of keras.applications model ``source`` into keras_resnet ``target``.
 
-    ``target`` must have the same architecture (build it with ``from_keras_applications``).
+    ``target`` must have the same architecture (build it with ``from_keras_applications``);
+    every layer is matched and shape-checked before any weight is set.
+
+    Example:
+        >>> copy_keras_applications_weights(keras.applications.ResNet50(), ours)
     """
-    copied = 0
+    pairs = []
     for layer in source.layers:
         weights = layer.get_weights()
         if not weights:
@@ -77,28 +79,20 @@ def copy_keras_applications_weights(source, target):
         else:
             block_name, _, part = layer.name.rpartition("_")
             block_name, _, index = block_name.rpartition("_")
-            block = target.get_layer(block_name)
-            destination = getattr(block, _BLOCK_SUBLAYERS[f"{index}_{part}"])
-        destination.set_weights(weights)
-        copied += len(weights)
-    expected = len(target.weights)
+            destination = getattr(target.get_layer(block_name), _BLOCK_SUBLAYERS[f"{index}_{part}"])
+        shapes = [tuple(w.shape) for w in destination.weights]
+        if shapes != [w.shape for w in weights]:
+            raise ValueError(
+                f"{source.name!r} layer {layer.name!r} has weights of shapes "
+                f"{[w.shape for w in weights]}, {target.name!r} layer {destination.name!r} "
+                f"{shapes}; the two architectures differ. Nothing was copied."
+            )
+        pairs.append((destination, weights))
+    copied, expected = sum(len(w) for _, w in pairs), len(target.weights)
     if copied != expected:
         raise ValueError(
-            f"Copied {copied} weight tensors from {source.name!r} but {target.name!r} has "
-            f"{expected}; the two architectures differ."
+            f"{source.name!r} has {copied} weight tensors but {target.name!r} has {expected}; "
+            "the two architectures differ. Nothing was copied."
         )
-
-
-def load_weights(model, weights):
-    """Load ``weights`` (None or a path to a ``.weights.h5`` file saved by this package)."""
-    if weights is None:
-        return model
-    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".weights.h5"):
-        raise ValueError(
-            "`weights` must be None, 'imagenet' or a path to a '.weights.h5' file; "
-            f"got {weights!r}."
-        )
-    if not os.path.exists(weights):
-        raise ValueError(f"`weights` file {str(weights)!r} does not exist.")
-    model.load_weights(weights)
-    return model
+    for destination, weights in pairs:
+        destination.set_weights(weights)

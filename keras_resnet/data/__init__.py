@@ -1,0 +1,96 @@
+"""Datasets and the paper's augmentations as ``tf.data`` pipelines.
+
+:func:`load` returns a batched, prefetched ``tf.data.Dataset`` of ``(images, labels)`` (float32
+NHWC images, int32 labels) and a :class:`DatasetInfo` describing how the images were made.
+Three sources:
+
+- ``"digits"``: scikit-learn's bundled 8x8 handwritten digits (1797 images, no network),
+  scaled to 0..255, resized to 32x32 and repeated to 3 channels, so ``ResNet20()`` takes them.
+  Fixed stratified split (seed 0): ``"test"`` 20% (360), ``"validation"`` 10% of the rest (144),
+  ``"train"`` the remaining 1293.
+- any tensorflow-datasets image classification dataset by name (``"cifar10"``,
+  ``"imagenette"``, ``"imagenet2012"`` with ``manual_dir``, ...). Splits ``"train"``,
+  ``"validation"``, ``"test"``, raw tfds split strings (``"train[:10%]"``) and, for CIFAR, the
+  paper's 45k/5k split (§4.2): ``"train45k"`` = ``"train[:45000]"``, ``"val5k"`` =
+  ``"train[45000:]"``.
+- a directory ``root/<class_name>/*.{jpg,jpeg,png,bmp,gif}`` (class names sorted). With
+  ``root/train`` and ``root/test`` (and optionally ``root/validation``) those are the splits;
+  otherwise each file goes to ``"train"`` / ``"validation"`` / ``"test"`` (80/10/10) by a hash
+  of its path relative to ``root``, so the split is stable across machines and runs.
+
+Every ``DatasetInfo`` carries the ``ImagePreprocessing`` its images follow (what a model
+trained on them carries). A dataset's own normalisation is ``image_uint8 / 255 - mean`` with
+``mean`` in the same [0, 1] units: the per-pixel mean image of the training split for
+CIFAR-style data (§4.2), the per-channel ImageNet mean for ImageNet-style data (§3.4; the
+paper's per-pixel mean of a 224 crop is not published, and per-channel is what it reduces to
+under random crops; used for every ImageNet-style dataset). No division by a standard
+deviation: the paper only subtracts the mean. The mean image always comes from the dataset's
+whole "train" split (also for "train45k"/"val5k": the 5k held-out images add to it, a
+negligible leak that keeps one mean per dataset); for tfds and folders it is computed in one
+pass and cached as ``.npy`` under ``data_dir/keras_resnet`` or ``$KERAS_HOME/keras_resnet``
+(default ``~/.keras/keras_resnet``).
+
+Two preprocessing styles, picked by ``augment="auto"`` from the images' native size:
+
+- ``"cifar"`` (side <= 64): images resized to ``image_size`` square (default 32; identity for
+  CIFAR itself). Training (§4.2): 4-pixel zero padding (of the mean-subtracted image, as in
+  the usual Torch recipe; ``4 * image_size / 32`` pixels at other sizes), a random crop back to
+  ``image_size`` and a horizontal flip (no flip for digits: a mirrored digit is another
+  digit). Evaluation: the single image.
+- ``"imagenet"`` (larger): training (§3.4): shorter side resized to a random length in
+  [256, 480], random 224x224 crop, horizontal flip, AlexNet-style PCA colour augmentation.
+  Evaluation: shorter side resized to 256, centre 224 crop; or the 10-crop test of §3.4.
+  ``image_size`` scales every length by ``image_size / 224``.
+
+10-crop evaluation (``load(..., ten_crop=True)`` or :func:`ten_crop`) yields images
+``(batch * 10, s, s, 3)``, image-major (rows ``10*i .. 10*i+9`` belong to image ``i``), with
+labels ``(batch,)``; :func:`average_crops` turns ``(batch * 10, classes)`` scores back into
+``(batch, classes)``.
+"""
+
+from keras_resnet.data.images import (
+    CIFAR_PADDING,
+    CIFAR_SIZE,
+    IMAGENET_CROP,
+    IMAGENET_EIGENVALUES,
+    IMAGENET_EIGENVECTORS,
+    IMAGENET_EVAL_SIDE,
+    IMAGENET_MEAN,
+    IMAGENET_TRAIN_SIDES,
+    SCALE,
+    average_crops,
+    center_crop,
+    cifar_augment,
+    imagenet_augment,
+    imagenet_sides,
+    normalize,
+    pca_lighting,
+    preprocess,
+    resize_shorter_side,
+    resize_to_uint8,
+    ten_crop,
+)
+from keras_resnet.data.pipeline import (
+    AUGMENTATIONS,
+    TRAINING_SPLITS,
+    DatasetInfo,
+    as_numpy,
+    augment_image,
+    load,
+)
+from keras_resnet.data.sources import (
+    IMAGE_EXTENSIONS,
+    SPLIT_ALIASES,
+    STANDARD_SPLITS,
+    tfds_split,
+)
+
+__all__ = [
+    "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DatasetInfo", "IMAGENET_CROP",
+    "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN",
+    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "SCALE", "SPLIT_ALIASES", "STANDARD_SPLITS",
+    "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops", "center_crop",
+    "cifar_augment", "imagenet_augment", "imagenet_sides", "load", "normalize",
+    "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
+    "tfds_split",
+]

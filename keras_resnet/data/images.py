@@ -1,0 +1,295 @@
+"""Image operations in TensorFlow, usable inside ``tf.data``, ``tf.function`` and SavedModel
+signatures: the resize policies and normalisation of ``ImagePreprocessing``, and the paper's
+augmentations (§3.4, §4.2) and 10-crop testing.
+"""
+
+import tensorflow as tf
+
+from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing  # noqa: F401
+
+SCALE = 1.0 / 255.0
+# ImageNet pixel covariance in [0, 1] units (RGB): eigenvalues and eigenvectors (columns), for
+# AlexNet-style PCA colour augmentation.
+IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+PCA_STDDEV = 0.1
+
+# §3.4 lengths at the paper's 224 crop; ``image_size`` scales them.
+IMAGENET_CROP = 224
+IMAGENET_TRAIN_SIDES = (256, 480)
+IMAGENET_EVAL_SIDE = 256
+CIFAR_SIZE = 32
+CIFAR_PADDING = 4
+
+
+
+def _to_rgb(images):
+    """Grayscale -> RGB (repeat), RGBA -> RGB (drop alpha); last axis is channels."""
+    channels = images.shape[-1]
+    if channels == 3:
+        return images
+    if channels == 1:
+        return tf.repeat(images, 3, axis=-1)
+    if channels == 4:
+        return images[..., :3]
+    if channels is None:
+        return tf.cond(
+            tf.equal(tf.shape(images)[-1], 1),
+            lambda: tf.repeat(images[..., :1], 3, axis=-1),
+            lambda: images[..., :3],
+        )
+    raise ValueError(f"`images` must have 1, 3 or 4 channels; got shape {images.shape}.")
+
+
+def resize_to_uint8(images, size, method="bilinear"):
+    """Resize to ``size`` (an int for a square, or (height, width)), rounded back to uint8
+    (identity at the same size)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    resized = tf.image.resize(images, size, method=method)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def resize_shorter_side(images, size, method="bilinear"):
+    """Resize so that the shorter side is ``size``, keeping the aspect ratio (bilinear).
+
+    Args:
+        images: ``(h, w, c)`` or ``(batch, h, w, c)`` tensor.
+        size: int or scalar int tensor.
+        method: "bilinear" or "bicubic".
+
+    Returns:
+        float32 tensor.
+
+    Example:
+        >>> resize_shorter_side(tf.zeros((300, 400, 3)), 256).shape  # (256, 341, 3)
+    """
+    shape = tf.shape(images)
+    height = tf.cast(shape[-3], tf.float32)
+    width = tf.cast(shape[-2], tf.float32)
+    size = tf.cast(size, tf.float32)
+    ratio = size / tf.minimum(height, width)
+    new_height = tf.cast(tf.maximum(tf.round(height * ratio), size), tf.int32)
+    new_width = tf.cast(tf.maximum(tf.round(width * ratio), size), tf.int32)
+    return tf.image.resize(
+        tf.cast(images, tf.float32), tf.stack([new_height, new_width]), method=method
+    )
+
+
+def center_crop(images, crop_size):
+    """The central ``crop_size`` window (an int for a square, or (height, width)) of
+    ``(h, w, c)`` or ``(b, h, w, c)`` images.
+
+    Example:
+        >>> center_crop(tf.zeros((256, 341, 3)), 224).shape
+        TensorShape([224, 224, 3])
+    """
+    height, width = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    shape = tf.shape(images)
+    top = (shape[-3] - height) // 2
+    left = (shape[-2] - width) // 2
+    return tf.image.crop_to_bounding_box(images, top, left, height, width)
+
+
+def ten_crop(images, crop_size):
+    """The 10 crops of §3.4's testing: 4 corners and centre, and their horizontal mirrors.
+
+    Args:
+        images: ``(batch, h, w, c)`` tensor with ``h, w >= crop_size``.
+        crop_size: side of the square crops.
+
+    Returns:
+        ``(batch * 10, crop_size, crop_size, c)``, image-major: rows ``10*i .. 10*i+9`` are
+        image ``i``'s top-left, top-right, bottom-left, bottom-right and centre crops, then the
+        same five mirrored left-right. Average a model's outputs with
+        :func:`average_crops` (``reshape(batch, 10, classes).mean(1)``).
+
+    Example:
+        >>> ten_crop(tf.zeros((2, 256, 256, 3)), 224).shape  # (20, 224, 224, 3)
+    """
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    offsets = [
+        (0, 0),
+        (0, width - crop_size),
+        (height - crop_size, 0),
+        (height - crop_size, width - crop_size),
+        ((height - crop_size) // 2, (width - crop_size) // 2),
+    ]
+    crops = [
+        tf.image.crop_to_bounding_box(images, top, left, crop_size, crop_size)
+        for top, left in offsets
+    ]
+    crops += [tf.reverse(crop, axis=[2]) for crop in crops]
+    stacked = tf.stack(crops, axis=1)  # (batch, 10, crop, crop, c)
+    return tf.reshape(stacked, tf.concat([[-1, crop_size, crop_size], shape[3:]], axis=0))
+
+
+def average_crops(predictions, num_crops=10):
+    """Average per-crop predictions ``(batch * num_crops, ...)`` to ``(batch, ...)``.
+
+    The inverse of :func:`ten_crop`'s layout (§3.4: "average the scores").
+
+    Example:
+        >>> probs = average_crops(model(ten_crop(images, 224)))
+    """
+    predictions = tf.convert_to_tensor(predictions)
+    shape = tf.shape(predictions)
+    grouped = tf.reshape(predictions, tf.concat([[-1, num_crops], shape[1:]], axis=0))
+    return tf.reduce_mean(grouped, axis=1)
+
+
+def cifar_augment(image, seed, *, padding=CIFAR_PADDING, flip=True):
+    """§4.2: zero-pad ``padding`` pixels per side, random crop back, random horizontal flip.
+
+    Args:
+        image: ``(h, w, c)`` float image (already mean-subtracted: the padding is zeros).
+        seed: shape ``[2]`` int seed of the stateless random ops.
+        padding: pixels added per side (the crop moves by at most this much).
+        flip: whether to flip left-right with probability 1/2.
+
+    Returns:
+        An ``(h, w, c)`` tensor: ``image`` translated by at most ``padding`` pixels.
+
+    Example:
+        >>> cifar_augment(tf.zeros((32, 32, 3)), seed=[0, 1]).shape  # (32, 32, 3)
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    image = tf.image.stateless_random_crop(padded, shape, seed=crop_seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image
+
+
+def imagenet_sides(image_size=IMAGENET_CROP):
+    """§3.4's lengths scaled to ``image_size``: ((min, max) train shorter side, eval side).
+
+    Example:
+        >>> imagenet_sides(64)  # ((73, 137), 73)
+    """
+    factor = image_size / IMAGENET_CROP
+    low, high = (int(round(side * factor)) for side in IMAGENET_TRAIN_SIDES)
+    return (low, high), int(round(IMAGENET_EVAL_SIDE * factor))
+
+
+def imagenet_augment(image, seed, *, image_size=IMAGENET_CROP, sides=None, flip=True):
+    """§3.4: shorter side resized to a random length in ``sides``, random square crop, flip.
+
+    Args:
+        image: ``(h, w, c)`` image (any size).
+        seed: shape ``[2]`` int seed of the stateless random ops.
+        image_size: side of the crop.
+        sides: ``(min, max)`` shorter side; defaults to [256, 480] scaled by image_size/224.
+        flip: whether to flip left-right with probability 1/2.
+
+    Returns:
+        float32 ``(image_size, image_size, c)`` tensor in the input's units.
+
+    Example:
+        >>> imagenet_augment(tf.zeros((375, 500, 3), tf.uint8), [0, 1]).shape  # (224, 224, 3)
+    """
+    low, high = sides or imagenet_sides(image_size)[0]
+    side_seed, crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3)
+    )
+    side = tf.random.stateless_uniform(
+        [], side_seed, minval=low, maxval=high + 1, dtype=tf.int32
+    )
+    image = resize_shorter_side(image, side)
+    channels = tf.shape(image)[-1]
+    image = tf.image.stateless_random_crop(
+        image, tf.stack([image_size, image_size, channels]), seed=crop_seed
+    )
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image
+
+
+def pca_lighting(image, seed, stddev=PCA_STDDEV):
+    """AlexNet-style PCA colour augmentation (§3.4, after Krizhevsky et al. 2012).
+
+    Adds ``eigenvectors @ (alpha * eigenvalues)`` with ``alpha ~ N(0, stddev)`` (one draw per
+    image) to every pixel of an RGB image in [0, 1] units, using ImageNet's eigenvalues and
+    eigenvectors (:data:`IMAGENET_EIGENVALUES`, :data:`IMAGENET_EIGENVECTORS`).
+
+    Example:
+        >>> pca_lighting(tf.zeros((224, 224, 3)), seed=[0, 1])  # a constant colour shift
+    """
+    alpha = tf.random.stateless_normal([3], seed, stddev=stddev)
+    shift = tf.linalg.matvec(
+        tf.constant(IMAGENET_EIGENVECTORS, tf.float32),
+        alpha * tf.constant(IMAGENET_EIGENVALUES, tf.float32),
+    )
+    return image + shift
+
+
+def normalize(images, preprocessing):
+    """``(images[..., order] * scale - mean) / std`` of resized 0..255 images, per
+    ``preprocessing`` (an ``ImagePreprocessing``).
+
+    Example:
+        >>> normalize(tf.fill((1, 32, 32, 3), 255), ImagePreprocessing(32)).numpy().max()
+        1.0
+    """
+    x = tf.cast(images, tf.float32)
+    if preprocessing.channel_order == "bgr":
+        x = x[..., ::-1]
+    x = x * preprocessing.scale - tf.constant(preprocessing.mean, tf.float32)
+    if preprocessing.std is not None:
+        x = x / tf.constant(preprocessing.std, tf.float32)
+    return x
+
+
+def as_preprocessing(preprocessing):
+    """The ``ImagePreprocessing`` of ``preprocessing``, a ``DatasetInfo`` or an
+    ``ImagePreprocessing``."""
+    preprocessing = getattr(preprocessing, "preprocessing", preprocessing)
+    if not isinstance(preprocessing, ImagePreprocessing):
+        raise TypeError(
+            "`preprocessing` must be an ImagePreprocessing (or a DatasetInfo); got "
+            f"{type(preprocessing).__name__}."
+        )
+    return preprocessing
+
+
+def preprocess(images, preprocessing):
+    """Evaluation preprocessing of a batch of images, as the model expects them.
+
+    Pure TF ops, so it can sit in a SavedModel signature. ``"direct"``: resize to the model
+    input (identity when already that size); ``"shorter_side"``: shorter side to
+    ``resize_size``, centre crop. Then :func:`normalize`.
+
+    Args:
+        images: ``(batch, h, w, c)`` uint8 (or numbers in 0..255), c = 1, 3 or 4.
+        preprocessing: an ``ImagePreprocessing`` (``keras_resnet.preprocessing.of(model)``)
+            or a ``DatasetInfo``.
+
+    Returns:
+        float32 ``(batch, height, width, 3)``.
+
+    Example:
+        >>> preprocess(tf.zeros((2, 8, 8, 1), tf.uint8), ImagePreprocessing(32)).shape
+        TensorShape([2, 32, 32, 3])
+    """
+    preprocessing = as_preprocessing(preprocessing)
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
+    images = _to_rgb(images)
+    method = preprocessing.interpolation
+    if preprocessing.resize == "shorter_side":
+        images = resize_shorter_side(images, preprocessing.resize_size, method)
+        images = center_crop(images, preprocessing.image_size)
+    else:
+        if images.dtype != tf.uint8:
+            images = tf.clip_by_value(tf.round(tf.cast(images, tf.float32)), 0.0, 255.0)
+        images = resize_to_uint8(images, preprocessing.image_size, method)
+    return normalize(images, preprocessing)

@@ -1,0 +1,396 @@
+"""``load``: a source, the preprocessing, the paper's augmentation and ``tf.data`` plumbing."""
+
+import dataclasses
+import os
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet.blocks import check_choice, check_positive_int
+from keras_resnet.data.images import (
+    CIFAR_PADDING,
+    CIFAR_SIZE,
+    IMAGENET_CROP,
+    SCALE,
+    cifar_augment,
+    imagenet_augment,
+    imagenet_sides,
+    normalize,
+    pca_lighting,
+    preprocess,
+    resize_shorter_side,
+    resize_to_uint8,
+    ten_crop,
+    _to_rgb,
+)
+from keras_resnet.data.means import mean_image
+from keras_resnet.data.sources import get_source
+from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
+
+AUTOTUNE = tf.data.AUTOTUNE
+AUGMENTATIONS = ("auto", "cifar", "imagenet", None)
+TRAINING_SPLITS = ("train", "train45k")
+CIFAR_MAX_SIDE = 64
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetInfo:
+    """What :func:`load` made: the dataset's metadata and the model's preprocessing.
+
+    Attributes:
+        name: the dataset: "digits", a tfds name or a directory path.
+        split: the split as given to :func:`load`.
+        num_examples: images in the split (before sharding), or None if unknown.
+        preprocessing: the ``ImagePreprocessing`` the images follow (what a model trained on
+            them carries): size, resize policy, mean (the per-pixel mean image for CIFAR-style
+            data, §4.2), class names.
+        augmentation: "cifar", "imagenet" or None (the training augmentation applied).
+        padding: CIFAR-style zero padding before the random crop (and for 10-crop).
+        train_sides: ImageNet-style ``(min, max)`` random shorter side, or None.
+        horizontal_flip: whether training flips images.
+        ten_crop: whether each batch holds 10 crops per image (see ``ten_crop``).
+    """
+
+    name: str
+    split: str
+    num_examples: object
+    preprocessing: ImagePreprocessing
+    augmentation: object = None
+    padding: int = CIFAR_PADDING
+    train_sides: object = None
+    horizontal_flip: bool = True
+    ten_crop: bool = False
+
+    @property
+    def class_names(self):
+        return self.preprocessing.class_names
+
+    @property
+    def num_classes(self):
+        return self.preprocessing.num_classes
+
+    @property
+    def image_shape(self):
+        return (*self.preprocessing.image_size, 3)
+
+    @property
+    def mean(self):
+        return self.preprocessing.mean
+
+    def to_config(self):
+        """A JSON-serializable dict; ``DatasetInfo.from_config(info.to_config())`` rebuilds it.
+
+        Example:
+            >>> info = load("digits", "test", 32)[1]
+            >>> DatasetInfo.from_config(info.to_config()).num_classes
+            10
+        """
+        config = dataclasses.asdict(self)
+        config["preprocessing"] = self.preprocessing.get_config()
+        config["train_sides"] = None if self.train_sides is None else list(self.train_sides)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild a ``DatasetInfo`` from :meth:`to_config`'s dict."""
+        config = dict(config)
+        config["preprocessing"] = ImagePreprocessing.from_config(config["preprocessing"])
+        return cls(**config)
+
+
+def _check_arguments(name, split, batch_size, training, augment, image_size, seed,
+                     shuffle_buffer, input_context, cache, drop_remainder, deterministic,
+                     preprocessing):
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"`name` must be a str or path; got {type(name).__name__}.")
+    if not isinstance(split, str):
+        raise TypeError(f"`split` must be a str; got {type(split).__name__}.")
+    check_positive_int("batch_size", batch_size)
+    for argument, value in (("training", training), ("drop_remainder", drop_remainder)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"`{argument}` must be None, True or False; got {value!r}.")
+    check_choice("augment", augment, AUGMENTATIONS)
+    if image_size is not None:
+        check_positive_int("image_size", image_size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"`seed` must be None or an int; got {seed!r}.")
+    check_positive_int("shuffle_buffer", shuffle_buffer)
+    if input_context is not None and not isinstance(input_context, tf.distribute.InputContext):
+        raise TypeError(
+            "`input_context` must be None or a tf.distribute.InputContext; got "
+            f"{type(input_context).__name__}."
+        )
+    if not isinstance(cache, bool):
+        raise ValueError(f"`cache` must be True or False; got {cache!r}.")
+    if deterministic and training and seed is None:
+        raise ValueError(
+            "`deterministic=True` with `training=True` needs a `seed` (the shuffle and the "
+            "augmentation are random); got seed=None."
+        )
+    if preprocessing is not None:
+        if not isinstance(preprocessing, ImagePreprocessing):
+            raise TypeError(
+                "`preprocessing` must be None or an ImagePreprocessing; got "
+                f"{type(preprocessing).__name__}."
+            )
+        if image_size is not None and (image_size, image_size) != preprocessing.image_size:
+            raise ValueError(
+                f"`image_size` {image_size} differs from the preprocessing's "
+                f"{preprocessing.image_size}; pass one of them."
+            )
+
+
+def _style(source, augment, preprocessing):
+    """"cifar" or "imagenet": the preprocessing and augmentation family of the images."""
+    if preprocessing is not None:
+        return "cifar" if preprocessing.resize == "direct" else "imagenet"
+    if augment in ("cifar", "imagenet"):
+        return augment
+    small = source.native_side is not None and source.native_side <= CIFAR_MAX_SIDE
+    return "cifar" if small else "imagenet"
+
+
+def _make_preprocessing(source, style, image_size, data_dir):
+    """The dataset's own preprocessing: §4.2's per-pixel mean for CIFAR-style images, §3.4's
+    resize 256 / crop 224 and per-channel mean for ImageNet-style ones."""
+    if style == "cifar":
+        size = image_size or CIFAR_SIZE
+        return ImagePreprocessing(
+            (size, size), "direct", mean=mean_image(source, size, data_dir),
+            class_names=source.class_names, source=str(source.name),
+        )
+    size = image_size or IMAGENET_CROP
+    return ImagePreprocessing(
+        (size, size), "shorter_side", imagenet_sides(size)[1], mean=IMAGENET_MEAN,
+        class_names=source.class_names, source=str(source.name),
+    )
+
+
+def _augmentation(style, preprocessing):
+    """``(padding, train_sides)``: §4.2's 4-pixel padding, or §3.4's [256, 480] shorter side,
+    both scaled to the input size."""
+    size = preprocessing.image_size[0]
+    if style == "cifar":
+        return int(round(CIFAR_PADDING * size / CIFAR_SIZE)), None
+    return 0, imagenet_sides(size)[0]
+
+
+def load(
+    name="digits",
+    split="train",
+    batch_size=128,
+    training=None,
+    *,
+    data_dir=None,
+    download=True,
+    image_size=None,
+    augment="auto",
+    preprocessing=None,
+    seed=None,
+    deterministic=False,
+    cache=True,
+    shuffle_buffer=10_000,
+    input_context=None,
+    drop_remainder=None,
+    ten_crop=False,
+    manual_dir=None,
+    skip_unreadable=False,
+):
+    """A batched, prefetched dataset of ``(images, labels)`` and its :class:`DatasetInfo`.
+
+    Args:
+        name: "digits", a directory of class folders, or a tfds dataset name.
+        split: "train", "validation", "test"; for cifar10/cifar100 also "train45k" and
+            "val5k" (§4.2); for tfds also raw split strings ("train[:10%]").
+        batch_size: global batch size (per replica with ``input_context``).
+        training: shuffle and augment; defaults to ``split in ("train", "train45k")``.
+        data_dir: tfds data directory; also where mean images are cached (else
+            ``$KERAS_HOME/keras_resnet``, default ``~/.keras/keras_resnet``).
+        download: let tfds download and prepare the dataset.
+        image_size: model input side; default 32 (CIFAR style) or 224 (ImageNet style).
+        augment: "auto" ("cifar" for images of side <= 64, else "imagenet"), "cifar",
+            "imagenet" or None (no augmentation; preprocessing still follows "auto").
+        preprocessing: an ``ImagePreprocessing`` to follow instead of the dataset's own
+            (a pretrained model's, for fine-tuning): its size, resize policy and
+            normalisation; the class names are the dataset's. Its resize policy picks the
+            augmentation ("direct": CIFAR style, "shorter_side": ImageNet style).
+        seed: seeds the shuffle and the stateless augmentation ops; with the same seed (and
+            the same global TF seed) two loads give identical batches.
+        deterministic: keep element order deterministic (``tf.data.Options.deterministic``);
+            needs ``seed`` when training. Evaluation pipelines are always deterministic.
+        cache: cache decoded CIFAR-style images in memory before the random augmentation
+            (ImageNet-style images, at full size, are never cached).
+        shuffle_buffer: shuffle buffer size (training only).
+        input_context: a ``tf.distribute.InputContext`` (from
+            ``strategy.distribute_datasets_from_function``): this pipeline reads shard
+            ``input_pipeline_id`` of ``num_input_pipelines`` and batches
+            ``input_context.get_per_replica_batch_size(batch_size)``.
+        drop_remainder: drop the last partial batch; defaults to ``training``.
+        ten_crop: yield the 10 crops of ``ten_crop`` per image (evaluation only): images
+            ``(batch * 10, s, s, 3)``, labels ``(batch,)``; average with
+            ``average_crops``. CIFAR-style crops come from the zero-padded image.
+        manual_dir: tfds manual download directory (imagenet2012).
+        skip_unreadable: in image folders, skip undecodable files (with a warning) instead of
+            raising.
+
+    Returns:
+        ``(dataset, info)``: images float32 ``(batch,) + info.image_shape`` normalised by
+        ``info.preprocessing``; labels int32 ``(batch,)``.
+
+    Example:
+        >>> train, info = load("digits", "train", batch_size=64, seed=0)
+        >>> info.num_examples, info.image_shape
+        (1293, (32, 32, 3))
+    """
+    if training is None:
+        training = split in TRAINING_SPLITS
+    _check_arguments(name, split, batch_size, training, augment, image_size, seed,
+                     shuffle_buffer, input_context, cache, drop_remainder, deterministic,
+                     preprocessing)
+    if ten_crop and training:
+        raise ValueError("`ten_crop=True` is for evaluation; got training=True.")
+    source = get_source(
+        name, data_dir=data_dir, download=download, manual_dir=manual_dir,
+        training=training, seed=seed, skip_unreadable=skip_unreadable,
+    )
+    style = _style(source, augment, preprocessing)
+    if preprocessing is None:
+        preprocessing = _make_preprocessing(source, style, image_size, data_dir)
+    else:
+        preprocessing = preprocessing.with_class_names(source.class_names)
+    padding, train_sides = _augmentation(style, preprocessing)
+    dataset, num_examples = source.make(split)
+    info = DatasetInfo(
+        name=source.name, split=split, num_examples=num_examples, preprocessing=preprocessing,
+        augmentation=style if augment is not None else None, padding=padding,
+        train_sides=train_sides, horizontal_flip=source.flip, ten_crop=bool(ten_crop),
+    )
+    dataset = _pipeline(dataset, source, info, style, batch_size, training, seed, cache,
+                        shuffle_buffer, input_context,
+                        training if drop_remainder is None else drop_remainder, deterministic)
+    return dataset, info
+
+
+def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, shuffle_buffer,
+              input_context, drop_remainder, deterministic):
+    """Decode, cache, shuffle, augment or preprocess, batch, shard and prefetch."""
+    batch, pipeline_id = batch_size, 0
+    if input_context is not None:
+        batch = input_context.get_per_replica_batch_size(batch_size)
+        pipeline_id = input_context.input_pipeline_id
+        dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
+    size = info.preprocessing.image_size
+
+    def decode(encoded, label):
+        image = source.decode(encoded)
+        if style == "cifar":  # fixed small size: resize once, before the cache
+            image = resize_to_uint8(image, size, info.preprocessing.interpolation)
+        return image, tf.cast(label, tf.int32)
+
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache and style == "cifar":
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if training and info.augmentation is not None:
+        augment_seed = None
+        if seed is not None:
+            augment_seed = zlib.crc32(f"{seed}/augment/{pipeline_id}".encode()) & 0x7FFFFFFF
+        seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
+        transform = lambda example, s: (_train_one(example[0], s, info), example[1])
+    elif info.ten_crop:
+        transform = lambda image, label: (_ten_crop_one(image, info), label)
+    else:
+        transform = lambda image, label: (preprocess(image[None], info)[0], label)
+    dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(batch, drop_remainder=drop_remainder)
+    if info.ten_crop:
+        dataset = dataset.map(
+            lambda images, labels: (tf.reshape(images, (-1, *size, 3)), labels)
+        )
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic or not training)
+    if input_context is not None:  # already sharded above
+        policy = tf.data.experimental.AutoShardPolicy.OFF
+    elif source.from_files:
+        policy = tf.data.experimental.AutoShardPolicy.AUTO
+    else:  # in-memory arrays or lists of paths: shard the elements
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = policy
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _train_one(image, seed, info):
+    """The training augmentation of one uint8 image, per ``info`` (§4.2 or §3.4)."""
+    preprocessing = info.preprocessing
+    if preprocessing.resize == "direct":
+        image = resize_to_uint8(image, preprocessing.image_size, preprocessing.interpolation)
+        image = normalize(image, preprocessing)  # then pad with zeros = the mean (§4.2)
+        return cifar_augment(image, seed, padding=info.padding, flip=info.horizontal_flip)
+    geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = imagenet_augment(
+        image, geometry_seed, image_size=preprocessing.image_size[0], sides=info.train_sides,
+        flip=info.horizontal_flip,
+    )
+    image = pca_lighting(image * SCALE, colour_seed) / SCALE  # §3.4, in [0, 1] units
+    return normalize(image, preprocessing)
+
+
+def augment_image(image, seed, info):
+    """Training augmentation of one ``(h, w, c)`` uint8 image as :func:`load` does it.
+
+    Args:
+        image: ``(h, w, c)`` uint8 image.
+        seed: shape ``[2]`` int seed of the stateless random ops.
+        info: the :class:`DatasetInfo` of the dataset.
+
+    Returns:
+        float32 ``info.image_shape`` tensor, normalised (the evaluation preprocessing when
+        ``info.augmentation`` is None).
+
+    Example:
+        >>> info = load("digits", "train", 32)[1]
+        >>> augment_image(tf.zeros((8, 8, 1), tf.uint8), [0, 1], info).shape
+        TensorShape([32, 32, 3])
+    """
+    image = _to_rgb(tf.convert_to_tensor(image))
+    if info.augmentation is None:
+        return preprocess(image[None], info)[0]
+    return _train_one(image, seed, info)
+
+
+def _ten_crop_one(image, info):
+    """(10, s, s, 3) crops of one uint8 image: ImageNet style from the eval resize, CIFAR
+    style from the normalised image zero-padded by ``info.padding``."""
+    preprocessing = info.preprocessing
+    size = preprocessing.image_size
+    if preprocessing.resize == "shorter_side":
+        image = resize_shorter_side(image, preprocessing.resize_size, preprocessing.interpolation)
+        image = normalize(image, preprocessing)
+    else:
+        image = normalize(resize_to_uint8(image, size, preprocessing.interpolation), preprocessing)
+        p = info.padding
+        image = tf.pad(image, [[p, p], [p, p], [0, 0]])
+    return ten_crop(image[None], size[0])
+
+
+def as_numpy(dataset, limit=None):
+    """``(images, labels)`` NumPy arrays of a batched dataset (at most ``limit`` images).
+
+    Example:
+        >>> images, labels = as_numpy(load("digits", "test", 64)[0])
+        >>> images.shape
+        (360, 32, 32, 3)
+    """
+    images, labels = [], []
+    count = 0
+    for x, y in dataset.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+        count += len(y)
+        if limit is not None and count >= limit:
+            break
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return (images, labels) if limit is None else (images[:limit], labels[:limit])

@@ -1,0 +1,313 @@
+"""The one description of what a model's inputs must be: :class:`ImagePreprocessing`.
+
+A model expects images prepared in one particular way: resized by some policy to its input
+size, channels in some order, scaled, mean subtracted, maybe divided by a standard deviation.
+Pretrained weights fix that recipe (torchvision: ImageNet mean and std; keras.applications:
+Caffe's BGR mean), a data pipeline fixes it for a model trained here (the paper's per-pixel
+mean, §4.2), and export, predict, serving, evaluation and fine-tuning must all repeat it
+exactly. :class:`ImagePreprocessing` holds it, with the class names, as a registered Keras
+layer that sits right after the model's input and computes nothing (identity), so Keras' own
+saving stores it inside the ``.keras`` file and every backend reads it back.
+
+    normalised = (pixels[..., channel_order] * scale - mean) / std
+
+with ``pixels`` in 0..255 (RGB), after the resize policy:
+
+- ``"direct"``: resize to the model's input size (CIFAR-style data, digits);
+- ``"shorter_side"``: resize the shorter side to ``resize_size``, then centre-crop the input
+  size (ImageNet evaluation, §3.4: 256 then 224).
+
+Nothing here imports TensorFlow; the ``tf.data`` and SavedModel versions of the same steps
+are in ``keras_resnet.data``.
+
+Example:
+    >>> model = keras_resnet.ResNet20()
+    >>> of(model).class_names[:3]
+    ['0', '1', '2']
+"""
+
+import json
+
+import keras
+import numpy as np
+
+RESIZE_POLICIES = ("direct", "shorter_side")
+INTERPOLATIONS = ("bilinear", "bicubic")
+CHANNEL_ORDERS = ("rgb", "bgr")
+LAYER_NAME = "preprocessing"
+
+# ImageNet statistics in [0, 1] units, RGB (torchvision, timm, keras-hub).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# keras.applications' "caffe" mode: BGR order, mean in 0..255 units, no scaling.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _check_choice(argument, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"`{argument}` must be one of {', '.join(map(repr, allowed))}; got {value!r}."
+        )
+
+
+def _positive_int(argument, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{argument}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class ImagePreprocessing(keras.layers.Layer):
+    """How a model's inputs are made from images, and what its outputs are called.
+
+    An identity layer: it sits after the model's ``Input`` and carries the recipe in its
+    config, so ``model.save`` / ``keras.saving.load_model`` keep it. Read it with
+    :func:`of`.
+
+    Args:
+        image_size: ``(height, width)`` of the model input.
+        resize: "direct" (resize to ``image_size``) or "shorter_side" (shorter side to
+            ``resize_size``, then a centre crop of ``image_size``).
+        resize_size: the shorter side for "shorter_side"; default ``image_size[0]``.
+        interpolation: "bilinear" or "bicubic".
+        channel_order: "rgb" or "bgr" (Caffe-trained weights).
+        scale: multiplies the 0..255 pixels (1/255 gives [0, 1]).
+        mean: subtracted after scaling: one value per channel, or a per-pixel mean image
+            ``(height, width, channels)`` (the paper's CIFAR preprocessing, §4.2).
+        std: None, or one value per channel to divide by.
+        class_names: the name of each output class (index = class id), or None.
+        source: where the recipe comes from ("digits", "torchvision_v1", ...).
+
+    Example:
+        >>> p = ImagePreprocessing((224, 224), "shorter_side", 256, mean=IMAGENET_MEAN,
+        ...                        std=IMAGENET_STD, class_names=None)
+        >>> p.normalize(np.full((1, 224, 224, 3), 255.0)).shape
+        (1, 224, 224, 3)
+    """
+
+    def __init__(
+        self,
+        image_size,
+        resize="direct",
+        resize_size=None,
+        interpolation="bilinear",
+        channel_order="rgb",
+        scale=1.0 / 255.0,
+        mean=(0.0, 0.0, 0.0),
+        std=None,
+        class_names=None,
+        source=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", LAYER_NAME)
+        super().__init__(**kwargs)
+        if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+            image_size = (image_size, image_size)
+        if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
+            raise ValueError(f"`image_size` must be (height, width); got {image_size!r}.")
+        self.image_size = tuple(_positive_int("image_size", s) for s in image_size)
+        _check_choice("resize", resize, RESIZE_POLICIES)
+        self.resize = resize
+        self.resize_size = _positive_int(
+            "resize_size", self.image_size[0] if resize_size is None else resize_size
+        )
+        if resize == "shorter_side" and self.resize_size < min(self.image_size):
+            raise ValueError(
+                f"`resize_size` {self.resize_size} is smaller than the crop {self.image_size}."
+            )
+        _check_choice("interpolation", interpolation, INTERPOLATIONS)
+        self.interpolation = interpolation
+        _check_choice("channel_order", channel_order, CHANNEL_ORDERS)
+        self.channel_order = channel_order
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+            raise ValueError(f"`scale` must be a positive number; got {scale!r}.")
+        self.scale = float(scale)
+        self.mean = np.asarray(mean, np.float32)
+        if self.mean.ndim not in (1, 3) or (
+            self.mean.ndim == 3 and self.mean.shape[:2] != self.image_size
+        ):
+            raise ValueError(
+                f"`mean` must hold one value per channel or be a {self.image_size} mean image "
+                f"with channels last; got shape {self.mean.shape}."
+            )
+        self.std = None if std is None else np.asarray(std, np.float32)
+        if self.std is not None and (self.std.ndim != 1 or np.any(self.std <= 0)):
+            raise ValueError(f"`std` must be None or positive values per channel; got {std!r}.")
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.source = source
+
+    # An identity in the model: the layer exists to be saved with it.
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    @property
+    def num_classes(self):
+        return None if self.class_names is None else len(self.class_names)
+
+    def normalize(self, pixels):
+        """``(pixels[..., order] * scale - mean) / std`` of resized 0..255 images (NumPy).
+
+        Example:
+            >>> of(model).normalize(uint8_images_of_the_input_size)
+        """
+        x = np.asarray(pixels, np.float32)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        x = x * self.scale - self.mean
+        return x if self.std is None else x / self.std
+
+    def with_class_names(self, class_names):
+        """A copy naming other classes (a new head after fine-tuning)."""
+        return ImagePreprocessing(**{**self.get_config(), "class_names": class_names})
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=list(self.image_size),
+            resize=self.resize,
+            resize_size=self.resize_size,
+            interpolation=self.interpolation,
+            channel_order=self.channel_order,
+            scale=self.scale,
+            mean=self.mean.tolist(),
+            std=None if self.std is None else self.std.tolist(),
+            class_names=self.class_names,
+            source=self.source,
+        )
+        return config
+
+    def to_json(self):
+        """The recipe alone as JSON, for files beside exports (TFLite, ONNX, SavedModel)."""
+        config = self.get_config()
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key, None)
+        return json.dumps(config, indent=2)
+
+    @classmethod
+    def from_json(cls, text):
+        """The inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+    def __eq__(self, other):
+        if not isinstance(other, ImagePreprocessing):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    __hash__ = keras.layers.Layer.__hash__
+
+    def __repr__(self):
+        mean = "mean image" if self.mean.ndim == 3 else f"mean={self.mean.tolist()}"
+        return (
+            f"ImagePreprocessing({self.image_size[0]}x{self.image_size[1]}, {self.resize}"
+            f"{f' {self.resize_size}' if self.resize == 'shorter_side' else ''}, "
+            f"{self.channel_order}, scale={self.scale:.6g}, {mean}, "
+            f"std={None if self.std is None else self.std.tolist()}, "
+            f"{self.num_classes} classes, source={self.source!r})"
+        )
+
+
+def imagenet(image_size=224, resize_size=256, class_names=None, source="imagenet",
+             interpolation="bilinear"):
+    """torchvision / timm / keras-hub style: RGB in [0, 1], ImageNet mean and std.
+
+    Example:
+        >>> imagenet().std.tolist()
+        [0.229, 0.224, 0.225]
+    """
+    return ImagePreprocessing(
+        image_size, "shorter_side", resize_size, interpolation, "rgb", 1.0 / 255.0,
+        IMAGENET_MEAN, IMAGENET_STD, class_names, source,
+    )
+
+
+def caffe(image_size=224, resize_size=256, class_names=None, source="keras_applications"):
+    """keras.applications' ResNet50/101/152 ("caffe" mode): BGR, 0..255, mean subtracted.
+
+    Example:
+        >>> caffe().channel_order
+        'bgr'
+    """
+    return ImagePreprocessing(
+        image_size, "shorter_side", resize_size, "bilinear", "bgr", 1.0, CAFFE_MEAN_BGR,
+        None, class_names, source,
+    )
+
+
+def default_for(model):
+    """What a model that carries no preprocessing gets: resize to its input, pixels / 255,
+    classes named by index.
+
+    Example:
+        >>> default_for(keras.applications.ResNet50(weights=None)).num_classes
+        1000
+    """
+    height, width = model.input_shape[1:3]
+    if height is None or width is None:
+        raise ValueError(
+            f"Model {model.name!r} has no fixed input size ({model.input_shape}) and carries no "
+            "preprocessing; attach one with keras_resnet.preprocessing.attach(model, ...)."
+        )
+    classes = model.output_shape[-1]
+    return ImagePreprocessing(
+        (height, width), class_names=[str(i) for i in range(classes)], source="default"
+    )
+
+
+def from_any_config(config):
+    """An ``ImagePreprocessing`` from its config, or from the dataset description that
+    keras_resnet 0.1 stored in ``.keras`` files and beside exports (``image_shape``, ``resize``,
+    ``resize_size``, ``scale``, ``mean``, ``class_names``).
+
+    Example:
+        >>> from_any_config(ImagePreprocessing(32).get_config()).image_size
+        (32, 32)
+    """
+    config = dict(config)
+    if "image_shape" in config:  # the 0.1 layout
+        return ImagePreprocessing(
+            tuple(config["image_shape"][:2]), config["resize"], config["resize_size"],
+            scale=config["scale"], mean=config["mean"], class_names=config["class_names"],
+            source=config.get("name"),
+        )
+    for key in ("trainable", "dtype"):
+        config.pop(key, None)
+    return ImagePreprocessing(**config)
+
+
+def of(model):
+    """The :class:`ImagePreprocessing` a model carries, or None.
+
+    Example:
+        >>> of(keras_resnet.ResNet20()).image_size
+        (32, 32)
+    """
+    found = [layer for layer in model.layers if isinstance(layer, ImagePreprocessing)]
+    return found[0] if found else None
+
+
+def attach(model, preprocessing):
+    """``model`` carrying ``preprocessing``: its own layer replaced, or one added after the input.
+
+    Layers (and weights) are shared with ``model``, not copied.
+
+    Example:
+        >>> model = attach(model, of(model).with_class_names(["cat", "dog"]))
+    """
+    if not isinstance(preprocessing, ImagePreprocessing):
+        raise TypeError(
+            "`preprocessing` must be an ImagePreprocessing; got "
+            f"{type(preprocessing).__name__}."
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
+    current = of(model)
+    if current is not None:
+        return keras.models.clone_model(
+            model,
+            clone_function=lambda layer: preprocessing if layer is current else layer,
+        )
+    inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
+    return keras.Model(inputs, model(preprocessing(inputs)), name=model.name)

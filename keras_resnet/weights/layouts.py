@@ -1,0 +1,313 @@
+"""Name mapping between keras_resnet models and other frameworks' checkpoints, as data.
+
+Ours: layers ``conv1``, ``conv1_bn``, blocks ``conv{s}_block{b}`` with sublayers ``conv1``,
+``bn1``, ..., ``shortcut_conv``, ``shortcut_bn``, and ``predictions``.
+
+- "torch" (torchvision, timm): ``conv1``, ``bn1``, ``layer{s-1}.{b-1}.conv1`` ...,
+  ``layer{s-1}.{b-1}.downsample.0/1``, ``fc``; conv kernels OIHW (ours HWIO), dense
+  (out, in) (ours (in, out)), BN ``weight, bias, running_mean, running_var``.
+- "keras_hub" (ResNetBackbone ``.weights.h5``): Keras saves layers by class and order
+  (``layers/conv2d_7/vars/0``), in the backbone's layer order, which per block is
+  ``KERAS_HUB_ORDER``; the classifier head is ``layers/dense`` of ``task.weights.h5``.
+
+Loading checks every name and shape before it sets any weight: a missing, extra or
+mis-shaped tensor is an error naming the first ones, and the model is left untouched.
+"""
+
+import dataclasses
+import os
+import re
+
+import keras
+import numpy as np
+
+_BLOCK = re.compile(r"^conv(\d+)_block(\d+)$")
+BLOCK_SUBLAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "shortcut_conv", "shortcut_bn")
+
+# Each layer type's variables in Keras' saving order, with their PyTorch parameter names.
+PARAMS = {
+    "conv": (("kernel", "weight"), ("bias", "bias")),
+    "dense": (("kernel", "weight"), ("bias", "bias")),
+    "bn": (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+           ("moving_variance", "running_var")),
+}
+# PyTorch layout ("torch"): our layer names -> torchvision/timm module names.
+TORCH_TOP = {"conv1": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+TORCH_BLOCK = {"conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "bn2": "bn2", "conv3": "conv3",
+               "bn3": "bn3", "shortcut_conv": "downsample.0", "shortcut_bn": "downsample.1"}
+TORCH_HEAD = ("fc.weight", "fc.bias")
+TORCH_IGNORED = (".num_batches_tracked",)  # a counter, no weight
+# keras-hub layout: the order a block's sublayers take in ResNetBackbone.layers (checked
+# against keras-hub 0.32 by tests/fixtures/make_torch_fixtures.py), by (block, projection).
+KERAS_HUB_ORDER = {
+    ("basic", False): ("conv1", "bn1", "conv2", "bn2"),
+    ("basic", True): ("conv1", "bn1", "shortcut_conv", "conv2", "shortcut_bn", "bn2"),
+    ("bottleneck", False): ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
+    ("bottleneck", True): ("conv1", "bn1", "conv2", "bn2", "shortcut_conv", "conv3",
+                           "shortcut_bn", "bn3"),
+}
+KERAS_HUB_CLASS = {"conv": "conv2d", "bn": "batch_normalization", "dense": "dense"}
+KERAS_HUB_HEAD = ("layers/dense/vars/0", "layers/dense/vars/1")
+KERAS_HUB_IGNORED = ("optimizer/",)  # task.weights.h5 carries an empty optimizer
+TORCH_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One variable of ours and the name and layout of its tensor in a checkpoint."""
+
+    variable: object
+    key: str
+    kind: str  # "conv", "dense", "bn"
+    attribute: str  # "kernel", "gamma", ...
+    layout: str
+
+    def to_keras(self, array):
+        if self.layout == "torch" and self.attribute == "kernel":
+            return np.transpose(array, (2, 3, 1, 0)) if self.kind == "conv" else array.T
+        return array
+
+    def from_keras(self, array):
+        if self.layout == "torch" and self.attribute == "kernel":
+            return np.transpose(array, (3, 2, 0, 1)) if self.kind == "conv" else array.T
+        return array
+
+    @property
+    def source_shape(self):
+        shape = tuple(self.variable.shape)
+        if self.layout == "torch" and self.attribute == "kernel":
+            return (shape[3], shape[2], shape[0], shape[1]) if self.kind == "conv" else shape[::-1]
+        return shape
+
+
+def _kind(layer):
+    if isinstance(layer, keras.layers.Conv2D):
+        return "conv"
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return "bn"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no checkpoint counterpart")
+
+
+def _variables(layer):
+    """``(kind, attribute, variable)`` of a layer, in Keras' saving order."""
+    kind = _kind(layer)
+    for attribute, _ in PARAMS[kind]:
+        variable = getattr(layer, attribute, None)
+        if variable is not None:
+            yield kind, attribute, variable
+
+
+def _block_index(layer):
+    match = _BLOCK.match(layer.name)
+    if not match or not hasattr(layer, "shortcut"):
+        raise ValueError(
+            f"`model` layer {layer.name!r} ({type(layer).__name__}) has no counterpart in "
+            "torchvision/timm/keras-hub checkpoints (only conv1, conv1_bn, conv{s}_block{b} "
+            "and predictions have)."
+        )
+    return int(match[1]) - 1, int(match[2]) - 1
+
+
+def _weighted_layers(model):
+    return [layer for layer in model.layers if layer.weights]
+
+
+def _block_kind(block):
+    return "bottleneck" if hasattr(block, "conv3") else "basic"
+
+
+def torch_slots(model):
+    """The variables of ``model`` with their torchvision/timm state-dict names.
+
+    Example:
+        >>> torch_slots(keras_resnet.ResNet18())[0].key
+        'conv1.weight'
+    """
+    slots = []
+    for layer in _weighted_layers(model):
+        if layer.name in TORCH_TOP:
+            modules = [(layer, TORCH_TOP[layer.name])]
+        else:
+            stage, index = _block_index(layer)
+            modules = [(getattr(layer, attr), f"layer{stage}.{index}.{TORCH_BLOCK[attr]}")
+                       for attr in BLOCK_SUBLAYERS if hasattr(layer, attr)]
+        for sublayer, module in modules:
+            names = dict(PARAMS[_kind(sublayer)])
+            for kind, attribute, variable in _variables(sublayer):
+                slots.append(Slot(variable, f"{module}.{names[attribute]}", kind, attribute, "torch"))
+    return slots
+
+
+def keras_hub_slots(model):
+    """The variables of ``model`` with their keys in keras-hub ResNet ``.weights.h5`` files.
+
+    Example:
+        >>> keras_hub_slots(keras_resnet.ResNet18())[0].key
+        'layers/conv2d/vars/0'
+    """
+    counts, slots = {}, []
+
+    def add(sublayer):
+        kind = _kind(sublayer)
+        number = counts.get(kind, 0)
+        counts[kind] = number + 1
+        name = KERAS_HUB_CLASS[kind] + (f"_{number}" if number else "")
+        for index, (kind, attribute, variable) in enumerate(_variables(sublayer)):
+            slots.append(Slot(variable, f"layers/{name}/vars/{index}", kind, attribute,
+                              "keras_hub"))
+
+    for layer in _weighted_layers(model):
+        if layer.name in TORCH_TOP:
+            add(layer)
+            continue
+        _block_index(layer)
+        order = KERAS_HUB_ORDER[(_block_kind(layer), layer.shortcut == "projection")]
+        for attr in order:
+            add(getattr(layer, attr))
+    return slots
+
+
+SLOTS = {"torch": torch_slots, "keras_hub": keras_hub_slots}
+HEADS = {"torch": TORCH_HEAD, "keras_hub": KERAS_HUB_HEAD}
+IGNORED = {"torch": lambda k: k.endswith(TORCH_IGNORED),
+           "keras_hub": lambda k: k.startswith(KERAS_HUB_IGNORED)}
+
+
+def _first(names, count=4):
+    names = sorted(names)
+    shown = ", ".join(names[:count])
+    return shown + (f", ... ({len(names) - count} more)" if len(names) > count else "")
+
+
+def _check_names(model, slots, tensors, layout, source):
+    expected = {slot.key for slot in slots}
+    given = {key for key in tensors if not IGNORED[layout](key)}
+    if "predictions" not in {layer.name for layer in model.layers}:
+        given -= set(HEADS[layout])  # include_top=False loads everything but the classifier
+    missing, extra = expected - given, given - expected
+    if missing or extra:
+        lines = [f"`weights` ({source}) do not fit model {model.name!r}: the model needs "
+                 f"{len(expected)} tensors, the file has {len(given)} (besides counters)."]
+        if missing:
+            lines.append(f"Missing from the file ({len(missing)}): {_first(missing)}.")
+        if extra:
+            lines.append(f"In the file but not in the model ({len(extra)}): {_first(extra)}.")
+        lines.append("Weights of another depth or shortcut option? Nothing was loaded.")
+        raise ValueError(" ".join(lines))
+
+
+def _check_shapes(model, slots, tensors, source):
+    wrong = [s for s in slots if tuple(np.shape(tensors[s.key])) != s.source_shape]
+    if wrong:
+        shown = "; ".join(f"{s.key}: file {tuple(np.shape(tensors[s.key]))}, model "
+                          f"{s.source_shape}" for s in wrong[:3])
+        raise ValueError(
+            f"`weights` ({source}) do not fit model {model.name!r}: {len(wrong)} of "
+            f"{len(slots)} tensors differ in shape, first {shown}. Weights of another width, "
+            "block type or number of classes? Nothing was loaded."
+        )
+
+
+def _blocks(model):
+    return [layer for layer in model.layers if _BLOCK.match(layer.name) and hasattr(layer, "shortcut")]
+
+
+def _batch_norms(model):
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    return norms + [getattr(b, a) for b in _blocks(model) for a in BLOCK_SUBLAYERS
+                    if a.startswith(("bn", "shortcut_bn")) and hasattr(b, a)]
+
+
+def check_torch_variant(model, what="these weights"):
+    """Raise unless ``model`` computes what a torchvision/timm/keras-hub ResNet computes with
+    the same tensors: stride on the 3x3 of a bottleneck, BN epsilon 1e-5 (the tensors
+    themselves show neither)."""
+    for block in _blocks(model):
+        if _block_kind(block) == "bottleneck" and block.stride_position != "3x3":
+            raise ValueError(
+                f"{what} (torchvision/timm/keras-hub layout) put a bottleneck's stride on its "
+                f"3x3 convolution; model {model.name!r} has stride_position="
+                f"{block.stride_position!r} ({block.name}). Build it with stride_position='3x3'."
+            )
+    for norm in _batch_norms(model):
+        if abs(norm.epsilon - TORCH_EPSILON) > 1e-12:
+            raise ValueError(
+                f"{what} (torchvision/timm/keras-hub layout) were trained with BN epsilon 1e-5; "
+                f"model {model.name!r} has {norm.epsilon:g} ({norm.name}). Build it with "
+                "bn_epsilon=1e-5."
+            )
+
+
+def load_tensors(model, tensors, layout, source="weights"):
+    """Set every weight of ``model`` from ``tensors`` (``{name: array}`` in ``layout``,
+    "torch" or "keras_hub") after checking all names and shapes; the classifier is skipped
+    when ``model`` has none. Returns ``model``.
+
+    Example:
+        >>> load_tensors(model, safetensors.numpy.load_file("resnet18.safetensors"), "torch")
+    """
+    check_torch_variant(model, f"`weights` ({source})")
+    slots = SLOTS[layout](model)
+    _check_names(model, slots, tensors, layout, source)
+    _check_shapes(model, slots, tensors, source)
+    for slot in slots:
+        slot.variable.assign(slot.to_keras(np.asarray(tensors[slot.key])).astype(slot.variable.dtype))
+    return model
+
+
+def _check_torch_counterpart(model):
+    """Raise unless torchvision's ``ResNet`` has the same network (so it loads our tensors)."""
+    stem = model.get_layer("conv1") if "conv1" in {l.name for l in model.layers} else None
+    if stem is None or stem.kernel_size != (7, 7) or "pool1" not in {l.name for l in model.layers}:
+        raise ValueError(
+            f"`model` {model.name!r} has no torchvision counterpart: torchvision's ResNet has "
+            "Table 1's 7x7/2 conv and 3x3/2 max pool stem (ImageNet ResNets); CIFAR nets have "
+            "neither."
+        )
+    for layer in [stem] + [getattr(b, a) for b in _blocks(model) for a in BLOCK_SUBLAYERS
+                           if "conv" in a and hasattr(b, a)]:
+        if layer.use_bias:
+            raise ValueError(f"`model` {model.name!r} has conv biases ({layer.name}); "
+                             "torchvision's ResNet has none (build with use_bias=False).")
+    for block in _blocks(model):
+        in_channels = block.conv1.kernel.shape[-2]
+        changes = block.strides != 1 or in_channels != block.output_channels
+        if block.shortcut != ("projection" if changes else "identity"):
+            raise ValueError(
+                f"`model` {model.name!r} block {block.name} has shortcut {block.shortcut!r}; "
+                "torchvision's ResNet projects exactly where dimensions change (option B, "
+                "shortcut='B', residual=True); option A (zero padding), C and plain nets have "
+                "no torchvision counterpart."
+            )
+    check_torch_variant(model, "torchvision's ResNet")
+
+
+def to_torch_layout(model, path):
+    """Write ``model``'s weights as a torchvision/timm state dict in safetensors format,
+    ``num_batches_tracked`` included, for ``torchvision.models.resnetNN().load_state_dict(
+    safetensors.torch.load_file(path))`` (a model without classifier writes no ``fc``:
+    load it with ``strict=False``). The model must be an option-B ImageNet ResNet with
+    stride_position="3x3", no conv bias and BN epsilon 1e-5.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> to_torch_layout(keras_resnet.ResNet50(stride_position="3x3"), "r50.safetensors")
+        'r50.safetensors'
+    """
+    from safetensors.numpy import save_file
+
+    from keras_resnet.saving import atomic_path
+
+    _check_torch_counterpart(model)
+    tensors = {}
+    for slot in torch_slots(model):
+        tensors[slot.key] = np.ascontiguousarray(slot.from_keras(np.asarray(slot.variable.numpy())))
+        if slot.key.endswith(".running_var"):
+            tensors[slot.key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    with atomic_path(os.fspath(path), suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", "source": "keras_resnet"})
+    return path

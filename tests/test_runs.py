@@ -1,0 +1,86 @@
+"""End-to-end runs in the library: train and fine_tune (the command line's are in test_cli)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import preprocessing, runs
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A small 'pretrained' classifier of this package with non-trivial BN statistics."""
+    keras.utils.set_random_seed(5)
+    model = keras_resnet.CifarResNet(8, classes=3, width_multiplier=0.5,
+                                     preprocessing=preprocessing.ImagePreprocessing(
+                                         32, mean=(0.1, 0.2, 0.3), class_names=["x", "y", "z"],
+                                         source="pretraining"))
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        for bn in getattr(layer, "batch_norms", [layer]):
+            if isinstance(bn, keras.layers.BatchNormalization):
+                bn.moving_mean.assign(rng.normal(0, 0.3, bn.moving_mean.shape))
+                bn.moving_variance.assign(rng.uniform(0.5, 2, bn.moving_variance.shape))
+    path = str(tmp_path_factory.mktemp("source") / "pretrained.keras")
+    model.save(path)
+    return path, model
+
+
+def _frozen_state(model):
+    """Every variable of the backbone (all but the classifier), by path."""
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights
+            if not v.path.startswith("predictions")}
+
+
+def test_phase_one_trains_the_head_alone_with_batch_norm_frozen(source_model, tmp_path):
+    path, source = source_model
+    result = runs.fine_tune("resnet8", "digits", weights=path, run_dir=str(tmp_path / "run"),
+                            epochs=1, head_epochs=1, unfreeze="none", verbose=0, export=False)
+    tuned = keras_resnet.load_model(str(tmp_path / "run" / "model.keras"))
+    before, after = _frozen_state(source), _frozen_state(tuned)
+    assert before.keys() == after.keys() and len(before) > 20
+    for name in before:  # kernels, gammas and the BN moving statistics: unchanged
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    assert tuned.output_shape == (None, 10) and 0 <= result["test"]["top1"] <= 1
+    carried = preprocessing.of(tuned)
+    assert carried.class_names == [str(i) for i in range(10)]  # the dataset's classes
+    np.testing.assert_allclose(carried.mean, [0.1, 0.2, 0.3])  # the weights' recipe, not digits'
+    assert result["test_examples"] == 360 and json.load(open(tmp_path / "run" / "run.json"))["head_epochs"] == 1
+
+
+def test_phase_two_unfreezes_from_the_named_stage(source_model, tmp_path):
+    path, source = source_model
+    runs.fine_tune("resnet8", "digits", weights=path, run_dir=str(tmp_path / "run"), epochs=2,
+                   head_epochs=1, unfreeze="conv4", verbose=0, export=False)
+    tuned = keras_resnet.load_model(str(tmp_path / "run" / "model.keras"))
+    before, after = _frozen_state(source), _frozen_state(tuned)
+    changed = {name.split("/")[0] for name in before if not np.array_equal(before[name], after[name])}
+    assert changed == {"conv4_block1"}  # ResNet-8: one block a stage; conv2/conv3/stem frozen
+    bn = tuned.get_layer("conv4_block1").bn1  # BN stays in inference mode: statistics kept
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_mean),
+                                  keras.ops.convert_to_numpy(source.get_layer("conv4_block1").bn1.moving_mean))
+    assert len(runs.history_rows(str(tmp_path / "run" / "history.csv"))) == 2
+
+
+@pytest.mark.parametrize("unfreeze,message", [("conv5", r"`unfreeze` 'conv5' names no stage.*conv2, conv3, conv4"),
+                                              ("layer3", r"`unfreeze` must be one of")])
+def test_unfreeze_must_name_a_stage(source_model, tmp_path, unfreeze, message):
+    with pytest.raises(ValueError, match=message):
+        runs.fine_tune("resnet8", "digits", weights=source_model[0], run_dir=str(tmp_path / "r"),
+                       epochs=2, head_epochs=1, unfreeze=unfreeze, verbose=0, export=False)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_naming_both(tmp_path):
+    with pytest.raises(ValueError, match=r"`batch_size` 5000 is larger than the 1293 training images"):
+        runs.train("resnet8", "digits", run_dir=str(tmp_path / "r"), batch_size=5000, epochs=1)
+    assert not os.path.exists(tmp_path / "r" / "run.json")
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"`run_dir`.*is a file"):
+        runs.train("resnet8", "digits", run_dir=str(tmp_path / "file"), epochs=1)
