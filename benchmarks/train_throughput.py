@@ -56,6 +56,9 @@ Commands:
         # CPU in well under a minute: CIFAR ResNet-8 (and torchvision resnet18, eager, where
         # importable) at 32x32, batch 2, 2 steps, 1 round (figures meaningless; for tests)
     python benchmarks/train_throughput.py --models all --rounds 5           # the full CPU table
+    python benchmarks/train_throughput.py --backends tensorflow jax --models resnet20 \
+        --modes float32 --rounds 5        # JAX vs TensorFlow, rounds interleaved across two
+        # processes (one per backend; ratios to the first backend named)
 
 Model names: ``resnet18`` ... ``resnet152``, ``resnet20`` ... ``resnet110`` and any CIFAR depth
 ``resnetN`` (keras_resnet; ``keras_resnet:resnet50`` also works), ``ka:ResNet50`` /
@@ -141,12 +144,24 @@ def parse_args(argv=None):
                              "(default: depth on CPU, all on GPU)")
     parser.add_argument("--no-measure-peak", action="store_true",
                         help="skip the matmul peak measurement (theoretical peak only)")
+    parser.add_argument("--backends", nargs="+", choices=common.BACKENDS, default=None,
+                        help="compare Keras backends: one process per backend (each builds "
+                             "and warms up every model), their rounds interleaved one after "
+                             "the other; ratios to the first backend named")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--small", action="store_true",
                         help="a run of the code path on a CPU in well under a minute (tests): "
                              f"models {' '.join(SMALL_MODELS)} (torchvision where importable), "
                              "32x32, batch 2, 2 steps, 1 round, float32, 256x256 matmul peak; "
                              "any option given explicitly wins")
     args = parser.parse_args(argv)
+    if args.backends:
+        if args.backend or args.worker or len(set(args.backends)) != len(args.backends):
+            parser.error("--backends: name two or more different backends, without --backend")
+        if args.modes and "xla" in " ".join(args.modes).replace("+", " ").split() \
+                and "jax" in args.backends:
+            parser.error("--modes xla: under jax every mode is XLA-compiled (jit)")
+        return args  # the workers check the rest, each on its backend
     args.backend = common.set_backend(args.backend)
     device = args.device
     if args.small:
@@ -369,12 +384,9 @@ def torchvision_multiply_adds(name, size, classes):
 # Groups and rows
 
 
-def run_group(args, specs, tf_device, peak):
-    """Build every (model, mode) of one group, time interleaved rounds; returns result rows."""
-    import keras
-
-    rows, runners, meta = [], {}, {}
-    datasets, batches = {}, {}
+def prepare_group(args, specs, tf_device):
+    """Build and warm up every (model, mode) of ``specs``; returns (timed runners, their meta)."""
+    runners, meta, datasets, batches = {}, {}, {}, {}
     for spec in specs:
         family = parse_spec(spec)[2]
         cifar = family == "cifar"
@@ -413,9 +425,12 @@ def run_group(args, specs, tf_device, peak):
             meta[(spec, mode)] = {"settings": settings, "multiply_adds": macs, "input": size,
                                   "batch": batch, "steps": steps,
                                   "warmup_s": time.perf_counter() - start}
+    return runners, meta
 
-    with common.device_scope(tf_device):
-        rates = common.interleaved(runners, args.rounds)
+
+def rows_from(rates, meta, peak, backend):
+    """One result row per (model, mode): images/s spread, ratios, FLOP/s and peak fractions."""
+    rows = []
     for (spec, mode), values in rates.items():
         info = meta[(spec, mode)]
         stats = common.spread(values)
@@ -425,8 +440,7 @@ def run_group(args, specs, tf_device, peak):
         reference = rates.get((spec, "float32"))
         rows.append({
             "model": label(spec), "spec": spec, "source": parse_spec(spec)[0], "mode": mode,
-            "backend": "torch (plain loop)" if parse_spec(spec)[0] == "torchvision"
-            else args.backend,
+            "backend": "torch (plain loop)" if parse_spec(spec)[0] == "torchvision" else backend,
             **info["settings"], "input": f"{info['input']}x{info['input']}",
             "batch": info["batch"], "steps_per_round": info["steps"],
             "images_per_s": stats, "median": stats["median"], "min": stats["min"],
@@ -444,6 +458,17 @@ def run_group(args, specs, tf_device, peak):
             "fraction_of_bf16_peak": flops / bf16["reference"] if bf16["reference"] else None,
             "warmup_s": info["warmup_s"],
         })
+    return rows
+
+
+def run_group(args, specs, tf_device, peak):
+    """Build every (model, mode) of one group, time interleaved rounds; returns result rows."""
+    import keras
+
+    runners, meta = prepare_group(args, specs, tf_device)
+    with common.device_scope(tf_device):
+        rates = common.interleaved(runners, args.rounds)
+    rows = rows_from(rates, meta, peak, args.backend)
     runners.clear()
     keras.backend.clear_session()
     gc.collect()
@@ -461,8 +486,145 @@ def add_reference_ratios(rows):
     return references
 
 
+# ---------------------------------------------------------------------------------------------
+# Several backends, interleaved: one worker process per backend
+
+_TAG = "@@train_throughput "
+
+
+def _worker_argv(argv, backend):
+    """``argv`` without ``--backends ...`` and ``--json``, for the worker of ``backend``."""
+    out, skip = [], False
+    for token in argv:
+        if token in ("--backends", "--json"):
+            skip = True
+            continue
+        if skip and not token.startswith("--"):
+            continue
+        skip = False
+        out.append(token)
+    return out + ["--backend", backend, "--worker", "--interleave", "all"]
+
+
+def serve_rounds(args):
+    """Worker: build and warm up everything, then time one round per ``round`` line on stdin."""
+    tf_device = common.select_device(args.device)
+    common.set_seeds(args.seed)
+    machine = common.machine_description(args.device)
+    matmul = {"size": 256, "repeats": 2} if args.small else {}
+    peak = common.peak_flops(args.device, measure=not args.no_measure_peak, cpu_ghz=args.cpu_ghz,
+                             **matmul)
+    runners, meta = prepare_group(args, args.models, tf_device)
+    rates = {key: [] for key in runners}
+    print(_TAG + "ready", flush=True)
+    for index, line in enumerate(sys.stdin):
+        if line.strip() != "round":
+            break
+        names = list(runners)
+        shift = index % len(names)
+        with common.device_scope(tf_device):
+            for key in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                count = runners[key]()
+                rates[key].append(count / (time.perf_counter() - start))
+        print(_TAG + "done", flush=True)
+    import json
+
+    print(_TAG + "rows " + json.dumps({"rows": rows_from(rates, meta, peak, args.backend),
+                                       "machine": machine, "peak": peak}, default=str),
+          flush=True)
+
+
+def compare_backends(args, argv):
+    """Parent: one worker per backend; rounds interleaved across them; ratios to the first."""
+    import json
+    import subprocess
+    import threading
+
+    script = os.path.abspath(__file__)
+    workers = {}
+    for backend in args.backends:
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        workers[backend] = subprocess.Popen(
+            [sys.executable, script, *_worker_argv(argv, backend)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+
+    def expect(backend, word):
+        worker = workers[backend]
+        for line in worker.stdout:
+            if line.startswith(_TAG):
+                message = line[len(_TAG):].rstrip("\n")
+                if message.split(" ", 1)[0] == word:
+                    return message[len(word):].strip()
+            else:
+                print(f"[{backend}] {line}", end="", flush=True)
+        raise SystemExit(f"the {backend} worker stopped (exit {worker.wait()}) before '{word}'")
+
+    # Warm-ups run side by side (untimed); every timed round runs alone.
+    ready = {}
+    threads = [threading.Thread(target=lambda b=b: ready.setdefault(b, expect(b, "ready")))
+               for b in args.backends]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    missing = [b for b in args.backends if b not in ready]
+    if missing:
+        raise SystemExit(f"worker(s) {', '.join(missing)} failed during warm-up")
+    rounds = args.rounds or 3
+    for index in range(rounds):
+        print(f"  round {index + 1}/{rounds}", flush=True)
+        shift = index % len(args.backends)
+        for backend in args.backends[shift:] + args.backends[:shift]:
+            workers[backend].stdin.write("round\n")
+            workers[backend].stdin.flush()
+            expect(backend, "done")
+    results = {}
+    for backend in args.backends:
+        workers[backend].stdin.write("finish\n")
+        workers[backend].stdin.flush()
+        results[backend] = json.loads(expect(backend, "rows"))
+        workers[backend].wait()
+
+    first = args.backends[0]
+    by_key = {(r["spec"], r["mode"]): r for r in results[first]["rows"]}
+    rows = []
+    for backend in args.backends:
+        for row in results[backend]["rows"]:
+            base = by_key.get((row["spec"], row["mode"]))
+            if base is not None and row["source"] != "torchvision":
+                paired = [a / b for a, b in zip(row["images_per_s"]["values"],
+                                                base["images_per_s"]["values"])]
+                row[f"vs_{first}"] = row["median"] / base["median"]
+                row[f"vs_{first}_paired"] = common.spread(paired)
+            rows.append(row)
+    print(f"\nTraining throughput by Keras backend, {args.device}; {rounds} rounds, each "
+          "round every backend in turn (order rotating), every model of a backend in turn; "
+          f"vs {first}: ratio of medians, paired: median and range of the per-round ratios")
+    common.print_table(rows, [
+        ("model", "model", ""), ("backend", "backend", ""), ("input", "input", ""),
+        ("batch", "batch", "d"), ("mode", "mode", ""), ("images/s", "median", ".2f"),
+        ("min", "min", ".2f"), ("max", "max", ".2f"),
+        (f"vs {first}", f"vs_{first}", ".2f"),
+        ("paired", lambda r: r.get(f"vs_{first}_paired") and r[f"vs_{first}_paired"]["median"], ".2f"),
+        ("paired min", lambda r: r.get(f"vs_{first}_paired") and r[f"vs_{first}_paired"]["min"], ".2f"),
+        ("paired max", lambda r: r.get(f"vs_{first}_paired") and r[f"vs_{first}_paired"]["max"], ".2f"),
+        ("GFLOP/s", lambda r: r["achieved_flops"] / 1e9, ".1f"),
+        ("% peak", lambda r: r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".1f"),
+    ])
+    machine = {b: results[b]["machine"] for b in args.backends}
+    common.write_json(args.json, machine, vars(args), rows,
+                      peak={b: results[b]["peak"] for b in args.backends})
+    return rows
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(raw)
+    if args.backends:
+        return compare_backends(args, raw)
+    if args.worker:
+        return serve_rounds(args)
     tf_device = common.select_device(args.device)
     if args.backend == "jax" and any(parse_spec(s)[0] == "torchvision" for s in args.models):
         # JAX takes 75% of the GPU's memory at start; torchvision needs its share.

@@ -7,7 +7,9 @@ than the layers of plain networks, and that deeper ResNets have smaller response
 residual functions are closer to zero (§4.2, Analysis of Layer Responses).
 
 Example:
-    >>> stds = layer_response_std(keras_resnet.ResNet20(), test_images)  # 19 numbers
+    >>> images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    >>> layer_response_std(keras_resnet.ResNet20(), images).shape  # 19 3x3 layers
+    (19,)
 """
 
 import keras
@@ -102,6 +104,7 @@ def layer_response_std(model, images, batch_size=128):
         counterpart: 19, conv1 first).
 
     Example:
+        >>> images = np.zeros((2, 32, 32, 3), "float32")
         >>> layer_response_std(keras_resnet.CifarResNet(20, residual=False), images).shape
         (19,)
     """

@@ -367,7 +367,9 @@ def main(argv=None):
     """Entry point of the ``keras-resnet`` console script.
 
     Example:
-        >>> main(["summary", "resnet20"])  # prints the table, returns 0
+        >>> main(["summary", "resnet20"])  # doctest: +ELLIPSIS
+        model ...
+        resnet20    cifar        20    32x32x3     269,722   0.27M      0.04G       -
         0
     """
     args = build_parser().parse_args(argv)

@@ -78,7 +78,8 @@ def fast_path(enabled=True, family="cifar"):
         dict with ``precision``, ``jit_compile`` and ``steps_per_execution``.
 
     Example:
-        >>> fast_path()["precision"]  # 'float32' on a CPU, 'mixed_float16' on a GPU
+        >>> fast_path(family="cifar")["precision"]  # 'mixed_float16' on a GPU
+        'float32'
     """
     if not enabled:
         return dict(KERAS_DEFAULTS)
@@ -118,6 +119,9 @@ def set_precision(precision="auto", *, fast=True, family="cifar"):
 
     Example:
         >>> set_precision("mixed")  # 'mixed_float16' on a GPU
+        'mixed_bfloat16'
+        >>> set_precision("float32")
+        'float32'
     """
     import keras
 

@@ -7,6 +7,8 @@ Example:
     >>> strategy = get_strategy("auto")
     >>> with strategy.scope():
     ...     model = keras_resnet.ResNet20()
+    >>> model.name
+    'resnet20'
 """
 
 import json
@@ -70,7 +72,8 @@ def get_strategy(name="auto", devices=None):
         A ``tf.distribute.Strategy``.
 
     Example:
-        >>> get_strategy("mirrored").num_replicas_in_sync
+        >>> get_strategy("cpu").num_replicas_in_sync
+        1
     """
     if name not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {', '.join(STRATEGIES)}; got {name!r}.")
@@ -111,7 +114,8 @@ def global_batch_size(strategy, batch_size=None, per_replica_batch_size=None):
     Raises ValueError when ``batch_size`` does not split evenly over the replicas.
 
     Example:
-        >>> global_batch_size(strategy, per_replica_batch_size=64)  # 128 on 2 GPUs
+        >>> global_batch_size(get_strategy("cpu"), per_replica_batch_size=64)  # 128 on 2 GPUs
+        64
     """
     replicas = strategy.num_replicas_in_sync
     if (batch_size is None) == (per_replica_batch_size is None):

@@ -4,7 +4,7 @@ a notebook can call it in its first cell, before Keras is imported.
 
 Example:
     >>> from keras_resnet import logs
-    >>> logs.quiet()
+    >>> logs.quiet()  # before the first import of keras
 """
 
 import contextlib

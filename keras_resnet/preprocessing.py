@@ -151,7 +151,8 @@ class ImagePreprocessing(keras.layers.Layer):
         """``(pixels[..., order] * scale - mean) / std`` of resized 0..255 images (NumPy).
 
         Example:
-            >>> of(model).normalize(uint8_images_of_the_input_size)
+            >>> ImagePreprocessing(2, mean=(0.5, 0.5, 0.5)).normalize(np.full((2, 2, 3), 255))[0, 0]
+            array([0.5, 0.5, 0.5], dtype=float32)
         """
         x = np.asarray(pixels, np.float32)
         if self.channel_order == "bgr":
@@ -214,7 +215,7 @@ def imagenet(image_size=224, resize_size=256, class_names=None, source="imagenet
     """torchvision / timm / keras-hub style: RGB in [0, 1], ImageNet mean and std.
 
     Example:
-        >>> imagenet().std.tolist()
+        >>> imagenet().std.round(3).tolist()
         [0.229, 0.224, 0.225]
     """
     return ImagePreprocessing(
@@ -294,7 +295,10 @@ def attach(model, preprocessing):
     Layers (and weights) are shared with ``model``, not copied.
 
     Example:
+        >>> model = keras_resnet.ResNet20(classes=2)
         >>> model = attach(model, of(model).with_class_names(["cat", "dog"]))
+        >>> of(model).class_names
+        ['cat', 'dog']
     """
     if not isinstance(preprocessing, ImagePreprocessing):
         raise TypeError(

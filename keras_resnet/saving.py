@@ -5,8 +5,9 @@ place (``os.replace`` is atomic on POSIX and Windows), so a reader, or a run res
 kill, sees the old file or the new one, never half of one.
 
 Example:
-    >>> save_model(keras_resnet.ResNet20(), "/tmp/r20.keras")
-    >>> load_model("/tmp/r20.keras").name
+    >>> save_model(keras_resnet.ResNet20(), "r20.keras")
+    'r20.keras'
+    >>> load_model("r20.keras").name
     'resnet20'
 """
 
@@ -76,7 +77,8 @@ def save_model(model, path):
     """``model.save(path)`` atomically.
 
     Example:
-        >>> save_model(model, "runs/r20/model.keras")
+        >>> save_model(keras_resnet.ResNet20(), "runs/r20/model.keras")
+        'runs/r20/model.keras'
     """
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
@@ -116,8 +118,9 @@ def load_model(path, compile=True):
     zip) loads with that preprocessing attached.
 
     Example:
-        >>> preprocessing.of(load_model("runs/resnet20-digits/model.keras")).source
-        'digits'
+        >>> _ = save_model(keras_resnet.ResNet20(), "r20.keras")
+        >>> preprocessing_lib.of(load_model("r20.keras")).source
+        'default'
     """
     import keras_resnet  # noqa: F401  (registers the layers)
 

@@ -27,7 +27,7 @@ server is busy or out of memory); errors raised inside the graph (a truncated JP
 400s too. Model calls run in a thread pool, so concurrent clients are served in parallel.
 
 Example:
-    >>> serve("exports", port=8501)  # then: curl http://127.0.0.1:8501/v1/models/resnet20
+    >>> serve("exports", port=8501)  # then: curl 127.0.0.1:8501/v1/models/NAME  # doctest: +SKIP
 """
 
 import asyncio
@@ -99,6 +99,10 @@ class Limits:
     accepted), ``keep_alive_timeout`` (seconds an idle keep-alive connection stays open,
     uvicorn's ``timeout_keep_alive``), ``header_timeout`` (seconds a connection has to send a
     complete request line and headers before it is closed).
+
+    Example:
+        >>> Limits(max_request_bytes=2**20).max_pending_bytes
+        4194304
     """
 
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
@@ -174,7 +178,8 @@ def find_models(export_dir):
         dict from model name to a dict from int version to the version directory.
 
     Example:
-        >>> find_models("exports")  # {"resnet20": {1: "exports/resnet20/1"}}
+        >>> find_models("exports")  # doctest: +SKIP
+        {'resnet20': {1: 'exports/resnet20/1'}}
     """
     if not os.path.isdir(export_dir):
         raise ValueError(f"`export_dir` must be a directory; got {str(export_dir)!r}.")
@@ -233,7 +238,7 @@ def load_servable(name, version, path):
             traceback.
 
     Example:
-        >>> load_servable("resnet20", 1, "exports/resnet20/1").signatures["serving_bytes"]
+        >>> servable = load_servable("resnet20", 1, "exports/resnet20/1")  # doctest: +SKIP
     """
     where = f"Model {name!r} version {version} at {str(path)!r}"
     try:
@@ -565,7 +570,7 @@ def parse_request(body, servable, limits):
         ServingError: 400 for a malformed request, 413 for one over ``limits``.
 
     Example:
-        >>> parse_request(b'{"instances": [[[[0.5, 0.5, 0.5]]]]}', servable, Limits())
+        >>> parse_request(b'{"instances": [[[[0.5, 0.5, 0.5]]]]}', servable, Limits())  # doctest: +SKIP
     """
     if not body.strip():
         raise ServingError(
@@ -685,7 +690,8 @@ def run_signature(servable, signature_name, arrays):
         dict from output name to numpy array.
 
     Example:
-        >>> run_signature(servable, "serving_bytes", {"image_bytes": np.array([jpeg], object)})
+        >>> inputs = {"image_bytes": np.array([b"...jpeg bytes..."], object)}
+        >>> run_signature(servable, "serving_bytes", inputs)  # doctest: +SKIP
     """
     function = servable.signatures[signature_name]
     specs = servable.inputs(signature_name)
@@ -732,7 +738,8 @@ def format_response(outputs, row_format):
         ``{"b64": ...}`` when they are not UTF-8 or the output's name ends in ``_bytes``.
 
     Example:
-        >>> format_response({"scores": np.array([[0.5]])}, row_format=True)  # {"predictions": [[0.5]]}
+        >>> format_response({"scores": np.array([[0.5]])}, row_format=True)
+        {'predictions': [[0.5]]}
     """
     names = sorted(outputs)
     values = {name: _json_value(name, outputs[name]) for name in names}
@@ -756,7 +763,7 @@ def predict(servable, body, limits):
         the response as a JSON-able dict (see :func:`format_response`).
 
     Example:
-        >>> predict(servable, b'{"instances": [{"b64": "..."}]}', Limits())["predictions"][0]
+        >>> predict(servable, b'{"instances": [{"b64": "..."}]}', Limits())  # doctest: +SKIP
     """
     try:
         signature_name, arrays, row_format = parse_request(body, servable, limits)
@@ -901,7 +908,7 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     Args:
         export_dir: directory of ``<name>/<version>/`` SavedModels (what ``export_saved_model``
             writes and ``tensorflow/serving`` reads); all are loaded now, and one that does not
-            load stops the start with a ``ValueError`` naming it (as TensorFlow Serving does).
+            load stops the start with a ``ValueError`` naming it and what is wrong.
         version_policy: "latest" (TensorFlow Serving's default: the highest version only) or
             "all" (every version, as ``model_version_policy { all {} }``).
         **limits: fields of :class:`Limits` (``max_image_bytes``, ``max_image_pixels``,
@@ -913,7 +920,7 @@ def create_app(export_dir, *, version_policy="latest", **limits):
         ``app.state.limits``: the :class:`Limits`).
 
     Example:
-        >>> uvicorn.run(create_app("exports", max_batch=16), port=8501)
+        >>> uvicorn.run(create_app("exports", max_batch=16), port=8501)  # doctest: +SKIP
     """
     from fastapi import FastAPI, Request
     from starlette.concurrency import run_in_threadpool
@@ -1117,7 +1124,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
         ValueError: a port outside 1..65535 or in use, or a model that does not load.
 
     Example:
-        >>> serve("exports", port=8501)
+        >>> serve("exports", port=8501)  # doctest: +SKIP
     """
     import uvicorn
 
@@ -1150,7 +1157,7 @@ class BackgroundServer:
         **limits: :func:`create_app` keyword arguments when an export directory is given.
 
     Example:
-        >>> with BackgroundServer("exports") as server:
+        >>> with BackgroundServer("exports") as server:  # doctest: +SKIP
         ...     httpx.get(server.url + "/v1/models/resnet20")
     """
 

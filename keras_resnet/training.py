@@ -17,7 +17,7 @@ Backend-neutral (Keras and NumPy only). The end-to-end runs (``train``, ``fine_t
 Example:
     >>> model = keras_resnet.ResNet20()
     >>> _ = compile_model(model, "cifar", global_batch_size=128)
-    >>> model.optimizer.learning_rate.numpy().round(3)
+    >>> round(float(model.optimizer.learning_rate), 3)
     0.1
 """
 
@@ -140,7 +140,7 @@ def compile_model(
 
     Example:
         >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
-        >>> model.optimizer.learning_rate.numpy().round(3)
+        >>> round(float(model.optimizer.learning_rate), 3)
         0.2
     """
     recipe = get_recipe(recipe)
@@ -182,7 +182,8 @@ class StepSchedule(keras.callbacks.Callback):
     so a resumed run continues the schedule where it was.
 
     Example:
-        >>> StepSchedule((32_000, 48_000), stop_at=64_000)  # the paper's CIFAR schedule
+        >>> StepSchedule((32_000, 48_000), stop_at=64_000).milestones  # the paper's CIFAR schedule
+        (32000, 48000)
     """
 
     def __init__(self, milestones=(32_000, 48_000), factor=0.1, stop_at=None):
@@ -204,7 +205,9 @@ class StepSchedule(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_train_begin(self, logs=None):
-        self._last_iteration = self._iteration()
+        # As if the previous batch had just begun: a milestone at the iteration a resumed run
+        # starts from (an epoch boundary) is crossed at its first batch, as without the break.
+        self._last_iteration = self._iteration() - 1
 
     def on_train_batch_begin(self, batch, logs=None):
         iteration = self._iteration()
@@ -221,7 +224,8 @@ class WarmupUntilError(keras.callbacks.Callback):
     ``error_threshold``, then go back to the learning rate the optimizer started with.
 
     Example:
-        >>> WarmupUntilError(0.01, error_threshold=0.8)
+        >>> WarmupUntilError(0.01, error_threshold=0.8).finished
+        False
     """
 
     def __init__(self, warmup_learning_rate=0.01, error_threshold=0.8, metric="top1"):
@@ -275,7 +279,8 @@ def reduce_on_plateau(monitor="val_top1", patience=10):
     """§3.4: divide the learning rate by 10 when ``monitor`` stops improving for ``patience`` epochs.
 
     Example:
-        >>> model.fit(ds, validation_data=val, callbacks=[reduce_on_plateau("val_top1", 5)])
+        >>> reduce_on_plateau("val_top1", 5).factor
+        0.1
     """
     return keras.callbacks.ReduceLROnPlateau(
         monitor=monitor,
@@ -290,7 +295,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     """Save the model to ``path`` (atomically) whenever ``monitor`` improves.
 
     Example:
-        >>> BestCheckpoint("runs/r20/best.keras", monitor="val_top1")
+        >>> BestCheckpoint("runs/r20/best.keras", monitor="val_top1").mode
+        'max'
     """
 
     def __init__(self, path, monitor="val_top1"):
@@ -342,8 +348,13 @@ class RunBackup(keras.callbacks.Callback):
     callback restores the other callbacks' state when training begins (put it last).
 
     Example:
-        >>> start = restore_backup(model, "runs/r20/backup")
-        >>> model.fit(ds, epochs=30, initial_epoch=start, callbacks=[..., RunBackup("runs/r20/backup")])
+        >>> model = compile_model(keras_resnet.CifarResNet(8, classes=2), "cifar")
+        >>> start = restore_backup(model, "runs/r8/backup")  # 0: no backup yet
+        >>> x, y = np.zeros((8, 32, 32, 3), "float32"), np.arange(8) % 2
+        >>> _ = model.fit(x, y, epochs=2, initial_epoch=start, verbose=0,
+        ...               callbacks=[RunBackup("runs/r8/backup", delete_on_end=False)])
+        >>> restore_backup(model, "runs/r8/backup")
+        2
     """
 
     def __init__(self, backup_dir, stateful=(), delete_on_end=True):
@@ -418,7 +429,7 @@ def restore_backup(model, backup_dir):
         The epoch to pass to ``model.fit(initial_epoch=...)`` (0 without a backup).
 
     Example:
-        >>> restore_backup(model, "runs/r20/backup")
+        >>> restore_backup(keras_resnet.ResNet20(), "runs/none/backup")
         0
     """
     state = read_backup_state(backup_dir)
@@ -475,7 +486,8 @@ def paper_callbacks(
         RunBackup (resume with ``initial_epoch=restore_backup(model, run_dir + "/backup")``).
 
     Example:
-        >>> model.fit(ds, epochs=30, callbacks=paper_callbacks("runs/r20", "cifar", total_iterations=3000))
+        >>> [type(c).__name__ for c in paper_callbacks("runs/r20", "cifar", total_iterations=3000)]
+        ['StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger', 'StopOnNaN', 'TensorBoard', 'RunBackup']
     """
     recipe = get_recipe(recipe)
     if tensorboard not in (True, False, "auto"):

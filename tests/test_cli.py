@@ -258,6 +258,24 @@ def hostile_files(tmp_path_factory):
     no_variables.mkdir(parents=True)
     (no_variables / "saved_model.pb").write_bytes(b"\x00garbage")
     (tmp_path / "a_file").write_text("x")
+    # A SavedModel without variables/, and a .keras whose config names a non-Keras object.
+    import shutil
+    import zipfile
+
+    import keras_resnet
+
+    whole = tmp_path / "whole"
+    keras_resnet.CifarResNet(8).export(str(whole / "1"), verbose=False)
+    shutil.rmtree(whole / "1" / "variables")
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(tmp_path / "foreign.keras", "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(content)
+                config["config"]["layers"][1].update(module="os", class_name="system",
+                                                     registered_name=None)
+                content = json.dumps(config).encode()
+            target.writestr(item, content)
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o500)
@@ -284,6 +302,12 @@ HOSTILE_CLI = [
     (["train", "--batch-size", "5000", "--output-dir", "{tmp}/big"], "5000 is larger than the 1293"),
     (["train", "--model", "{tmp}/garbage.keras", "--output-dir", "{tmp}/g"], "garbage.keras"),
     (["summary", "resnet19"], "unknown model 'resnet19'"),
+    (["predict", "{tmp}/whole/1", "{tmp}/image.png"], "whole/1"),
+    (["predict", "{tmp}/foreign.keras", "{tmp}/image.png"], "foreign.keras"),
+    (["export", "{tmp}/foreign.keras"], "foreign.keras"),
+    (["serve", "{tmp}", "--port", "70000"], "`port`"),
+    (["serve", "{tmp}/missing"], "missing"),
+    (["weights", "resnet19"], "resnet19"),
 ]
 
 

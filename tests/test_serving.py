@@ -676,6 +676,7 @@ def stop(process, sig=signal.SIGINT):
     return process.returncode
 
 
+@pytest.mark.slow
 def test_serve_prints_its_url_serves_on_loopback_and_returns_on_ctrl_c(export_dir, china, tmp_path):
     port = _free_port()
     log_path = tmp_path / "serve.log"
@@ -747,8 +748,9 @@ def test_a_model_that_does_not_load_stops_the_start_with_one_clear_error(
     with pytest.raises(ValueError, match=re.escape(f"Model 'digits' version 3 at {path!r}")) as error:
         serving.create_app(str(root))
     assert words in str(error.value) and error.value.__cause__ is None
-    # The command line prints that one line (no traceback) and exits 2, port untouched.
-    assert cli.main(["serve", str(root), "--port", str(_free_port())]) == 2
+    # The command line prints that one line (no traceback) and exits 2 (--verbose: leaves this
+    # process's logging as it is).
+    assert cli.main(["serve", str(root), "--port", str(_free_port()), "--verbose"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"keras-resnet serve: {error.value}"
 
 
@@ -760,6 +762,7 @@ def test_version_directories_must_be_ascii_digits(export_dir, tmp_path):
     assert serving.find_models(str(root)) == {"digits": {2: str(root / "digits" / "2")}}
 
 
+@pytest.mark.slow
 def test_client_example_prints_top5_over_rest(server, reference, china, tmp_path):
     gray = tmp_path / "gray.png"
     gray.write_bytes(encode(np.full((9, 9), 128)))
@@ -830,6 +833,7 @@ def gif_bomb():
     return gif([(4096, 4096, 0), (4096, 4096, 1)] * 300)
 
 
+@pytest.mark.slow
 def test_animated_gif_bomb_is_refused_before_any_frame_is_decoded(hostile_server, china):
     _, port, _ = hostile_server
     data = gif_bomb()
@@ -859,6 +863,7 @@ def _hostile_bodies():
     ]
 
 
+@pytest.mark.slow
 def test_concurrent_hostile_requests_get_4xx_within_a_memory_limit(hostile_server, china):
     process, port, log_path = hostile_server
     bodies = _hostile_bodies()
@@ -928,6 +933,7 @@ def _raw(port, data):
 HEAD = b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
+@pytest.mark.slow
 def test_idle_connection_is_closed_after_header_timeout(hostile_server, china):
     _, port, _ = hostile_server
     with _raw(port, b"") as sock:
@@ -935,6 +941,7 @@ def test_idle_connection_is_closed_after_header_timeout(hostile_server, china):
     assert_serving(port, china)
 
 
+@pytest.mark.slow
 def test_headers_sent_a_byte_at_a_time_are_cut_off_after_header_timeout(hostile_server, china):
     _, port, _ = hostile_server
     with _raw(port, HEAD) as sock:
@@ -942,6 +949,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_after_header_timeout(hostile_
     assert_serving(port, china)
 
 
+@pytest.mark.slow
 def test_a_body_that_stalls_gets_408_after_body_timeout(hostile_server, china):
     _, port, _ = hostile_server
     started = time.monotonic()
@@ -952,6 +960,7 @@ def test_a_body_that_stalls_gets_408_after_body_timeout(hostile_server, china):
     assert_serving(port, china)
 
 
+@pytest.mark.slow
 def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(hostile_server):
     _, port, _ = hostile_server
     with _raw(port, b"GET /v1/models/digits HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") as sock:
@@ -981,6 +990,7 @@ def _idle_connections(port, count):
     return sockets
 
 
+@pytest.mark.slow
 def test_1100_idle_connections_do_not_starve_a_normal_request(hostile_server, china):
     # The server started with a soft limit of 1024 open files: serve raises it for
     # max_connections (2048 by default), then closes the idle ones after header_timeout.
@@ -1000,6 +1010,7 @@ def test_1100_idle_connections_do_not_starve_a_normal_request(hostile_server, ch
     assert_serving(port, china)
 
 
+@pytest.mark.slow
 def test_connections_over_max_connections_get_a_quick_503(export_dir, china):
     _open_files(2 * 1100 + 256)  # both ends of each connection live in this process
     with serving.BackgroundServer(str(export_dir), max_connections=1000) as running:
@@ -1022,6 +1033,7 @@ def test_connections_over_max_connections_get_a_quick_503(export_dir, china):
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.slow
 def test_request_bodies_held_at_once_are_bounded(export_dir, china):
     limits = dict(max_request_bytes=2**20, max_pending_bytes=2**20, body_timeout=3)
     padded = json.dumps(bytes_request(china)).encode() + b" " * 600_000

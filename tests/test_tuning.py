@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import data, tuning
+from keras_resnet import data, preprocessing, tuning
 from keras_resnet.models import get_model
 
 # A search small enough for a test: the shallowest CIFAR nets, one batch size, 2-epoch budgets.
@@ -70,7 +70,9 @@ def test_best_model_file_scores_what_the_table_says(searches, name):
     accuracy = model.evaluate(validation, return_dict=True, verbose=0)["top1"]
     assert accuracy == pytest.approx(best["val_top1"], abs=1e-6)
     # The preprocessing travels with the file, so export and predict can use it.
-    assert data.load_preprocessing(result["best_model"]).name == "digits"
+    carried = preprocessing.of(model)
+    assert carried.source == "digits" and carried.class_names == [str(i) for i in range(10)]
+    np.testing.assert_array_equal(carried.mean, data.load("digits", "validation", 8)[1].mean)
 
 
 def test_hyperband_continues_promising_trials_with_more_epochs(searches):

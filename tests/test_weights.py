@@ -2,8 +2,8 @@
 downloads, and the errors of bad input.
 
 Reference outputs come from tests/fixtures/make_torch_fixtures.py (torchvision, timm and
-keras-hub networks of reduced width); these tests never need PyTorch, except the ones marked
-so, which are skipped where it is not installed.
+keras-hub networks of reduced width); these tests never need PyTorch, except the ones that
+say so, which are skipped where it is not installed.
 """
 
 import dataclasses
@@ -21,7 +21,7 @@ import threading
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 import keras_resnet
 from keras_resnet import preprocessing
@@ -125,7 +125,7 @@ def test_every_depth_has_the_published_sets():
 
 
 def test_weight_sets_are_consistent_data():
-    for s in weights_lib.sets.WEIGHT_SETS:
+    for s in sets_lib.WEIGHT_SETS:
         assert s.files and all(f.url.startswith("https://") for f in s.files)
         if s.source == "torchvision":
             (f,) = s.files
@@ -148,16 +148,18 @@ def test_weight_sets_are_consistent_data():
 def test_imagenet_class_names():
     names = weights_lib.imagenet_class_names()
     assert len(names) == 1000 == len(set(names))
-    assert names[:3] == ["tench", "goldfish", "great white shark"] and names[-1] == "toilet tissue"
+    assert names[:3] == ["tench", "goldfish", "great white shark"]
+    assert names[-1] == "toilet tissue"
     assert names[134] == "crane (bird)" and names[517] == "crane (machine)"
 
 
 def test_format_table_lists_the_sets():
     table = weights_lib.format_table("resnet50")
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["model", "weights", "source"]
+    assert lines[0].split()[:3] == ["model", "weights", "checkpoint"]
     assert len(lines) == 1 + len(weights_lib.available("resnet50")) + 1
-    assert "keras_applications *" in table and "80.86" in table and "timm/resnet50.a1_in1k" in table
+    assert "keras_applications *" in table and "80.86" in table
+    assert "timm/resnet50.a1_in1k" in table
     assert len(weights_lib.format_table().splitlines()) == 2 + len(sets_lib.WEIGHT_SETS)
     with pytest.raises(ValueError, match="`model` must be one of.*'resnet20'"):
         weights_lib.format_table("resnet20")
@@ -166,8 +168,12 @@ def test_format_table_lists_the_sets():
 # --- fixtures of torchvision, timm and keras-hub ---------------------------------------------
 
 
+def _fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
 def _meta(name):
-    with np.load(os.path.join(FIXTURES, f"{name}.npz"), allow_pickle=False) as f:
+    with np.load(_fixture(f"{name}.npz"), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 
@@ -205,13 +211,13 @@ def _assert_matches(model, meta, atol=1e-5):
 @pytest.mark.parametrize("name", TORCH_FIXTURES)
 def test_torch_checkpoints_give_their_outputs(name):
     meta = _meta(name)
-    model = _model(meta, os.path.join(FIXTURES, f"{name}.safetensors"))
+    model = _model(meta, _fixture(f"{name}.safetensors"))
     _assert_matches(model, meta)
 
 
 @pytest.mark.parametrize("name", TORCH_FIXTURES)
 def test_to_torch_layout_round_trips_bit_for_bit(name, tmp_path):
-    source = os.path.join(FIXTURES, f"{name}.safetensors")
+    source = _fixture(f"{name}.safetensors")
     model = _model(_meta(name), source)
     written = weights_lib.to_torch_layout(model, tmp_path / "out.safetensors")
     original, again = load_file(source), load_file(written)
@@ -219,12 +225,12 @@ def test_to_torch_layout_round_trips_bit_for_bit(name, tmp_path):
     for key, value in original.items():
         assert again[key].dtype == value.dtype and again[key].shape == value.shape, key
         assert np.array_equal(again[key], value), key
-    assert [f for f in os.listdir(tmp_path)] == ["out.safetensors"]  # no temporary left
+    assert os.listdir(tmp_path) == ["out.safetensors"]  # no temporary file left
 
 
 def test_npz_state_dict_and_headless_model(tmp_path):
     meta = _meta("torchvision_bottleneck")
-    np.savez(tmp_path / "state.npz", **load_file(os.path.join(FIXTURES, "torchvision_bottleneck.safetensors")))
+    np.savez(tmp_path / "state.npz", **load_file(_fixture("torchvision_bottleneck.safetensors")))
     _assert_matches(_model(meta, tmp_path / "state.npz"), meta)
     headless = _model(meta, tmp_path / "state.npz", include_top=False, pooling="avg")
     features = np.asarray(headless(meta["input"]))
@@ -234,9 +240,9 @@ def test_npz_state_dict_and_headless_model(tmp_path):
 def _keras_hub_preset(tmp_path, task=True):
     folder = tmp_path / "resnet_preset"
     folder.mkdir(parents=True)
-    shutil.copy(os.path.join(FIXTURES, "keras_hub_bottleneck.model.weights.h5"), folder / "model.weights.h5")
+    shutil.copy(_fixture("keras_hub_bottleneck.backbone.h5"), folder / "model.weights.h5")
     if task:
-        shutil.copy(os.path.join(FIXTURES, "keras_hub_bottleneck.task.weights.h5"), folder / "task.weights.h5")
+        shutil.copy(_fixture("keras_hub_bottleneck.task.h5"), folder / "task.weights.h5")
     return folder
 
 
@@ -252,9 +258,14 @@ def test_keras_hub_preset_gives_its_outputs(tmp_path):
 
 def test_own_weights_file_still_loads(tmp_path):
     meta = _meta("torchvision_basic")
-    model = _model(meta, os.path.join(FIXTURES, "torchvision_basic.safetensors"))
+    model = _model(meta, _fixture("torchvision_basic.safetensors"))
     model.save_weights(tmp_path / "m.weights.h5")
     _assert_matches(_model(meta, tmp_path / "m.weights.h5"), meta)
+    other = _model({**meta, "repeats": np.array([1, 1, 1, 1])})
+    before = _unchanged(other)
+    with pytest.raises(ValueError, match="does not fit model.*nothing was loaded"):
+        weights_lib.load_weights(other, tmp_path / "m.weights.h5")
+    _assert_same(other, before)
 
 
 # --- bad input: clear errors, nothing half-loaded ---------------------------------------------
@@ -272,10 +283,9 @@ def test_weights_of_another_depth_name_the_tensors_and_load_nothing():
     meta = _meta("torchvision_basic")
     model = _model({**meta, "repeats": np.array([1, 1, 1, 1])})
     before = _unchanged(model)
-    source = os.path.join(FIXTURES, "torchvision_basic.safetensors")
     with pytest.raises(ValueError, match=r"needs 62 tensors, the file has 72.*In the file but "
                                          r"not in the model \(10\): layer1\.1\.bn1\.bias"):
-        weights_lib.load_weights(model, source)
+        weights_lib.load_weights(model, _fixture("torchvision_basic.safetensors"))
     _assert_same(model, before)
 
 
@@ -285,15 +295,15 @@ def test_weights_of_another_width_or_block_name_the_shapes():
     before = _unchanged(model)
     with pytest.raises(ValueError, match=r"81 of 87 tensors differ in shape, first layer1\.0\.conv1"
                                          r"\.weight: file \(4, 64, 1, 1\), model \(8, 64, 1, 1\)"):
-        weights_lib.load_weights(model, os.path.join(FIXTURES, "timm_bottleneck.safetensors"))
+        weights_lib.load_weights(model, _fixture("timm_bottleneck.safetensors"))
     _assert_same(model, before)
     with pytest.raises(ValueError, match="Missing from the file.*layer1.0.bn3"):
-        _model(_meta("torchvision_basic"), os.path.join(FIXTURES, "torchvision_bottleneck.safetensors"))
+        _model(_meta("torchvision_basic"), _fixture("torchvision_bottleneck.safetensors"))
 
 
 def test_torch_layout_needs_its_variant():
     meta = _meta("torchvision_bottleneck")
-    source = os.path.join(FIXTURES, "torchvision_bottleneck.safetensors")
+    source = _fixture("torchvision_bottleneck.safetensors")
     with pytest.raises(ValueError, match="stride on its 3x3.*stride_position='1x1'.*'3x3'"):
         _model(meta, source, stride_position="1x1")
     with pytest.raises(ValueError, match="BN epsilon 1e-5.*1.001e-05"):
@@ -304,19 +314,16 @@ def test_torch_layout_needs_its_variant():
         _model(meta, source, use_bias=True)
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"not a weights file at all", "not a readable safetensors file"),
-    ("truncate", "not a readable safetensors file"),
-])
-def test_broken_safetensors_files_are_refused(tmp_path, content, match):
+@pytest.mark.parametrize("content", [b"not a weights file at all", "truncated"])
+def test_broken_safetensors_files_are_refused(tmp_path, content):
     path = tmp_path / "broken.safetensors"
-    if content == "truncate":
-        data = open(os.path.join(FIXTURES, "torchvision_basic.safetensors"), "rb").read()
+    if content == "truncated":
+        data = open(_fixture("torchvision_basic.safetensors"), "rb").read()
         content = data[: len(data) // 2]
     path.write_bytes(content)
     model = _model(_meta("torchvision_basic"))
     before = _unchanged(model)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
         weights_lib.load_weights(model, path)
     _assert_same(model, before)
 
@@ -342,7 +349,7 @@ def test_broken_npz_h5_and_unknown_files_are_refused(tmp_path):
 
 
 class _Marker:
-    """Unpickling this would write a file: proof that nothing was unpickled if none exists."""
+    """Unpickling this would create a file: no file, nothing was unpickled."""
 
     def __init__(self, path):
         self.path = path
@@ -375,14 +382,15 @@ def test_pth_is_read_with_weights_only(tmp_path):
         weights_lib.load_weights(_model(_meta("torchvision_basic")), path)
     assert not marker.exists()
     meta = _meta("torchvision_basic")
-    state = {k: torch.from_numpy(v) for k, v in load_file(os.path.join(FIXTURES, "torchvision_basic.safetensors")).items()}
-    torch.save(state, tmp_path / "state.pth")
+    state = load_file(_fixture("torchvision_basic.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "state.pth")
     _assert_matches(_model(meta, tmp_path / "state.pth"), meta)
 
 
 def test_weight_set_names_are_checked():
-    with pytest.raises(ValueError, match=r"`weights='torchvision_v2'` is no weight set of resnet18; "
-                                         r"resnet18 has 'timm_tv_in1k', 'torchvision_v1'"):
+    with pytest.raises(ValueError, match=r"`weights='torchvision_v2'` is no weight set of "
+                                         r"resnet18; resnet18 has 'timm_tv_in1k', "
+                                         r"'torchvision_v1'"):
         keras_resnet.ResNet18(weights="torchvision_v2")
     with pytest.raises(ValueError, match="`weights='resnet50_best'` is no weight set of resnet50"):
         keras_resnet.ResNet50(weights="resnet50_best")
@@ -405,7 +413,8 @@ def test_to_torch_layout_refuses_models_torchvision_lacks(tmp_path):
     with pytest.raises(ValueError, match="conv biases"):
         weights_lib.to_torch_layout(_model(meta, use_bias=True), path)
     with pytest.raises(ValueError, match="stride_position='1x1'"):
-        weights_lib.to_torch_layout(_model(_meta("torchvision_bottleneck"), stride_position="1x1"), path)
+        weights_lib.to_torch_layout(
+            _model(_meta("torchvision_bottleneck"), stride_position="1x1"), path)
     assert not os.listdir(tmp_path)
 
 
@@ -433,25 +442,24 @@ def http_folder(tmp_path):
 
 
 def _served_set(folder, url, name="torchvision_basic", **hashes):
-    shutil.copy(os.path.join(FIXTURES, f"{name}.safetensors"), folder / "w.safetensors")
+    shutil.copy(_fixture(f"{name}.safetensors"), folder / "w.safetensors")
     weight_file = weights_lib.WeightFile(url + "w.safetensors", "test_w.safetensors", **hashes)
     return dataclasses.replace(weights_lib.get("resnet18", "timm_a1"), files=(weight_file,))
 
 
 def test_download_checks_hash_and_caches(http_folder, tmp_path):
     folder, url, requests = http_folder
-    sha = files_lib._file_hash(os.path.join(FIXTURES, "torchvision_basic.safetensors"), "sha256")
+    sha = files_lib._file_hash(_fixture("torchvision_basic.safetensors"), "sha256")
     weight_set = _served_set(folder, url, sha256=sha)
     cache = tmp_path / "cache"
     tensors = weights_lib.fetch(weight_set, cache_dir=cache)
     meta = _meta("torchvision_basic")
-    model = weights_lib.load_tensors(_model(meta), tensors, "torch")
-    _assert_matches(model, meta)
+    _assert_matches(weights_lib.load_tensors(_model(meta), tensors, "torch"), meta)
     assert os.listdir(cache / "keras_resnet") == ["test_w.safetensors"]
     weights_lib.fetch(weight_set, cache_dir=cache)
     assert len(requests) == 1  # the second time from the cache
-    prefix_set = _served_set(folder, url, sha256_prefix=sha[:8])
-    assert weights_lib.fetch(prefix_set, cache_dir=tmp_path / "other")
+    assert weights_lib.fetch(_served_set(folder, url, sha256_prefix=sha[:8]),
+                             cache_dir=tmp_path / "other")
 
 
 @pytest.mark.parametrize("hashes", [{"sha256": "0" * 64}, {"sha256_prefix": "deadbeef"},
@@ -472,8 +480,8 @@ def test_unreachable_url_says_where_to_put_the_file(tmp_path):
     with pytest.raises(ConnectionError) as error:
         weights_lib.fetch(weight_set, cache_dir=tmp_path / "cache")
     message = str(error.value)
-    assert f"http://127.0.0.1:{port}/w.safetensors" in message and "'test_w.safetensors'" in message
-    assert folder in message and "weights=PATH" in message
+    assert f"http://127.0.0.1:{port}/w.safetensors" in message
+    assert "'test_w.safetensors'" in message and folder in message and "weights=PATH" in message
     assert os.listdir(folder) == []
 
 
@@ -501,7 +509,7 @@ def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
     assert preprocessing.of(headless).class_names is None
 
 
-# --- full size, against torchvision itself (needs torch + torchvision) ----------------------
+# --- full size, against torchvision and keras-hub themselves (skipped without them) ---------
 
 
 def _torch_python():
@@ -518,7 +526,7 @@ def _torch_python():
 def test_full_size_parity_with_torchvision(depth, tmp_path):
     """torchvision's own resnetDEPTH (random weights and BN statistics, in a process of its
     own) against ours converted from its state dict, and our export loaded back by it."""
-    python, script = _torch_python(), os.path.join(FIXTURES, "torchvision_reference.py")
+    python, script = _torch_python(), _fixture("torchvision_reference.py")
 
     def torchvision(command):
         result = subprocess.run([python, script, command, str(depth), str(tmp_path)],
@@ -537,3 +545,36 @@ def test_full_size_parity_with_torchvision(depth, tmp_path):
     assert difference < 1e-5 * max(1.0, np.abs(expected).max())
     weights_lib.to_torch_layout(ours, tmp_path / "back.safetensors")
     print(torchvision("check").strip())
+
+
+@pytest.mark.parametrize("depth", [18, 50, 101, 152])
+def test_full_size_parity_with_keras_hub(depth, tmp_path):
+    """keras-hub's own ResNetBackbone + classifier (random weights, laid out as its presets:
+    model.weights.h5 + task.weights.h5) against ours loaded from that preset folder."""
+    keras_hub = pytest.importorskip("keras_hub")
+    block, repeats = keras_resnet.architectures.IMAGENET_DEPTHS[depth]
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=list(repeats),
+        stackwise_num_strides=[1, 2, 2, 2], block_type=f"{block}_block")
+    rng = np.random.default_rng(depth)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            last = layer.name.endswith("_3_bn" if block == "bottleneck" else "_2_bn")
+            layer.set_weights([rng.uniform(*((0.05, 0.25) if last else (0.5, 1.5)), c),
+                               rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
+                               rng.uniform(0.5, 2, c)])
+    task = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=1000,
+                                                  activation=None)
+    backbone.save_weights(tmp_path / "model.weights.h5")
+    task.save_task_weights(tmp_path / "task.weights.h5")
+    images = rng.normal(size=(2, 96, 112, 3)).astype(np.float32)
+    ours = getattr(keras_resnet, f"ResNet{depth}")(
+        weights=str(tmp_path), stride_position="3x3", input_shape=images.shape[1:],
+        classifier_activation=None)
+    expected = np.asarray(task(images, training=False))
+    difference = np.abs(np.asarray(ours(images)) - expected).max()
+    print(f"resnet{depth}: max |logit difference| vs keras-hub {difference:.2e} "
+          f"(logits up to {np.abs(expected).max():.2f})")
+    assert difference < 1e-5 * max(1.0, np.abs(expected).max())

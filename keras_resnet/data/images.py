@@ -65,7 +65,8 @@ def resize_shorter_side(images, size, method="bilinear"):
         float32 tensor.
 
     Example:
-        >>> resize_shorter_side(tf.zeros((300, 400, 3)), 256).shape  # (256, 341, 3)
+        >>> resize_shorter_side(tf.zeros((300, 400, 3)), 256).shape
+        TensorShape([256, 341, 3])
     """
     shape = tf.shape(images)
     height = tf.cast(shape[-3], tf.float32)
@@ -108,7 +109,8 @@ def ten_crop(images, crop_size):
         :func:`average_crops` (``reshape(batch, 10, classes).mean(1)``).
 
     Example:
-        >>> ten_crop(tf.zeros((2, 256, 256, 3)), 224).shape  # (20, 224, 224, 3)
+        >>> ten_crop(tf.zeros((2, 256, 256, 3)), 224).shape
+        TensorShape([20, 224, 224, 3])
     """
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
@@ -137,7 +139,9 @@ def average_crops(predictions, num_crops=10):
     The inverse of :func:`ten_crop`'s layout (§3.4: "average the scores").
 
     Example:
-        >>> probs = average_crops(model(ten_crop(images, 224)))
+        >>> model = keras_resnet.ResNet18(input_shape=(224, 224, 3), classes=5)
+        >>> average_crops(model(ten_crop(tf.zeros((2, 256, 256, 3)), 224))).shape
+        TensorShape([2, 5])
     """
     predictions = tf.convert_to_tensor(predictions)
     shape = tf.shape(predictions)
@@ -158,7 +162,8 @@ def cifar_augment(image, seed, *, padding=CIFAR_PADDING, flip=True):
         An ``(h, w, c)`` tensor: ``image`` translated by at most ``padding`` pixels.
 
     Example:
-        >>> cifar_augment(tf.zeros((32, 32, 3)), seed=[0, 1]).shape  # (32, 32, 3)
+        >>> cifar_augment(tf.zeros((32, 32, 3)), seed=[0, 1]).shape
+        TensorShape([32, 32, 3])
     """
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     shape = tf.shape(image)
@@ -173,7 +178,8 @@ def imagenet_sides(image_size=IMAGENET_CROP):
     """§3.4's lengths scaled to ``image_size``: ((min, max) train shorter side, eval side).
 
     Example:
-        >>> imagenet_sides(64)  # ((73, 137), 73)
+        >>> imagenet_sides(64)
+        ((73, 137), 73)
     """
     factor = image_size / IMAGENET_CROP
     low, high = (int(round(side * factor)) for side in IMAGENET_TRAIN_SIDES)
@@ -194,7 +200,8 @@ def imagenet_augment(image, seed, *, image_size=IMAGENET_CROP, sides=None, flip=
         float32 ``(image_size, image_size, c)`` tensor in the input's units.
 
     Example:
-        >>> imagenet_augment(tf.zeros((375, 500, 3), tf.uint8), [0, 1]).shape  # (224, 224, 3)
+        >>> imagenet_augment(tf.zeros((375, 500, 3), tf.uint8), [0, 1]).shape
+        TensorShape([224, 224, 3])
     """
     low, high = sides or imagenet_sides(image_size)[0]
     side_seed, crop_seed, flip_seed = tf.unstack(
@@ -221,7 +228,9 @@ def pca_lighting(image, seed, stddev=PCA_STDDEV):
     eigenvectors (:data:`IMAGENET_EIGENVALUES`, :data:`IMAGENET_EIGENVECTORS`).
 
     Example:
-        >>> pca_lighting(tf.zeros((224, 224, 3)), seed=[0, 1])  # a constant colour shift
+        >>> shifted = pca_lighting(tf.zeros((224, 224, 3)), seed=[0, 1]).numpy()
+        >>> bool((shifted == shifted[0, 0]).all())  # the same colour shift on every pixel
+        True
     """
     alpha = tf.random.stateless_normal([3], seed, stddev=stddev)
     shift = tf.linalg.matvec(
@@ -236,7 +245,7 @@ def normalize(images, preprocessing):
     ``preprocessing`` (an ``ImagePreprocessing``).
 
     Example:
-        >>> normalize(tf.fill((1, 32, 32, 3), 255), ImagePreprocessing(32)).numpy().max()
+        >>> float(normalize(tf.fill((1, 32, 32, 3), 255), ImagePreprocessing(32)).numpy().max())
         1.0
     """
     x = tf.cast(images, tf.float32)

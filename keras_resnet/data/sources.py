@@ -137,7 +137,8 @@ def tfds_split(name, split, available=()):
     must be among ``available`` (when known); anything else passes through to tfds.
 
     Example:
-        >>> tfds_split("cifar10", "val5k")  # "train[45000:]"
+        >>> tfds_split("cifar10", "val5k")
+        'train[45000:]'
     """
     base_name = name.split("/")[0].split(":")[0]
     if split in SPLIT_ALIASES:
@@ -274,24 +275,21 @@ def _class_folders(root):
     return classes
 
 
-def _folder_source(root, skip_unreadable):
-    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    pre_split = all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
-    if pre_split:
-        class_names = _class_folders(os.path.join(root, "train"))
-        split_roots = {
-            s: os.path.join(root, s)
-            for s in STANDARD_SPLITS
-            if os.path.isdir(os.path.join(root, s))
-        }
-    else:
-        class_names = _class_folders(root)
-        split_roots = {"all": root}
+def _split_roots(root):
+    """``(class_names, {split: folder})``: root/train, root/test (and root/validation) when
+    both of the first exist, else everything under root as one pool to split by hash."""
+    if all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test")):
+        folders = {s: os.path.join(root, s) for s in STANDARD_SPLITS
+                   if os.path.isdir(os.path.join(root, s))}
+        return _class_folders(os.path.join(root, "train")), folders
+    return _class_folders(root), {"all": root}
 
+
+def _folder_files(root, class_names, split_roots):
+    """``[(split or "all", path)]`` and labels of every image file, class folders checked."""
     files, labels = [], []
     for split_name, split_root in split_roots.items():
-        classes = _class_folders(split_root)
-        unknown = sorted(set(classes) - set(class_names))
+        unknown = sorted(set(_class_folders(split_root)) - set(class_names))
         if unknown:
             raise ValueError(
                 f"`name`: {split_root!r} has class folders {unknown} that are not in "
@@ -309,7 +307,12 @@ def _folder_source(root, skip_unreadable):
                 )
             files += [(split_name, path) for path in found]
             labels += [label] * len(found)
+    return files, labels
 
+
+def _readable(root, files, skip_unreadable):
+    """Indices of the decodable files and the largest image side; the others raise (or are
+    skipped with a warning)."""
     results = _check_images([path for _, path in files])
     bad = [(path, error) for (_, path), (error, _) in zip(files, results) if error]
     if bad:
@@ -323,31 +326,43 @@ def _folder_source(root, skip_unreadable):
             raise ValueError(
                 f"`name`: {message} Fix or remove them, or pass `skip_unreadable=True`."
             )
-        warnings.warn(f"Skipping unreadable images: {message}", stacklevel=3)
+        warnings.warn(f"Skipping unreadable images: {message}", stacklevel=4)
     keep = [i for i, (error, _) in enumerate(results) if not error]
-    native_side = max((max(results[i][1]) for i in keep), default=None)
+    return keep, max((max(results[i][1]) for i in keep), default=None)
 
-    def split_of(index):
-        split_name, path = files[index]
-        if split_name != "all":
-            return split_name
-        relative = os.path.relpath(path, root).replace(os.sep, "/")
-        bucket = int(hashlib.sha1(relative.encode("utf-8")).hexdigest()[:8], 16) % 100
-        if bucket < FOLDER_SPLIT_PERCENT["train"]:
-            return "train"
-        if bucket < FOLDER_SPLIT_PERCENT["train"] + FOLDER_SPLIT_PERCENT["validation"]:
-            return "validation"
-        return "test"
 
+def _hash_split(root, path):
+    """"train", "validation" or "test" (80/10/10) by a hash of the path under root: stable
+    across machines and runs."""
+    relative = os.path.relpath(path, root).replace(os.sep, "/")
+    bucket = int(hashlib.sha1(relative.encode("utf-8")).hexdigest()[:8], 16) % 100
+    if bucket < FOLDER_SPLIT_PERCENT["train"]:
+        return "train"
+    if bucket < FOLDER_SPLIT_PERCENT["train"] + FOLDER_SPLIT_PERCENT["validation"]:
+        return "validation"
+    return "test"
+
+
+def _fingerprint(paths):
+    """Names the training files' contents (path, mtime, size), for the mean image cache."""
+    digest = hashlib.sha1()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_mtime_ns}|{stat.st_size}|".encode())
+    return digest.hexdigest()[:16]
+
+
+def _folder_source(root, skip_unreadable):
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    class_names, split_roots = _split_roots(root)
+    files, labels = _folder_files(root, class_names, split_roots)
+    keep, native_side = _readable(root, files, skip_unreadable)
     by_split = {}
     for index in keep:
-        by_split.setdefault(split_of(index), []).append(index)
-    available = [s for s in STANDARD_SPLITS if s in (split_roots if pre_split else STANDARD_SPLITS)]
-    train_files = [files[i][1] for i in by_split.get("train", [])]
-    fingerprint = hashlib.sha1()
-    for path in train_files:
-        stat = os.stat(path)
-        fingerprint.update(f"{path}|{stat.st_mtime_ns}|{stat.st_size}|".encode())
+        split_name, path = files[index]
+        split_name = _hash_split(root, path) if split_name == "all" else split_name
+        by_split.setdefault(split_name, []).append(index)
+    available = [s for s in STANDARD_SPLITS if "all" in split_roots or s in split_roots]
 
     def make(split):
         if split not in available:
@@ -368,7 +383,7 @@ def _folder_source(root, skip_unreadable):
         class_names=class_names,
         native_side=native_side,
         from_files=False,
-        mean_key=f"folder_{fingerprint.hexdigest()[:16]}",
+        mean_key=f"folder_{_fingerprint([files[i][1] for i in by_split.get('train', [])])}",
         make=make,
         decode=lambda path: _decode_encoded(tf.io.read_file(path)),
     )

@@ -64,7 +64,8 @@ def resolve(model, weights):
         'keras_applications'
     """
     if weights is None or not is_name(weights):
-        if isinstance(weights, str) and not weights.endswith(SUFFIXES) and not os.path.isdir(weights):
+        looks_like_name = isinstance(weights, str) and not weights.endswith(SUFFIXES)
+        if looks_like_name and not os.path.isdir(weights):
             get(model, weights)  # an unknown name: raises, listing the model's sets
         return None
     return get(model, weights)
@@ -117,7 +118,10 @@ def load_weights(model, weights):
     leaves the model as it was.
 
     Example:
-        >>> load_weights(keras_resnet.ResNet18(stride_position="3x3"), "resnet18.safetensors")
+        >>> model = keras_resnet.ResNet18(input_shape=(64, 64, 3))
+        >>> _ = to_torch_layout(model, "r18.safetensors")
+        >>> load_weights(model, "r18.safetensors").name
+        'resnet18'
     """
     if weights is None:
         return model

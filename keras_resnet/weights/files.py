@@ -5,7 +5,9 @@ Nothing is ever unpickled: safetensors through ``safetensors.numpy``, ``.npz`` w
 (and only where PyTorch is installed), Keras ``.weights.h5`` through h5py.
 
 Example:
-    >>> tensors, layout = read("resnet18.safetensors")
+    >>> from safetensors.numpy import save_file
+    >>> save_file({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}, "r18.safetensors")
+    >>> tensors, layout = read("r18.safetensors")
     >>> layout, tensors["conv1.weight"].shape
     ('torch', (64, 3, 7, 7))
 """
@@ -51,7 +53,8 @@ def kind(path):
     or preset folder).
 
     Example:
-        >>> kind("resnet50-11ad3fa6.pth")
+        >>> np.savez("state.npz", **{"fc.bias": np.zeros(3)})
+        >>> kind("state.npz")
         'torch'
     """
     path = os.fspath(path)
@@ -96,7 +99,8 @@ def read_h5(path):
     """Every dataset of a Keras ``.weights.h5`` file: ``{"layers/conv2d/vars/0": array}``.
 
     Example:
-        >>> sorted(read_h5("model.weights.h5"))[0]
+        >>> keras_resnet.ResNet20().save_weights("r20.weights.h5")
+        >>> sorted(read_h5("r20.weights.h5"))[0]
         'layers/batch_normalization/vars/0'
     """
     tensors = {}
@@ -114,6 +118,8 @@ def read_safetensors(path):
     """A safetensors file as ``{name: array}`` (``safetensors.numpy``, no PyTorch).
 
     Example:
+        >>> from safetensors.numpy import save_file
+        >>> save_file({"fc.bias": np.zeros(1000, np.float32)}, "model.safetensors")
         >>> read_safetensors("model.safetensors")["fc.bias"].shape
         (1000,)
     """
@@ -132,6 +138,7 @@ def read_npz(path):
     """A ``.npz`` of named arrays (``numpy.load(allow_pickle=False)``).
 
     Example:
+        >>> np.savez("state_dict.npz", **{"conv1.weight": np.zeros((64, 3, 7, 7))})
         >>> read_npz("state_dict.npz")["conv1.weight"].shape
         (64, 3, 7, 7)
     """
@@ -149,7 +156,7 @@ def read_torch(path):
     """A PyTorch state dict file (``torch.load(..., weights_only=True)``) as NumPy arrays.
 
     Example:
-        >>> read_torch("resnet18-f37072fd.pth")["fc.weight"].shape
+        >>> read_torch("resnet18-f37072fd.pth")["fc.weight"].shape  # doctest: +SKIP
         (1000, 512)
     """
     path = os.fspath(path)
@@ -176,7 +183,12 @@ def read_torch(path):
 
 
 def read_keras_hub(path):
-    """A keras-hub preset folder (backbone + task weights) or one of its .weights.h5 files."""
+    """A keras-hub preset folder (model.weights.h5 + task.weights.h5) or one of its files,
+    as ``{h5 path: array}``.
+
+    Example:
+        >>> tensors = read_keras_hub("resnet_50_imagenet")  # doctest: +SKIP
+    """
     path = os.fspath(path)
     if not os.path.isdir(path):
         return read_h5(path)
@@ -194,6 +206,7 @@ def read(path):
         ``(tensors, layout)``: ``{name: numpy array}`` and "torch" or "keras_hub".
 
     Example:
+        >>> np.savez("resnet50.npz", **{"fc.bias": np.zeros(1000)})
         >>> read("resnet50.npz")[1]
         'torch'
     """
@@ -211,7 +224,11 @@ def read(path):
 
 
 def check_readable(weight_set):
-    """Raise before any download if this machine cannot read ``weight_set``'s files."""
+    """Raise before any download if this machine cannot read ``weight_set``'s files.
+
+    Example:
+        >>> check_readable(keras_resnet.weights.get("resnet50", "timm_a1"))  # safetensors
+    """
     if weight_set.file_format == "pth" and _torch() is None:
         raise ImportError(
             f"weights={weight_set.name!r} ({weight_set.checkpoint}) is a .pth file. "
@@ -221,8 +238,13 @@ def check_readable(weight_set):
 
 def cache_folder(cache_dir=None):
     """Where downloaded weights live: ``cache_dir`` (default ``$KERAS_HOME`` or
-    ``~/.keras``) / ``keras_resnet``."""
-    base = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    ``~/.keras``) / ``keras_resnet``.
+
+    Example:
+        >>> cache_folder("/data/keras")
+        '/data/keras/keras_resnet'
+    """
+    base = cache_dir or os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
     return os.path.join(os.path.expanduser(base), CACHE_SUBDIR)
 
 
@@ -288,7 +310,9 @@ def download(weight_file, cache_dir=None):
                 force_download=True,
             )
         except ValueError as error:  # get_file's hash check
-            raise ValueError(f"Downloaded {weight_file.url}, but {error}; nothing was kept.") from error
+            raise ValueError(
+                f"Downloaded {weight_file.url}, but {error}; nothing was kept."
+            ) from error
         except Exception as error:  # URL fetch failure, refused connection, HTTP error
             raise ConnectionError(_unreachable(weight_file, folder, error)) from error
         problem = _hash_problem(tmp, weight_file)

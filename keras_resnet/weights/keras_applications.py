@@ -67,7 +67,7 @@ def copy_keras_applications_weights(source, target):
     every layer is matched and shape-checked before any weight is set.
 
     Example:
-        >>> copy_keras_applications_weights(keras.applications.ResNet50(), ours)
+        >>> copy_keras_applications_weights(application, ours)  # doctest: +SKIP
     """
     pairs = []
     for layer in source.layers:

@@ -136,7 +136,8 @@ def torch_slots(model):
         for sublayer, module in modules:
             names = dict(PARAMS[_kind(sublayer)])
             for kind, attribute, variable in _variables(sublayer):
-                slots.append(Slot(variable, f"{module}.{names[attribute]}", kind, attribute, "torch"))
+                key = f"{module}.{names[attribute]}"
+                slots.append(Slot(variable, key, kind, attribute, "torch"))
     return slots
 
 
@@ -211,7 +212,8 @@ def _check_shapes(model, slots, tensors, source):
 
 
 def _blocks(model):
-    return [layer for layer in model.layers if _BLOCK.match(layer.name) and hasattr(layer, "shortcut")]
+    return [layer for layer in model.layers
+            if _BLOCK.match(layer.name) and hasattr(layer, "shortcut")]
 
 
 def _batch_norms(model):
@@ -223,7 +225,11 @@ def _batch_norms(model):
 def check_torch_variant(model, what="these weights"):
     """Raise unless ``model`` computes what a torchvision/timm/keras-hub ResNet computes with
     the same tensors: stride on the 3x3 of a bottleneck, BN epsilon 1e-5 (the tensors
-    themselves show neither)."""
+    themselves show neither).
+
+    Example:
+        >>> check_torch_variant(keras_resnet.ResNet18(input_shape=(64, 64, 3)))
+    """
     for block in _blocks(model):
         if _block_kind(block) == "bottleneck" and block.stride_position != "3x3":
             raise ValueError(
@@ -246,14 +252,18 @@ def load_tensors(model, tensors, layout, source="weights"):
     when ``model`` has none. Returns ``model``.
 
     Example:
-        >>> load_tensors(model, safetensors.numpy.load_file("resnet18.safetensors"), "torch")
+        >>> model = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+        >>> tensors = {s.key: s.from_keras(s.variable.numpy()) for s in torch_slots(model)}
+        >>> load_tensors(model, tensors, "torch").name
+        'resnet18'
     """
     check_torch_variant(model, f"`weights` ({source})")
     slots = SLOTS[layout](model)
     _check_names(model, slots, tensors, layout, source)
     _check_shapes(model, slots, tensors, source)
     for slot in slots:
-        slot.variable.assign(slot.to_keras(np.asarray(tensors[slot.key])).astype(slot.variable.dtype))
+        value = slot.to_keras(np.asarray(tensors[slot.key]))
+        slot.variable.assign(value.astype(slot.variable.dtype))
     return model
 
 
@@ -295,8 +305,8 @@ def to_torch_layout(model, path):
         ``path``.
 
     Example:
-        >>> to_torch_layout(keras_resnet.ResNet50(stride_position="3x3"), "r50.safetensors")
-        'r50.safetensors'
+        >>> to_torch_layout(keras_resnet.ResNet18(input_shape=(64, 64, 3)), "r18.safetensors")
+        'r18.safetensors'
     """
     from safetensors.numpy import save_file
 
@@ -306,8 +316,9 @@ def to_torch_layout(model, path):
     tensors = {}
     for slot in torch_slots(model):
         tensors[slot.key] = np.ascontiguousarray(slot.from_keras(np.asarray(slot.variable.numpy())))
-        if slot.key.endswith(".running_var"):
-            tensors[slot.key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+        if slot.key.endswith(".running_var"):  # torchvision's BN counter, as in its state dicts
+            counter = slot.key[: -len("running_var")] + "num_batches_tracked"
+            tensors[counter] = np.zeros((), np.int64)
     with atomic_path(os.fspath(path), suffix=".safetensors") as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "source": "keras_resnet"})
     return path

@@ -191,8 +191,8 @@ def _timm(depth, tag, top1, top5, image_size, resize_size, interpolation, note="
         accuracy_note=note or (f"timm results/results-imagenet.csv, {image_size} crop of "
                                f"{resize_size}, {interpolation}"),
         license="BSD-3-Clause" if tv else "Apache-2.0",
-        notes=(f"torchvision's IMAGENET1K_V{2 if tag.startswith('tv2') else 1} weights, ported by "
-               "timm") if tv else f"ResNet strikes back (arXiv 2110.00476), recipe {tag[:-5].upper()}",
+        notes=(f"torchvision's IMAGENET1K_V{2 if tag.startswith('tv2') else 1} weights, ported "
+               "by timm") if tv else f"ResNet strikes back (arXiv 2110.00476), {tag[:-5].upper()}",
     )
 
 
@@ -201,7 +201,7 @@ def _keras_applications(depth, top_md5, notop_md5, top1, top5):
     name = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels"
     return WeightSet(
         model=f"resnet{depth}", name="keras_applications", source="keras_applications",
-        checkpoint=f"keras.applications.ResNet{depth}(weights='imagenet')",
+        checkpoint=f"keras.applications.ResNet{depth}",
         files=(WeightFile(base + f"{name}.h5", f"{name}.h5", part="top", md5=top_md5),
                WeightFile(base + f"{name}_notop.h5", f"{name}_notop.h5", part="notop",
                           md5=notop_md5)),
@@ -324,14 +324,15 @@ def get(model, name):
 
 def _variant(weight_set):
     v = weight_set.variant
-    stride = f"stride {v['stride_position']}, " if weight_set.model not in ("resnet18", "resnet34") else ""
-    return f"{stride}{'bias' if v['use_bias'] else 'no bias'}, eps {v['bn_epsilon']:g}"
+    basic = weight_set.model in ("resnet18", "resnet34")  # no bottleneck: no stride position
+    parts = ([] if basic else [v["stride_position"]]) + (["bias"] if v["use_bias"] else [])
+    return ", ".join(parts + [f"eps {v['bn_epsilon']:g}"])
 
 
 def _recipe(weight_set):
     p = weight_set.preprocess
-    mode = "caffe BGR" if p["mode"] == "caffe" else "mean/std"
-    return f"{p['image_size']}/{p['resize_size']} {p.get('interpolation', 'bilinear')}, {mode}"
+    mode = "BGR" if p["mode"] == "caffe" else "mean/std"
+    return f"{p['image_size']}/{p['resize_size']} {p.get('interpolation', 'bilinear')} {mode}"
 
 
 def format_table(model=None):
@@ -342,15 +343,16 @@ def format_table(model=None):
         >>> print(format_table("resnet18"))  # doctest: +SKIP
     """
     sets = [s for m in ([model] if model else MODELS) for s in available(m)]
-    header = ("model", "weights", "source", "checkpoint", "format", "variant",
-              "preprocessing", "top-1", "top-5", "licence")
+    header = ("model", "weights", "checkpoint", "format", "variant", "preprocessing",
+              "top-1", "top-5", "licence")
     rows = [header] + [(
-        s.model, s.name + (" *" if s.is_default else ""), s.source, s.checkpoint.split(" (")[0],
+        s.model, s.name + (" *" if s.is_default else ""), s.checkpoint.split(" (")[0],
         s.file_format, _variant(s), _recipe(s),
         "-" if s.top1 is None else f"{s.top1:.2f}", "-" if s.top5 is None else f"{s.top5:.2f}",
         s.license.split(" (")[0],
     ) for s in sets]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines + ["* = weights='imagenet'; top-1/top-5 as published (see "
-                              "keras_resnet.weights.available(model) for where)"])
+    return "\n".join(lines + [
+        "* = weights='imagenet'. variant: stride position, conv bias, BN epsilon. "
+        "preprocessing: crop/resize. top-1/5: % as published (where: available(model))."])
