@@ -11,8 +11,8 @@ so activations stay in range) is exported and run by:
   weights and activations, float in/out), LiteRT ``Interpreter`` with ``--threads`` threads
   (batch 32 via ``resize_tensor_input``);
 - ONNX Runtime (``keras_resnet.export.export_onnx``: Keras' ONNX exporter, tf2onnx), float32 and
-  int8 (ONNX Runtime's static QDQ quantization), CPU execution provider, ``--threads``
-  intra-op threads;
+  int8 (ONNX Runtime's static QDQ quantization, U8S8), CPU execution provider, ``--threads``
+  intra-op threads, no spinning;
 - OpenVINO (``keras_resnet.export.export_openvino``: Keras' OpenVINO exporter), float32 (f32
   inference precision) and int8 (NNCF post-training quantization, when ``nncf`` is
   installed), compiled for the CPU per batch size (static shapes), latency hint.
@@ -24,8 +24,9 @@ model's ``ImagePreprocessing`` (one ``tf.function``; the row ``preprocessing alo
 by itself). Latency: ``--latency-runs`` interleaved batch-1 calls per runner (p50, p99 ms);
 throughput: ``--rounds`` interleaved rounds of ``--throughput-batches`` calls at
 ``--batch-size`` (median images/s, min-max). ``% peak``: 2 x multiply-adds x images/s over
-the measured float32 matmul FLOP/s of this machine (``benchmarks/common.py``; int8 rows too,
-against the same float32 figure). ``max |dp|``: the largest probability difference from Keras
+this machine's float32 peak (``benchmarks/common.py``: the measured matmul FLOP/s, or the
+theoretical peak where that is higher, as on a shared machine whose matmul measures low;
+int8 rows too, against the same float32 figure). ``max |dp|``: the largest probability difference from Keras
 on the batch (int8 differs by quantization). ``vs SM``: throughput over the SavedModel's.
 
 Commands:
@@ -119,7 +120,8 @@ class TFLiteRunner:
 
 class OpenVINORunner:
     """One OpenVINO IR compiled per batch size (static shapes are faster than the dynamic
-    batch of the export), f32 inference precision, latency hint, ``threads`` threads."""
+    batch of the export), f32 inference precision, latency hint, ``threads`` threads, no CPU
+    pinning (the machine is shared with the other runners and processes)."""
 
     def __init__(self, path, threads):
         import openvino as ov
@@ -134,7 +136,7 @@ class OpenVINORunner:
             model.reshape({0: [batch, *x.shape[1:]]})
             compiled = self.core.compile_model(model, "CPU", {
                 "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": self.threads})
+                "INFERENCE_NUM_THREADS": self.threads, "ENABLE_CPU_PINNING": False})
             self.requests[batch] = compiled.create_infer_request()
         outputs = self.requests[batch].infer([x])
         return next(iter(outputs.values())).copy()
@@ -147,6 +149,8 @@ def onnx_runner(path, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # Threads that spin after a run steal the CPU from the runner that follows.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.asarray(x, np.float32)})[0]
@@ -346,9 +350,11 @@ def main():
     machine = common.machine_description(args.device)
     print(common.describe(machine))
     peak = common.peak_flops("cpu")
-    peak_float32 = common.peak_for(peak, "float32")["measured"]
-    print(f"measured float32 matmul: {common.format_flops(peak_float32)}; runtime threads "
-          f"{threads}", flush=True)
+    reference = common.peak_for(peak, "float32")
+    peak_float32 = reference["reference"]
+    print(f"float32 peak: measured matmul {common.format_flops(reference['measured'])}, "
+          f"theoretical {common.format_flops(reference['theoretical'])}; % peak divides by "
+          f"{common.format_flops(peak_float32)}; runtime threads {threads}", flush=True)
     results, settings, summaries = [], {}, {}
     for name in args.models:
         rows, settings[name] = benchmark_model(name, args, threads, tf_device, peak_float32)

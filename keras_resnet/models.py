@@ -223,7 +223,9 @@ def build_resnet(
         arch: an ``Architecture`` from ``keras_resnet.architectures``.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: as in keras.applications. ``weights`` is None or a
-            path to a ``.weights.h5`` file; ``classes`` and ``input_shape`` default to the
+            weights file (``.weights.h5``, ``.safetensors``, ``.npz``, ``.pth``); weight set
+            names ("imagenet", "torchvision_v2", ...) go through :func:`ImageNetResNet` and
+            the ``ResNetNN`` constructors. ``classes`` and ``input_shape`` default to the
             family's (1000 and 224x224x3 for ImageNet, 10 and 32x32x3 for CIFAR).
         shortcut: "A" (zero-padding), "B" (projection when dimensions increase) or "C" (all
             projections), §3.3/§4.1. Defaults to B for ImageNet, A for CIFAR.

@@ -48,6 +48,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet.extras import require
+
 DEFAULT_MAX_IMAGE_BYTES = 8 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_MAX_BATCH = 64
@@ -922,6 +924,7 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     Example:
         >>> uvicorn.run(create_app("exports", max_batch=16), port=8501)  # doctest: +SKIP
     """
+    require("fastapi", "The REST server (keras_resnet.serving)")
     from fastapi import FastAPI, Request
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -1126,7 +1129,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
     Example:
         >>> serve("exports", port=8501)  # doctest: +SKIP
     """
-    import uvicorn
+    uvicorn = require("uvicorn", "keras-resnet serve")
 
     _check_port(port)
     sock = _bind(host, port)

@@ -160,11 +160,18 @@ def test_fit_with_the_papers_callbacks_resumes_exactly_on_jax(tmp_path, jax_cach
     assert run["reload_max_diff"] < 1e-6
 
 
+@pytest.fixture(scope="module")
+def jax_saved(tmp_path_factory, jax_cache):
+    """A folder with model.keras, model.weights.h5 and predictions, written on JAX."""
+    folder = str(tmp_path_factory.mktemp("backends") / "from_jax")
+    run_worker("save", folder, cache=jax_cache)
+    return folder
+
+
 @needs_jax
 @pytest.mark.slow
-def test_keras_and_weights_files_load_across_backends(tmp_path, jax_cache):
-    jax_dir, tf_dir = str(tmp_path / "from_jax"), str(tmp_path / "from_tf")
-    run_worker("save", jax_dir, cache=jax_cache)
+def test_keras_and_weights_files_load_across_backends(tmp_path, jax_cache, jax_saved):
+    jax_dir, tf_dir = jax_saved, str(tmp_path / "from_tf")
     on_tf, _ = run_worker("load", jax_dir, "--save", tf_dir, backend="tensorflow",
                           block_tensorflow=False)
     on_jax, _ = run_worker("load", tf_dir, cache=jax_cache)
@@ -203,7 +210,7 @@ def test_data_parallel_on_two_virtual_devices_matches_one_device(jax_cache):
 
 
 @pytest.mark.slow
-def test_torch_backend_builds_fits_saves_and_loads(tmp_path, jax_cache):
+def test_torch_backend_builds_fits_saves_and_loads(tmp_path, request):
     python = _torch_python()
     if python is None:
         pytest.skip("torch is not installed (set KERAS_RESNET_TORCH_PYTHON to an interpreter with it)")
@@ -211,9 +218,8 @@ def test_torch_backend_builds_fits_saves_and_loads(tmp_path, jax_cache):
                         block_tensorflow=True)
     assert run["backend"] == "torch" and run["tensorflow_imported"] is False
     assert run["loss"][0] == run["loss"][0] and run["reload_max_diff"] < 1e-5
-    if JAX_HERE:  # and a .keras file from JAX loads there too
-        jax_dir = str(tmp_path / "from_jax")
-        run_worker("save", jax_dir, cache=jax_cache)
+    if JAX_HERE:  # and the files written on JAX load there too
+        jax_dir = request.getfixturevalue("jax_saved")
         on_torch, _ = run_worker("load", jax_dir, backend="torch", python=python)
         assert on_torch["keras_max_diff"] < 1e-5 and on_torch["weights_max_diff"] < 1e-5
 

@@ -306,19 +306,31 @@ HOSTILE_CLI = [
     (["predict", "{tmp}/foreign.keras", "{tmp}/image.png"], "foreign.keras"),
     (["export", "{tmp}/foreign.keras"], "foreign.keras"),
     (["serve", "{tmp}", "--port", "70000"], "`port`"),
-    (["serve", "{tmp}/missing"], "missing"),
+    (["serve", "{tmp}/missing", "--port", "48917"], "missing"),
     (["weights", "resnet19"], "resnet19"),
 ]
 
 
 @pytest.mark.parametrize("args,message", HOSTILE_CLI, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(HOSTILE_CLI)])
-def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, message):
+def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, message, capsys, monkeypatch):
+    """In-process (``cli.main``, what the console script calls), so the table stays fast; the
+    subprocess tests above and below check the same from a shell."""
+    from keras_resnet.cli import main
+
     if os.geteuid() == 0 and "readonly" in " ".join(args):
         pytest.skip("root writes into read-only folders")
-    result = _run(*[a.format(tmp=hostile_files) for a in args], cwd=hostile_files)
-    assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-3000:])
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    monkeypatch.chdir(hostile_files)
+    code = main([a.format(tmp=hostile_files) for a in args])
+    captured = capsys.readouterr()
+    assert code == 2, (captured.out[-1000:], captured.err[-3000:])
+    assert message in captured.err and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+def test_a_user_mistake_in_a_shell_is_one_line_on_stderr(hostile_files):
+    result = _run("predict", str(hostile_files / "truncated.keras"), str(hostile_files / "image.png"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "truncated.keras" in result.stderr
 
 
 def test_debug_shows_the_traceback_and_verbose_the_logs(hostile_files):

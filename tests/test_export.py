@@ -362,6 +362,8 @@ def test_onnx_openvino_and_export_run_bad_arguments(trained, tmp_path):
         export.export_onnx(model, str(tmp_path / "m.onnx"), quantization="dynamic")
     with pytest.raises(ValueError, match="representative_data"):
         export.export_openvino(model, str(tmp_path / "m.xml"), quantization="int8")
+    with pytest.raises(ValueError, match=r"`activations` must be one of 'uint8', 'int8'; got 'int4'"):
+        export.export_onnx(model, str(tmp_path / "m.onnx"), "int8", np.zeros((1, 32, 32, 3)), activations="int4")
     with pytest.raises(ValueError, match=r"`path` must end with '\.xml'.*m\.bin"):
         export.export_openvino(model, str(tmp_path / "m.bin"))
     with pytest.raises(ValueError, match=r"`path` must end with '\.onnx'"):
