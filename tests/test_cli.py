@@ -361,3 +361,23 @@ def test_interrupting_a_command_stops_cleanly(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_predict_reads_a_palette_bmp_as_the_same_pixels_as_a_png(tmp_path, capsys):
+    """TensorFlow's BMP decoder reads 8-bit palette indices as grey levels; predict must not."""
+    from PIL import Image
+
+    import keras_resnet
+    from keras_resnet.cli import main
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    palette = Image.fromarray(pixels).quantize(64)  # mode "P": 8-bit indices into a palette
+    palette.save(tmp_path / "digit.bmp")
+    palette.convert("RGB").save(tmp_path / "digit.png")
+    keras_resnet.CifarResNet(8).save(tmp_path / "m.keras")
+    outputs = []
+    for name in ("digit.bmp", "digit.png"):
+        assert main(["predict", str(tmp_path / "m.keras"), str(tmp_path / name), "--json", "--top-k", "10"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out)[0]["top_k"])
+    assert outputs[0] == outputs[1]
