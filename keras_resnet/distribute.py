@@ -14,7 +14,10 @@ Example:
 import json
 import os
 
-import tensorflow as tf
+from keras_resnet.extras import require
+
+tf = require("tensorflow", "keras_resnet.distribute (tf.distribute strategies)")
+
 
 # The fast path, precision policy and learning-rate scaling are backend-neutral: they live in
 # keras_resnet.devices.

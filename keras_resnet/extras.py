@@ -21,6 +21,7 @@ EXTRAS = {
     "tf2onnx": "onnx",
     "onnx": "onnx",
     "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 

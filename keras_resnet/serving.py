@@ -46,9 +46,10 @@ import threading
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from keras_resnet.extras import require
+
+tf = require("tensorflow", "keras_resnet.serving (the REST server)")
 
 DEFAULT_MAX_IMAGE_BYTES = 8 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096

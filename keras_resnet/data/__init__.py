@@ -48,7 +48,11 @@ labels ``(batch,)``; :func:`average_crops` turns ``(batch * 10, classes)`` score
 ``(batch, classes)``.
 """
 
-from keras_resnet.data.images import (
+from keras_resnet.extras import require
+
+require("tensorflow", "keras_resnet.data (tf.data pipelines)")
+
+from keras_resnet.data.images import (  # noqa: E402
     CIFAR_PADDING,
     CIFAR_SIZE,
     IMAGENET_CROP,
