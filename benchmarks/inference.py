@@ -11,7 +11,7 @@ so activations stay in range) is exported and run by:
   weights and activations, float in/out), LiteRT ``Interpreter`` with ``--threads`` threads
   (batch 32 via ``resize_tensor_input``);
 - ONNX Runtime (``keras_resnet.export.export_onnx``: Keras' ONNX exporter, tf2onnx), float32 and
-  int8 (ONNX Runtime's static QDQ quantization, U8S8), CPU execution provider, ``--threads``
+  int8 (ONNX Runtime's static QDQ quantization, U8S8, 7-bit weights), CPU execution provider, ``--threads``
   intra-op threads, no spinning;
 - OpenVINO (``keras_resnet.export.export_openvino``: Keras' OpenVINO exporter), float32 (f32
   inference precision) and int8 (NNCF post-training quantization, when ``nncf`` is
