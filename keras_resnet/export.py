@@ -32,9 +32,9 @@ Every export is written under a temporary name and renamed into place: a kill, o
 that fails, leaves either no export or a whole one.
 
 Example:
-    >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")
-    >>> tflite(path, "exports/resnet20.tflite", quantization="int8", representative_data=images)
-    >>> export_onnx("runs/resnet20-digits", "exports/resnet20.onnx")
+    >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
+    >>> tflite(path, "exports/resnet20.tflite", quantization="int8", representative_data=images)  # doctest: +SKIP
+    >>> export_onnx("runs/resnet20-digits", "exports/resnet20.onnx")  # doctest: +SKIP
 """
 
 import contextlib
@@ -102,7 +102,7 @@ def resolve_model(model, preprocessing=None):
     The model computes in float32 (see :func:`float32_model`).
 
     Example:
-        >>> model, preprocessing = resolve_model("runs/resnet20-digits")
+        >>> model, preprocessing = resolve_model("runs/resnet20-digits")  # doctest: +SKIP
     """
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -142,8 +142,11 @@ def float32_model(model):
     want float32 compute.
 
     Example:
-        >>> float32_model(mixed_model).dtype_policy.name
-        'float32'
+        >>> keras.config.set_dtype_policy("mixed_bfloat16")
+        >>> mixed_model = keras_resnet.ResNet20(input_shape=(32, 32, 3), classes=3)
+        >>> keras.config.set_dtype_policy("float32")
+        >>> sorted({layer.compute_dtype for layer in walk_layers(float32_model(mixed_model))})
+        ['float32']
     """
     if all(layer.compute_dtype == "float32" for layer in walk_layers(model)):
         return model
@@ -178,7 +181,7 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
         The path of the written version directory.
 
     Example:
-        >>> export_saved_model("runs/resnet20-digits", "exports")  # exports/resnet20/1
+        >>> export_saved_model("runs/resnet20-digits", "exports")  # exports/resnet20/1  # doctest: +SKIP
     """
     model, info = resolve_model(model, preprocessing)
     model_name = model_name or model.name
@@ -286,7 +289,7 @@ def read_export_preprocessing(saved_model_dir):
     """The ``ImagePreprocessing`` an export carries (from ``assets.extra/keras_resnet.json``).
 
     Example:
-        >>> read_export_preprocessing("exports/resnet20/1").class_names[:2]
+        >>> read_export_preprocessing("exports/resnet20/1").class_names[:2]  # doctest: +SKIP
         ['0', '1']
     """
     return preprocessing_lib.from_any_config(read_export_metadata(saved_model_dir)["preprocessing"])
@@ -376,7 +379,7 @@ def read_sidecar(path):
     ``ImagePreprocessing``; None when there is none.
 
     Example:
-        >>> read_sidecar("exports/resnet20/onnx/model_int8.onnx")["quantization"]
+        >>> read_sidecar("exports/resnet20/onnx/model_int8.onnx")["quantization"]  # doctest: +SKIP
         'int8'
     """
     if not os.path.exists(path + ".json"):
@@ -435,7 +438,7 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
         ``path``.
 
     Example:
-        >>> tflite(model, "m_int8.tflite", "int8", representative_data=train_images[:200])
+        >>> tflite(model, "m_int8.tflite", "int8", representative_data=train_images[:200])  # doctest: +SKIP
     """
     _check_quantization("tflite", quantization, representative_data)
     path = os.fspath(path)
@@ -530,7 +533,7 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
         ``path``.
 
     Example:
-        >>> export_onnx(model, "m_int8.onnx", "int8", representative_data=train_images[:200])
+        >>> export_onnx(model, "m_int8.onnx", "int8", representative_data=train_images[:200])  # doctest: +SKIP
     """
     _check_quantization("onnx", quantization, representative_data)
     if activations not in ACTIVATION_TYPES:
@@ -585,7 +588,7 @@ def export_openvino(model, path, quantization=None, representative_data=None,
         ``path``.
 
     Example:
-        >>> export_openvino("runs/resnet20-digits", "exports/resnet20.xml")
+        >>> export_openvino("runs/resnet20-digits", "exports/resnet20.xml")  # doctest: +SKIP
     """
     _check_quantization("openvino", quantization, representative_data)
     path = os.fspath(path)
@@ -636,7 +639,7 @@ class TFLiteModel:
     """A ``.tflite`` file run by the LiteRT interpreter, float in, float probabilities out.
 
     Example:
-        >>> probabilities = TFLiteModel("m_int8.tflite")(images)
+        >>> probabilities = TFLiteModel("m_int8.tflite")(images)  # doctest: +SKIP
     """
 
     def __init__(self, path, num_threads=None):
@@ -673,7 +676,7 @@ class ONNXRunner:
     preprocessed float images in, probabilities out.
 
     Example:
-        >>> probabilities = ONNXRunner("exports/resnet20/onnx/model_int8.onnx")(images)
+        >>> probabilities = ONNXRunner("exports/resnet20/onnx/model_int8.onnx")(images)  # doctest: +SKIP
     """
 
     def __init__(self, path, num_threads=None):
@@ -702,7 +705,7 @@ class OpenVINORunner:
     latency hint: preprocessed float images in, probabilities out.
 
     Example:
-        >>> probabilities = OpenVINORunner("exports/resnet20/openvino/model_float32.xml")(images)
+        >>> probabilities = OpenVINORunner("exports/resnet20/openvino/model_float32.xml")(images)  # doctest: +SKIP
     """
 
     def __init__(self, path, num_threads=None):
@@ -739,7 +742,7 @@ class SavedModelRunner:
     probabilities out, through its ``serving_default`` signature.
 
     Example:
-        >>> probabilities = SavedModelRunner("exports/resnet20/1")(images)
+        >>> probabilities = SavedModelRunner("exports/resnet20/1")(images)  # doctest: +SKIP
     """
 
     def __init__(self, path):
@@ -780,7 +783,7 @@ def open_runner(path, num_threads=None):
             the runtime's own choice.
 
     Example:
-        >>> open_runner("exports/resnet20/1").preprocessing.class_names[:2]
+        >>> open_runner("exports/resnet20/1").preprocessing.class_names[:2]  # doctest: +SKIP
         ['0', '1']
     """
     path = os.fspath(path)
@@ -836,7 +839,7 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         ``top1_agreement``, ``size_bytes``, ``latency_ms`` (mean, batch 1).
 
     Example:
-        >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]
+        >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
     """
     images = np.asarray(images, np.float32)
     expected = keras_model.predict(images, verbose=0)
@@ -873,7 +876,7 @@ def read_image(path):
     images are converted as PIL reads them (the first frame of an animation).
 
     Example:
-        >>> read_image("digit.png").dtype
+        >>> read_image("digit.png").dtype  # doctest: +SKIP
         dtype('uint8')
     """
     from PIL import Image, UnidentifiedImageError
@@ -916,7 +919,7 @@ def predict_files(model_path, image_paths, top_k=5):
         list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``.
 
     Example:
-        >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]
+        >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive integer; got {top_k!r}.")
@@ -1006,7 +1009,7 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
         when a file format is requested; TFLite rows only when LiteRT is installed).
 
     Example:
-        >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]
+        >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
     """
     formats, quantizations = _check_run_arguments(formats, quantizations)
     keras_model, preprocessing = resolve_model(model)
@@ -1040,7 +1043,7 @@ def format_parity(rows):
     """The parity report as a text table (one row per exported file).
 
     Example:
-        >>> print(format_parity(export_run(model, "exports", FORMATS)["parity"]))
+        >>> print(format_parity(export_run(model, "exports", FORMATS)["parity"]))  # doctest: +SKIP
     """
     lines = [f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} "
              f"{'ms/image':>9s}  runtime"]

@@ -215,7 +215,7 @@ def imagenet(image_size=224, resize_size=256, class_names=None, source="imagenet
     """torchvision / timm / keras-hub style: RGB in [0, 1], ImageNet mean and std.
 
     Example:
-        >>> imagenet().std.round(3).tolist()
+        >>> [round(float(s), 3) for s in imagenet().std]
         [0.229, 0.224, 0.225]
     """
     return ImagePreprocessing(

@@ -52,7 +52,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     import keras
 
     import keras_resnet  # noqa: F401  (registers the blocks)
-    from keras_resnet import data
+    from keras_resnet import data, preprocessing
 
     _, run_dir, _ = default_run
     assert _epochs(run_dir) == list(range(40))
@@ -61,7 +61,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     assert any(name.startswith("events") for _, _, files in os.walk(os.path.join(run_dir, "logs")) for name in files)
     with open(os.path.join(run_dir, "run.json")) as f:
         run = json.load(f)
-    assert run["data"]["class_names"] == [str(i) for i in range(10)]
+    assert run["data"]["preprocessing"]["class_names"] == [str(i) for i in range(10)]
     assert run["recipe"]["momentum"] == 0.9 and run["recipe"]["weight_decay"] == 1e-4
     from keras_resnet.distribute import fast_path
 
@@ -71,6 +71,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     if fast["jit_compile"] != "auto":
         assert run["jit_compile"] == fast["jit_compile"]
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert preprocessing.of(model).class_names == [str(i) for i in range(10)]
     test, _ = data.load("digits", "test", 360, training=False)
     images, labels = next(iter(test))
     accuracy = np.mean(model.predict(images, verbose=0).argmax(axis=1) == labels.numpy())

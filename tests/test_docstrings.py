@@ -3,7 +3,7 @@
 Each module's examples run in a fresh temporary working directory with the module's own names
 and ``keras``, ``np``, ``tf`` and ``keras_resnet`` at hand. An example that needs what a test
 machine lacks (a network, a trained run directory, a server) says so with ``# doctest: +SKIP``
-and stays correct code.
+and must still be valid Python, which is checked too.
 """
 
 import doctest
@@ -23,9 +23,26 @@ MODULES = sorted(
 )
 
 
+def _compiles(source):
+    """Whether an example (run or marked +SKIP) is at least valid Python."""
+    try:
+        compile(source, "<example>", "single")
+    except SyntaxError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name", ["keras_resnet"] + MODULES)
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    policy = keras.config.dtype_policy()
+    try:
+        _run_examples(name)
+    finally:
+        keras.config.set_dtype_policy(policy)  # an example that changed it cannot leak it
+
+
+def _run_examples(name):
     module = importlib.import_module(name)
     extra = {"keras": keras, "np": np, "tf": tf, "keras_resnet": keras_resnet}
     finder = doctest.DocTestFinder(exclude_empty=True)
@@ -38,4 +55,10 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
             continue  # names imported from elsewhere are tested in their own module
         runner.run(test)
     result = runner.summarize(verbose=False)
+    unparsable = [
+        f"{test.name}: {example.source.strip()}"
+        for test in tests for example in test.examples
+        if not _compiles(example.source)
+    ]
+    assert not unparsable, f"examples that are not valid Python: {unparsable}"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
