@@ -87,9 +87,11 @@ def _export(args):
         print(f"SavedModel: {result['saved_model']}")
     if result["parity"]:
         print(format_parity(result["parity"]))
-    elif result["tflite"]:
-        print("TFLite: " + ", ".join(result["tflite"]) + " (install keras3-resnet[litert] for the "
-              "parity report)")
+    checked = {row["file"] for row in result["parity"]}  # file names
+    unchecked = [path for path in result["tflite"] if os.path.basename(path) not in checked]
+    if unchecked:  # LiteRT, which runs .tflite files, is an extra
+        print("TFLite: " + ", ".join(unchecked) + " (install keras3-resnet[litert] for their "
+              "parity rows)")
 
 
 def _predict(args):
@@ -249,12 +251,16 @@ def _add_evaluate_export_predict(commands):
     evaluate.set_defaults(run=_evaluate)
 
     export = commands.add_parser(
-        "export", help="SavedModel (TensorFlow Serving layout) and TFLite, with a parity report"
+        "export", help="SavedModel (TensorFlow Serving layout), TFLite, ONNX and OpenVINO IR, "
+                       "with a parity report"
     )
     export.add_argument("model", help="a run directory or a .keras file")
-    export.add_argument("--format", default="saved_model,tflite", help="saved_model,tflite")
+    export.add_argument("--format", default="saved_model,tflite",
+                        help="comma-separated: saved_model, tflite, onnx, openvino "
+                             "(default: %(default)s)")
     export.add_argument("--quantize", default="none",
-                        help="comma-separated: none, float16, dynamic, int8, int8_full")
+                        help="comma-separated: none, float16, dynamic, int8, int8_full (TFLite); "
+                             "none, int8 (ONNX, OpenVINO)")
     export.add_argument("--output-dir", default="exports")
     export.add_argument("--dataset", default=None,
                         help="data for int8 calibration and parity (default: the training dataset)")
@@ -262,7 +268,8 @@ def _add_evaluate_export_predict(commands):
     export.set_defaults(run=_export)
 
     predict = commands.add_parser("predict", help="top-5 classes of images")
-    predict.add_argument("model", help="a .keras file, a SavedModel directory or a .tflite file")
+    predict.add_argument("model", help="a .keras file, a run directory, a SavedModel directory, "
+                                       "or a .tflite, .onnx or OpenVINO .xml file")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (>= 1)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")

@@ -491,9 +491,12 @@ def _named(family, depth):
 
     kind = "ImageNet (Table 1)" if family == "imagenet" else "CIFAR-10 (§4.2)"
     build.__name__ = build.__qualname__ = f"ResNet{depth}"
+    # The deepest nets take seconds to build: their examples are shown, not run.
+    skip = "  # doctest: +SKIP" if depth >= 101 else ""
     build.__doc__ = (
         f"The {depth}-layer {kind} ResNet; arguments as keras.applications, options as "
-        f"``build_resnet``.\n\n    Example:\n        >>> keras_resnet.ResNet{depth}().name\n        'resnet{depth}'\n"
+        f"``build_resnet``.\n\n    Example:\n        >>> keras_resnet.ResNet{depth}().name{skip}\n"
+        f"        'resnet{depth}'\n"
     )
     return build
 

@@ -62,7 +62,7 @@ def evaluate_ten_crop(model, dataset):
         dict with ``top1`` and ``top5`` accuracy.
 
     Example:
-        >>> crops = data.load("digits", "test", 100, ten_crop=True)[0]
+        >>> crops = data.load("digits", "test", 16, ten_crop=True)[0].take(1)
         >>> sorted(evaluate_ten_crop(keras_resnet.ResNet20(), crops))
         ['top1', 'top5']
     """
@@ -83,7 +83,7 @@ def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=
     model's own preprocessing.
 
     Example:
-        >>> sorted(evaluate(keras_resnet.ResNet20(), "digits", batch_size=360))
+        >>> sorted(evaluate(keras_resnet.ResNet20(), "digits", "validation", batch_size=144))
         ['top1', 'top5']
     """
     if not isinstance(model, keras.Model):

