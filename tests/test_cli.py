@@ -86,7 +86,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
 
 
 @pytest.mark.slow
-def test_evaluate_command_single_and_ten_crop(default_run):
+def test_evaluate_command_single_and_ten_crop(default_run, capsys):
     _, run_dir, _ = default_run
     model = os.path.join(run_dir, "model.keras")
     single = _run("evaluate", model, "--dataset", "digits")
@@ -94,9 +94,10 @@ def test_evaluate_command_single_and_ten_crop(default_run):
     with open(os.path.join(run_dir, "run.json")) as f:
         top1 = json.load(f)["test"]["top1"]
     assert f"top-1 error {1 - top1:.2%}" in single.stdout
-    crops = _run("evaluate", model, "--dataset", "digits", "--ten-crop")
-    assert crops.returncode == 0, crops.stderr[-2000:]
-    error = float(crops.stdout.split("top-1 error ")[1].split("%")[0])
+    from keras_resnet.cli import main  # the same command in-process: no second TensorFlow start
+
+    assert main(["evaluate", model, "--dataset", "digits", "--ten-crop"]) == 0
+    error = float(capsys.readouterr().out.split("top-1 error ")[1].split("%")[0])
     assert 0 <= error < 10
 
 
@@ -143,14 +144,15 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
     """SIGKILL at a chosen moment, then the same command again: it resumes from the backup and
     ends with what an uninterrupted run leaves, whole files only."""
     run_dir = tmp_path / "run"
-    epochs = 4
+    epochs = 4 if moment == "backup_write" else 2  # a kill mid-run needs epochs on both sides
     command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", str(epochs),
                "--output-dir", str(run_dir)]
     moments = {
-        # a temporary backup file being written after epoch 1 (else just after a backup landed)
+        # mid-training: a temporary backup file being written after epoch 1 (else just after
+        # a backup landed)
         "backup_write": lambda: _state_epoch(run_dir) >= 1 and bool(
             _files_matching(run_dir / "backup", lambda n: ".tmp" in n)) or _state_epoch(run_dir) >= 2,
-        # the last epoch backed up, saving and export not done
+        # the last epoch backed up: the final save under way, export not done
         "after_last_epoch": lambda: _state_epoch(run_dir) == epochs,
         # the SavedModel being written under its temporary name
         "export_write": lambda: bool(_files_matching(run_dir / "export", lambda n: ".tmp" in n)),
@@ -168,10 +170,13 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
     assert len(run["history"]) == epochs and sorted(set(_epochs(run_dir))) == list(range(epochs))
     if moment != "backup_write":  # killed after the last epoch: no training again
         assert done == epochs and f"Epoch 1/{epochs}" not in result.stdout
-    # The step schedule continues where it was: 40 steps an epoch, /10 at iterations 80 (50%,
-    # the start of epoch 2) and 120 (75%, the start of epoch 3), as in an uninterrupted run.
+    # The step schedule continues where it was, as in an uninterrupted run: 40 steps an epoch,
+    # the rate (0.1 x 32 / 128) divided by 10 at 50% and 75% of the steps; history holds each
+    # epoch's rate at its last step.
+    milestones = (0.5 * 40 * epochs, 0.75 * 40 * epochs)
+    expected = [0.025 * 0.1 ** sum(40 * (e + 1) - 1 >= m for m in milestones) for e in range(epochs)]
     rates = [float(row["learning_rate"]) for row in run["history"]]
-    np.testing.assert_allclose(rates, [0.025] * 2 + [0.0025] + [0.00025], rtol=1e-5)
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
     # Whole files only: no temporaries, one export version that loads, a model that loads.
     assert not _files_matching(run_dir, lambda n: ".tmp" in n)
     assert sorted(os.listdir(run_dir / "export" / "resnet8")) == ["1", "tflite"]

@@ -1,7 +1,7 @@
 """Every notebook under notebooks/ runs top to bottom with small settings, without errors.
 
-Each notebook is executed in a fresh ``python3`` kernel by nbclient, in a temporary working
-directory, with ``KERAS_RESNET_SMALL=1`` (the notebooks' parameters cell reads it and shrinks
+Each notebook is executed in a fresh ``python3`` kernel by nbclient (two notebooks at a time),
+in a temporary working directory, with ``KERAS_RESNET_SMALL=1`` (the notebooks' parameters cell reads it and shrinks
 every size knob). The committed notebooks are executed at full settings, so a reader sees their
 outputs on GitHub; the checks on the files themselves make sure they stay that way.
 
@@ -13,12 +13,14 @@ import fnmatch
 import glob
 import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
 import nbclient  # noqa: E402  (the test extra installs them)
 import nbformat  # noqa: E402
-from nbclient.exceptions import CellExecutionError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
@@ -155,35 +157,64 @@ def test_committed_notebook_holds_its_outputs(path):
     assert not noise(notebook), f"{notebook_id(path)}: committed with log lines or warnings {noise(notebook)}"
 
 
+# Executes one notebook in a fresh kernel (its own process, so two notebooks can run at once).
+EXECUTE = """
+import sys
+import nbclient, nbformat
+from nbclient.exceptions import CellExecutionError
+source, target, workdir, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+notebook = nbformat.read(source, as_version=4)
+client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=timeout,
+                                 extra_arguments=sys.argv[5:], resources={"metadata": {"path": workdir}})
+try:
+    client.execute()
+except CellExecutionError as error:
+    print(str(error)[-4000:], file=sys.stderr)
+nbformat.write(notebook, target)
+"""
+PARALLEL_NOTEBOOKS = 2  # kernels at once: one trains while the other imports or traces
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory):
+    """Every notebook executed with ``KERAS_RESNET_SMALL=1``, two at a time:
+    ``{path: (executed notebook or None, its working directory, stderr)}``."""
+    env = {**os.environ, "KERAS_RESNET_SMALL": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    pending, running, done = list(NOTEBOOKS), {}, {}
+    while pending or running:
+        while pending and len(running) < PARALLEL_NOTEBOOKS:
+            path = pending.pop(0)
+            workdir = tmp_path_factory.mktemp(notebook_id(path).removesuffix(".ipynb"))
+            target = str(workdir.parent / (workdir.name + "-executed.ipynb"))
+            with open(target + ".stderr", "w") as stderr:  # a file: a pipe could fill and block
+                process = subprocess.Popen(
+                    [sys.executable, "-c", EXECUTE, path, target, str(workdir), str(CELL_TIMEOUT),
+                     *KERNEL_ARGUMENTS], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                )
+            running[path] = (process, target, workdir)
+        for path, (process, target, workdir) in list(running.items()):
+            if process.poll() is not None:
+                with open(target + ".stderr") as f:
+                    stderr = f.read()
+                executed = read(target) if os.path.exists(target) else None
+                done[path] = (executed, workdir, stderr)
+                del running[path]
+        time.sleep(0.2)
+    return done
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=notebook_id)
-def test_notebook_runs_with_small_settings(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_RESNET_SMALL", "1")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    notebook = read(path)
-    client = nbclient.NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=CELL_TIMEOUT,
-        extra_arguments=KERNEL_ARGUMENTS,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    try:
-        client.execute()
-    except CellExecutionError as error:
-        pytest.fail(f"{notebook_id(path)} failed:\n{str(error)[-4000:]}", pytrace=False)
-    assert not errors(notebook)
-    assert all(cell.execution_count is not None for cell in code_cells(notebook))
+def test_notebook_runs_with_small_settings(path, small_runs):
+    notebook, workdir, stderr = small_runs[path]
+    assert notebook is not None, f"{notebook_id(path)} was not executed:\n{stderr[-4000:]}"
+    assert not errors(notebook), f"{notebook_id(path)} failed:\n{stderr[-4000:]}"
+    assert all(cell.execution_count is not None for cell in code_cells(notebook)), stderr[-4000:]
     assert not noise(notebook), f"{notebook_id(path)}: log lines or warnings in the outputs {noise(notebook)}"
     # Nothing is left in the working directory but what git ignores (runs/, exports/, ...).
-    leftovers = [name for name in os.listdir(tmp_path) if not ignored(name)]
+    leftovers = [name for name in os.listdir(workdir) if not ignored(name)]
     assert not leftovers, f"{notebook_id(path)} left files in its working directory: {leftovers}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="`from keras_resnet import logs` runs keras_resnet/__init__.py, which imports Keras "
-           "(and TensorFlow) before logs.quiet() can silence it",
-)
 def test_first_cell_keeps_native_logs_out(tmp_path, monkeypatch):
     # As Jupyter runs a notebook (file descriptor 2 captured into the cell outputs): the first
     # code cell of a notebook, then TensorFlow's first operations, show no C++ log lines.
