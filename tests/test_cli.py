@@ -161,6 +161,8 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
     assert not (run_dir / "run.json").exists()
     done = _state_epoch(run_dir)
     assert done >= 1
+    if moment == "backup_write":
+        assert done < epochs, "the kill must land mid-run"
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,7 +188,7 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
 
     saved = tf.saved_model.load(str(run_dir / "export" / "resnet8" / "1"))
     model = keras_resnet.load_model(str(run_dir / "model.keras"))
-    images = np.zeros((1, *model.input_shape[1:]), np.float32)
+    images = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
     np.testing.assert_allclose(saved.signatures["serving_default"](images=tf.constant(images))["probabilities"],
                                model.predict(images, verbose=0), atol=1e-5)
     assert not (run_dir / "backup").exists()  # a finished run removes its backup
