@@ -21,29 +21,27 @@ with a line of slope 1 through the shallowest model; right: s/GMAC against depth
 
 Commands:
 
-    python benchmarks/cost_vs_depth.py        # default, about 6-7 min on a 2-core CPU:
+    python -m benchmarks.cost_vs_depth        # default, about 6-7 min on a 2-core CPU:
         # ImageNet depths at 224x224 (batch 8), CIFAR depths at 32x32 (batch 64), 3 rounds
-    python benchmarks/cost_vs_depth.py --rounds 5 --steps 4 --batch-size 16   # steadier figures
+    python -m benchmarks.cost_vs_depth --rounds 5 --steps 4 --batch-size 16   # steadier figures
         # (about 15 min on a 2-core CPU)
-    python benchmarks/cost_vs_depth.py --image-size 112                  # quicker (about 4 min)
-    python benchmarks/cost_vs_depth.py --families cifar                  # CIFAR only (1-2 min)
-    python benchmarks/cost_vs_depth.py --device gpu       # GPU: 224x224, batch 256 for both families
+    python -m benchmarks.cost_vs_depth --image-size 112                  # quicker (about 4 min)
+    python -m benchmarks.cost_vs_depth --families cifar                  # CIFAR only (1-2 min)
+    python -m benchmarks.cost_vs_depth --device gpu       # GPU: 224x224, batch 256 for both families
 """
 
 import argparse
 import gc
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks import backends, feeds, hardware, report, timing
 
 DEPTHS = {"imagenet": [18, 34, 50, 101, 152], "cifar": [20, 32, 44, 56, 110]}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "cost_vs_depth.json")
+    report.add_common_arguments(parser, "cost_vs_depth.json")
     parser.add_argument("--families", nargs="+", choices=list(DEPTHS), default=list(DEPTHS))
     parser.add_argument("--imagenet-depths", nargs="+", type=int, default=DEPTHS["imagenet"])
     parser.add_argument("--cifar-depths", nargs="+", type=int, default=DEPTHS["cifar"])
@@ -56,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None,
                         help="batches per round (default: 2 on CPU, 20 on GPU)")
-    parser.add_argument("--plot", default=os.path.join(common.RESULTS_DIR, "cost_vs_depth.png"))
+    parser.add_argument("--plot", default=os.path.join(report.RESULTS_DIR, "cost_vs_depth.png"))
     return parser.parse_args(argv)
 
 
@@ -79,32 +77,32 @@ def measure_family(args, family, depths, tf_device):
     size = 32 if cifar else args.image_size
     batch = args.cifar_batch_size if cifar else args.batch_size
     classes = 10 if cifar else 1000
-    x, y = common.random_batch(batch, size, classes, args.seed)
-    dataset = common.cached_dataset(x, y)
+    x, y = feeds.random_batch(batch, size, classes, args.seed)
+    dataset = feeds.cached_dataset(x, y)
     models, macs = {}, {}
     with tf.device(tf_device):
         for depth in depths:
             name = f"resnet{depth}"
             keras.utils.set_random_seed(args.seed)
             model = keras_resnet.get_model(name, input_shape=(size, size, 3), classes=classes)
-            common.compile_for_benchmark(model)
+            feeds.compile_for_benchmark(model)
             macs[name] = keras_resnet.count_multiply_adds(model)
             print(f"  warm-up: {name} ({size}x{size}, batch {batch})", flush=True)
-            common.fit_runner(model, dataset, 1, batch)()
+            feeds.fit_runner(model, dataset, 1, batch)()
             model.predict_on_batch(x)
             models[name] = model
         runners = {}
         for name, model in models.items():
-            runners[(name, "train")] = common.fit_runner(model, dataset, args.steps, batch)
+            runners[(name, "train")] = feeds.fit_runner(model, dataset, args.steps, batch)
             runners[(name, "inference")] = predict_runner(model, x, args.steps)
-        rates = common.interleaved(runners, args.rounds)
+        rates = timing.interleaved(runners, args.rounds)
     rows = []
     for depth in depths:
         name = f"resnet{depth}"
         row = {"model": name, "family": family, "depth": depth, "input": f"{size}x{size}",
                "batch": batch, "multiply_adds": macs[name]}
         for kind in ("train", "inference"):
-            stats = common.spread(rates[(name, kind)])
+            stats = timing.spread(rates[(name, kind)])
             row[f"{kind}_images_per_s"] = stats
             row[f"{kind}_ms_per_image"] = 1000 / stats["median"]
             row[f"{kind}_s_per_gmac"] = 1 / stats["median"] / (macs[name] / 1e9)
@@ -175,8 +173,8 @@ def plot(rows, path, title):
 
 def main():
     args = parse_args()
-    tf_device = common.select_device(args.device)
-    common.set_seeds(args.seed)
+    tf_device = backends.select_device(args.device)
+    backends.set_seeds(args.seed)
     gpu = args.device == "gpu"
     args.image_size = args.image_size or 224
     args.batch_size = args.batch_size or (256 if gpu else 8)
@@ -193,8 +191,8 @@ def main():
                 raise SystemExit(f"--{family}-depths: {error}") from None
             if found != family:
                 raise SystemExit(f"--{family}-depths: resnet{depth} is a {found} model")
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
     rows = []
     for family in args.families:
         print(f"\n{family}: depths {' '.join(map(str, depths[family]))}", flush=True)
@@ -202,7 +200,7 @@ def main():
 
     print(f"\nTime per image / forward multiply-adds, float32, {args.rounds} interleaved rounds "
           f"of {args.steps} batches (s/GMAC: seconds per 1e9 forward multiply-adds)")
-    common.print_table(rows, [
+    report.print_table(rows, [
         ("model", "model", ""), ("input", "input", ""), ("batch", "batch", "d"),
         ("fwd GMACs", lambda r: r["multiply_adds"] / 1e9, ".3f"),
         ("train ms/img", "train_ms_per_image", ".2f"),
@@ -210,10 +208,10 @@ def main():
         ("infer ms/img", "inference_ms_per_image", ".2f"),
         ("infer s/GMAC", "inference_s_per_gmac", ".4f"), ("vs first", "inference_vs_first", ".2f"),
     ])
-    title = (f"{common.describe(machine)}; float32, ImageNet batch {args.batch_size}, "
+    title = (f"{hardware.describe(machine)}; float32, ImageNet batch {args.batch_size}, "
              f"CIFAR batch {args.cifar_batch_size}")
     plot(rows, args.plot, title)
-    common.write_json(args.json, machine, vars(args), rows)
+    report.write_json(args.json, machine, vars(args), rows)
 
 
 if __name__ == "__main__":

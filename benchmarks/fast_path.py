@@ -8,8 +8,8 @@ It then measures what ``keras-resnet train`` does by default (``keras_resnet.dis
 fast_path()`` + ``training.compile_model``) against a plain ``model.fit`` of
 keras.applications' ResNet50 with default compile settings, same batch.
 
-    python benchmarks/fast_path.py                              # CPU: ResNet-20 (32x32, batch 32), ResNet-50 (224, batch 16)
-    python benchmarks/fast_path.py --device gpu --batch-size 256 --models resnet50
+    python -m benchmarks.fast_path                              # CPU: ResNet-20 (32x32, batch 32), ResNet-50 (224, batch 16)
+    python -m benchmarks.fast_path --device gpu --batch-size 256 --models resnet50
 """
 
 import argparse
@@ -18,12 +18,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import common  # noqa: E402
+from benchmarks import backends, feeds, hardware, report, timing  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "fast_path.json")
+    report.add_common_arguments(parser, "fast_path.json")
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet50"])
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 32 for CIFAR models, 16 (CPU) or 256 (GPU) for ImageNet models")
@@ -35,8 +35,8 @@ def parse_args():
 
 
 args = parse_args()
-common.select_device(args.device)
-common.set_seeds(args.seed)
+backends.select_device(args.device)
+backends.set_seeds(args.seed)
 
 import keras  # noqa: E402
 
@@ -54,7 +54,7 @@ def shape_and_batch(name):
 
 
 def dataset(size, batch):
-    return common.cached_dataset(*common.random_batch(batch, size, 10, args.seed))
+    return feeds.cached_dataset(*feeds.random_batch(batch, size, 10, args.seed))
 
 
 def build(name, size, precision):
@@ -69,11 +69,11 @@ def build(name, size, precision):
 
 def time_models(models, data, steps, batch):
     """Interleaved rounds of one ``fit`` epoch each (after one warm-up epoch); spread of images/s."""
-    runners = {key: common.fit_runner(model, data, steps, batch) for key, model in models.items()}
+    runners = {key: feeds.fit_runner(model, data, steps, batch) for key, model in models.items()}
     for run in runners.values():
         run()
-    rates = common.interleaved(runners, args.rounds, progress=False)
-    return {key: common.spread(r) for key, r in rates.items()}
+    rates = timing.interleaved(runners, args.rounds, progress=False)
+    return {key: timing.spread(r) for key, r in rates.items()}
 
 
 def with_ratios(stats, reference):
@@ -83,7 +83,7 @@ def with_ratios(stats, reference):
 
 def modes_table(name):
     size, batch, steps = shape_and_batch(name)
-    mixed = common.mixed_policy(args.device)
+    mixed = backends.mixed_policy(args.device)
     combos = list(itertools.product(["float32", mixed], [False, True], [1, args.steps_per_execution]))
     models = {}
     for precision, xla, spe in combos:
@@ -122,12 +122,12 @@ def default_vs_applications():
 
 
 def main():
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
     fast = {family: distribute.fast_path(family=family) for family in ("cifar", "imagenet")}
     modes = {} if args.skip_modes else {name: modes_table(name) for name in args.models}
     ratio = default_vs_applications()
-    common.write_json(args.json, machine, vars(args), {"modes": modes, "default_vs_keras_applications": ratio},
+    report.write_json(args.json, machine, vars(args), {"modes": modes, "default_vs_keras_applications": ratio},
                       fast_path=fast)
 
 

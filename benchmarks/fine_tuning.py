@@ -33,11 +33,11 @@ Image folders get the CIFAR augmentation of §4.2 with its horizontal flip (the 
 
 Commands:
 
-    python benchmarks/fine_tuning.py                      # 31 min on a busy, shared 2-core CPU
-    python benchmarks/fine_tuning.py --seeds 0 1 2 3 4 --shots 20
-    python benchmarks/fine_tuning.py --arms fine_tuned --train-bn --fine-tune-learning-rate 0.01
-    python benchmarks/fine_tuning.py --pretrained runs/digits_0_4/model.keras --keep /tmp/ft
-    python benchmarks/fine_tuning.py --device gpu
+    python -m benchmarks.fine_tuning                      # 31 min on a busy, shared 2-core CPU
+    python -m benchmarks.fine_tuning --seeds 0 1 2 3 4 --shots 20
+    python -m benchmarks.fine_tuning --arms fine_tuned --train-bn --fine-tune-learning-rate 0.01
+    python -m benchmarks.fine_tuning --pretrained runs/digits_0_4/model.keras --keep /tmp/ft
+    python -m benchmarks.fine_tuning --device gpu
 
 Results: a table on stdout and ``benchmarks/results/fine_tuning.json``.
 
@@ -75,19 +75,17 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks import backends, hardware, report
 
 ARMS = ("scratch", "head_only", "fine_tuned")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "fine_tuning.json")
+    report.add_common_arguments(parser, "fine_tuning.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="run seeds: new weights, shuffling, augmentation (default: 0 1 2)")
     parser.add_argument("--shots", type=int, default=10,
@@ -166,13 +164,13 @@ def write_folders(root, shots, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    common.select_device(args.device)
+    backends.select_device(args.device)
     from keras_resnet import logs
 
     logs.quiet()
     from keras_resnet import runs
 
-    machine = common.machine_description(args.device)
+    machine = hardware.machine_description(args.device)
     root = args.keep or tempfile.mkdtemp(prefix="fine-tuning-")
     os.makedirs(root, exist_ok=True)
     started = time.time()
@@ -239,13 +237,13 @@ def main(argv=None):
     print(f"\nResNet-20, digits 5-9: {counts['digits_5_9/train']} training images "
           f"({args.shots} per class), {counts['digits_5_9/test']} test images, "
           f"{steps} optimizer steps at batch {args.batch_size} in every arm")
-    common.print_table(results + [summary], columns)
+    report.print_table(results + [summary], columns)
     spreads = ", ".join(f"{labels[arm]} ±{100 * summary[f'{arm}_std']:.1f}" for arm in args.arms)
     print(f"standard deviation over seeds (points): {spreads}")
     settings = {key: value for key, value in vars(args).items() if key not in ("json", "keep")}
     settings.update(steps=steps, folders=counts, pretraining=pretraining,
                     total_seconds=round(time.time() - started, 1))
-    common.write_json(args.json, machine, settings, results, summary=summary)
+    report.write_json(args.json, machine, settings, results, summary=summary)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ shift || true
 case "$phase" in
     quick) models=(resnet50 ka:ResNet50 tv:resnet50 tv:resnet50+compile) ;;
     all) models=(resnet18 resnet50 resnet152 ka:ResNet50 tv:resnet50 tv:resnet50+compile) ;;
-    *) echo "usage: bash benchmarks/gpu.sh fetch|quick|all [train_throughput.py flags]" >&2; exit 2 ;;
+    *) echo "usage: bash benchmarks/gpu.sh fetch|quick|all [benchmarks.train_throughput flags]" >&2; exit 2 ;;
 esac
 
 if ! python3 -c 'import keras' 2>/dev/null; then
@@ -49,6 +49,6 @@ out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 # 9 minutes at most, so a 10-minute call still returns the log.
-timeout 540 python3 benchmarks/train_throughput.py --device gpu --backend jax \
+timeout 540 python3 -m benchmarks.train_throughput --device gpu --backend jax \
     --models "${models[@]}" --modes float32 bf16 --batch-size 256 --rounds 3 \
     --json "$out/train_throughput_gpu.json" "$@" 2>&1 | tee "$out/train_throughput_gpu.log"

@@ -24,17 +24,17 @@ model's ``ImagePreprocessing`` (one ``tf.function``; the row ``preprocessing alo
 by itself). Latency: ``--latency-runs`` interleaved batch-1 calls per runner (p50, p99 ms);
 throughput: ``--rounds`` interleaved rounds of ``--throughput-batches`` calls at
 ``--batch-size`` (median images/s, min-max). ``% peak``: 2 x multiply-adds x images/s over
-this machine's float32 peak (``benchmarks/common.py``: the measured matmul FLOP/s, or the
+this machine's float32 peak (``python -m benchmarks.peaks``: the measured matmul FLOP/s, or the
 theoretical peak where that is higher, as on a shared machine whose matmul measures low;
 int8 rows too, against the same float32 figure). ``max |dp|``: the largest probability difference from Keras
 on the batch (int8 differs by quantization). ``vs SM``: throughput over the SavedModel's.
 
 Commands:
 
-    python benchmarks/inference.py                      # ResNet-20 and ResNet-50, about 8 min on 2 cores
-    python benchmarks/inference.py --models resnet20    # about 1.5 min
-    python benchmarks/inference.py --models resnet50 --rounds 5 --latency-runs 50
-    python benchmarks/inference.py --runtimes keras saved_model onnx   # a subset
+    python -m benchmarks.inference                      # ResNet-20 and ResNet-50, about 8 min on 2 cores
+    python -m benchmarks.inference --models resnet20    # about 1.5 min
+    python -m benchmarks.inference --models resnet50 --rounds 5 --latency-runs 50
+    python -m benchmarks.inference --runtimes keras saved_model onnx   # a subset
 
 Results: a table per model on stdout, the fastest float32 / int8 paths against the
 SavedModel, and ``benchmarks/results/inference.json``.
@@ -42,19 +42,17 @@ SavedModel, and ``benchmarks/results/inference.json``.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks import backends, hardware, peaks, report, timing
 
 RUNTIMES = ("keras", "saved_model", "tflite", "onnx", "openvino")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "inference.json")
+    report.add_common_arguments(parser, "inference.json")
     parser.add_argument("--models", "--model", nargs="+", default=["resnet20", "resnet50"],
                         help="keras_resnet model names (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=None,
@@ -74,6 +72,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def batch_norm_layers(model):
+    """Every BatchNormalization layer of ``model``: those of its graph (nested models included)
+    and those inside keras_resnet's blocks (their ``batch_norms``)."""
+    import keras
+
+    from keras_resnet.models import walk_layers
+
+    layers = []
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layers.append(layer)
+        layers.extend(getattr(layer, "batch_norms", ()))
+    return layers
+
+
 def calibrate_batch_norm(model, images):
     """Set every BatchNormalization's moving statistics to those of ``images`` (one pass).
 
@@ -82,10 +95,7 @@ def calibrate_batch_norm(model, images):
     column and the int8 calibration meaningless. One training-mode pass with momentum 0 gives
     the statistics of a real batch; the speed of any runner does not depend on them.
     """
-    import keras
-
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = batch_norm_layers(model)
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0
@@ -181,7 +191,8 @@ def export_files(model, tmp, runtimes, calibration, threads):
                         representative_data=calibration)
         name = f"{label} {quantization}"
         print(f"  {name} export {time.perf_counter() - start:.1f} s", flush=True)
-        files[name] = (make_runner(path, threads), export._size(path), f"{note}, {threads} threads")
+        files[name] = (make_runner(path, threads), export.size_bytes(path),
+                       f"{note}, {threads} threads")
     return files
 
 
@@ -206,7 +217,7 @@ def make_runners(model, tmp, args, calibration, threads, tf_device):
         signature = tf.saved_model.load(path).signatures["serving_images"]
         runners["SavedModel serving_images"] = (
             lambda images: signature(images=tf.constant(images))["probabilities"].numpy(),
-            export._size(path), f"{tf_device}, preprocessing in the graph")
+            export.size_bytes(path), f"{tf_device}, preprocessing in the graph")
     for name, (run, size, note) in export_files(model, tmp, args.runtimes, calibration,
                                                 threads).items():
         runners[name] = (lambda images, run=run: run(prepare(images).numpy()), size, note)
@@ -237,7 +248,7 @@ def measure(runners, images, latency_runs, rounds, batches):
 
     print(f"  throughput: {rounds} interleaved rounds of {batches} x batch {len(images)}",
           flush=True)
-    rates = common.interleaved({name: throughput(run) for name, run in runners.items()}, rounds)
+    rates = timing.interleaved({name: throughput(run) for name, run in runners.items()}, rounds)
     return latencies, rates
 
 
@@ -277,13 +288,13 @@ def benchmark_model(name, args, threads, tf_device, peak_float32):
                                    latency_runs, args.rounds, batches)
     rows = []
     for runner, (_, size_bytes, note) in runners.items():
-        stats = common.spread(rates[runner])
+        stats = timing.spread(rates[runner])
         flops = None if runner == "preprocessing alone" else 2 * macs * stats["median"]
         rows.append({
             "model": name, "image_size": size, "runner": runner, "note": note,
-            "latency_p50_ms": common.percentile(latencies[runner], 50),
-            "latency_p99_ms": common.percentile(latencies[runner], 99),
-            "latency_ms": common.spread(latencies[runner]),
+            "latency_p50_ms": timing.percentile(latencies[runner], 50),
+            "latency_p99_ms": timing.percentile(latencies[runner], 99),
+            "latency_ms": timing.spread(latencies[runner]),
             "images_per_s": stats, "throughput": stats["median"], "min": stats["min"],
             "max": stats["max"], "flops": flops,
             "fraction_of_peak": flops and peak_float32 and flops / peak_float32,
@@ -300,7 +311,7 @@ def print_rows(rows, args, settings):
           f"in, preprocessing included; latency at batch 1 ({settings['latency_runs']} runs), "
           f"throughput at batch {args.batch_size} ({args.rounds} rounds x "
           f"{settings['throughput_batches']} batches)")
-    common.print_table(rows, [
+    report.print_table(rows, [
         ("runner", "runner", ""),
         ("p50 ms", "latency_p50_ms", ".2f"), ("p99 ms", "latency_p99_ms", ".2f"),
         (f"images/s @{args.batch_size}", "throughput", ".1f"), ("min", "min", ".1f"),
@@ -344,24 +355,24 @@ def summary(rows):
 
 def main():
     args = parse_args()
-    tf_device = common.select_device(args.device)
-    common.set_seeds(args.seed)
-    threads = args.threads or common.cpu_info()["usable_cpus"]
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
-    peak = common.peak_flops("cpu")
-    reference = common.peak_for(peak, "float32")
+    tf_device = backends.select_device(args.device)
+    backends.set_seeds(args.seed)
+    threads = args.threads or hardware.cpu_info()["usable_cpus"]
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
+    peak = peaks.peak_flops("cpu")
+    reference = peaks.peak_for(peak, "float32")
     peak_float32 = reference["reference"]
-    print(f"float32 peak: measured matmul {common.format_flops(reference['measured'])}, "
-          f"theoretical {common.format_flops(reference['theoretical'])}; % peak divides by "
-          f"{common.format_flops(peak_float32)}; runtime threads {threads}", flush=True)
+    print(f"float32 peak: measured matmul {report.format_flops(reference['measured'])}, "
+          f"theoretical {report.format_flops(reference['theoretical'])}; % peak divides by "
+          f"{report.format_flops(peak_float32)}; runtime threads {threads}", flush=True)
     results, settings, summaries = [], {}, {}
     for name in args.models:
         rows, settings[name] = benchmark_model(name, args, threads, tf_device, peak_float32)
         print_rows(rows, args, settings[name])
         summaries[name] = summary(rows)
         results += rows
-    common.write_json(args.json, machine, {**vars(args), "threads": threads, "models": settings},
+    report.write_json(args.json, machine, {**vars(args), "threads": threads, "models": settings},
                       results, peak=peak, summary=summaries)
 
 

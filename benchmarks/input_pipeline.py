@@ -24,9 +24,9 @@ always runs on the CPU.
 
 Commands:
 
-    python benchmarks/input_pipeline.py                   # about 3 min on a 2-core CPU
-    python benchmarks/input_pipeline.py --cifar-batch 128 --imagenet-batch 32 --rounds 5
-    python benchmarks/input_pipeline.py --device gpu --imagenet-batch 256 --cifar-batch 256
+    python -m benchmarks.input_pipeline                   # about 3 min on a 2-core CPU
+    python -m benchmarks.input_pipeline --cifar-batch 128 --imagenet-batch 32 --rounds 5
+    python -m benchmarks.input_pipeline --device gpu --imagenet-batch 256 --cifar-batch 256
 
 Results: a table on stdout and ``benchmarks/results/input_pipeline.json``.
 """
@@ -34,16 +34,14 @@ Results: a table on stdout and ``benchmarks/results/input_pipeline.json``.
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks import backends, feeds, hardware, report, timing
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "input_pipeline.json")
+    report.add_common_arguments(parser, "input_pipeline.json")
     parser.add_argument("--cifar-batch", type=int, default=128)
     parser.add_argument("--imagenet-batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
@@ -93,20 +91,20 @@ def measure(name, dataset, model, pipeline_batches, model_steps, rounds, tf_devi
     from keras_resnet import training
 
     print(f"  {name}: pipeline alone", flush=True)
-    pipeline = common.spread(pipeline_rates(dataset, pipeline_batches, rounds))
+    pipeline = timing.spread(pipeline_rates(dataset, pipeline_batches, rounds))
     x, y = next(iter(dataset))
     batch = int(x.shape[0])
     with tf.device(tf_device):
         training.compile_model(model, "cifar", batch)
         runners = {
-            "model": common.fit_runner(model, common.cached_dataset(x, y), model_steps, batch),
-            "fed": common.fit_runner(model, dataset.repeat(), model_steps, batch),
+            "model": feeds.fit_runner(model, feeds.cached_dataset(x, y), model_steps, batch),
+            "fed": feeds.fit_runner(model, dataset.repeat(), model_steps, batch),
         }
         print(f"  {name}: {model.name} training, warm-up and {rounds} rounds", flush=True)
         for run in runners.values():
             run()
-        rates = common.interleaved(runners, rounds)
-    stats = {key: common.spread(values) for key, values in rates.items()}
+        rates = timing.interleaved(runners, rounds)
+    stats = {key: timing.spread(values) for key, values in rates.items()}
     return {"pipeline": name, "batch": batch, "model": model.name,
             "pipeline_images_per_s": pipeline, "model_train_images_per_s": stats["model"],
             "fed_train_images_per_s": stats["fed"],
@@ -115,13 +113,13 @@ def measure(name, dataset, model, pipeline_batches, model_steps, rounds, tf_devi
 
 def main():
     args = parse_args()
-    tf_device = common.select_device(args.device)
-    common.set_seeds(args.seed)
+    tf_device = backends.select_device(args.device)
+    backends.set_seeds(args.seed)
     import keras_resnet
     from keras_resnet import data
 
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
     rows = []
     if "cifar" in args.pipelines:
         cifar, _ = data.load("digits", "train", args.cifar_batch, training=True, seed=args.seed)
@@ -144,13 +142,13 @@ def main():
     def cell(key):
         return lambda r: (f"{r[key]['median']:,.1f} [{r[key]['min']:,.1f}-{r[key]['max']:,.1f}]")
 
-    common.print_table(rows, [
+    report.print_table(rows, [
         ("pipeline", "pipeline", ""), ("batch", "batch", "d"),
         ("pipeline images/s", cell("pipeline_images_per_s"), ""), ("model", "model", ""),
         ("training images/s (cached)", cell("model_train_images_per_s"), ""),
         ("ratio", "ratio", ".1f"), ("fed by pipeline", cell("fed_train_images_per_s"), ""),
     ])
-    common.write_json(args.json, machine, vars(args), rows)
+    report.write_json(args.json, machine, vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ subprocess, which it stops at the end. ``--device`` picks where that server runs
 (cpu hides the GPUs from it; gpu requires one); with ``--url`` the device is the remote
 server's and ``--device`` only describes this client machine.
 
-    python benchmarks/serving.py [--clients 8] [--requests 200] [--seconds 60] [--batch 1]  # < 1 min
-    python benchmarks/serving.py --device gpu --clients 32 --requests 2000
-    python benchmarks/serving.py --url http://127.0.0.1:8501 --model resnet20   # a running server
-    python benchmarks/serving.py --mixed --clients 64 --requests 2000   # hostile mix, server RSS
+    python -m benchmarks.serving [--clients 8] [--requests 200] [--seconds 60] [--batch 1]  # < 1 min
+    python -m benchmarks.serving --device gpu --clients 32 --requests 2000
+    python -m benchmarks.serving --url http://127.0.0.1:8501 --model resnet20   # a running server
+    python -m benchmarks.serving --mixed --clients 64 --requests 2000   # hostile mix, server RSS
 
 ``--mixed`` alternates good requests (the JPEG, a palette BMP) and hostile ones
 (an animated GIF of 600 4096x4096 frames, eight 4096x4096 PNGs in one request, JSON nested
@@ -38,9 +38,9 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import httpx  # noqa: E402
+import httpx
+
+from benchmarks import backends, hardware, report, timing
 
 
 def sample_jpeg():
@@ -219,7 +219,7 @@ def drive(url, requests_cycle, clients, requests, seconds, statuses=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "serving.json")
+    report.add_common_arguments(parser, "serving.json")
     parser.add_argument("--url", help="a running server (default: start one on 127.0.0.1)")
     parser.add_argument("--model", default="resnet20", help="model name on the server")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
@@ -234,10 +234,10 @@ def main():
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1; got {getattr(args, name)}")
     # Sets CUDA_VISIBLE_DEVICES=-1 for cpu, which the server subprocess inherits.
-    common.select_device(args.device)
-    common.set_seeds(args.seed)
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
+    backends.select_device(args.device)
+    backends.set_seeds(args.seed)
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
 
     jpeg = sample_jpeg()
     body = json.dumps({
@@ -292,9 +292,9 @@ def main():
         "requests_per_s": len(latencies) / wall,
         "images_per_s": len(latencies) * args.batch / wall,
         "latency_ms": {
-            "p50": 1000 * common.percentile(latencies, 50),
-            "p90": 1000 * common.percentile(latencies, 90),
-            "p99": 1000 * common.percentile(latencies, 99),
+            "p50": 1000 * timing.percentile(latencies, 50),
+            "p90": 1000 * timing.percentile(latencies, 90),
+            "p99": 1000 * timing.percentile(latencies, 99),
             "mean": 1000 * statistics.fmean(latencies),
             "max": 1000 * max(latencies),
         },
@@ -321,7 +321,7 @@ def main():
 
     settings = {k: v for k, v in vars(args).items()}
     settings["url"] = args.url or "started here (127.0.0.1)"
-    common.write_json(args.json, machine, settings, result)
+    report.write_json(args.json, machine, settings, result)
 
 
 if __name__ == "__main__":

@@ -41,22 +41,22 @@ images/s (the usual convention that the backward pass costs twice the forward; m
 of convolutions and dense layers only, as ``keras_resnet.count_multiply_adds``) with its
 fraction of the device's peak for the mode's compute dtype and of its bfloat16 peak: the
 published / theoretical peak, or the measured matmul peak where that is higher; all fractions
-are in the JSON (see ``python benchmarks/common.py``).
+are in the JSON (see ``python -m benchmarks.peaks``).
 
 Commands:
 
-    python benchmarks/train_throughput.py     # default, about 10 min on a 2-core CPU:
+    python -m benchmarks.train_throughput     # default, about 10 min on a 2-core CPU:
         # ResNet-20 (32x32, batch 128) and ResNet-50 beside keras.applications ResNet50
         # (224x224, batch 8), modes float32 xla mixed spe, 3 rounds of 4 steps
-    python benchmarks/train_throughput.py --backend jax --models resnet20 resnet50 --modes float32
-    python benchmarks/train_throughput.py --device gpu --backend jax      # the GPU table:
+    python -m benchmarks.train_throughput --backend jax --models resnet20 resnet50 --modes float32
+    python -m benchmarks.train_throughput --device gpu --backend jax      # the GPU table:
         # ResNet-18/50/152 beside keras.applications ResNet50 and torchvision resnet50 (eager,
         # torch.compile), float32 and bf16, batch 256, 224x224, all interleaved
-    python benchmarks/train_throughput.py --small --backend jax           # the code path on a
+    python -m benchmarks.train_throughput --small --backend jax           # the code path on a
         # CPU in well under a minute: CIFAR ResNet-8 (and torchvision resnet18, eager, where
         # importable) at 32x32, batch 2, 2 steps, 1 round (figures meaningless; for tests)
-    python benchmarks/train_throughput.py --models all --rounds 5           # the full CPU table
-    python benchmarks/train_throughput.py --backends tensorflow jax --models resnet20 \
+    python -m benchmarks.train_throughput --models all --rounds 5           # the full CPU table
+    python -m benchmarks.train_throughput --backends tensorflow jax --models resnet20 \
         --modes float32 --rounds 5        # JAX vs TensorFlow, rounds interleaved across two
         # processes (one per backend; ratios to the first backend named)
 
@@ -77,8 +77,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks import backends, feeds, hardware, peaks, report, timing  # noqa: E402
 
 KERAS_RESNET_ALL = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                     "resnet20", "resnet56", "resnet110"]
@@ -104,8 +103,8 @@ def torchvision_available():
         try:
             if any(importlib.util.find_spec(m) is None for m in ("torch", "torchvision")):
                 raise ImportError("torch and torchvision are not both installed")
-            import torch  # noqa: F401
-            import torchvision  # noqa: F401
+            for module in ("torch", "torchvision"):
+                importlib.import_module(module)
 
             _TORCHVISION.update(ok=True, why=None)
         except Exception as error:  # noqa: BLE001  (a broken install raises anything)
@@ -115,7 +114,7 @@ def torchvision_available():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common.add_common_arguments(parser, "train_throughput.json", peak=True, backend=True)
+    report.add_common_arguments(parser, "train_throughput.json", peak=True, backend=True)
     parser.add_argument("--models", nargs="+", default=None,
                         help="model names or 'all' (default, CPU: "
                              f"{' '.join(DEFAULT_MODELS['cpu'])}; GPU: "
@@ -144,7 +143,7 @@ def parse_args(argv=None):
                              "(default: depth on CPU, all on GPU)")
     parser.add_argument("--no-measure-peak", action="store_true",
                         help="skip the matmul peak measurement (theoretical peak only)")
-    parser.add_argument("--backends", nargs="+", choices=common.BACKENDS, default=None,
+    parser.add_argument("--backends", nargs="+", choices=backends.BACKENDS, default=None,
                         help="compare Keras backends: one process per backend (each builds "
                              "and warms up every model), their rounds interleaved one after "
                              "the other; ratios to the first backend named")
@@ -162,7 +161,7 @@ def parse_args(argv=None):
                 and "jax" in args.backends:
             parser.error("--modes xla: under jax every mode is XLA-compiled (jit)")
         return args  # the workers check the rest, each on its backend
-    args.backend = common.set_backend(args.backend)
+    args.backend = backends.set_backend(args.backend)
     device = args.device
     if args.small:
         defaults = {"image_size": 32, "batch_size": 2, "cifar_batch_size": 2, "rounds": 1,
@@ -253,7 +252,7 @@ def settings_of(mode, device, spe, backend):
     if "bf16" in features:
         precision = "mixed_bfloat16"
     elif "mixed" in features:
-        precision = common.mixed_policy(device)
+        precision = backends.mixed_policy(device)
     else:
         precision = "float32"
     return {"precision": precision,
@@ -303,9 +302,9 @@ def keras_runner(spec, size, classes, batch, settings, data, steps, seed):
     keras.utils.set_random_seed(seed)
     model = build_keras(spec, size, classes, settings["precision"])
     macs = keras_resnet.count_multiply_adds(model)
-    common.compile_for_benchmark(model, settings["jit_compile"], settings["steps_per_execution"])
-    warmup = common.fit_runner(model, data, settings["steps_per_execution"], batch)
-    return warmup, common.fit_runner(model, data, steps, batch), macs
+    feeds.compile_for_benchmark(model, settings["jit_compile"], settings["steps_per_execution"])
+    warmup = feeds.fit_runner(model, data, settings["steps_per_execution"], batch)
+    return warmup, feeds.fit_runner(model, data, steps, batch), macs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +397,7 @@ def prepare_group(args, specs, tf_device):
         if any("spe" in mode.split("+") for mode in args.modes):
             steps = -(-steps // spe) * spe
         if (size, batch, classes) not in batches:
-            batches[(size, batch, classes)] = common.random_batch(batch, size, classes, args.seed)
+            batches[(size, batch, classes)] = feeds.random_batch(batch, size, classes, args.seed)
         x, y = batches[(size, batch, classes)]
         for mode in args.modes:
             if not applies(spec, mode):
@@ -413,13 +412,13 @@ def prepare_group(args, specs, tf_device):
                 settings = {**settings, "jit_compile": "torch.compile" if parse_spec(spec)[4]
                             else False, "steps_per_execution": 1}
             else:
-                with common.device_scope(tf_device):
+                with backends.device_scope(tf_device):
                     if (size, batch, classes) not in datasets:
-                        datasets[(size, batch, classes)] = common.cached_dataset(x, y)
+                        datasets[(size, batch, classes)] = feeds.cached_dataset(x, y)
                     warmup, timed, macs = keras_runner(
                         spec, size, classes, batch, settings, datasets[(size, batch, classes)],
                         steps, args.seed)
-            with common.device_scope(tf_device):
+            with backends.device_scope(tf_device):
                 warmup()
             runners[(spec, mode)] = timed
             meta[(spec, mode)] = {"settings": settings, "multiply_adds": macs, "input": size,
@@ -433,10 +432,10 @@ def rows_from(rates, meta, peak, backend):
     rows = []
     for (spec, mode), values in rates.items():
         info = meta[(spec, mode)]
-        stats = common.spread(values)
+        stats = timing.spread(values)
         flops = 3 * info["multiply_adds"] * 2 * stats["median"]
-        ceiling = common.peak_for(peak, info["settings"]["precision"])
-        bf16 = common.peak_for(peak, "mixed_bfloat16")
+        ceiling = peaks.peak_for(peak, info["settings"]["precision"])
+        bf16 = peaks.peak_for(peak, "mixed_bfloat16")
         reference = rates.get((spec, "float32"))
         rows.append({
             "model": label(spec), "spec": spec, "source": parse_spec(spec)[0], "mode": mode,
@@ -445,7 +444,7 @@ def rows_from(rates, meta, peak, backend):
             "batch": info["batch"], "steps_per_round": info["steps"],
             "images_per_s": stats, "median": stats["median"], "min": stats["min"],
             "max": stats["max"], "iqr": stats["iqr"],
-            "vs_float32": (stats["median"] / common.spread(reference)["median"]
+            "vs_float32": (stats["median"] / timing.spread(reference)["median"]
                            if reference else None),
             "forward_multiply_adds": info["multiply_adds"], "achieved_flops": flops,
             "peak_flops": ceiling["reference"],
@@ -466,8 +465,8 @@ def run_group(args, specs, tf_device, peak):
     import keras
 
     runners, meta = prepare_group(args, specs, tf_device)
-    with common.device_scope(tf_device):
-        rates = common.interleaved(runners, args.rounds)
+    with backends.device_scope(tf_device):
+        rates = timing.interleaved(runners, args.rounds)
     rows = rows_from(rates, meta, peak, args.backend)
     runners.clear()
     keras.backend.clear_session()
@@ -508,11 +507,11 @@ def _worker_argv(argv, backend):
 
 def serve_rounds(args):
     """Worker: build and warm up everything, then time one round per ``round`` line on stdin."""
-    tf_device = common.select_device(args.device)
-    common.set_seeds(args.seed)
-    machine = common.machine_description(args.device)
+    tf_device = backends.select_device(args.device)
+    backends.set_seeds(args.seed)
+    machine = hardware.machine_description(args.device)
     matmul = {"size": 256, "repeats": 2} if args.small else {}
-    peak = common.peak_flops(args.device, measure=not args.no_measure_peak, cpu_ghz=args.cpu_ghz,
+    peak = peaks.peak_flops(args.device, measure=not args.no_measure_peak, cpu_ghz=args.cpu_ghz,
                              **matmul)
     runners, meta = prepare_group(args, args.models, tf_device)
     rates = {key: [] for key in runners}
@@ -522,7 +521,7 @@ def serve_rounds(args):
             break
         names = list(runners)
         shift = index % len(names)
-        with common.device_scope(tf_device):
+        with backends.device_scope(tf_device):
             for key in names[shift:] + names[:shift]:
                 start = time.perf_counter()
                 count = runners[key]()
@@ -541,13 +540,15 @@ def compare_backends(args, argv):
     import subprocess
     import threading
 
-    script = os.path.abspath(__file__)
+    # Each worker runs this module of the benchmarks package, found from the repository root.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     workers = {}
     for backend in args.backends:
-        env = {**os.environ, "KERAS_BACKEND": backend}
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path}
         workers[backend] = subprocess.Popen(
-            [sys.executable, script, *_worker_argv(argv, backend)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+            [sys.executable, "-m", "benchmarks.train_throughput", *_worker_argv(argv, backend)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
 
     def expect(backend, word):
         worker = workers[backend]
@@ -596,12 +597,12 @@ def compare_backends(args, argv):
                 paired = [a / b for a, b in zip(row["images_per_s"]["values"],
                                                 base["images_per_s"]["values"])]
                 row[f"vs_{first}"] = row["median"] / base["median"]
-                row[f"vs_{first}_paired"] = common.spread(paired)
+                row[f"vs_{first}_paired"] = timing.spread(paired)
             rows.append(row)
     print(f"\nTraining throughput by Keras backend, {args.device}; {rounds} rounds, each "
           "round every backend in turn (order rotating), every model of a backend in turn; "
           f"vs {first}: ratio of medians, paired: median and range of the per-round ratios")
-    common.print_table(rows, [
+    report.print_table(rows, [
         ("model", "model", ""), ("backend", "backend", ""), ("input", "input", ""),
         ("batch", "batch", "d"), ("mode", "mode", ""), ("images/s", "median", ".2f"),
         ("min", "min", ".2f"), ("max", "max", ".2f"),
@@ -613,7 +614,7 @@ def compare_backends(args, argv):
         ("% peak", lambda r: r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".1f"),
     ])
     machine = {b: results[b]["machine"] for b in args.backends}
-    common.write_json(args.json, machine, vars(args), rows,
+    report.write_json(args.json, machine, vars(args), rows,
                       peak={b: results[b]["peak"] for b in args.backends})
     return rows
 
@@ -625,7 +626,7 @@ def main(argv=None):
         return compare_backends(args, raw)
     if args.worker:
         return serve_rounds(args)
-    tf_device = common.select_device(args.device)
+    tf_device = backends.select_device(args.device)
     if args.backend == "jax" and any(parse_spec(s)[0] == "torchvision" for s in args.models):
         # JAX takes 75% of the GPU's memory at start; torchvision needs its share.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -634,13 +635,13 @@ def main(argv=None):
 
         for gpu in tf.config.list_physical_devices("GPU"):  # leave memory to torchvision
             tf.config.experimental.set_memory_growth(gpu, True)
-    common.set_seeds(args.seed)
-    machine = common.machine_description(args.device)
-    print(common.describe(machine))
+    backends.set_seeds(args.seed)
+    machine = hardware.machine_description(args.device)
+    print(hardware.describe(machine))
     matmul = {"size": 256, "repeats": 2} if args.small else {}
-    peak = common.peak_flops(args.device, measure=not args.no_measure_peak, cpu_ghz=args.cpu_ghz,
+    peak = peaks.peak_flops(args.device, measure=not args.no_measure_peak, cpu_ghz=args.cpu_ghz,
                              **matmul)
-    common.print_peak(peak)
+    peaks.print_peak(peak)
 
     groups = {}
     for spec in args.models:
@@ -672,8 +673,8 @@ def main(argv=None):
         ("% peak", lambda r: r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".1f"),
         ("% bf16", lambda r: r["fraction_of_bf16_peak"] and 100 * r["fraction_of_bf16_peak"], ".1f"),
     ]
-    common.print_table(rows, columns)
-    common.write_json(args.json, machine, vars(args), rows, peak=peak, references=references,
+    report.print_table(rows, columns)
+    report.write_json(args.json, machine, vars(args), rows, peak=peak, references=references,
                       flops_convention="achieved FLOP/s = 3 x forward multiply-adds x 2 FLOPs x "
                                        "images/s (backward = 2 x forward)")
     return rows

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 
 def _is_3x3(conv):
@@ -62,20 +63,20 @@ def _check_images(model, images):
     try:
         images = np.asarray(images, dtype=np.float32)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InvalidArgument(
             f"`images` must be a numeric array (n, h, w, c); got {type(images).__name__}."
         ) from None
     expected = tuple(model.input_shape[1:])
     if images.ndim != 4:
-        raise ValueError(
+        raise InvalidArgument(
             f"`images` must be a 4D array (n, h, w, c) matching the model input {expected}; "
             f"got shape {images.shape}."
         )
     if len(images) == 0:
-        raise ValueError("`images` is empty; pass at least one image.")
+        raise InvalidArgument("`images` is empty; pass at least one image.")
     given = images.shape[1:]
     if len(expected) != 3 or any(e is not None and e != g for e, g in zip(expected, given)):
-        raise ValueError(
+        raise InvalidArgument(
             f"`images` of shape {images.shape} do not fit the model input "
             f"(batch,) + {expected}."
         )
@@ -109,20 +110,20 @@ def layer_response_std(model, images, batch_size=128):
         (19,)
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+        raise InvalidType(f"`model` must be a keras.Model; got {type(model).__name__}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        raise InvalidArgument(f"`batch_size` must be a positive integer; got {batch_size!r}.")
     images = _check_images(model, images)
     probes = _probes(model)
     if not probes:
-        raise ValueError(
+        raise InvalidArgument(
             f"Model {model.name!r} has no 3x3 convolution or residual block at its top level; "
             "pass a model built by keras_resnet (not one nested inside another model)."
         )
     # One functional sub-model gives every tensor needed: top-level responses and block inputs.
     outputs = [layer.input if kind == "block" else layer.output for _, kind, layer in probes]
     if len(model.inputs) != 1:
-        raise ValueError(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
+        raise InvalidArgument(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
     probe_model = keras.Model(model.inputs[0], outputs)
 
     sums, squares, counts = None, None, None

@@ -5,6 +5,7 @@ functional model. Nothing here imports Keras.
 """
 
 import dataclasses
+from keras_resnet.errors import InvalidArgument
 
 FAMILIES = ("imagenet", "cifar")
 
@@ -105,7 +106,7 @@ def imagenet_architecture(depth):
         6
     """
     if depth not in IMAGENET_DEPTHS or isinstance(depth, bool):
-        raise ValueError(
+        raise InvalidArgument(
             f"`depth` of an ImageNet ResNet must be one of {valid_depths('imagenet')}; "
             f"got {depth!r}."
         )
@@ -130,7 +131,7 @@ def cifar_architecture(depth):
         or depth < 8
         or (depth - 2) % 6
     ):
-        raise ValueError(
+        raise InvalidArgument(
             f"`depth` of a CIFAR ResNet must be {valid_depths('cifar')}; got {depth!r}."
         )
     n = (depth - 2) // 6
@@ -147,4 +148,4 @@ def architecture(family, depth):
         return imagenet_architecture(depth)
     if family == "cifar":
         return cifar_architecture(depth)
-    raise ValueError(f"`family` must be one of {FAMILIES}; got {family!r}.")
+    raise InvalidArgument(f"`family` must be one of {FAMILIES}; got {family!r}.")

@@ -17,37 +17,21 @@ The shortcut is one of
 
 import keras
 from keras import ops
+from keras_resnet.errors import InvalidArgument, check_choice, check_positive_int
 
 SHORTCUTS = ("identity", "zero_pad", "projection", "none")
 STRIDE_POSITIONS = ("1x1", "3x3")
-
-
-def check_positive_int(argument, value):
-    """Raise ValueError unless ``value`` is a positive int (bools excluded)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{argument}` must be a positive integer; got {value!r}."
-        )
 
 
 def check_channels_last(what="keras_resnet"):
     """Raise ValueError unless Keras' image data format is channels_last (NHWC), the only one
     ``what`` builds: naming the setting and how to change it."""
     if keras.config.image_data_format() != "channels_last":
-        raise ValueError(
+        raise InvalidArgument(
             f"{what} builds channels_last (NHWC) layers only; Keras' image data format is "
             f"{keras.config.image_data_format()!r}. Call "
             "keras.config.set_image_data_format('channels_last') or set "
             '"image_data_format": "channels_last" in ~/.keras/keras.json.'
-        )
-
-
-def check_choice(argument, value, allowed):
-    """Raise ValueError unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(
-            f"`{argument}` must be one of {', '.join(map(repr, allowed))}; "
-            f"got {value!r}."
         )
 
 
@@ -77,7 +61,7 @@ class _ResidualUnit(keras.layers.Layer):
         check_positive_int("strides", strides)
         check_choice("shortcut", shortcut, SHORTCUTS)
         if shortcut == "identity" and strides != 1:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`shortcut='identity'` needs `strides=1`; got strides={strides}. "
                 "Use shortcut='zero_pad' (option A) or 'projection' (option B/C) "
                 "when a block changes resolution."
@@ -157,18 +141,18 @@ class _ResidualUnit(keras.layers.Layer):
 
     def _check_input(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{type(self).__name__} expects a 4D NHWC input; got shape {input_shape}."
             )
         in_channels = input_shape[-1]
         out_channels = self.output_channels
         if self.shortcut == "identity" and in_channels != out_channels:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`shortcut='identity'` needs input channels == output channels; got "
                 f"{in_channels} -> {out_channels}. Use 'zero_pad' or 'projection'."
             )
         if self.shortcut == "zero_pad" and in_channels > out_channels:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`shortcut='zero_pad'` can only add channels; got {in_channels} -> "
                 f"{out_channels}. Use 'projection'."
             )

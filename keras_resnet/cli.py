@@ -12,6 +12,7 @@ import sys
 
 from keras_resnet.architectures import FAMILIES, NAMED_MODELS
 from keras_resnet.devices import PRECISIONS, STRATEGIES
+from keras_resnet.errors import InvalidArgument
 
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
 UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
@@ -22,7 +23,7 @@ def _summary(args):
 
     unknown = [name for name in args.models if name not in NAMED_MODELS]
     if unknown:
-        raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(NAMED_MODELS)}")
+        raise InvalidArgument(f"unknown model {unknown[0]!r}; choose from {', '.join(NAMED_MODELS)}")
     print(summary_table(args.models or None))
 
 
@@ -127,7 +128,7 @@ def _values(flag, text, convert):
     try:
         return tuple(convert(item) for item in items)
     except ValueError:
-        raise ValueError(f"`{flag}` must be a comma-separated list of {convert.__name__} values; "
+        raise InvalidArgument(f"`{flag}` must be a comma-separated list of {convert.__name__} values; "
                          f"got {text!r}.") from None
 
 
@@ -139,14 +140,14 @@ def _range(flag, text):
     except ValueError:
         values = ()
     if len(values) not in (1, 2):
-        raise ValueError(f"`{flag}` must be MIN:MAX (or one number); got {text!r}.")
+        raise InvalidArgument(f"`{flag}` must be MIN:MAX (or one number); got {text!r}.")
     return values if len(values) == 2 else values * 2
 
 
 def _flag_value(text):
     lowered = text.lower()
     if lowered not in ("true", "false"):
-        raise ValueError(text)
+        raise InvalidArgument(text)
     return lowered == "true"
 
 
@@ -350,26 +351,6 @@ def build_parser():
     return parser
 
 
-def _raised_here(error):
-    """True when ``error`` was raised by keras_resnet's own code (a check of a user's input),
-    not deep inside a library (which is a bug to report, with its traceback)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    traceback = error.__traceback__
-    last = None
-    while traceback is not None:
-        last = traceback
-        traceback = traceback.tb_next
-    return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(package)
-
-
-def _user_error(error):
-    from keras_resnet.extras import MissingExtra
-
-    if isinstance(error, MissingExtra):
-        return True
-    return isinstance(error, (ValueError, TypeError, FileNotFoundError)) and _raised_here(error)
-
-
 def main(argv=None):
     """Entry point of the ``keras-resnet`` console script.
 
@@ -380,6 +361,10 @@ def main(argv=None):
         0
     """
     args = build_parser().parse_args(argv)
+    if argv is None:  # the console script itself: Ctrl-C and SIGTERM always stop it
+        from keras_resnet import interrupts
+
+        interrupts.install(f"keras-resnet {args.command}: interrupted.")
     try:
         if not args.verbose:
             from keras_resnet import logs
@@ -388,7 +373,12 @@ def main(argv=None):
         args.run(args)
         return 0
     except KeyboardInterrupt:
-        print(f"keras-resnet {args.command}: interrupted.", file=sys.stderr)
+        from keras_resnet import interrupts
+
+        if interrupts.requested():
+            interrupts.announce()
+        else:
+            print(f"keras-resnet {args.command}: interrupted.", file=sys.stderr)
         return 130
     except Exception as error:
         from keras_resnet.training import NaNError
@@ -396,7 +386,9 @@ def main(argv=None):
         if isinstance(error, NaNError) and not args.debug:
             print(f"keras-resnet {args.command}: {error}", file=sys.stderr)
             return 1
-        if args.debug or not _user_error(error):
+        from keras_resnet.errors import UserError
+
+        if args.debug or not isinstance(error, UserError):
             raise
         print(f"keras-resnet {args.command}: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """What the device is and how to train on it: GPU detection, the fast path (the precision, XLA
-and ``steps_per_execution`` settings measured fastest per device, ``python
-benchmarks/fast_path.py``; README, Performance), Keras' dtype policy and linear
+and ``steps_per_execution`` settings measured fastest per device, ``python -m
+benchmarks.fast_path``; README, Performance), Keras' dtype policy and linear
 learning-rate scaling.
 
 Backend-neutral: devices are asked of the Keras backend in use (TensorFlow, JAX or PyTorch).
@@ -9,6 +9,8 @@ Example:
     >>> fast_path()["precision"]  # 'float32' on a 2-core CPU
     'float32'
 """
+
+from keras_resnet.errors import InvalidArgument
 
 PRECISIONS = ("auto", "float32", "mixed", "mixed_float16", "mixed_bfloat16")
 # tf.distribute strategies by name (keras_resnet.distribute.get_strategy).
@@ -38,7 +40,7 @@ def has_gpu():
 
 
 # The settings "auto" resolves to: the fastest measured combination that keeps the paper's
-# numerics (`python benchmarks/fast_path.py`; README, Performance), by device and family.
+# numerics (`python -m benchmarks.fast_path`; README, Performance), by device and family.
 FAST_PATH = {
     # 2-core AVX-512 CPU, CIFAR nets at 32x32: XLA, mixed_bfloat16 and steps_per_execution > 1
     # gained nothing (0.92x each, medians of 7 rounds); float32 graph execution is fastest.
@@ -48,7 +50,7 @@ FAST_PATH = {
     "cpu_bf16": {"precision": "mixed_bfloat16", "jit_compile": False, "steps_per_execution": 1},
     # GPU: float16 Tensor Cores with loss scaling and XLA fusion (NVIDIA's ResNet-50 setting,
     # AMP + XLA). "auto" lets Keras keep XLA off under multi-replica strategies. Measure a
-    # given GPU with `python benchmarks/fast_path.py --device gpu`.
+    # given GPU with `python -m benchmarks.fast_path --device gpu`.
     "gpu": {"precision": "mixed_float16", "jit_compile": "auto", "steps_per_execution": 1},
 }
 # What Keras does when nothing is chosen: the reference the fast path is measured against.
@@ -106,7 +108,7 @@ def resolve_precision(precision="auto", *, fast=True, family="cifar"):
     ``fast_path(fast, family)``'s (:data:`FAST_PATH`).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        raise InvalidArgument(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
     if precision == "auto":
         return fast_path(fast, family)["precision"]
     if precision == "mixed":

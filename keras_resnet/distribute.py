@@ -15,6 +15,7 @@ import json
 import os
 
 from keras_resnet.extras import require
+from keras_resnet.errors import InvalidArgument
 
 tf = require("tensorflow", "keras_resnet.distribute (tf.distribute strategies)")
 
@@ -79,7 +80,7 @@ def get_strategy(name="auto", devices=None):
         1
     """
     if name not in STRATEGIES:
-        raise ValueError(f"`strategy` must be one of {', '.join(STRATEGIES)}; got {name!r}.")
+        raise InvalidArgument(f"`strategy` must be one of {', '.join(STRATEGIES)}; got {name!r}.")
     gpus = _gpus()
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -87,7 +88,7 @@ def get_strategy(name="auto", devices=None):
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "gpu":
         if not gpus:
-            raise ValueError("`strategy='gpu'` needs a GPU; none is visible. Use 'auto' or 'cpu'.")
+            raise InvalidArgument("`strategy='gpu'` needs a GPU; none is visible. Use 'auto' or 'cpu'.")
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     if name == "mirrored":
         if devices is None:
@@ -96,14 +97,14 @@ def get_strategy(name="auto", devices=None):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError(
+            raise InvalidArgument(
                 "`strategy='multi_worker'` reads the cluster from the TF_CONFIG environment "
                 "variable, which is not set. See the README's distributed training section."
             )
         try:
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
-            raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+            raise InvalidArgument(f"TF_CONFIG is not valid JSON: {error}") from None
         return _MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
@@ -122,13 +123,13 @@ def global_batch_size(strategy, batch_size=None, per_replica_batch_size=None):
     """
     replicas = strategy.num_replicas_in_sync
     if (batch_size is None) == (per_replica_batch_size is None):
-        raise ValueError("Pass exactly one of `batch_size` and `per_replica_batch_size`.")
+        raise InvalidArgument("Pass exactly one of `batch_size` and `per_replica_batch_size`.")
     if per_replica_batch_size is not None:
         _check_batch("per_replica_batch_size", per_replica_batch_size)
         return per_replica_batch_size * replicas
     _check_batch("batch_size", batch_size)
     if batch_size % replicas:
-        raise ValueError(
+        raise InvalidArgument(
             f"`batch_size` {batch_size} (global) does not split over {replicas} replicas; "
             f"use a multiple of {replicas}, e.g. {replicas * max(1, batch_size // replicas)}."
         )
@@ -137,4 +138,4 @@ def global_batch_size(strategy, batch_size=None, per_replica_batch_size=None):
 
 def _check_batch(argument, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{argument}` must be a positive integer; got {value!r}.")
+        raise InvalidArgument(f"`{argument}` must be a positive integer; got {value!r}.")

@@ -7,6 +7,8 @@ Example:
 
 import importlib
 
+from keras_resnet.errors import UserError
+
 # Importable module -> the extra of keras3-resnet that installs it.
 EXTRAS = {
     "tensorflow": "tensorflow",
@@ -25,7 +27,7 @@ EXTRAS = {
 }
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """A feature needs a package that is not installed; the message names the extra."""
 
 

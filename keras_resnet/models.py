@@ -19,6 +19,7 @@ from keras_resnet.blocks import (
     check_choice,
     check_positive_int,
 )
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
@@ -29,6 +30,19 @@ IMAGENET_WEIGHT_DEPTHS = (18, 34, 50, 101, 152)
 BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
 # The paper's weight decay (§3.4, §4.2): the L2 coefficient in the gradient.
 PAPER_WEIGHT_DECAY = 1e-4
+
+
+def walk_layers(model):
+    """Every layer of ``model``, nested models' layers included (public Keras APIs only).
+
+    Example:
+        >>> len([layer for layer in walk_layers(keras_resnet.ResNet20()) if layer.name == "conv1"])
+        1
+    """
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
 
 
 def _shortcut_kind(option, residual, dims_change):
@@ -44,13 +58,13 @@ def _shortcut_kind(option, residual, dims_change):
 
 def _check_input_shape(input_shape):
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        raise ValueError(
+        raise InvalidArgument(
             f"`input_shape` must be (height, width, channels); got {input_shape!r}."
         )
     height, width, channels = input_shape
     for size in (height, width):
         if size is not None and (not isinstance(size, int) or size < MIN_INPUT_SIZE):
-            raise ValueError(
+            raise InvalidArgument(
                 f"`input_shape` height and width must be None or integers >= "
                 f"{MIN_INPUT_SIZE}; got {tuple(input_shape)}."
             )
@@ -69,14 +83,14 @@ def kernel_regularizer_for(weight_decay=None, kernel_regularizer=None):
     """
     if kernel_regularizer is not None:
         if weight_decay is not None:
-            raise ValueError(
+            raise InvalidArgument(
                 "Pass either `weight_decay` or `kernel_regularizer`, not both; got "
                 f"weight_decay={weight_decay!r} and kernel_regularizer={kernel_regularizer!r}."
             )
         return keras.regularizers.get(kernel_regularizer)
     weight_decay = PAPER_WEIGHT_DECAY if weight_decay is None else weight_decay
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
+        raise InvalidArgument(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
     return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
@@ -178,7 +192,7 @@ def head(x, include_top, pooling, classes, classifier_activation, kernel_regular
 
 def _check_options(include_top, pooling, classes, shortcut, width_multiplier):
     if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; got {include_top!r}.")
+        raise InvalidArgument(f"`include_top` must be True or False; got {include_top!r}.")
     check_choice("pooling", pooling, POOLINGS)
     check_positive_int("classes", classes)
     check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
@@ -187,7 +201,7 @@ def _check_options(include_top, pooling, classes, shortcut, width_multiplier):
         or not isinstance(width_multiplier, (int, float))
         or width_multiplier <= 0
     ):
-        raise ValueError(
+        raise InvalidArgument(
             f"`width_multiplier` must be a positive number; got {width_multiplier!r}."
         )
 
@@ -348,7 +362,7 @@ def CifarResNet(
         'plain56'
     """
     if weights_lib.is_name(weights):
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights={weights!r}`: pretrained weight sets exist for the ImageNet ResNet-18/34/"
             "50/101/152 only; a CIFAR ResNet takes None or a path to a weights file."
         )
@@ -365,24 +379,24 @@ _IMAGENET_WEIGHT_OPTIONS = {**weights_lib.FIXED_OPTIONS, **weights_lib.CAFFE_VAR
 def _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options):
     """Raise unless the constructor's arguments fit the pretrained ``weight_set``."""
     if include_top and classes != 1000:
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights={weights!r}` with `include_top=True` needs `classes=1000` (its ImageNet "
             f"classifier); got classes={classes}. Use include_top=False (e.g. with "
             "pooling='avg') and put your own classifier on top, or load the 1000-class model "
             "and fine-tune a new head."
         )
     if input_shape is not None and input_shape[-1] != 3:
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights={weights!r}` needs 3 input channels; got input_shape={input_shape}."
         )
     if "preprocessing" in options:
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights={weights!r}` fixes the preprocessing ({weight_set.preprocessing()!r}); "
             "leave `preprocessing` unset (keras_resnet.preprocessing.attach replaces it later)."
         )
     for option, required in weight_set.build_options().items():
         if option in options and options[option] != required:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`weights={weights!r}` needs `{option}={required!r}`; got {options[option]!r}."
             )
 
@@ -458,7 +472,7 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
         'resnet50'
     """
     if not isinstance(keras_model, keras.Model):
-        raise TypeError(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
+        raise InvalidType(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
     layout = weights_lib.keras_applications_layout(keras_model)
     preprocessing = options.pop("preprocessing", None) or preprocessing_lib.caffe(
         layout["input_shape"][0] or 224,
@@ -524,7 +538,7 @@ def parse_model_name(model_name):
         depth = int(digits)
         if depth >= 8 and (depth - 2) % 6 == 0:
             return "cifar", depth
-    raise ValueError(
+    raise InvalidArgument(
         f"`model_name` must be one of {', '.join(NAMED_MODELS)} or resnetN with N = 6n+2 "
         f"(a CIFAR depth); got {model_name!r}."
     )

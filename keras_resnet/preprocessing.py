@@ -30,6 +30,7 @@ import json
 
 import keras
 import numpy as np
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 RESIZE_POLICIES = ("direct", "shorter_side")
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -45,14 +46,14 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 def _check_choice(argument, value, allowed):
     if value not in allowed:
-        raise ValueError(
+        raise InvalidArgument(
             f"`{argument}` must be one of {', '.join(map(repr, allowed))}; got {value!r}."
         )
 
 
 def _positive_int(argument, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{argument}` must be a positive integer; got {value!r}.")
+        raise InvalidArgument(f"`{argument}` must be a positive integer; got {value!r}.")
     return int(value)
 
 
@@ -104,7 +105,7 @@ class ImagePreprocessing(keras.layers.Layer):
         if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
             image_size = (image_size, image_size)
         if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
-            raise ValueError(f"`image_size` must be (height, width); got {image_size!r}.")
+            raise InvalidArgument(f"`image_size` must be (height, width); got {image_size!r}.")
         self.image_size = tuple(_positive_int("image_size", s) for s in image_size)
         _check_choice("resize", resize, RESIZE_POLICIES)
         self.resize = resize
@@ -112,7 +113,7 @@ class ImagePreprocessing(keras.layers.Layer):
             "resize_size", self.image_size[0] if resize_size is None else resize_size
         )
         if resize == "shorter_side" and self.resize_size < min(self.image_size):
-            raise ValueError(
+            raise InvalidArgument(
                 f"`resize_size` {self.resize_size} is smaller than the crop {self.image_size}."
             )
         _check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -120,19 +121,19 @@ class ImagePreprocessing(keras.layers.Layer):
         _check_choice("channel_order", channel_order, CHANNEL_ORDERS)
         self.channel_order = channel_order
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
-            raise ValueError(f"`scale` must be a positive number; got {scale!r}.")
+            raise InvalidArgument(f"`scale` must be a positive number; got {scale!r}.")
         self.scale = float(scale)
         self.mean = np.asarray(mean, np.float32)
         if self.mean.ndim not in (1, 3) or (
             self.mean.ndim == 3 and self.mean.shape[:2] != self.image_size
         ):
-            raise ValueError(
+            raise InvalidArgument(
                 f"`mean` must hold one value per channel or be a {self.image_size} mean image "
                 f"with channels last; got shape {self.mean.shape}."
             )
         self.std = None if std is None else np.asarray(std, np.float32)
         if self.std is not None and (self.std.ndim != 1 or np.any(self.std <= 0)):
-            raise ValueError(f"`std` must be None or positive values per channel; got {std!r}.")
+            raise InvalidArgument(f"`std` must be None or positive values per channel; got {std!r}.")
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.source = source
 
@@ -247,7 +248,7 @@ def default_for(model):
     """
     height, width = model.input_shape[1:3]
     if height is None or width is None:
-        raise ValueError(
+        raise InvalidArgument(
             f"Model {model.name!r} has no fixed input size ({model.input_shape}) and carries no "
             "preprocessing; attach one with keras_resnet.preprocessing.attach(model, ...)."
         )
@@ -301,12 +302,12 @@ def attach(model, preprocessing):
         ['cat', 'dog']
     """
     if not isinstance(preprocessing, ImagePreprocessing):
-        raise TypeError(
+        raise InvalidType(
             "`preprocessing` must be an ImagePreprocessing; got "
             f"{type(preprocessing).__name__}."
         )
     if len(model.inputs) != 1:
-        raise ValueError(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
+        raise InvalidArgument(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
     current = of(model)
     if current is not None:
         return keras.models.clone_model(

@@ -35,6 +35,7 @@ from keras_resnet.training import (
     paper_callbacks,
     restore_backup,
 )
+from keras_resnet.errors import InvalidArgument
 
 # Epochs and global batch of a run when not given, by dataset. CIFAR follows §4.2 (64k
 # iterations at batch 128 = 164 epochs of 50k images; 45k/5k split: 182); ImageNet §3.4 (60e4
@@ -143,7 +144,7 @@ def _fit_dataset(model, info):
     given = tuple(model.input_shape[1:])
     fits = len(given) == 3 and all(g in (None, e) for g, e in zip(given, expected))
     if not fits or model.output_shape[-1] != info.num_classes:
-        raise ValueError(
+        raise InvalidArgument(
             f"Model {model.name!r} takes inputs {given} and predicts {model.output_shape[-1]} "
             f"classes; dataset {info.name!r} gives images {expected} in {info.num_classes} "
             "classes. Build the model with input_shape and classes from the dataset."
@@ -178,7 +179,7 @@ def _load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessi
 
     train_ds, info = load("train", True)
     if info.num_examples is not None and global_batch > info.num_examples:
-        raise ValueError(
+        raise InvalidArgument(
             f"`batch_size` {global_batch} is larger than the {info.num_examples} training images "
             f"of {info.name!r}: no full batch to train on. Use a batch of at most "
             f"{info.num_examples}."
@@ -196,13 +197,13 @@ def _load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessi
 def _prepare_run_dir(run_dir, resume):
     """Make ``run_dir``; without ``resume``, drop what an earlier run left there."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"`run_dir` {run_dir!r} is a file, not a directory.")
+        raise InvalidArgument(f"`run_dir` {run_dir!r} is a file, not a directory.")
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"`run_dir` {run_dir!r} cannot be created: {error.strerror}.") from None
+        raise InvalidArgument(f"`run_dir` {run_dir!r} cannot be created: {error.strerror}.") from None
     if not os.access(run_dir, os.W_OK):
-        raise ValueError(f"`run_dir` {run_dir!r} is not writable.")
+        raise InvalidArgument(f"`run_dir` {run_dir!r} is not writable.")
     if not resume:
         shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
         for leftover in RUN_FILES:
@@ -212,12 +213,48 @@ def _prepare_run_dir(run_dir, resume):
 
 def _check_epochs(epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive integer; got {epochs!r}.")
+        raise InvalidArgument(f"`epochs` must be a positive integer; got {epochs!r}.")
 
 
 def _default_run_dir(model_name, dataset, suffix=""):
     model_stem = os.path.basename(str(model_name)).removesuffix(".keras")
     return os.path.join("runs", f"{model_stem}-{os.path.basename(str(dataset).rstrip('/'))}{suffix}")
+
+
+@dataclasses.dataclass
+class _RunSetup:
+    """What ``train`` and ``fine_tune`` set up alike before building a model."""
+
+    run_dir: str
+    seed: int
+    strategy_name: object
+    strategy: object
+    global_batch: int
+    policy: str
+    fast_path: bool
+
+    def record(self, *, model, splits, epochs, started, resumed, test_examples, **fields):
+        """The run.json fields both flows write, with ``fields`` of their own in between."""
+        return {
+            "run_dir": self.run_dir, "model": model, "dataset": splits.info.name, "epochs": epochs,
+            **fields,
+            "batch_size": self.global_batch, "replicas": self.strategy.num_replicas_in_sync,
+            "strategy": self.strategy_name, "precision": self.policy, "seed": self.seed,
+            "resumed_from_epoch": resumed or None,
+            "train_seconds": round(time.time() - started, 1), "data": splits.info.to_config(),
+            "validation_split": splits.validation_split, "test_examples": test_examples,
+        }
+
+
+def _set_up_run(run_dir, *, resume, seed, precision, fast_path, family, strategy, batch_size):
+    """Run directory, seed, precision policy, strategy and global batch: in that order, since
+    the policy must be set before any layer is built and the batch depends on the replicas."""
+    _prepare_run_dir(run_dir, resume)
+    keras.utils.set_random_seed(seed)
+    policy = devices.set_precision(precision, fast=fast_path, family=family)
+    strategy_object = distribute.get_strategy(strategy)
+    global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
+    return _RunSetup(run_dir, seed, strategy, strategy_object, global_batch, policy, fast_path)
 
 
 def _resume(net, run_dir, epochs):
@@ -315,17 +352,15 @@ def train(
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
     _check_epochs(epochs)
     model_name = model if isinstance(model, str) else getattr(model, "name", "model")
-    run_dir = run_dir or _default_run_dir(model_name, dataset)
-    _prepare_run_dir(run_dir, resume)
     family = "imagenet" if _family(model_name) == "imagenet" else "cifar"
     recipe = get_recipe(recipe or family)
-    keras.utils.set_random_seed(seed)
-    policy = devices.set_precision(precision, fast=fast_path, family=family)
-    strategy_object = distribute.get_strategy(strategy)
-    global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
+    run = _set_up_run(run_dir or _default_run_dir(model_name, dataset), resume=resume, seed=seed,
+                      precision=precision, fast_path=fast_path, family=family,
+                      strategy=strategy, batch_size=batch_size)
+    run_dir, global_batch = run.run_dir, run.global_batch
     splits, test_examples = _load_splits(dataset, global_batch, data_dir=data_dir,
                                          download=download, seed=seed)
-    with strategy_object.scope():
+    with run.strategy.scope():
         net = _build_model(model, splits.info, dict(model_options or {}))
         compile_model(net, recipe, global_batch, learning_rate=learning_rate,
                       weight_decay=weight_decay, jit_compile=jit_compile,
@@ -342,16 +377,12 @@ def train(
     if done < epochs:
         net.fit(splits.train, validation_data=splits.validation, epochs=epochs,
                 initial_epoch=done, callbacks=callbacks, verbose=verbose, shuffle=False)
-    result = {
-        "run_dir": run_dir, "model": model_name, "dataset": splits.info.name, "epochs": epochs,
-        "batch_size": global_batch, "replicas": strategy_object.num_replicas_in_sync,
-        "strategy": strategy, "precision": policy, "jit_compile": net.jit_compile,
-        "steps_per_execution": net.steps_per_execution, "fast_path": fast_path,
-        "recipe": dataclasses.asdict(recipe), "learning_rate": initial_learning_rate,
-        "seed": seed, "resumed_from_epoch": done or None,
-        "train_seconds": round(time.time() - started, 1), "data": splits.info.to_config(),
-        "validation_split": splits.validation_split, "test_examples": test_examples,
-    }
+    result = run.record(
+        model=model_name, splits=splits, epochs=epochs, started=started, resumed=done,
+        test_examples=test_examples, jit_compile=net.jit_compile,
+        steps_per_execution=net.steps_per_execution, fast_path=fast_path,
+        recipe=dataclasses.asdict(recipe), learning_rate=initial_learning_rate,
+    )
     return _finish(net, run_dir, splits, result, export, data_dir)
 
 
@@ -370,13 +401,13 @@ def _pretrained_backbone(model, weights, options):
         try:
             pooled = source.get_layer("avg_pool").output
         except ValueError:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`weights` model {os.fspath(weights)!r} has no 'avg_pool' layer to put a new "
                 "classifier on; use a model built by keras_resnet."
             ) from None
         return keras.Model(source.inputs, pooled, name=source.name)
     if not isinstance(model, str):
-        raise ValueError(f"`model` must be a model name with `weights={weights!r}`; got {model!r}.")
+        raise InvalidArgument(f"`model` must be a model name with `weights={weights!r}`; got {model!r}.")
     return get_model(model, weights=weights, include_top=False, pooling="avg", **options)
 
 
@@ -404,12 +435,12 @@ def _stage_number(name):
 
 def _check_unfreeze(net, unfreeze):
     if unfreeze not in UNFREEZE:
-        raise ValueError(f"`unfreeze` must be one of {', '.join(UNFREEZE)}; got {unfreeze!r}.")
+        raise InvalidArgument(f"`unfreeze` must be one of {', '.join(UNFREEZE)}; got {unfreeze!r}.")
     if unfreeze in ("all", "none"):
         return
     stages = sorted({_stage_number(layer.name) for layer in net.layers} - {None, 1})
     if int(unfreeze[4:]) not in stages:
-        raise ValueError(
+        raise InvalidArgument(
             f"`unfreeze` {unfreeze!r} names no stage of {net.name!r}; its stages are "
             f"{', '.join(f'conv{s}' for s in stages)} (or 'all')."
         )
@@ -505,13 +536,11 @@ def fine_tune(
     batch_size = FINE_TUNE_DEFAULTS["batch_size"] if batch_size is None else batch_size
     _check_epochs(epochs)
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 0 < head_epochs <= epochs:
-        raise ValueError(f"`head_epochs` must be an integer in 1..epochs ({epochs}); got {head_epochs!r}.")
-    run_dir = run_dir or _default_run_dir(model, dataset, "-finetuned")
-    _prepare_run_dir(run_dir, resume)
-    keras.utils.set_random_seed(seed)
-    policy = devices.set_precision(precision, fast=fast_path, family="imagenet")
-    strategy_object = distribute.get_strategy(strategy)
-    global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
+        raise InvalidArgument(f"`head_epochs` must be an integer in 1..epochs ({epochs}); got {head_epochs!r}.")
+    run = _set_up_run(run_dir or _default_run_dir(model, dataset, "-finetuned"), resume=resume,
+                      seed=seed, precision=precision, fast_path=fast_path, family="imagenet",
+                      strategy=strategy, batch_size=batch_size)
+    run_dir, global_batch, strategy_object = run.run_dir, run.global_batch, run.strategy
     with strategy_object.scope():
         backbone = _pretrained_backbone(model, weights, dict(model_options or {}))
     splits, test_examples = _load_splits(
@@ -546,14 +575,10 @@ def fine_tune(
                     initial_epoch=max(first, done), callbacks=callbacks, verbose=verbose,
                     shuffle=False)  # the tf.data pipeline shuffles
         best = checkpoint.best
-    result = {
-        "run_dir": run_dir, "model": net.name, "dataset": splits.info.name, "epochs": epochs,
-        "head_epochs": head_epochs, "unfreeze": unfreeze, "train_bn": train_bn,
-        "weights": os.fspath(weights), "batch_size": global_batch,
-        "replicas": strategy_object.num_replicas_in_sync, "strategy": strategy,
-        "precision": policy, "learning_rate": head_rate, "fine_tune_learning_rate": tune_rate,
-        "seed": seed, "resumed_from_epoch": resumed,
-        "train_seconds": round(time.time() - started, 1), "data": splits.info.to_config(),
-        "validation_split": splits.validation_split, "test_examples": test_examples,
-    }
+    result = run.record(
+        model=net.name, splits=splits, epochs=epochs, started=started, resumed=resumed,
+        test_examples=test_examples, head_epochs=head_epochs, unfreeze=unfreeze,
+        train_bn=train_bn, weights=os.fspath(weights), learning_rate=head_rate,
+        fine_tune_learning_rate=tune_rate,
+    )
     return _finish(net, run_dir, splits, result, export, data_dir)

@@ -22,6 +22,7 @@ import zipfile
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
 
 # Written by keras_resnet 0.1's `train` beside Keras' own entries in the .keras zip.
 LEGACY_PREPROCESSING_ENTRY = "keras_resnet_preprocessing.json"
@@ -99,13 +100,13 @@ def check_model_file(path):
     """Raise ValueError unless ``path`` is a readable ``.keras`` file (names what is wrong)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a directory, not a .keras file.")
+        raise InvalidArgument(f"{path!r} is a directory, not a .keras file.")
     if not os.path.exists(path):
-        raise ValueError(f"Model file {path!r} does not exist.")
+        raise InvalidArgument(f"Model file {path!r} does not exist.")
     if not path.endswith(".keras"):
-        raise ValueError(f"Model file {path!r} is not a .keras file.")
+        raise InvalidArgument(f"Model file {path!r} is not a .keras file.")
     if not zipfile.is_zipfile(path):
-        raise ValueError(
+        raise InvalidArgument(
             f"Model file {path!r} is not a valid .keras file (not a zip archive: truncated or "
             "corrupt?)."
         )
@@ -128,7 +129,7 @@ def load_model(path, compile=True):
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many kinds; all mean "cannot load this file"
-        raise ValueError(
+        raise InvalidArgument(
             f"Model file {os.fspath(path)!r} cannot be loaded: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
         ) from error

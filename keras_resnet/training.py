@@ -12,7 +12,7 @@ when the model is built (``ResNet20(weight_decay=1e-4)``, the default, or any
 ``kernel_regularizer``); :func:`compile_model` replaces them only when given ``weight_decay``.
 
 Backend-neutral (Keras and NumPy only). The end-to-end runs (``train``, ``fine_tune``) need
-``tf.data`` and live in ``keras_resnet.runs``; ``training.train`` reaches them.
+``tf.data`` and live in ``keras_resnet.runs``, which imports this module (never the reverse).
 
 Example:
     >>> model = keras_resnet.ResNet20()
@@ -30,10 +30,12 @@ import shutil
 
 import keras
 
-from keras_resnet import devices
+from keras_resnet import devices, interrupts
 from keras_resnet.devices import scaled_learning_rate
 from keras_resnet.extras import require
+from keras_resnet.models import walk_layers
 from keras_resnet.saving import atomic_path, save_model, write_json
+from keras_resnet.errors import InvalidArgument
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +65,8 @@ def get_recipe(recipe):
     if isinstance(recipe, Recipe):
         return recipe
     if recipe not in RECIPES:
-        raise ValueError(f"`recipe` must be one of {', '.join(RECIPES)}; got {recipe!r}.")
+        raise InvalidArgument(f"`recipe` must be one of {', '.join(RECIPES)}; got {recipe!r}.")
     return RECIPES[recipe]
-
-
-def walk_layers(model):
-    """Every layer of ``model``, nested models' layers included (public Keras APIs only)."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer)
 
 
 def apply_weight_decay(model, weight_decay):
@@ -88,7 +82,7 @@ def apply_weight_decay(model, weight_decay):
         5e-05
     """
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
+        raise InvalidArgument(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     for layer in walk_layers(model):
         if hasattr(layer, "kernel_regularizer"):
@@ -291,6 +285,18 @@ def reduce_on_plateau(monitor="val_top1", patience=10):
     )
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` at the next batch once the command got SIGINT or SIGTERM
+    (``keras_resnet.interrupts``): from the main flow, where nothing can swallow it. A no-op
+    where no handler was installed (a library call, a notebook)."""
+
+    def _check(self, batch, logs=None):
+        if interrupts.requested():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model to ``path`` (atomically) whenever ``monitor`` improves.
 
@@ -487,17 +493,17 @@ def paper_callbacks(
 
     Example:
         >>> [type(c).__name__ for c in paper_callbacks("runs/r20", "cifar", total_iterations=3000)]
-        ['StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger', 'StopOnNaN', 'TensorBoard', 'RunBackup']
+        ['StopOnSignal', 'StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger', 'StopOnNaN', 'TensorBoard', 'RunBackup']
     """
     recipe = get_recipe(recipe)
     if tensorboard not in (True, False, "auto"):
-        raise ValueError(f"`tensorboard` must be True, False or 'auto'; got {tensorboard!r}.")
+        raise InvalidArgument(f"`tensorboard` must be True, False or 'auto'; got {tensorboard!r}.")
     if tensorboard == "auto":
         tensorboard = _tensorflow_installed()
     elif tensorboard:
         require("tensorflow", "TensorBoard logs (paper_callbacks(tensorboard=True))")
     os.makedirs(run_dir, exist_ok=True)
-    callbacks = []
+    callbacks = [StopOnSignal()]
     if warmup:
         callbacks.append(WarmupUntilError())
     if recipe.milestones:
@@ -522,16 +528,3 @@ def paper_callbacks(
     backup_dir = backup_dir or os.path.join(run_dir, "backup")
     callbacks.append(RunBackup(backup_dir, stateful, not keep_backup))
     return callbacks
-
-
-# The end-to-end runs need tf.data; they are imported on first use, so this module stays
-# backend-neutral.
-_RUNS = ("train", "fine_tune", "evaluate", "evaluate_ten_crop", "RUN_DEFAULTS", "plot_history")
-
-
-def __getattr__(name):
-    if name in _RUNS:
-        from keras_resnet import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

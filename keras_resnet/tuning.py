@@ -26,7 +26,15 @@ from keras_resnet.architectures import FAMILIES, architecture
 from keras_resnet.extras import require
 from keras_resnet.models import SHORTCUT_OPTIONS, build_resnet
 from keras_resnet.saving import atomic_path, save_model, write_text
-from keras_resnet.training import NaNError, StopOnNaN, compile_model, get_recipe, reduce_on_plateau
+from keras_resnet.training import (
+    NaNError,
+    StopOnNaN,
+    StopOnSignal,
+    compile_model,
+    get_recipe,
+    reduce_on_plateau,
+)
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 keras_tuner = require("keras_tuner", "Hyperparameter search (keras_resnet.tuning)")
 
@@ -40,9 +48,9 @@ _HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tune
 def _check_choices(name, values, check=None):
     values = tuple(values) if isinstance(values, (list, tuple)) else values
     if not isinstance(values, tuple) or not values:
-        raise ValueError(f"`{name}` must be a non-empty list of choices; got {values!r}.")
+        raise InvalidArgument(f"`{name}` must be a non-empty list of choices; got {values!r}.")
     if len(set(values)) != len(values):
-        raise ValueError(f"`{name}` lists a value twice; got {values!r}.")
+        raise InvalidArgument(f"`{name}` lists a value twice; got {values!r}.")
     for value in values:
         if check is not None:
             check(value)
@@ -56,12 +64,12 @@ def _check_range(name, bounds):
         or len(bounds) != 2
         or any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in bounds)
     ):
-        raise ValueError(f"`{name}` must be a (min, max) pair of numbers; got {bounds!r}.")
+        raise InvalidArgument(f"`{name}` must be a (min, max) pair of numbers; got {bounds!r}.")
     low, high = bounds
     if not (low > 0 and math.isfinite(high)):
-        raise ValueError(f"`{name}` is searched on a log scale: min and max must be > 0; got {bounds!r}.")
+        raise InvalidArgument(f"`{name}` is searched on a log scale: min and max must be > 0; got {bounds!r}.")
     if low > high:
-        raise ValueError(f"`{name}` min must not exceed max; got min {low!r} > max {high!r}.")
+        raise InvalidArgument(f"`{name}` min must not exceed max; got min {low!r} > max {high!r}.")
     return (float(low), float(high))
 
 
@@ -98,32 +106,32 @@ class SearchSpace:
     def __post_init__(self):
         def family(value):
             if value not in FAMILIES:
-                raise ValueError(f"`families` may hold {', '.join(FAMILIES)}; got {value!r}.")
+                raise InvalidArgument(f"`families` may hold {', '.join(FAMILIES)}; got {value!r}.")
 
         def depth_of(family_name):
             def check(value):
                 try:
                     architecture(family_name, value)
                 except ValueError as error:
-                    raise ValueError(f"`{family_name}_depths`: {error}") from None
+                    raise InvalidArgument(f"`{family_name}_depths`: {error}") from None
 
             return check
 
         def shortcut(value):
             if value not in SHORTCUT_OPTIONS:
-                raise ValueError(f"`shortcuts` may hold {', '.join(SHORTCUT_OPTIONS)}; got {value!r}.")
+                raise InvalidArgument(f"`shortcuts` may hold {', '.join(SHORTCUT_OPTIONS)}; got {value!r}.")
 
         def width(value):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"`width_multipliers` must hold numbers > 0; got {value!r}.")
+                raise InvalidArgument(f"`width_multipliers` must hold numbers > 0; got {value!r}.")
 
         def flag(value):
             if not isinstance(value, bool):
-                raise ValueError(f"`zero_init_residual` may hold False and True; got {value!r}.")
+                raise InvalidArgument(f"`zero_init_residual` may hold False and True; got {value!r}.")
 
         def batch(value):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`batch_sizes` must hold positive integers; got {value!r}.")
+                raise InvalidArgument(f"`batch_sizes` must hold positive integers; got {value!r}.")
 
         checked = {
             "families": _check_choices("families", self.families, family),
@@ -184,7 +192,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         super().__init__(name="resnet")
         self.search_space = SearchSpace() if search_space is None else search_space
         if not isinstance(self.search_space, SearchSpace):
-            raise TypeError(f"`search_space` must be a SearchSpace; got {type(search_space).__name__}.")
+            raise InvalidType(f"`search_space` must be a SearchSpace; got {type(search_space).__name__}.")
         self.recipe = get_recipe(recipe)
         self.plateau_patience = plateau_patience
         self.dataset = dataset
@@ -198,7 +206,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             input_shape = input_shape or tuple(self.info.image_shape)
             classes = classes or self.info.num_classes
         if input_shape is None or classes is None:
-            raise ValueError("Give `dataset`, or both `input_shape` and `classes`; got neither.")
+            raise InvalidArgument("Give `dataset`, or both `input_shape` and `classes`; got neither.")
         self.input_shape = tuple(input_shape)
         self.classes = classes
 
@@ -242,6 +250,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         callbacks = list(callbacks or []) + [
             reduce_on_plateau(OBJECTIVE, self.plateau_patience),
             StopOnNaN(),
+            StopOnSignal(),
         ]
         if self.dataset is not None and not args and "x" not in kwargs:
             batch_size = _choice(hp, "batch_size", self.search_space.batch_sizes)
@@ -261,10 +270,10 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
 def _check_search(tuner, max_trials, max_epochs):
     if tuner not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {', '.join(TUNERS)}; got {tuner!r}.")
+        raise InvalidArgument(f"`tuner` must be one of {', '.join(TUNERS)}; got {tuner!r}.")
     for name, value in (("max_trials", max_trials), ("max_epochs", max_epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+            raise InvalidArgument(f"`{name}` must be a positive integer; got {value!r}.")
 
 
 def make_tuner(hypermodel, tuner="hyperband", *, directory="tuning", project_name="search",
@@ -382,7 +391,7 @@ def tune(dataset="digits", tuner="hyperband", *, output_dir=None, max_trials=10,
             largest Hyperband budget).
         hyperband_factor: Hyperband's reduction factor.
         search_space: a :class:`SearchSpace`.
-        recipe, seed, strategy, data_dir, download: as in ``keras_resnet.training.train``.
+        recipe, seed, strategy, data_dir, download: as in ``keras_resnet.runs.train``.
         overwrite: start the search afresh instead of continuing it.
 
     Returns:

@@ -1,12 +1,41 @@
+"""Shared fixtures, and the switch between the two tiers.
+
+Plain ``pytest`` is the fast tier: every module with small models and data. ``pytest --all``
+(the README's test command, CI's) adds the end-to-end tests marked ``slow``: the main job's
+``keras-resnet train``, kills and resumes, notebooks, tuner searches, multi-process strategies,
+full-size builds and exports.
+"""
+
+import fcntl
+import json
 import os
 import subprocess
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker a core: each runs its ops on one thread (and so do the processes it starts),
+    # rather than every process fighting for both cores.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", default=False,
+                     help="also run the end-to-end tests marked slow (the README's test command)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--all") or config.getoption("-m"):
+        return  # `--all`, or an explicit -m expression, decides for itself
+    skip = pytest.mark.skip(reason="end-to-end: runs with `pytest --all`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +60,45 @@ def named_model():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory):
+    """A folder every pytest-xdist worker of this session shares (its base temp's parent)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def made_once(shared_dir, name, make):
+    """``make(folder)`` run by the first worker that asks, under a file lock; the others wait
+    and reuse its folder. Returns the folder and what ``make`` returned (JSON)."""
+    folder = shared_dir / name
+    with open(shared_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared_dir / f"{name}.json"
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(make(str(folder))))
+        return str(folder), json.loads(done.read_text())
+
+
+TINY_RUN_MODEL, TINY_RUN_EPOCHS = "resnet8", 8
+
+
+@pytest.fixture(scope="session")
+def tiny_run(shared_dir):
+    """One ResNet-8 trained on digits by ``runs.train`` (which exports it), made once per test
+    session and shared by every worker: ``(run_dir, result)``."""
+
+    def make(folder):
+        from keras_resnet import runs
+
+        run_dir = os.path.join(folder, f"{TINY_RUN_MODEL}-digits")
+        result = runs.train(TINY_RUN_MODEL, "digits", run_dir=run_dir, epochs=TINY_RUN_EPOCHS, verbose=0)
+        return {"run_dir": run_dir, "test": result["test"]}
+
+    _, made = made_once(shared_dir, "tiny_run", make)
+    return made["run_dir"], made
 
 
 # The README's main job is `keras-resnet train` with no flags (40 epochs, 98.1% test top-1 with

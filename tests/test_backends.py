@@ -117,7 +117,7 @@ def test_model_side_imports_and_builds_without_tensorflow(imports):
     assert imports["params"] == keras_resnet.CifarResNet(8).count_params()
     assert imports["summary"][:5] == ["resnet20", "cifar", "20", "32x32x3", "269,722"]
     # The paper's callbacks, without TensorBoard (it writes through tf.summary).
-    assert imports["callbacks"] == ["StepSchedule", "ReduceLROnPlateau", "BestCheckpoint",
+    assert imports["callbacks"] == ["StopOnSignal", "StepSchedule", "ReduceLROnPlateau", "BestCheckpoint",
                                     "CSVLogger", "StopOnNaN", "RunBackup"]
 
 
@@ -229,14 +229,9 @@ def test_torch_backend_builds_fits_saves_and_loads(tmp_path, request):
 
 
 def _benchmark_module(monkeypatch):
-    """benchmarks/train_throughput.py as a module (it imports its sibling ``common``)."""
-    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
-    monkeypatch.delitem(sys.modules, "common", raising=False)
-    spec = importlib.util.spec_from_file_location(
-        "train_throughput", os.path.join(REPO, "benchmarks", "train_throughput.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks.train_throughput``, a module of the ``benchmarks`` package (repository root)."""
+    monkeypatch.syspath_prepend(REPO)
+    return importlib.import_module("benchmarks.train_throughput")
 
 
 def test_benchmark_names_references_and_ratios(monkeypatch):

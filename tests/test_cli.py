@@ -47,7 +47,8 @@ def test_default_train_learns_digits(default_run):
         run = json.load(f)
     assert run["model"] == "resnet20" and run["dataset"] == "digits"
     assert run["epochs"] == DEFAULT_RUN_EPOCHS and run["batch_size"] == 32
-    assert run["test"]["top1"] >= 0.95, run["test"]  # 0.961 measured with the default seed
+    # 0.967 .. 0.986 over seeds 0-3 (tests/measure_spread.py), 0.961 on another CPU: margin.
+    assert run["test"]["top1"] >= 0.93, run["test"]
     assert run["test"]["top5"] >= run["test"]["top1"]
     printed = float(result.stdout.split("test top-1 accuracy ")[1].split()[0])
     assert printed == pytest.approx(run["test"]["top1"], abs=1e-4)
@@ -97,15 +98,24 @@ def test_evaluate_command_single_and_ten_crop(default_run, capsys):
     from keras_resnet.cli import main  # the same command in-process: no second TensorFlow start
 
     assert main(["evaluate", model, "--dataset", "digits", "--ten-crop"]) == 0
-    error = float(capsys.readouterr().out.split("top-1 error ")[1].split("%")[0])
-    assert 0 <= error < 10
+    printed = capsys.readouterr().out
+    # What the command prints is the 10-crop evaluation of that model, computed here the same
+    # way (deterministic: no bound inside the run-to-run spread of a trained model's accuracy).
+    from keras_resnet import runs
+
+    ten_crop = runs.evaluate(model, "digits", ten_crop=True)
+    assert f"top-1 error {1 - ten_crop['top1']:.2%}" in printed
+    assert 1 - ten_crop["top1"] < 0.5  # a trained model, far from chance (90% error)
 
 
-def test_nan_loss_stops_the_run_with_a_message(tmp_path):
-    result = _run("train", "--model", "resnet8", "--epochs", "2", "--learning-rate", "1e12",
-                  "--output-dir", str(tmp_path / "run"))
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "training stopped" in result.stderr and "Traceback" not in result.stderr
+def test_nan_loss_stops_the_run_with_a_message(tmp_path, capsys):
+    from keras_resnet.cli import main  # in-process: the console script calls the same main
+
+    code = main(["train", "--model", "resnet8", "--epochs", "2", "--learning-rate", "1e12",
+                 "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1, err[-2000:]
+    assert "training stopped" in err and "Traceback" not in err
 
 
 def _files_matching(folder, predicate):

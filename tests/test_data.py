@@ -72,7 +72,7 @@ def test_digits_training_split_is_mean_centred_and_matches_preprocess():
     np.testing.assert_allclose(images.mean(axis=0), 0.0, atol=1e-5)
     assert images.std() > 0.1
     # The export helper redoes the pipeline from the raw 8x8 digits (0..16 -> uint8).
-    raw, raw_labels, splits = sources._digits_arrays()
+    raw, raw_labels, splits = sources.digits_arrays()
     index = splits["train"][:50]
     np.testing.assert_array_equal(labels[:50], raw_labels[index])
     np.testing.assert_allclose(data.preprocess(raw[index], info), images[:50], atol=1e-6)
@@ -242,7 +242,7 @@ def test_info_config_is_json_and_rebuilds_the_preprocessing():
     assert recipe["resize"] == "direct" and np.asarray(recipe["mean"]).shape == (32, 32, 3)
     rebuilt = data.DatasetInfo.from_config(config)
     assert rebuilt.preprocessing == info.preprocessing and rebuilt.num_examples == 144
-    raw, _, splits = sources._digits_arrays()
+    raw, _, splits = sources.digits_arrays()
     images, _ = next(dataset.as_numpy_iterator())
     np.testing.assert_allclose(data.preprocess(raw[splits["validation"][:8]], rebuilt), images,
                                atol=1e-6)

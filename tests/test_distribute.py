@@ -106,6 +106,7 @@ def keras_resnet_model():
     return get_model("resnet8", input_shape=(32, 32, 3), classes=10)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_cpus_trains_and_replicas_agree(tmp_path):
     out = tmp_path / "mirrored.npz"
     result = subprocess.run(
@@ -120,6 +121,7 @@ def test_mirrored_strategy_over_two_cpus_trains_and_replicas_agree(tmp_path):
         np.testing.assert_array_equal(values[0], values[1])
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_two_processes_end_with_identical_weights(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     workers = []

@@ -11,21 +11,20 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import data, export, runs
+from keras_resnet import data, export
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet.data.sources import _digits_arrays
+from keras_resnet.data.sources import digits_arrays
 from keras_resnet.extras import MissingExtra
 from keras_resnet.saving import LEGACY_PREPROCESSING_ENTRY, load_model
 
-MODEL = "resnet8"
 ALL_QUANTIZATIONS = (None, "float16", "dynamic", "int8", "int8_full")
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A ResNet-8 trained briefly on digits by `runs.train` (which exports it at the end)."""
-    run_dir = str(tmp_path_factory.mktemp("run") / f"{MODEL}-digits")
-    runs.train(MODEL, "digits", run_dir=run_dir, epochs=8, verbose=0)
+def trained(tiny_run):
+    """The suite's ResNet-8 trained briefly on digits by `runs.train` (which exports it at the
+    end; conftest.tiny_run), as export resolves it."""
+    run_dir, _ = tiny_run
     model, preprocessing = export.resolve_model(run_dir)
     return model, preprocessing, run_dir
 
@@ -40,19 +39,28 @@ def digits_test():
 @pytest.fixture(scope="session")
 def raw_digits():
     """uint8 32x32x3 test digits before normalisation, as the pipeline makes them."""
-    images, labels, splits = _digits_arrays()
+    images, labels, splits = digits_arrays()
     index = splits["test"][:8]
     raw = tf.image.resize(tf.repeat(images[index], 3, axis=-1), (32, 32)).numpy()
     return np.clip(np.round(raw), 0, 255).astype(np.uint8), labels[index]
 
 
-@pytest.fixture(scope="session")
-def exported(trained, tmp_path_factory):
-    """`export_run` to every format, every quantization, with its parity report."""
-    out = tmp_path_factory.mktemp("exports")
-    result = export.export_run(trained[2], str(out), export.FORMATS, ALL_QUANTIZATIONS)
+def _export_run(run_dir, folder, quantizations):
+    result = export.export_run(run_dir, str(folder), export.FORMATS, quantizations)
     result["rows"] = {row["file"]: row for row in result["parity"]}
     return result
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """`export_run` to every format in float32, with its parity report."""
+    return _export_run(trained[2], tmp_path_factory.mktemp("exports"), (None,))
+
+
+@pytest.fixture(scope="session")
+def quantized(trained, tmp_path_factory):
+    """`export_run` to every format, every quantization (int8 calibration: `pytest --all`)."""
+    return _export_run(trained[2], tmp_path_factory.mktemp("quantized"), ALL_QUANTIZATIONS)
 
 
 def _file(exported, fmt, quantization):
@@ -117,6 +125,7 @@ def test_saved_model_signatures_match_the_keras_model(trained, digits_test, raw_
     assert export.read_export_preprocessing(path) == preprocessing
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_three_signatures(trained):
     model, _, run_dir = trained
     path = os.path.join(run_dir, "export", model.name, "1")
@@ -151,10 +160,16 @@ def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_di
                             cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = [int(i) for i in result.stdout.split("TOP1 ")[1].split(",")]
-    assert np.mean(np.array(predicted) == labels) >= 0.75
+    # Exactly the Keras model's predictions (the model is 95% accurate on the whole test split).
+    model, preprocessing, _ = trained
+    expected = model.predict(data.preprocess(raw, preprocessing).numpy(), verbose=0).argmax(axis=1)
+    assert predicted == expected.tolist()
+    assert np.mean(expected == labels) >= 0.75
 
 
-def test_export_run_writes_every_format_with_its_preprocessing(trained, exported):
+@pytest.mark.slow
+def test_export_run_writes_every_format_with_its_preprocessing(trained, quantized):
+    exported = quantized
     model, preprocessing, _ = trained
     assert exported["saved_model"].endswith(os.path.join(model.name, "1"))
     assert [os.path.basename(p) for p in exported["tflite"]] == [
@@ -194,22 +209,28 @@ def test_tflite_float32_parity(exported):
     assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["float16", "dynamic", "int8", "int8_full"])
-def test_tflite_quantized_parity_and_size(exported, quantization):
+def test_tflite_quantized_parity_and_size(quantized, quantization):
+    exported = quantized
     report = exported["rows"][f"model_{quantization}.tflite"]
     float_size = exported["rows"]["model_float32.tflite"]["size_bytes"]
-    assert report["top1_agreement"] >= 0.98, report
+    # 0.981 at the least over 4 seeds (tests/measure_spread.py; mean 0.988): 0.95 leaves margin.
+    assert report["top1_agreement"] >= 0.95, report
     assert report["size_bytes"] < 0.6 * float_size
     if quantization.startswith("int8"):
         assert report["size_bytes"] <= 0.30 * float_size, report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,largest", [("onnx", 0.40), ("openvino", 0.50)])
-def test_onnx_and_openvino_int8_parity_and_size(exported, fmt, largest):
+def test_onnx_and_openvino_int8_parity_and_size(quantized, fmt, largest):
+    exported = quantized
     suffix = export.SUFFIXES[fmt]
     report = exported["rows"][f"model_int8{suffix}"]
     float_size = exported["rows"][f"model_float32{suffix}"]["size_bytes"]
-    assert report["top1_agreement"] >= 0.98, report
+    # 0.981 at the least over 4 seeds (tests/measure_spread.py; mean 0.988): 0.95 leaves margin.
+    assert report["top1_agreement"] >= 0.95, report
     assert report["size_bytes"] <= largest * float_size, report
 
 
@@ -241,8 +262,9 @@ FRESH_RUNTIME = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-@pytest.mark.parametrize("quantization", ["float32", "int8"])
-def test_runtime_file_runs_in_a_fresh_process(trained, exported, raw_digits, tmp_path, fmt, quantization):
+@pytest.mark.parametrize("quantization", ["float32", pytest.param("int8", marks=pytest.mark.slow)])
+def test_runtime_file_runs_in_a_fresh_process(trained, request, raw_digits, tmp_path, fmt, quantization):
+    exported = request.getfixturevalue("exported" if quantization == "float32" else "quantized")
     model, preprocessing, _ = trained
     raw, labels = raw_digits
     expected = model.predict(data.preprocess(raw, preprocessing).numpy(), verbose=0)
@@ -255,9 +277,11 @@ def test_runtime_file_runs_in_a_fresh_process(trained, exported, raw_digits, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     difference = float(result.stdout.split("MAXDIFF ")[1].split()[0])
     assert difference <= (1e-5 if quantization == "float32" else 0.1), difference
-    predicted = result.stdout.split("LABELS ")[1].split()[0].split(",")
-    assert predicted == [str(i) for i in expected.argmax(axis=1)] or quantization == "int8"
-    assert np.mean(np.array(predicted, int) == labels) >= 0.75
+    predicted = np.array(result.stdout.split("LABELS ")[1].split()[0].split(","), int)
+    if quantization == "float32":
+        assert predicted.tolist() == expected.argmax(axis=1).tolist()
+    else:  # int8 agrees with float32 on >= 98.9% of the test digits (tests/measure_spread.py)
+        assert np.mean(predicted == expected.argmax(axis=1)) >= 0.75
 
 
 @pytest.fixture(scope="session")
@@ -292,10 +316,12 @@ def test_predict_command_on_every_format(trained, exported, digit_pngs, fmt, cap
     assert [p["image"] for p in predictions] == paths
     assert all(len(p["top_k"]) == 5 for p in predictions)
     top1 = [int(p["top_k"][0]["label"]) for p in predictions]
-    assert np.mean(np.array(top1) == labels) >= 0.75
+    # Exactly what the Keras model predicts for these files (float formats; 95% test accuracy).
+    reference = [int(p["top_k"][0]["label"]) for p in export.predict_files(os.path.join(run_dir, "model.keras"), paths)]
+    assert top1 == reference and np.mean(np.array(top1) == labels) >= 0.75
     if fmt == "keras":  # the human-readable form: the path, then five "score label" lines
-        text = subprocess.run(["keras-resnet", "predict", model, paths[0]], capture_output=True, text=True, timeout=300)
-        lines = text.stdout.splitlines()
+        assert main(["predict", model, paths[0]]) == 0
+        lines = capsys.readouterr().out.splitlines()
         assert lines[0] == paths[0] and len(lines) == 6
         assert lines[1].split()[1] == predictions[0]["top_k"][0]["label"]
 
@@ -310,13 +336,14 @@ def test_predict_files_agrees_across_runtimes(trained, exported, digit_pngs):
             np.testing.assert_allclose([e["score"] for e in a["top_k"]], [e["score"] for e in b["top_k"]], atol=1e-5)
 
 
-def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path):
+def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path, capsys):
+    from keras_resnet.cli import main  # in-process; tests/test_cli.py runs the console script
+
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    result = subprocess.run(["keras-resnet", "predict", os.path.join(trained[2], "model.keras"), str(bad)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert "notes.png" in result.stderr and "not a readable" in result.stderr
+    assert main(["predict", os.path.join(trained[2], "model.keras"), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.png" in err and "not a readable" in err
 
 
 def test_open_runner_names_what_is_wrong(exported, tmp_path):
@@ -336,6 +363,7 @@ def test_open_runner_names_what_is_wrong(exported, tmp_path):
         export.open_runner(str(broken))
 
 
+@pytest.mark.slow
 def test_export_command_writes_exports_and_prints_parity(trained, tmp_path):
     model, _, run_dir = trained
     result = subprocess.run(
@@ -434,7 +462,7 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
     keras.config.set_dtype_policy("float32")
     assert mixed.layers[1].compute_dtype == "bfloat16"
     copy = export.float32_model(mixed)
-    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    assert {layer.compute_dtype for layer in keras_resnet.models.walk_layers(copy)} == {"float32"}
     assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), mixed.get_weights()))
     assert export.float32_model(copy) is copy
     images = digits_test[0][:16]

@@ -203,6 +203,7 @@ def small_runs(tmp_path_factory):
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=notebook_id)
 def test_notebook_runs_with_small_settings(path, small_runs):
     notebook, workdir, stderr = small_runs[path]

@@ -649,7 +649,7 @@ def start_serve(export_dir, port, log, address_space=None, open_files=None, **li
             resource.setrlimit(resource.RLIMIT_NOFILE,
                                (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(serving.__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
     env = dict(os.environ, PYTHONPATH=package_root, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                                env=env, preexec_fn=limit_child)
@@ -702,14 +702,14 @@ def _must_not_load(*args, **kwargs):
 def test_serve_refuses_a_port_outside_1_to_65535_before_loading_models(
     monkeypatch, export_dir, port
 ):
-    monkeypatch.setattr(serving, "create_app", _must_not_load)
+    monkeypatch.setattr(serving.server, "create_app", _must_not_load)
     message = f"`port` must be an integer in 1..65535; got {port!r}."
     with pytest.raises(ValueError, match=re.escape(message)):
         serving.serve(str(export_dir), port=port)
 
 
 def test_serve_says_which_port_is_in_use_before_loading_models(monkeypatch, export_dir):
-    monkeypatch.setattr(serving, "create_app", _must_not_load)
+    monkeypatch.setattr(serving.server, "create_app", _must_not_load)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import training
+from keras_resnet import runs, training
 
 
 def _tiny_data(n=32, classes=4, seed=0):
@@ -148,11 +148,12 @@ def test_ten_crop_evaluation_averages_softmax_over_crops():
     dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(2).map(
         lambda c, y: (tf.reshape(c, (-1, 4, 4, 1)), y)
     )
-    metrics = training.evaluate_ten_crop(model, dataset)
+    metrics = runs.evaluate_ten_crop(model, dataset)
     assert metrics["top1"] == pytest.approx(np.mean(averaged.argmax(axis=1) == labels))
     assert metrics["top5"] == 1.0
 
 
+@pytest.mark.slow
 def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
     from keras_resnet import distribute
 
@@ -161,12 +162,12 @@ def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
     monkeypatch.setitem(distribute.FAST_PATH, "cpu", fast)
     monkeypatch.setitem(distribute.FAST_PATH, "gpu", fast)
     # On: the fast path fills in what is left "auto"; a value given explicitly wins.
-    on = training.train("resnet8", "digits", run_dir=str(tmp_path / "on"), epochs=1, verbose=0,
-                        steps_per_execution=3, export=False)
+    on = runs.train("resnet8", "digits", run_dir=str(tmp_path / "on"), epochs=1, verbose=0,
+                    steps_per_execution=3, export=False)
     assert (on["precision"], on["steps_per_execution"], on["jit_compile"]) == ("mixed_bfloat16", 3, False)
     # Off: Keras' own defaults.
-    off = training.train("resnet8", "digits", run_dir=str(tmp_path / "off"), epochs=1, verbose=0,
-                         fast_path=False, export=False)
+    off = runs.train("resnet8", "digits", run_dir=str(tmp_path / "off"), epochs=1, verbose=0,
+                     fast_path=False, export=False)
     assert (off["precision"], off["steps_per_execution"]) == ("float32", 1)
     for result in (on, off):
         assert 0 < result["test"]["top1"] <= 1

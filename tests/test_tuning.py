@@ -38,6 +38,7 @@ def searches(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tuning.TUNERS)
 def test_each_tuner_runs_a_real_search_and_writes_its_results(searches, name):
     result = searches[name]
@@ -59,6 +60,7 @@ def test_each_tuner_runs_a_real_search_and_writes_its_results(searches, name):
     assert os.path.isfile(os.path.join(result["output_dir"], "tuner", "oracle.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tuning.TUNERS)
 def test_best_model_file_scores_what_the_table_says(searches, name):
     result = searches[name]
@@ -78,11 +80,13 @@ def test_best_model_file_scores_what_the_table_says(searches, name):
     np.testing.assert_array_equal(carried.mean, data.load("digits", "validation", 8)[1].mean)
 
 
+@pytest.mark.slow
 def test_hyperband_continues_promising_trials_with_more_epochs(searches):
     rows = searches["hyperband"]["results"]
     assert sorted({row["epochs"] for row in rows}) == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_search_resumes_in_the_same_project(searches, tmp_path):
     first = searches["random"]
     output_dir = str(tmp_path / "random")
@@ -214,6 +218,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_search_runs_under_a_mirrored_strategy(tmp_path):
     result = subprocess.run([sys.executable, "-c", MIRRORED_SEARCH, str(tmp_path)],
                             capture_output=True, text=True, timeout=600)

@@ -449,7 +449,7 @@ def _served_set(folder, url, name="torchvision_basic", **hashes):
 
 def test_download_checks_hash_and_caches(http_folder, tmp_path):
     folder, url, requests = http_folder
-    sha = files_lib._file_hash(_fixture("torchvision_basic.safetensors"), "sha256")
+    sha = files_lib.file_hash(_fixture("torchvision_basic.safetensors"), "sha256")
     weight_set = _served_set(folder, url, sha256=sha)
     cache = tmp_path / "cache"
     tensors = weights_lib.fetch(weight_set, cache_dir=cache)

@@ -6,6 +6,7 @@ augmentations (§3.4, §4.2) and 10-crop testing.
 import tensorflow as tf
 
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing  # noqa: F401
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 SCALE = 1.0 / 255.0
 # ImageNet pixel covariance in [0, 1] units (RGB): eigenvalues and eigenvectors (columns), for
@@ -27,8 +28,13 @@ CIFAR_PADDING = 4
 
 
 
-def _to_rgb(images):
-    """Grayscale -> RGB (repeat), RGBA -> RGB (drop alpha); last axis is channels."""
+def to_rgb(images):
+    """Grayscale -> RGB (repeat), RGBA -> RGB (drop alpha); last axis is channels.
+
+    Example:
+        >>> to_rgb(tf.zeros((2, 8, 8, 1))).shape
+        TensorShape([2, 8, 8, 3])
+    """
     channels = images.shape[-1]
     if channels == 3:
         return images
@@ -42,7 +48,7 @@ def _to_rgb(images):
             lambda: tf.repeat(images[..., :1], 3, axis=-1),
             lambda: images[..., :3],
         )
-    raise ValueError(f"`images` must have 1, 3 or 4 channels; got shape {images.shape}.")
+    raise InvalidArgument(f"`images` must have 1, 3 or 4 channels; got shape {images.shape}.")
 
 
 def resize_to_uint8(images, size, method="bilinear"):
@@ -114,7 +120,7 @@ def ten_crop(images, crop_size):
     """
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
-        raise ValueError(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
+        raise InvalidArgument(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
     offsets = [
@@ -262,7 +268,7 @@ def as_preprocessing(preprocessing):
     ``ImagePreprocessing``."""
     preprocessing = getattr(preprocessing, "preprocessing", preprocessing)
     if not isinstance(preprocessing, ImagePreprocessing):
-        raise TypeError(
+        raise InvalidType(
             "`preprocessing` must be an ImagePreprocessing (or a DatasetInfo); got "
             f"{type(preprocessing).__name__}."
         )
@@ -291,8 +297,8 @@ def preprocess(images, preprocessing):
     preprocessing = as_preprocessing(preprocessing)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
-        raise ValueError(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
-    images = _to_rgb(images)
+        raise InvalidArgument(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
+    images = to_rgb(images)
     method = preprocessing.interpolation
     if preprocessing.resize == "shorter_side":
         images = resize_shorter_side(images, preprocessing.resize_size, method)

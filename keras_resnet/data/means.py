@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet.data.images import SCALE, resize_to_uint8
+from keras_resnet.errors import InvalidArgument
 
 _MEANS = {}
 
@@ -41,7 +42,7 @@ def mean_image(source, size, data_dir):
         total += batch.sum(axis=0, dtype=np.float64)
         count += len(batch)
     if count == 0:
-        raise ValueError(f"The training split of {source.name!r} is empty; no mean image.")
+        raise InvalidArgument(f"The training split of {source.name!r} is empty; no mean image.")
     mean = (total / count * SCALE).astype(np.float32)
     if path is not None:
         try:  # a cache, so failing to write it is no error

@@ -7,7 +7,6 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.blocks import check_choice, check_positive_int
 from keras_resnet.data.images import (
     CIFAR_PADDING,
     CIFAR_SIZE,
@@ -22,11 +21,12 @@ from keras_resnet.data.images import (
     resize_shorter_side,
     resize_to_uint8,
     ten_crop,
-    _to_rgb,
+    to_rgb,
 )
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
+from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTATIONS = ("auto", "cifar", "imagenet", None)
@@ -103,39 +103,39 @@ def _check_arguments(name, split, batch_size, training, augment, image_size, see
                      shuffle_buffer, input_context, cache, drop_remainder, deterministic,
                      preprocessing):
     if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"`name` must be a str or path; got {type(name).__name__}.")
+        raise InvalidType(f"`name` must be a str or path; got {type(name).__name__}.")
     if not isinstance(split, str):
-        raise TypeError(f"`split` must be a str; got {type(split).__name__}.")
+        raise InvalidType(f"`split` must be a str; got {type(split).__name__}.")
     check_positive_int("batch_size", batch_size)
     for argument, value in (("training", training), ("drop_remainder", drop_remainder)):
         if value is not None and not isinstance(value, bool):
-            raise ValueError(f"`{argument}` must be None, True or False; got {value!r}.")
+            raise InvalidArgument(f"`{argument}` must be None, True or False; got {value!r}.")
     check_choice("augment", augment, AUGMENTATIONS)
     if image_size is not None:
         check_positive_int("image_size", image_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"`seed` must be None or an int; got {seed!r}.")
+        raise InvalidArgument(f"`seed` must be None or an int; got {seed!r}.")
     check_positive_int("shuffle_buffer", shuffle_buffer)
     if input_context is not None and not isinstance(input_context, tf.distribute.InputContext):
-        raise TypeError(
+        raise InvalidType(
             "`input_context` must be None or a tf.distribute.InputContext; got "
             f"{type(input_context).__name__}."
         )
     if not isinstance(cache, bool):
-        raise ValueError(f"`cache` must be True or False; got {cache!r}.")
+        raise InvalidArgument(f"`cache` must be True or False; got {cache!r}.")
     if deterministic and training and seed is None:
-        raise ValueError(
+        raise InvalidArgument(
             "`deterministic=True` with `training=True` needs a `seed` (the shuffle and the "
             "augmentation are random); got seed=None."
         )
     if preprocessing is not None:
         if not isinstance(preprocessing, ImagePreprocessing):
-            raise TypeError(
+            raise InvalidType(
                 "`preprocessing` must be None or an ImagePreprocessing; got "
                 f"{type(preprocessing).__name__}."
             )
         if image_size is not None and (image_size, image_size) != preprocessing.image_size:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`image_size` {image_size} differs from the preprocessing's "
                 f"{preprocessing.image_size}; pass one of them."
             )
@@ -249,7 +249,7 @@ def load(
                      shuffle_buffer, input_context, cache, drop_remainder, deterministic,
                      preprocessing)
     if ten_crop and training:
-        raise ValueError("`ten_crop=True` is for evaluation; got training=True.")
+        raise InvalidArgument("`ten_crop=True` is for evaluation; got training=True.")
     source = get_source(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training, seed=seed, skip_unreadable=skip_unreadable,
@@ -355,7 +355,7 @@ def augment_image(image, seed, info):
         >>> augment_image(tf.zeros((8, 8, 1), tf.uint8), [0, 1], info).shape
         TensorShape([32, 32, 3])
     """
-    image = _to_rgb(tf.convert_to_tensor(image))
+    image = to_rgb(tf.convert_to_tensor(image))
     if info.augmentation is None:
         return preprocess(image[None], info)[0]
     return _train_one(image, seed, info)

@@ -21,8 +21,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.data.images import _to_rgb
+from keras_resnet.data.images import to_rgb
 from keras_resnet.extras import require
+from keras_resnet.errors import InvalidArgument
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 STANDARD_SPLITS = ("train", "validation", "test")
@@ -48,7 +49,7 @@ class _Source:
 
 
 def _split_error(split, name, available):
-    return ValueError(
+    return InvalidArgument(
         f"`split` {split!r} does not exist for dataset {name!r}; available: "
         f"{', '.join(map(repr, available))}."
     )
@@ -59,8 +60,14 @@ def _split_error(split, name, available):
 _DIGITS_CACHE = {}
 
 
-def _digits_arrays():
-    """All 1797 digits as uint8 (8, 8, 1) images (0..16 scaled to 0..255) and labels."""
+def digits_arrays():
+    """All 1797 digits as uint8 (8, 8, 1) images (0..16 scaled to 0..255), labels and split indices.
+
+    Example:
+        >>> images, labels, splits = digits_arrays()
+        >>> images.shape, images.dtype.name, len(labels)
+        ((1797, 8, 8, 1), 'uint8', 1797)
+    """
     if "arrays" not in _DIGITS_CACHE:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -81,7 +88,7 @@ def _digits_arrays():
 
 
 def _digits_source():
-    images, labels, splits = _digits_arrays()
+    images, labels, splits = digits_arrays()
 
     def make(split):
         if split not in splits:
@@ -96,7 +103,7 @@ def _digits_source():
         from_files=False,
         mean_key="digits",
         make=make,
-        decode=_to_rgb,
+        decode=to_rgb,
         flip=False,  # a mirrored digit is another digit (or none)
     )
 
@@ -122,7 +129,7 @@ def _tfds_builder(name, data_dir):
         known = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise InvalidArgument(
             f"`name` {name!r} is neither 'digits', an existing directory, nor a "
             "tensorflow-datasets dataset (list those with "
             f"`tensorflow_datasets.list_builders()`).{hint}"
@@ -143,7 +150,7 @@ def tfds_split(name, split, available=()):
     base_name = name.split("/")[0].split(":")[0]
     if split in SPLIT_ALIASES:
         if base_name not in SPLIT_ALIAS_DATASETS:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`split` {split!r} (the paper's 45k/5k CIFAR split) is defined for "
                 f"{', '.join(SPLIT_ALIAS_DATASETS)}; got dataset {name!r}. Use a tfds slice "
                 "such as 'train[:90%]' instead."
@@ -171,7 +178,7 @@ def _tfds_source(name, builder, download, manual_dir, training, seed):
         or not isinstance(features[keys[0]], tfds.features.Image)
         or not isinstance(features[keys[1]], tfds.features.ClassLabel)
     ):
-        raise ValueError(
+        raise InvalidArgument(
             f"`name` {name!r} is not an image classification dataset (its supervised keys "
             f"are {keys!r}; an Image and a ClassLabel feature are needed)."
         )
@@ -191,7 +198,7 @@ def _tfds_source(name, builder, download, manual_dir, training, seed):
                 read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
             )
         except AssertionError as error:  # tfds asserts the data exists
-            raise ValueError(
+            raise InvalidArgument(
                 f"Dataset {name!r} is not prepared in data_dir {builder.data_dir!r}; pass "
                 f"`download=True` (or `manual_dir` for manually downloaded data). ({error})"
             ) from None
@@ -261,14 +268,14 @@ def _image_files(folder):
 
 def _class_folders(root):
     if not os.path.isdir(root):
-        raise ValueError(f"`name`: directory {root!r} does not exist.")
+        raise InvalidArgument(f"`name`: directory {root!r} does not exist.")
     classes = sorted(
         entry.name
         for entry in os.scandir(root)
         if entry.is_dir() and not entry.name.startswith(".")
     )
     if not classes:
-        raise ValueError(
+        raise InvalidArgument(
             f"`name`: directory {root!r} has no class subfolders; expected "
             "root/<class_name>/<image files>."
         )
@@ -291,7 +298,7 @@ def _folder_files(root, class_names, split_roots):
     for split_name, split_root in split_roots.items():
         unknown = sorted(set(_class_folders(split_root)) - set(class_names))
         if unknown:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`name`: {split_root!r} has class folders {unknown} that are not in "
                 f"{os.path.join(root, 'train')!r}; every split needs the training classes."
             )
@@ -301,7 +308,7 @@ def _folder_files(root, class_names, split_roots):
                 continue
             found = _image_files(folder)
             if not found:
-                raise ValueError(
+                raise InvalidArgument(
                     f"`name`: class folder {folder!r} has no images "
                     f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
                 )
@@ -323,7 +330,7 @@ def _readable(root, files, skip_unreadable):
             f"{listing}{more}."
         )
         if not skip_unreadable:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`name`: {message} Fix or remove them, or pass `skip_unreadable=True`."
             )
         warnings.warn(f"Skipping unreadable images: {message}", stacklevel=4)
@@ -369,7 +376,7 @@ def _folder_source(root, skip_unreadable):
             raise _split_error(split, root, available)
         chosen = by_split.get(split, [])
         if not chosen:
-            raise ValueError(
+            raise InvalidArgument(
                 f"`split` {split!r} of directory {root!r} has no images (files are split "
                 "80/10/10 by a hash of their path); add images, or make root/train and "
                 "root/test folders."
@@ -405,7 +412,7 @@ def get_source(name, *, data_dir, download, manual_dir, training, seed, skip_unr
     if os.path.isdir(os.path.expanduser(os.fspath(name))):
         return _folder_source(name, skip_unreadable)
     if _looks_like_path(name):
-        raise ValueError(
+        raise InvalidArgument(
             f"`name` {os.fspath(name)!r} is neither 'digits', a tfds dataset, nor an existing "
             f"directory (no directory at {os.path.abspath(os.path.expanduser(name))!r})."
         )

@@ -45,6 +45,7 @@ from keras_resnet.weights.sets import (
     imagenet_class_names,
     is_name,
 )
+from keras_resnet.errors import InvalidArgument, InvalidType
 
 __all__ = [
     "CAFFE_VARIANT", "DEFAULTS", "FIXED_OPTIONS", "MODELS", "SUFFIXES", "TORCH_VARIANT",
@@ -80,7 +81,7 @@ def fetch(weight_set, include_top=True, cache_dir=None):
         >>> tensors = fetch(get("resnet50", "timm_a1"))  # doctest: +SKIP
     """
     if weight_set.layout == "keras_applications":
-        raise ValueError(
+        raise InvalidArgument(
             f"weights={weight_set.name!r} are downloaded by keras.applications: build the model "
             f"with keras_resnet.{weight_set.model.replace('resnet', 'ResNet')}(weights="
             f"{weight_set.name!r})."
@@ -91,7 +92,7 @@ def fetch(weight_set, include_top=True, cache_dir=None):
         path = download(weight_file, cache_dir)
         found, layout = read(path)
         if layout != weight_set.layout:
-            raise ValueError(f"{path!r} holds a {layout!r} layout, not {weight_set.layout!r}.")
+            raise InvalidArgument(f"{path!r} holds a {layout!r} layout, not {weight_set.layout!r}.")
         tensors.update(found)
     return tensors
 
@@ -104,7 +105,7 @@ def _load_own(model, path):
     except Exception as error:
         for variable, value in zip(model.variables, saved):
             variable.assign(value)
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {path!r} does not fit model {model.name!r} (nothing was loaded): "
             f"{error}"
         ) from error
@@ -126,12 +127,12 @@ def load_weights(model, weights):
     if weights is None:
         return model
     if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(
+        raise InvalidType(
             f"`weights` must be None, a weight set name or a path; got {type(weights).__name__}."
         )
     path = os.fspath(weights)
     if is_name(path) and not os.path.exists(path):
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights={path!r}` names a weight set: pass it to keras_resnet.ResNet18 ... "
             "ResNet152 or ImageNetResNet; here `weights` must be None or a path to a "
             f"{', '.join(SUFFIXES)} file."

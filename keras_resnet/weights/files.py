@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+from keras_resnet.errors import InvalidArgument
 
 SUFFIXES = (".weights.h5", ".safetensors", ".pth", ".pt", ".npz")
 CACHE_SUBDIR = "keras_resnet"
@@ -61,17 +62,17 @@ def kind(path):
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, KERAS_HUB_BACKBONE_FILE)):
             return "keras_hub"
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` folder {path!r} is no keras-hub preset (it has no "
             f"{KERAS_HUB_BACKBONE_FILE}); pass a weights file instead."
         )
     if not path.endswith(SUFFIXES):
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` must be None, a weight set name or a path to a "
             f"{', '.join(SUFFIXES)} file (or a keras-hub preset folder); got {path!r}."
         )
     if not os.path.exists(path):
-        raise ValueError(f"`weights` file {path!r} does not exist.")
+        raise InvalidArgument(f"`weights` file {path!r} does not exist.")
     if path.endswith(".weights.h5"):
         return "own" if _is_own_h5(path) else "keras_hub"
     return "torch"
@@ -83,7 +84,7 @@ def _open_h5(path):
     try:
         return h5py.File(path, "r")
     except OSError as error:
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {path!r} is not a readable HDF5 weights file (truncated, or no "
             f"weights file at all): {error}"
         ) from error
@@ -128,7 +129,7 @@ def read_safetensors(path):
     try:
         return load_file(os.fspath(path))
     except Exception as error:  # SafetensorError, OSError, unsupported dtypes
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {os.fspath(path)!r} is not a readable safetensors file (truncated, "
             f"or no weights file at all): {error}"
         ) from error
@@ -146,7 +147,7 @@ def read_npz(path):
         with np.load(os.fspath(path), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except Exception as error:  # BadZipFile, object arrays, truncated members
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {os.fspath(path)!r} is not a readable .npz of arrays (truncated, "
             f"pickled objects, or no weights file at all): {error}"
         ) from error
@@ -166,13 +167,13 @@ def read_torch(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for anything but tensors, truncated zips
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {path!r} was refused by torch.load(weights_only=True) (it holds "
             f"more than tensors, is truncated, or is no weights file): {error}"
         ) from error
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         found = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` file {path!r} must hold a flat state dict (name -> tensor), as "
             f"torchvision's and timm's do; it holds {found}."
         )
@@ -215,7 +216,7 @@ def read(path):
     if found == "keras_hub":
         return read_keras_hub(path), "keras_hub"
     if found == "own":
-        raise ValueError(f"{path!r} is a keras_resnet weights file: use model.load_weights.")
+        raise InvalidArgument(f"{path!r} is a keras_resnet weights file: use model.load_weights.")
     if path.endswith(".safetensors"):
         return read_safetensors(path), "torch"
     if path.endswith(".npz"):
@@ -248,7 +249,13 @@ def cache_folder(cache_dir=None):
     return os.path.join(os.path.expanduser(base), CACHE_SUBDIR)
 
 
-def _file_hash(path, algorithm):
+def file_hash(path, algorithm):
+    """The hex digest of the file at ``path`` with ``algorithm`` ("sha256", "md5", ...), read in 1 MiB chunks.
+
+    Example:
+        >>> file_hash(__file__, "sha256") == file_hash(__file__, "sha256")
+        True
+    """
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -262,7 +269,7 @@ def _hash_problem(path, weight_file):
               ("sha256", weight_file.sha256_prefix, True)]
     for algorithm, expected, prefix in checks:
         if expected:
-            got = _file_hash(path, algorithm)
+            got = file_hash(path, algorithm)
             if not (got.startswith(expected) if prefix else got == expected):
                 return f"its {algorithm} is {got}, expected {expected}{'...' if prefix else ''}"
     return None
@@ -310,14 +317,14 @@ def download(weight_file, cache_dir=None):
                 force_download=True,
             )
         except ValueError as error:  # get_file's hash check
-            raise ValueError(
+            raise InvalidArgument(
                 f"Downloaded {weight_file.url}, but {error}; nothing was kept."
             ) from error
         except Exception as error:  # URL fetch failure, refused connection, HTTP error
             raise ConnectionError(_unreachable(weight_file, folder, error)) from error
         problem = _hash_problem(tmp, weight_file)
         if problem:
-            raise ValueError(
+            raise InvalidArgument(
                 f"Downloaded {weight_file.url}, but {problem}: the file is corrupt or changed "
                 "upstream; nothing was kept."
             )

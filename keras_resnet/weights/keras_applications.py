@@ -6,6 +6,7 @@ projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions; ours are 
 """
 
 from keras_resnet.architectures import IMAGENET_DEPTHS
+from keras_resnet.errors import InvalidArgument
 
 _BLOCK_SUBLAYERS = {
     "0_conv": "shortcut_conv",
@@ -40,7 +41,7 @@ def keras_applications_layout(keras_model):
         None,
     )
     if depth is None or "post_bn" in names or "conv1_conv" not in names:
-        raise ValueError(
+        raise InvalidArgument(
             "`keras_model` must be a keras.applications ResNet50, ResNet101 or ResNet152 "
             f"(v1); got a model named {keras_model.name!r} with blocks per stage {repeats}."
         )
@@ -82,7 +83,7 @@ def copy_keras_applications_weights(source, target):
             destination = getattr(target.get_layer(block_name), _BLOCK_SUBLAYERS[f"{index}_{part}"])
         shapes = [tuple(w.shape) for w in destination.weights]
         if shapes != [w.shape for w in weights]:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{source.name!r} layer {layer.name!r} has weights of shapes "
                 f"{[w.shape for w in weights]}, {target.name!r} layer {destination.name!r} "
                 f"{shapes}; the two architectures differ. Nothing was copied."
@@ -90,7 +91,7 @@ def copy_keras_applications_weights(source, target):
         pairs.append((destination, weights))
     copied, expected = sum(len(w) for _, w in pairs), len(target.weights)
     if copied != expected:
-        raise ValueError(
+        raise InvalidArgument(
             f"{source.name!r} has {copied} weight tensors but {target.name!r} has {expected}; "
             "the two architectures differ. Nothing was copied."
         )

@@ -20,6 +20,7 @@ import re
 
 import keras
 import numpy as np
+from keras_resnet.errors import InvalidArgument
 
 _BLOCK = re.compile(r"^conv(\d+)_block(\d+)$")
 BLOCK_SUBLAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "shortcut_conv", "shortcut_bn")
@@ -87,7 +88,7 @@ def _kind(layer):
         return "bn"
     if isinstance(layer, keras.layers.Dense):
         return "dense"
-    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no checkpoint counterpart")
+    raise InvalidArgument(f"layer {layer.name!r} ({type(layer).__name__}) has no checkpoint counterpart")
 
 
 def _variables(layer):
@@ -102,7 +103,7 @@ def _variables(layer):
 def _block_index(layer):
     match = _BLOCK.match(layer.name)
     if not match or not hasattr(layer, "shortcut"):
-        raise ValueError(
+        raise InvalidArgument(
             f"`model` layer {layer.name!r} ({type(layer).__name__}) has no counterpart in "
             "torchvision/timm/keras-hub checkpoints (only conv1, conv1_bn, conv{s}_block{b} "
             "and predictions have)."
@@ -196,7 +197,7 @@ def _check_names(model, slots, tensors, layout, source):
         if extra:
             lines.append(f"In the file but not in the model ({len(extra)}): {_first(extra)}.")
         lines.append("Weights of another depth or shortcut option? Nothing was loaded.")
-        raise ValueError(" ".join(lines))
+        raise InvalidArgument(" ".join(lines))
 
 
 def _check_shapes(model, slots, tensors, source):
@@ -204,7 +205,7 @@ def _check_shapes(model, slots, tensors, source):
     if wrong:
         shown = "; ".join(f"{s.key}: file {tuple(np.shape(tensors[s.key]))}, model "
                           f"{s.source_shape}" for s in wrong[:3])
-        raise ValueError(
+        raise InvalidArgument(
             f"`weights` ({source}) do not fit model {model.name!r}: {len(wrong)} of "
             f"{len(slots)} tensors differ in shape, first {shown}. Weights of another width, "
             "block type or number of classes? Nothing was loaded."
@@ -232,14 +233,14 @@ def check_torch_variant(model, what="these weights"):
     """
     for block in _blocks(model):
         if _block_kind(block) == "bottleneck" and block.stride_position != "3x3":
-            raise ValueError(
+            raise InvalidArgument(
                 f"{what} (torchvision/timm/keras-hub layout) put a bottleneck's stride on its "
                 f"3x3 convolution; model {model.name!r} has stride_position="
                 f"{block.stride_position!r} ({block.name}). Build it with stride_position='3x3'."
             )
     for norm in _batch_norms(model):
         if abs(norm.epsilon - TORCH_EPSILON) > 1e-12:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{what} (torchvision/timm/keras-hub layout) were trained with BN epsilon 1e-5; "
                 f"model {model.name!r} has {norm.epsilon:g} ({norm.name}). Build it with "
                 "bn_epsilon=1e-5."
@@ -271,7 +272,7 @@ def _check_torch_counterpart(model):
     """Raise unless torchvision's ``ResNet`` has the same network (so it loads our tensors)."""
     stem = model.get_layer("conv1") if "conv1" in {l.name for l in model.layers} else None
     if stem is None or stem.kernel_size != (7, 7) or "pool1" not in {l.name for l in model.layers}:
-        raise ValueError(
+        raise InvalidArgument(
             f"`model` {model.name!r} has no torchvision counterpart: torchvision's ResNet has "
             "Table 1's 7x7/2 conv and 3x3/2 max pool stem (ImageNet ResNets); CIFAR nets have "
             "neither."
@@ -279,13 +280,13 @@ def _check_torch_counterpart(model):
     for layer in [stem] + [getattr(b, a) for b in _blocks(model) for a in BLOCK_SUBLAYERS
                            if "conv" in a and hasattr(b, a)]:
         if layer.use_bias:
-            raise ValueError(f"`model` {model.name!r} has conv biases ({layer.name}); "
+            raise InvalidArgument(f"`model` {model.name!r} has conv biases ({layer.name}); "
                              "torchvision's ResNet has none (build with use_bias=False).")
     for block in _blocks(model):
         in_channels = block.conv1.kernel.shape[-2]
         changes = block.strides != 1 or in_channels != block.output_channels
         if block.shortcut != ("projection" if changes else "identity"):
-            raise ValueError(
+            raise InvalidArgument(
                 f"`model` {model.name!r} block {block.name} has shortcut {block.shortcut!r}; "
                 "torchvision's ResNet projects exactly where dimensions change (option B, "
                 "shortcut='B', residual=True); option A (zero padding), C and plain nets have "

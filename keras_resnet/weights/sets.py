@@ -14,6 +14,7 @@ import functools
 import os
 
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
 
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CLASS_NAMES_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "imagenet_classes.txt")
@@ -275,7 +276,7 @@ WEIGHT_SETS = (
 
 def _check_model(model):
     if model not in MODELS:
-        raise ValueError(
+        raise InvalidArgument(
             f"`model` must be one of {', '.join(MODELS)} (the ImageNet ResNets; CIFAR nets have "
             f"no published ImageNet weights); got {model!r}."
         )
@@ -315,7 +316,7 @@ def get(model, name):
     for weight_set in sets:
         if weight_set.name == name:
             return weight_set
-    raise ValueError(
+    raise InvalidArgument(
         f"`weights={name!r}` is no weight set of {model}; {model} has "
         f"{', '.join(repr(s.name) for s in sets)} and 'imagenet' (= {DEFAULTS[model]!r}), "
         "or pass a path to a .weights.h5, .safetensors, .pth, .pt or .npz file."

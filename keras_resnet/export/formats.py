@@ -1,0 +1,82 @@
+"""The export formats as data (names, suffixes, runtimes, quantizations, packages) and the
+checks every writer runs on its arguments before it writes anything.
+
+Example:
+    >>> FORMAT_QUANTIZATIONS["onnx"]
+    (None, 'int8')
+"""
+
+import os
+
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.extras import require
+
+QUANTIZATIONS = (None, "float16", "dynamic", "int8", "int8_full")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+DEFAULT_FORMATS = ("saved_model", "tflite")  # what `keras-resnet train` exports
+# The quantizations each file format offers (None: float32).
+FORMAT_QUANTIZATIONS = {
+    "saved_model": (None,),
+    "tflite": QUANTIZATIONS,
+    "onnx": (None, "int8"),
+    "openvino": (None, "int8"),
+}
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+RUNTIMES = {"saved_model": "TensorFlow", "keras": "Keras", "tflite": "LiteRT",
+            "onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+# The input and output names of ONNX and OpenVINO exports.
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX",
+                "openvino": "OpenVINO"}
+# Packages each format needs to export and to run (the [onnx] / [openvino] extras).
+FORMAT_PACKAGES = {
+    "onnx": {None: ("tf2onnx", "onnx", "onnxruntime"),
+             "int8": ("tf2onnx", "onnx", "onnxruntime", "onnxruntime.quantization")},
+    "openvino": {None: ("openvino",), "int8": ("openvino", "nncf")},
+}
+
+
+def check_quantization(fmt, quantization, representative_data):
+    """Raise ValueError unless ``fmt`` offers ``quantization`` (with data where it needs it).
+
+    Example:
+        >>> check_quantization("tflite", "float16", representative_data=None)
+    """
+    allowed = FORMAT_QUANTIZATIONS[fmt]
+    if quantization not in allowed:
+        raise InvalidArgument(
+            f"`quantization` for {fmt} must be one of {', '.join(map(repr, allowed))}; got "
+            f"{quantization!r}."
+        )
+    if quantization in ("int8", "int8_full") and representative_data is None:
+        raise InvalidArgument(f"`quantization={quantization!r}` needs `representative_data` (images).")
+
+
+def require_format(fmt, quantization=None):
+    """Import what exporting to (and running) ``fmt`` needs, or raise ``MissingExtra`` naming
+    the install extra (``[onnx]``, ``[openvino]``).
+
+    Example:
+        >>> require_format("onnx", "int8")  # doctest: +SKIP
+    """
+    packages = FORMAT_PACKAGES.get(fmt, {})
+    purpose = f"{quantization + ' ' if quantization else ''}{FORMAT_NAMES[fmt]} export"
+    for module in packages.get(quantization, packages.get(None, ())):
+        require(module, purpose)
+
+
+def check_writable(argument, folder):
+    """Raise ValueError unless ``folder`` is (or can be made) a writable directory.
+
+    Example:
+        >>> check_writable("output_dir", "exports/not/made/yet")
+    """
+    folder = os.fspath(folder)
+    probe = folder
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    probe = probe or "."
+    if not os.path.isdir(probe):
+        raise InvalidArgument(f"`{argument}` {folder!r} lies below {probe!r}, which is a file.")
+    if not os.access(probe, os.W_OK):
+        raise InvalidArgument(f"`{argument}` {folder!r} is not writable ({probe!r} is read-only).")

@@ -1,0 +1,102 @@
+"""Parity reports: an exported file against its Keras model (probability difference, top-1
+agreement, size, batch-1 latency), and the report as a text table.
+
+Example:
+    >>> print(format_parity([]))
+    file                         max |diff| top-1 agree  size KiB  ms/image  runtime
+"""
+
+import os
+import time
+
+import numpy as np
+
+from keras_resnet.export.formats import RUNTIMES
+from keras_resnet.export.runtimes import open_runner
+from keras_resnet.export.writers import read_sidecar
+
+
+def _runtime_of(path):
+    if os.path.isdir(path):
+        return RUNTIMES["saved_model" if os.path.exists(os.path.join(path, "saved_model.pb"))
+                        else "keras"]
+    suffix = os.path.splitext(path)[1].lower()
+    return {".tflite": "LiteRT", ".onnx": "ONNX Runtime", ".xml": "OpenVINO"}.get(suffix, "Keras")
+
+
+def _label(path):
+    """A short name for the parity table: the file name, or NAME/VERSION of a SavedModel."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):
+        return "/".join(path.split(os.sep)[-2:])
+    return os.path.basename(path)
+
+
+def size_bytes(path):
+    """Bytes of a file (with the ``.bin`` of an OpenVINO ``.xml``) or of a directory.
+
+    Example:
+        >>> with open("model.xml", "w") as xml, open("model.bin", "wb") as weights:
+        ...     _ = xml.write("<net/>"), weights.write(bytes(100))
+        >>> size_bytes("model.xml")
+        106
+    """
+    if os.path.isfile(path):
+        weights = os.path.splitext(path)[0] + ".bin"
+        extra = os.path.getsize(weights) if path.endswith(".xml") and os.path.exists(weights) else 0
+        return os.path.getsize(path) + extra
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=None):
+    """Compare an exported file with its Keras model on ``images`` (preprocessed float32).
+
+    Args:
+        keras_model: the reference ``keras.Model``.
+        path: anything :func:`open_runner` opens (``.tflite``, ``.onnx``, ``.xml``,
+            SavedModel, ...).
+        images: preprocessed float32 images ``(n, h, w, c)``.
+        latency_runs: batch-1 calls timed for the mean latency.
+        num_threads: runtime threads (see :func:`open_runner`).
+
+    Returns:
+        dict: ``file``, ``runtime``, ``quantization``, ``max_abs_diff`` of probabilities,
+        ``top1_agreement``, ``size_bytes``, ``latency_ms`` (mean, batch 1).
+
+    Example:
+        >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
+    """
+    images = np.asarray(images, np.float32)
+    expected = keras_model.predict(images, verbose=0)
+    runner = open_runner(path, num_threads=num_threads)
+    got = runner(images)
+    runner(images[:1])  # warm-up
+    start = time.perf_counter()
+    for i in range(latency_runs):
+        runner(images[i % len(images)][None])
+    latency = (time.perf_counter() - start) / latency_runs
+    sidecar = read_sidecar(path) if os.path.isfile(path) else None
+    return {
+        "file": _label(path),
+        "runtime": _runtime_of(path),
+        "quantization": sidecar and sidecar.get("quantization"),
+        "max_abs_diff": float(np.max(np.abs(got - expected))),
+        "top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))),
+        "size_bytes": size_bytes(path),
+        "latency_ms": 1000 * latency,
+    }
+
+
+def format_parity(rows):
+    """The parity report as a text table (one row per exported file).
+
+    Example:
+        >>> print(format_parity(export_run(model, "exports", FORMATS)["parity"]))  # doctest: +SKIP
+    """
+    lines = [f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} "
+             f"{'ms/image':>9s}  runtime"]
+    for row in rows:
+        lines.append(f"{row['file']:28s} {row['max_abs_diff']:10.2e} {row['top1_agreement']:11.2%} "
+                     f"{row['size_bytes'] / 1024:9.1f} {row['latency_ms']:9.3f}  "
+                     f"{row.get('runtime', '')}")
+    return "\n".join(lines)

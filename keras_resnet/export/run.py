@@ -1,0 +1,124 @@
+"""``keras-resnet export`` as a function: every requested format and quantization of one model,
+then a parity report of each exported file against the Keras model.
+
+Example:
+    >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
+"""
+
+import importlib
+import os
+
+from keras_resnet import data
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.formats import (
+    DEFAULT_FORMATS,
+    FORMAT_QUANTIZATIONS,
+    FORMATS,
+    SUFFIXES,
+    check_writable,
+    require_format,
+)
+from keras_resnet.export.parity import parity_report
+from keras_resnet.export.resolve import resolve_model
+from keras_resnet.export.saved_model import export_saved_model
+from keras_resnet.export.writers import export_onnx, export_openvino, tflite
+
+FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
+
+
+def _parity_data(preprocessing, dataset, data_dir, count=360):
+    """Test images for the parity report and training images for int8 calibration."""
+    dataset = dataset or preprocessing.source
+    if dataset in (None, "default"):
+        raise InvalidArgument(
+            "The model carries no dataset to take test and calibration images from; pass "
+            "`dataset` (`--dataset`)."
+        )
+    load = lambda split, n: data.load(dataset, split, n, training=False, data_dir=data_dir,
+                                      cache=False, preprocessing=preprocessing)[0]
+    images = next(iter(load("test", count)))[0].numpy()
+    representative = next(iter(load("train", 200)))[0].numpy()
+    return images, representative
+
+
+def _litert_installed():
+    try:
+        importlib.import_module("ai_edge_litert")
+    except ImportError:
+        return False
+    return True
+
+
+def _check_run_arguments(formats, quantizations):
+    """Validated ``(formats, quantizations)``: float32 first, each quantization offered by some
+    requested file format; the packages of every requested format importable."""
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InvalidArgument(f"`formats` must list some of {', '.join(FORMATS)}; got {formats!r}.")
+    quantizations = [None] + [q for q in dict.fromkeys(quantizations) if q is not None]
+    for quantization in quantizations:
+        offered = [f for f in formats if quantization in FORMAT_QUANTIZATIONS[f]]
+        if not offered:
+            allowed = sorted({q for f in formats for q in FORMAT_QUANTIZATIONS[f] if q})
+            raise InvalidArgument(
+                f"`quantizations`: {quantization!r} applies to none of the formats "
+                f"{', '.join(formats)}; allowed: {', '.join(map(repr, allowed)) or 'none'}."
+            )
+        for fmt in offered:
+            require_format(fmt, quantization)
+    return formats, quantizations
+
+
+def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,), *,
+               dataset=None, data_dir=None, version=None):
+    """Export a model to each format and report parity, as ``keras-resnet export`` does.
+
+    Args:
+        model: a ``keras.Model``, a ``.keras`` file or a run directory.
+        output_dir: exports go to ``output_dir/NAME/VERSION`` (SavedModel) and
+            ``output_dir/NAME/FORMAT/model_QUANTIZATION.SUFFIX`` (``tflite/*.tflite``,
+            ``onnx/*.onnx``, ``openvino/*.xml`` + ``.bin``).
+        formats: among :data:`FORMATS` (default :data:`DEFAULT_FORMATS`).
+        quantizations: float32 always comes first, as the parity report's reference; each
+            other one is made for every requested format that offers it
+            (:data:`FORMAT_QUANTIZATIONS`: TFLite all of :data:`QUANTIZATIONS`, ONNX and
+            OpenVINO "int8"), and one that no requested format offers is an error.
+        dataset: test and calibration images; default: the dataset the model was trained on.
+        data_dir: tensorflow-datasets data directory.
+        version: the SavedModel version (replaced when it exists); default: the next one.
+
+    Returns:
+        dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths),
+        ``parity`` (one :func:`parity_report` dict per exported file, the SavedModel too,
+        when a file format is requested; TFLite rows only when LiteRT is installed).
+
+    Example:
+        >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
+    """
+    formats, quantizations = _check_run_arguments(formats, quantizations)
+    keras_model, preprocessing = resolve_model(model)
+    check_writable("output_dir", output_dir)
+    result = {"saved_model": None, "tflite": [], "onnx": [], "openvino": [], "parity": []}
+    if "saved_model" in formats:
+        result["saved_model"] = export_saved_model(
+            keras_model, output_dir, preprocessing=preprocessing, version=version,
+            overwrite=version is not None,
+        )
+    files = [f for f in formats if f != "saved_model"]
+    if not files:
+        return result
+    images, representative = _parity_data(preprocessing, dataset, data_dir)
+    checked = [result["saved_model"]] if result["saved_model"] else []
+    for fmt in files:
+        for quantization in (q for q in quantizations if q in FORMAT_QUANTIZATIONS[fmt]):
+            name = f"model_{quantization or 'float32'}{SUFFIXES[fmt]}"
+            path = FILE_EXPORTERS[fmt](
+                keras_model, os.path.join(output_dir, keras_model.name, fmt, name),
+                quantization, representative_data=representative, preprocessing=preprocessing,
+            )
+            result[fmt].append(path)
+            if fmt != "tflite" or _litert_installed():
+                checked.append(path)
+    result["parity"] = [parity_report(keras_model, path, images) for path in checked]
+    return result

@@ -1,0 +1,277 @@
+"""Running what was exported: one runner per runtime (``runner(images) -> probabilities`` and
+``runner.preprocessing``), :func:`open_runner` picking one for a path, and top-k predictions
+for image files.
+
+Example:
+    >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet import data, logs
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.resolve import resolve_model
+from keras_resnet.export.saved_model import read_export_preprocessing
+from keras_resnet.export.writers import read_sidecar
+from keras_resnet.extras import require
+
+
+def _file_preprocessing(path):
+    """The preprocessing in ``path + ".json"``; ValueError naming the file when missing."""
+    sidecar = read_sidecar(path)
+    if sidecar is None:
+        raise InvalidArgument(f"{path!r} has no preprocessing file {path + '.json'!r} beside it.")
+    return sidecar["preprocessing"]
+
+
+def _load_error(kind, path, error):
+    message = str(error).strip().splitlines()
+    return InvalidArgument(
+        f"{kind} {path!r} cannot be loaded ({type(error).__name__}: "
+        f"{message[0] if message else ''}); export it again."
+    )
+
+
+class TFLiteModel:
+    """A ``.tflite`` file run by the LiteRT interpreter, float in, float probabilities out.
+
+    Example:
+        >>> probabilities = TFLiteModel("m_int8.tflite")(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, num_threads=None):
+        Interpreter = require("ai_edge_litert.interpreter", "Running a .tflite file").Interpreter
+
+        self.path = path
+        with logs.loading():
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        sidecar = read_sidecar(path)
+        self.preprocessing = sidecar and sidecar["preprocessing"]
+
+    def _run_one(self, image):
+        scale, zero_point = self.input["quantization"]
+        if self.input["dtype"] != np.float32:
+            image = np.clip(np.round(image / scale + zero_point), -128, 127)
+        self.interpreter.set_tensor(self.input["index"], image[None].astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        output = self.interpreter.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output["quantization"]
+        if self.output["dtype"] != np.float32:
+            output = (output.astype(np.float32) - zero_point) * scale
+        return output
+
+    def __call__(self, images):
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
+        return np.stack([self._run_one(image) for image in np.asarray(images, np.float32)])
+
+
+class ONNXRunner:
+    """An ``.onnx`` file written by :func:`export_onnx`, run by ONNX Runtime on the CPU:
+    preprocessed float images in, probabilities out.
+
+    Example:
+        >>> probabilities = ONNXRunner("exports/resnet20/onnx/model_int8.onnx")(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, num_threads=None):
+        ort = require("onnxruntime", "Running an .onnx file")
+        self.path = path
+        self.preprocessing = _file_preprocessing(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001  (onnxruntime's own exception types)
+            raise _load_error("ONNX file", path, error) from None
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images):
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
+        return self.session.run(None, {self.input: np.asarray(images, np.float32)})[0]
+
+
+class OpenVINORunner:
+    """OpenVINO IR (``.xml`` + ``.bin``) written by :func:`export_openvino`, compiled for the
+    CPU once per input shape (static shapes run faster than the export's dynamic batch), with
+    float32 inference precision (OpenVINO would pick bfloat16 on CPUs that have it) and the
+    latency hint: preprocessed float images in, probabilities out.
+
+    Example:
+        >>> probabilities = OpenVINORunner("exports/resnet20/openvino/model_float32.xml")(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, num_threads=None):
+        ov = require("openvino", "Running an OpenVINO .xml model")
+        self.path = path
+        self.preprocessing = _file_preprocessing(path)
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if num_threads:
+            self.config["INFERENCE_NUM_THREADS"] = num_threads
+        self.core, self.requests = ov.Core(), {}
+        try:
+            self.model = self.core.read_model(path)
+            self._request((1, *self.model.input(0).get_partial_shape()[1:].to_shape()))
+        except Exception as error:  # noqa: BLE001  (OpenVINO raises RuntimeError for most)
+            raise _load_error("OpenVINO model", path, error) from None
+
+    def _request(self, shape):
+        if shape not in self.requests:
+            model = self.model.clone()
+            model.reshape({0: list(shape)})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.requests[shape] = compiled.create_infer_request()
+        return self.requests[shape]
+
+    def __call__(self, images):
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
+        images = np.ascontiguousarray(images, np.float32)
+        outputs = self._request(tuple(images.shape)).infer([images])
+        return next(iter(outputs.values())).copy()
+
+
+class SavedModelRunner:
+    """A SavedModel written by :func:`export_saved_model`: preprocessed float images in,
+    probabilities out, through its ``serving_default`` signature.
+
+    Example:
+        >>> probabilities = SavedModelRunner("exports/resnet20/1")(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.signature = tf.saved_model.load(path).signatures["serving_default"]
+            self.preprocessing = read_export_preprocessing(path)
+        except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+            raise _load_error("SavedModel", path, error) from None
+
+    def __call__(self, images):
+        images = tf.constant(np.asarray(images, np.float32))
+        return self.signature(images=images)["probabilities"].numpy()
+
+
+class KerasRunner:
+    """A ``.keras`` model (or run directory) with its preprocessing, float32 compute.
+
+    Example:
+        >>> probabilities = KerasRunner("runs/resnet20-digits")(images)  # doctest: +SKIP
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.model, self.preprocessing = resolve_model(path)
+
+    def __call__(self, images):
+        return self.model.predict(np.asarray(images, np.float32), verbose=0)
+
+
+FILE_RUNNERS = {".tflite": TFLiteModel, ".onnx": ONNXRunner, ".xml": OpenVINORunner}
+
+
+def open_runner(path, num_threads=None):
+    """A runner for an exported or saved model: ``runner(images) -> probabilities`` and
+    ``runner.preprocessing``.
+
+    Args:
+        path: a SavedModel directory, a ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file
+            (each with its ``FILE.json``), a ``.keras`` file or a run directory.
+        num_threads: CPU threads of the LiteRT, ONNX Runtime and OpenVINO runners; default:
+            the runtime's own choice.
+
+    Example:
+        >>> open_runner("exports/resnet20/1").preprocessing.class_names[:2]  # doctest: +SKIP
+        ['0', '1']
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        return SavedModelRunner(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in FILE_RUNNERS:
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"`model` file {path!r} does not exist.")
+        runner = FILE_RUNNERS[suffix](path, num_threads=num_threads)
+        if runner.preprocessing is None:
+            raise InvalidArgument(f"{path!r} has no preprocessing file {path + '.json'!r} beside it.")
+        return runner
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "model.keras")):
+        raise InvalidArgument(
+            f"`model`: directory {path!r} is neither a SavedModel (no saved_model.pb) nor a run "
+            "directory (no model.keras)."
+        )
+    if suffix == ".bin":
+        raise InvalidArgument(f"`model` {path!r}: pass the OpenVINO .xml file, not its weights.")
+    return KerasRunner(path)
+
+
+def read_image(path):
+    """An image file as uint8 RGB ``(h, w, 3)``: palettes, grayscale, alpha, CMYK and 16-bit
+    images are converted as PIL reads them (the first frame of an animation).
+
+    Example:
+        >>> read_image("digit.png").dtype  # doctest: +SKIP
+        dtype('uint8')
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if os.path.isdir(path):
+        raise InvalidArgument(f"Image {path!r} is a directory, not an image file.")
+    if not os.path.isfile(path):
+        raise InvalidArgument(f"Image file {path!r} does not exist.")
+    try:
+        with Image.open(path) as image:
+            if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
+                raise InvalidArgument(f"{path!r} is a {image.format} image, not JPEG, PNG, GIF or BMP.")
+            if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the top byte
+                grey = np.asarray(image, np.float64) / 257.0
+                return np.repeat(np.round(grey).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise InvalidArgument(
+            f"{path!r} is not a readable JPEG, PNG, GIF or BMP image ({error})."
+        ) from None
+
+
+def _top_k(probabilities, class_names, k):
+    order = np.argsort(-probabilities)[:k]
+    return [{"index": int(i), "label": class_names[i], "score": float(probabilities[i])} for i in order]
+
+
+def predict_files(model_path, image_paths, top_k=5):
+    """Top-k predictions for image files from any model :func:`open_runner` opens.
+
+    Args:
+        model_path: anything :func:`open_runner` opens: a ``.keras`` file (or run
+            directory), a SavedModel directory written by :func:`export_saved_model`, a
+            ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file written by :func:`tflite`,
+            :func:`export_onnx` or :func:`export_openvino`.
+        image_paths: JPEG/PNG/GIF/BMP files.
+        top_k: how many classes to return per image (at least 1; at most the class count).
+
+    Returns:
+        list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``.
+
+    Example:
+        >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidArgument(f"`top_k` must be a positive integer; got {top_k!r}.")
+    images = [read_image(path) for path in image_paths]
+    runner = open_runner(model_path)
+    preprocessing = runner.preprocessing
+    class_names = preprocessing.class_names
+    batch = np.concatenate([data.preprocess(image[None], preprocessing) for image in images])
+    probabilities = runner(batch)
+    if class_names is None:
+        class_names = [str(i) for i in range(probabilities.shape[-1])]
+    return [
+        {"image": image_path, "top_k": _top_k(p, class_names, top_k)}
+        for image_path, p in zip(image_paths, probabilities)
+    ]

@@ -1,0 +1,169 @@
+"""SavedModel exports in TensorFlow Serving's layout, with the preprocessing and class names
+inside, and the readers of their metadata.
+
+An export lives in ``<export_dir>/<model_name>/<version>/``. Signatures:
+
+- ``serving_default``: float32 ``images`` (batch, h, w, c), already preprocessed.
+- ``serving_images``: uint8 ``images`` (batch, any h, any w, 1/3/4 channels); resize, crop and
+  normalisation run inside the graph.
+- ``serving_bytes``: string ``image_bytes`` (batch,) of encoded JPEG/PNG/GIF/BMP, decoded in the
+  graph (TensorFlow Serving's REST ``{"b64": ...}`` maps onto it).
+- ``probabilities``: like ``serving_default`` with the probabilities alone (what TFLite
+  conversion of a SavedModel reads).
+
+Every serving signature returns ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
+``top_k_labels`` (class names from ``assets/labels.txt``). ``assets.extra/keras_resnet.json``
+holds the preprocessing recipe as JSON for clients that prepare inputs themselves.
+
+Example:
+    >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_resnet import data
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.formats import check_writable
+from keras_resnet.export.resolve import resolve_model
+from keras_resnet.saving import atomic_path, write_json
+
+METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")
+
+
+def _next_version(model_dir):
+    versions = []
+    if os.path.isdir(model_dir):
+        versions = [int(v) for v in os.listdir(model_dir) if v.isascii() and v.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, export_dir, *, model_name=None, version=None, top_k=5,
+                       preprocessing=None, overwrite=False):
+    """Write a SavedModel for TensorFlow Serving with the signatures listed in this module.
+
+    Args:
+        model: a ``keras.Model``, a ``.keras`` file or a run directory.
+        export_dir: the model base path's parent: the export goes to
+            ``export_dir/model_name/version``.
+        model_name: default: the Keras model's name.
+        version: positive integer; default: one more than the highest existing version.
+        top_k: how many classes the ``top_k_*`` outputs hold (at most the class count).
+        preprocessing: an ``ImagePreprocessing``; default: the model's own.
+        overwrite: replace an existing version directory (``keras-resnet train`` re-exports
+            its version 1 after a kill); otherwise an existing version is an error.
+
+    Returns:
+        The path of the written version directory.
+
+    Example:
+        >>> export_saved_model("runs/resnet20-digits", "exports")  # exports/resnet20/1  # doctest: +SKIP
+    """
+    model, info = resolve_model(model, preprocessing)
+    model_name = model_name or model.name
+    model_dir = os.path.join(export_dir, model_name)
+    version = _next_version(model_dir) if version is None else version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidArgument(f"`version` must be a positive integer; got {version!r}.")
+    path = os.path.join(model_dir, str(version))
+    if os.path.exists(path) and not overwrite:
+        raise InvalidArgument(f"Export {path!r} already exists; pick another `version`.")
+    check_writable("export_dir", export_dir)
+
+    height, width, channels = model.input_shape[1:]
+    classes = model.output_shape[-1]
+    if len(info.class_names) != classes:
+        raise InvalidArgument(
+            f"The preprocessing names {len(info.class_names)} classes; the model predicts {classes}."
+        )
+    k = min(top_k, classes)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        labels_path = os.path.join(tmp, "labels.txt")
+        with open(labels_path, "w") as f:
+            f.write("\n".join(info.class_names) + "\n")
+        labels = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            ),
+            default_value="",
+        )
+
+        def predict(images):
+            probabilities = tf.cast(model(images, training=False), tf.float32)
+            scores, indices = tf.math.top_k(probabilities, k=k)
+            return {
+                "probabilities": probabilities,
+                "top_k_indices": indices,
+                "top_k_scores": scores,
+                "top_k_labels": labels.lookup(tf.cast(indices, tf.int64)),
+            }
+
+        def from_bytes(image_bytes):
+            def decode(encoded):
+                image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                return data.preprocess(image[None], info)[0]
+
+            images = tf.map_fn(
+                decode, image_bytes,
+                fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
+            )
+            return predict(images)
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(labels)
+        float_spec = tf.TensorSpec((None, height, width, channels), tf.float32, name="images")
+        archive.add_endpoint("serving_default", predict, input_signature=[float_spec])
+        archive.add_endpoint(
+            "serving_images",
+            lambda images: predict(data.preprocess(images, info)),
+            input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")],
+        )
+        archive.add_endpoint(
+            "serving_bytes", from_bytes,
+            input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
+        )
+        archive.add_endpoint(
+            "probabilities",
+            lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)},
+            input_signature=[float_spec],
+        )
+        with atomic_path(path) as staging:
+            archive.write_out(staging, verbose=False)
+            write_json(os.path.join(staging, METADATA_FILE), {
+                "model_name": model_name, "version": version, "top_k": k,
+                "preprocessing": json.loads(info.to_json()),
+            })
+            if os.path.isdir(path):  # overwrite: the old version goes just before the new lands
+                shutil.rmtree(path)
+    return path
+
+
+def read_export_metadata(saved_model_dir):
+    """The ``assets.extra/keras_resnet.json`` of an export (preprocessing, class names).
+
+    Example:
+        >>> read_export_metadata("exports/resnet20/1")["version"]  # doctest: +SKIP
+        1
+    """
+    with open(os.path.join(saved_model_dir, METADATA_FILE)) as f:
+        metadata = json.load(f)
+    return metadata
+
+
+def read_export_preprocessing(saved_model_dir):
+    """The ``ImagePreprocessing`` an export carries (from ``assets.extra/keras_resnet.json``).
+
+    Example:
+        >>> read_export_preprocessing("exports/resnet20/1").class_names[:2]  # doctest: +SKIP
+        ['0', '1']
+    """
+    return preprocessing_lib.from_any_config(read_export_metadata(saved_model_dir)["preprocessing"])
