@@ -13,11 +13,6 @@ import subprocess
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One worker a core: each runs its ops on one thread (and so do the processes it starts),
-    # rather than every process fighting for both cores.
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
@@ -29,7 +24,19 @@ def pytest_addoption(parser):
                      help="also run the end-to-end tests marked slow (the README's test command)")
 
 
+# The longest modules first, so the two workers (each takes whole modules, in collection
+# order) start on them and finish together, instead of one ending alone on a long module.
+LONGEST_FIRST = ("test_export.py", "test_constructors.py", "test_notebooks.py", "test_cli.py",
+                 "test_serving.py", "test_tuning.py", "test_backends.py")
+
+
+def _module_rank(item):
+    name = os.path.basename(str(item.fspath))
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_module_rank)  # stable: the order within a module stays
     if config.getoption("--all") or config.getoption("-m"):
         return  # `--all`, or an explicit -m expression, decides for itself
     skip = pytest.mark.skip(reason="end-to-end: runs with `pytest --all`")

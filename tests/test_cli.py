@@ -312,8 +312,13 @@ def test_a_user_mistake_in_a_shell_is_one_line_on_stderr(hostile_files):
 
 
 def test_debug_shows_the_traceback_and_verbose_the_logs(hostile_files):
-    result = _run("predict", str(hostile_files / "truncated.keras"), str(hostile_files / "image.png"), "--debug")
-    assert result.returncode == 1 and "Traceback" in result.stderr
+    """In-process: with --debug the user's mistake propagates (the console script then prints
+    its traceback and exits 1) instead of becoming one line."""
+    from keras_resnet.cli import main
+    from keras_resnet.errors import UserError
+
+    with pytest.raises(UserError, match="truncated.keras"):
+        main(["predict", str(hostile_files / "truncated.keras"), str(hostile_files / "image.png"), "--debug"])
 
 
 def test_help_needs_no_tensorflow():

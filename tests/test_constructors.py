@@ -1,8 +1,10 @@
 """Every public constructor through the shared harness (tests/harness.py).
 
-A new constructor is tested by adding a ModelCase here. Table 1 nets are built at 64x64 in the
-fast tier (the parameter count does not depend on the input size) and at 224x224 with
-``pytest --all``; the largest nets and their exports run with ``--all`` only.
+A new constructor is tested by adding a ModelCase here. The fast tier checks one net of each
+kind (each block, each stem, shortcuts A and C; Table 1 nets at 64x64: the parameter count does
+not depend on the input size) and loads them in a fresh TensorFlow process; ``pytest --all``
+adds every other depth and variant (ResNet-152 and the stride-position variant at 224x224), the
+load under JAX and the float exports.
 """
 
 import functools
@@ -10,7 +12,7 @@ import functools
 import pytest
 
 import keras_resnet
-from harness import FLOAT_EXPORTS, ModelCase, check_model, cifar_params, prepare
+from harness import BACKENDS, FLOAT_EXPORTS, ModelCase, check_model, cifar_params, prepare
 
 # torchvision's resnet18 ... resnet152 (option B, no conv biases, as here): its
 # `sum(p.numel() for p in model.parameters())`, also in its weights' documentation.
@@ -42,20 +44,20 @@ def _cifar(depth, slow=False, exports=FLOAT_EXPORTS, **options):
 
 
 CASES = [
-    # The fast tier: one of each kind of network and block.
+    # The fast tier: each block type, each stem, shortcuts A and C.
     _cifar(20),
-    _cifar(20, residual=False, exports=()),      # the plain net of Fig. 6: no shortcuts, same count
-    _cifar(32, shortcut="B", exports=("onnx",)),
-    _imagenet(18),
     _imagenet(50),
     ModelCase("cifar_resnet8-C", functools.partial(keras_resnet.CifarResNet, 8, shortcut="C"),
               cifar_params(8) + sum(i * o + 2 * o for i, o in ((16, 16), (16, 32), (32, 64))),
               "§4.2 arithmetic plus a 1x1 projection with BN in every block", exports=()),
     # `pytest --all`: the other depths, at full size where the paper builds them.
+    _cifar(20, slow=True, residual=False, exports=()),  # the plain net of Fig. 6: the same count
+    _imagenet(18, slow=True),
     _imagenet(34, slow=True),
     _imagenet(101, slow=True),
     _imagenet(152, slow=True, size=(224, 224, 3)),
     _imagenet(50, slow=True, size=(224, 224, 3), stride_position="3x3"),
+    _cifar(32, slow=True, shortcut="B", exports=("onnx",)),
     _cifar(44, slow=True, exports=()),
     _cifar(56, slow=True, exports=()),
     _cifar(110, slow=True),
@@ -69,7 +71,12 @@ def prepared(request, tmp_path_factory):
     selected = {item.callspec.params["case"].name for item in request.session.items
                 if item.originalname == "test_constructor_end_to_end" and not item.get_closest_marker("skip")}
     cases = [case for case in CASES if case.name in selected]
-    return prepare(cases, str(tmp_path_factory.mktemp("harness")))
+    # The JAX load compiles every model, exports convert them: `pytest --all` (the fast tier
+    # loads in TensorFlow; tests/test_export.py exports a trained ResNet-8 to every format).
+    everything = request.config.getoption("--all")
+    prepared = prepare(cases, str(tmp_path_factory.mktemp("harness")), BACKENDS if everything else ("tensorflow",))
+    prepared.exports = everything
+    return prepared
 
 
 @pytest.mark.parametrize(

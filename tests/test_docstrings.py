@@ -32,7 +32,12 @@ def _compiles(source):
     return True
 
 
-@pytest.mark.parametrize("name", ["keras_resnet"] + MODULES)
+# Modules whose examples train (runs: a run of ResNet-8 on digits) run with `pytest --all`.
+TRAINING_EXAMPLES = ("keras_resnet.runs",)
+
+
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in TRAINING_EXAMPLES else m
+                                  for m in ["keras_resnet"] + MODULES])
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     policy = keras.config.dtype_policy()

@@ -137,6 +137,7 @@ def test_saved_model_cli_lists_the_three_signatures(trained):
     assert "top_k_labels" in result.stdout and "DT_STRING" in result.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_digits, tmp_path):
     model, _, run_dir = trained
     path = os.path.join(run_dir, "export", model.name, "1")
@@ -454,6 +455,7 @@ def test_a_model_the_exporter_cannot_convert_fails_with_its_reason(tmp_path, fmt
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
     # ImageNet nets train in mixed_bfloat16 on CPUs with native bfloat16 (the fast path);
     # TFLite cannot convert bfloat16 compute, so exports use a float32 copy of the weights.

@@ -52,8 +52,8 @@ print("slept on", flush=True)
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow  # the fast tier stops `keras-resnet train` itself (tests/test_cli.py)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_training_stops_at_the_next_batch(signum):
     result = subprocess.run([sys.executable, "-c", FIT_UNTIL_SIGNAL, str(int(signum))],
                             capture_output=True, text=True, timeout=300)

@@ -186,6 +186,7 @@ def test_model_export_writes_a_saved_model(tmp_path):
     np.testing.assert_allclose(loaded.serve(x).numpy(), model.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_epoch_of_fit_on_real_digits_lowers_the_loss():
     from sklearn.datasets import load_digits
 

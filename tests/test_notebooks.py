@@ -216,6 +216,7 @@ def test_notebook_runs_with_small_settings(path, small_runs):
     assert not leftovers, f"{notebook_id(path)} left files in its working directory: {leftovers}"
 
 
+@pytest.mark.slow
 def test_first_cell_keeps_native_logs_out(tmp_path, monkeypatch):
     # As Jupyter runs a notebook (file descriptor 2 captured into the cell outputs): the first
     # code cell of a notebook, then TensorFlow's first operations, show no C++ log lines.

@@ -166,6 +166,7 @@ def test_unknown_tuner_and_budgets_are_refused():
         tuning.ResNetHyperModel()
 
 
+@pytest.mark.slow
 def test_tune_command_writes_results_and_a_model_that_export_accepts(tmp_path, capsys):
     """The console script in-process (``cli.main``); keras-tuner is imported by `tune` alone."""
     from keras_resnet.cli import main

@@ -51,7 +51,8 @@ def _randomize(model, seed=0):
             layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
 
 
-@pytest.mark.parametrize("depth", [50, 152])  # the shallowest and the deepest bottleneck nets
+# The shallowest and (with `--all`) the deepest bottleneck nets.
+@pytest.mark.parametrize("depth", [50, pytest.param(152, marks=pytest.mark.slow)])
 def test_from_keras_applications_gives_equal_predictions(depth):
     application = getattr(keras.applications, f"ResNet{depth}")
     source = application(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
@@ -84,6 +85,7 @@ def test_from_keras_applications_rejects_other_models():
         keras_resnet.from_keras_applications("resnet50")
 
 
+@pytest.mark.slow  # a full-size ResNet-101 built twice
 def test_imagenet_weights_go_through_keras_applications(monkeypatch):
     # Offline: stand in for the download with a weights=None source that records the request.
     requested = {}
