@@ -3,8 +3,8 @@
 Run by tests/harness.py under the backend it is testing (``KERAS_BACKEND``):
     python load_models.py MANIFEST.json OUT.npz
 
-The manifest lists ``{"name", "keras", "inputs"}`` entries: a ``.keras`` file and an ``.npy`` of
-inputs. Only ``import keras_resnet`` registers the layers; loading is Keras' own, in safe mode.
+The manifest lists ``{"name", "keras", "inputs", "backends"}`` entries: a ``.keras`` file, an
+``.npy`` of inputs and the backends to load it on. Only ``import keras_resnet`` registers the layers; loading is Keras' own, in safe mode.
 """
 
 import json
@@ -23,6 +23,8 @@ with open(manifest_path) as f:
     manifest = json.load(f)
 outputs, facts = {}, {}
 for entry in manifest:
+    if keras.backend.backend() not in entry["backends"]:
+        continue
     model = keras.saving.load_model(entry["keras"], safe_mode=True)
     predicted = model.predict(np.load(entry["inputs"]), verbose=0)
     outputs[entry["name"]] = np.asarray(keras.ops.convert_to_numpy(predicted), np.float32)
