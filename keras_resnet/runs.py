@@ -231,7 +231,6 @@ class _RunSetup:
     strategy: object
     global_batch: int
     policy: str
-    fast_path: bool
 
     def record(self, *, model, splits, epochs, started, resumed, test_examples, **fields):
         """The run.json fields both flows write, with ``fields`` of their own in between."""
@@ -254,7 +253,7 @@ def _set_up_run(run_dir, *, resume, seed, precision, fast_path, family, strategy
     policy = devices.set_precision(precision, fast=fast_path, family=family)
     strategy_object = distribute.get_strategy(strategy)
     global_batch = distribute.global_batch_size(strategy_object, batch_size=batch_size)
-    return _RunSetup(run_dir, seed, strategy, strategy_object, global_batch, policy, fast_path)
+    return _RunSetup(run_dir, seed, strategy, strategy_object, global_batch, policy)
 
 
 def _resume(net, run_dir, epochs):

@@ -34,7 +34,7 @@ from keras_resnet.summary import count_trainable_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOAD_WORKER = os.path.join(REPO, "tests", "workers", "load_models.py")
-FLOAT_EXPORTS = ("tflite", "onnx", "openvino")
+FLOAT_EXPORTS = ("tflite", "onnx", "openvino")  # the keys of keras_resnet.export.FILE_EXPORTERS
 BACKENDS = ("tensorflow", "jax")
 
 
@@ -200,11 +200,9 @@ def check_fresh_loads(case, model, loads, outputs):
 def check_exports(case, model, inputs, folder):
     from keras_resnet import export
 
-    writers = {"tflite": export.tflite, "onnx": export.export_onnx, "openvino": export.export_openvino}
-    suffixes = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
     for fmt in case.exports:
-        path = os.path.join(folder, f"{case.name}{suffixes[fmt]}")
-        writers[fmt](model, path)
+        path = os.path.join(folder, f"{case.name}{export.SUFFIXES[fmt]}")
+        export.FILE_EXPORTERS[fmt](model, path)
         report = export.parity_report(model, path, inputs, latency_runs=1)
         assert report["max_abs_diff"] <= 2e-5 and report["top1_agreement"] == 1.0, (fmt, report)
 
