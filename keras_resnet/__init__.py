@@ -28,6 +28,9 @@ _PUBLIC = {
             "ResNet1202", "build_resnet", "from_keras_applications", "get_model",
         )
     },
+    "embedding_model": "features",
+    "feature_extractor": "features",
+    "feature_info": "features",
     "ImagePreprocessing": "preprocessing",
     "load_model": "saving",
     "save_model": "saving",
@@ -36,7 +39,8 @@ _PUBLIC = {
 }
 # Submodules reached as attributes (``keras_resnet.data.load``), imported on first use.
 _SUBMODULES = (
-    "analysis", "architectures", "blocks", "data", "devices", "distribute", "export", "models",
+    "analysis", "architectures", "blocks", "data", "devices", "distribute", "export", "features",
+    "models",
     "preprocessing", "runs", "saving", "serving", "summary", "training", "tuning", "weights",
 )
 __all__ = sorted(_PUBLIC)

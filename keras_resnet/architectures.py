@@ -45,14 +45,20 @@ PAPER_FIGURES = {
 }
 
 
+OUTPUT_STRIDES = (8, 16, 32)
+STEMS = ("standard", "low_resolution")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """``repeats`` blocks named ``{name}_block1..``; the first one applies ``strides``."""
+    """``repeats`` blocks named ``{name}_block1..``; the first one applies ``strides``; the
+    3x3 convolutions are dilated by ``dilation`` (1 in the paper; see ``with_output_stride``)."""
 
     name: str
     repeats: int
     filters: int
     strides: int
+    dilation: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +95,19 @@ class Architecture:
     @property
     def name(self):
         return f"resnet{self.depth}"
+
+    @property
+    def stem_reduction(self):
+        """How much the stem shrinks the input (4 for Table 1's conv1 + pool1, 1 for §4.2)."""
+        return self.stem.strides * (self.stem.pool_strides if self.stem.pool_size else 1)
+
+    @property
+    def output_stride(self):
+        """How much the last stage's output is smaller than the input (32 in Table 1)."""
+        reduction = self.stem_reduction
+        for stage in self.stages:
+            reduction *= stage.strides
+        return reduction
 
 
 def valid_depths(family):
@@ -140,6 +159,58 @@ def cifar_architecture(depth):
         for i, filters in enumerate(CIFAR_FILTERS)
     )
     return Architecture("cifar", depth, "basic", CIFAR_STEM, stages, (32, 32, 3), 10, "A")
+
+
+def with_output_stride(arch, output_stride):
+    """``arch`` whose output is ``output_stride`` (8, 16 or 32) times smaller than its input:
+    the stages that would shrink it further keep their stride-1 resolution and dilate their
+    3x3 convolutions by the stride they drop (atrous convolution, as DeepLab and timm's and
+    torchvision's ResNets do); the weights keep their shapes.
+
+    Example:
+        >>> [s.dilation for s in with_output_stride(imagenet_architecture(50), 8).stages]
+        [1, 1, 2, 4]
+    """
+    if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
+        raise InvalidArgument(
+            f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}."
+        )
+    if output_stride > arch.output_stride:
+        raise InvalidArgument(
+            f"`output_stride={output_stride}` is larger than {arch.name}'s own output stride "
+            f"({arch.output_stride}); it can only be kept or reduced."
+        )
+    reduction, dilation, stages = arch.stem_reduction, 1, []
+    for stage in arch.stages:
+        strides = stage.strides
+        if reduction * strides > output_stride:
+            dilation, strides = dilation * strides, 1
+        reduction *= strides
+        stages.append(dataclasses.replace(stage, strides=strides, dilation=dilation))
+    return dataclasses.replace(arch, stages=tuple(stages))
+
+
+def with_stem(arch, stem):
+    """``arch`` with the stem ``stem`` names: "standard" (its own) or "low_resolution"
+    (Table 1's conv1 at stride 1 and no max pool, for 32x32 to 64x64 images; the same
+    weights fit).
+
+    Example:
+        >>> with_stem(imagenet_architecture(18), "low_resolution").output_stride
+        8
+    """
+    if stem not in STEMS:
+        raise InvalidArgument(f"`stem` must be one of {STEMS}; got {stem!r}.")
+    if stem == "standard":
+        return arch
+    if arch.stem_reduction == 1:
+        raise InvalidArgument(
+            f"`stem='low_resolution'` is for ImageNet nets; {arch.name} ({arch.family}) "
+            "already keeps the input resolution in its stem."
+        )
+    return dataclasses.replace(
+        arch, stem=dataclasses.replace(arch.stem, strides=1, pool_size=0, pool_strides=1)
+    )
 
 
 def architecture(family, depth):

@@ -13,11 +13,15 @@ The shortcut is one of
   (adds no parameters);
 - ``"projection"``: option B/C of §3.3: 1x1 convolution with the block's stride, then BN;
 - ``"none"``: no shortcut at all, the block of a *plain* network (Fig. 3 middle).
+
+Beyond the paper, for backbones: ``dilation_rate`` dilates the 3x3 convolutions (atrous
+convolution, for ``output_stride`` 8 or 16) and ``drop_path_rate`` drops the whole residual
+branch of a sample while training (stochastic depth, Huang et al. 2016).
 """
 
 import keras
 from keras import ops
-from keras_resnet.errors import InvalidArgument, check_choice, check_positive_int
+from keras_resnet.errors import InvalidArgument, check_choice, check_fraction, check_positive_int
 
 SHORTCUTS = ("identity", "zero_pad", "projection", "none")
 STRIDE_POSITIONS = ("1x1", "3x3")
@@ -53,6 +57,9 @@ class _ResidualUnit(keras.layers.Layer):
         zero_init_residual=False,
         activation="relu",
         synchronized=False,
+        dilation_rate=1,
+        first_dilation_rate=None,
+        drop_path_rate=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -60,6 +67,20 @@ class _ResidualUnit(keras.layers.Layer):
         check_positive_int("filters", filters)
         check_positive_int("strides", strides)
         check_choice("shortcut", shortcut, SHORTCUTS)
+        check_positive_int("dilation_rate", dilation_rate)
+        first_dilation_rate = dilation_rate if first_dilation_rate is None else first_dilation_rate
+        check_positive_int("first_dilation_rate", first_dilation_rate)
+        if strides > 1 and max(dilation_rate, first_dilation_rate) > 1:
+            raise InvalidArgument(
+                f"A block either strides or dilates; got strides={strides} with "
+                f"dilation_rate={dilation_rate}, first_dilation_rate={first_dilation_rate}."
+            )
+        check_fraction("drop_path_rate", drop_path_rate)
+        if drop_path_rate and shortcut == "none":
+            raise InvalidArgument(
+                "`drop_path_rate` drops the residual branch, so it needs a shortcut; got "
+                f"shortcut='none' with drop_path_rate={drop_path_rate}."
+            )
         if shortcut == "identity" and strides != 1:
             raise InvalidArgument(
                 f"`shortcut='identity'` needs `strides=1`; got strides={strides}. "
@@ -77,6 +98,16 @@ class _ResidualUnit(keras.layers.Layer):
         self.zero_init_residual = zero_init_residual
         self.activation = keras.activations.get(activation)
         self.synchronized = synchronized
+        self.dilation_rate = dilation_rate
+        self.first_dilation_rate = first_dilation_rate
+        self.drop_path_rate = float(drop_path_rate)
+        # Stochastic depth: a Dropout whose mask is one number per sample drops (and at
+        # training time rescales) the sample's whole residual branch; identity at inference.
+        if drop_path_rate:
+            self.drop_path = keras.layers.Dropout(
+                drop_path_rate, noise_shape=(None, 1, 1, 1), dtype=self.dtype_policy,
+                name="drop_path",
+            )
 
         if shortcut == "projection":
             self.shortcut_conv = self._conv(self.output_channels, 1, strides, "shortcut_conv")
@@ -93,7 +124,7 @@ class _ResidualUnit(keras.layers.Layer):
         return [getattr(self, name) for name in names if hasattr(self, name)]
 
     # Sublayer factories: every conv and BN of a block carries the block's settings.
-    def _conv(self, filters, kernel_size, strides, name):
+    def _conv(self, filters, kernel_size, strides, name, dilation_rate=1):
         # A strided 3x3 pads explicitly (1 pixel on every side, as in the paper's Caffe
         # models); "same" would pad only bottom/right when the input size is even.
         padding = "valid" if (kernel_size > 1 and strides > 1) else "same"
@@ -101,6 +132,7 @@ class _ResidualUnit(keras.layers.Layer):
             filters,
             kernel_size,
             strides=strides,
+            dilation_rate=dilation_rate,
             padding=padding,
             use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
@@ -187,6 +219,8 @@ class _ResidualUnit(keras.layers.Layer):
         outputs = self.branch_outputs(inputs, training=training)
         # Eq. 1: y = F(x) + x, then the second nonlinearity (Fig. 2).
         y = outputs["residual"]
+        if self.drop_path_rate:
+            y = self.drop_path(y, training=training)
         if outputs["shortcut"] is not None:
             y = y + outputs["shortcut"]
         return self.activation(y)
@@ -218,6 +252,9 @@ class _ResidualUnit(keras.layers.Layer):
             zero_init_residual=self.zero_init_residual,
             activation=keras.activations.serialize(self.activation),
             synchronized=self.synchronized,
+            dilation_rate=self.dilation_rate,
+            first_dilation_rate=self.first_dilation_rate,
+            drop_path_rate=self.drop_path_rate,
         )
         return config
 
@@ -241,6 +278,12 @@ class ResidualBlock(_ResidualUnit):
         zero_init_residual: start the last BN's gamma at 0, so the block starts as identity.
         activation: nonlinearity after the first BN and after the addition.
         synchronized: synchronize BN statistics across replicas of a distribution strategy.
+        dilation_rate: dilation of the second 3x3 convolution (stride 1 only).
+        first_dilation_rate: dilation of the first 3x3 convolution; default ``dilation_rate``
+            (the first block of a dilated stage keeps the previous stage's, as in timm and
+            torchvision).
+        drop_path_rate: probability of dropping the residual branch of a sample while
+            training (stochastic depth); the kept ones are scaled by ``1 / (1 - rate)``.
 
     Example:
         >>> y = ResidualBlock(64, strides=2, shortcut="projection")(keras.Input((32, 32, 32)))
@@ -250,9 +293,9 @@ class ResidualBlock(_ResidualUnit):
 
     def __init__(self, filters, strides=1, shortcut="identity", **kwargs):
         super().__init__(filters, strides=strides, shortcut=shortcut, **kwargs)
-        self.conv1 = self._conv(filters, 3, strides, "conv1")
+        self.conv1 = self._conv(filters, 3, strides, "conv1", self.first_dilation_rate)
         self.bn1 = self._batch_norm("bn1")
-        self.conv2 = self._conv(filters, 3, 1, "conv2")
+        self.conv2 = self._conv(filters, 3, 1, "conv2", self.dilation_rate)
         self.bn2 = self._batch_norm("bn2", zero_gamma=self.zero_init_residual)
 
     def build(self, input_shape):
@@ -296,6 +339,7 @@ class BottleneckBlock(_ResidualUnit):
         strides: stride of the block, applied where ``stride_position`` says.
         stride_position: "1x1" puts the stride on the first 1x1 (the paper, keras.applications);
             "3x3" puts it on the 3x3 (torchvision's "ResNet v1.5").
+        first_dilation_rate: dilation of the 3x3 convolution (default ``dilation_rate``).
         **kwargs: every other argument of :class:`ResidualBlock`.
 
     Example:
@@ -311,7 +355,7 @@ class BottleneckBlock(_ResidualUnit):
         stride_1x1, stride_3x3 = (strides, 1) if stride_position == "1x1" else (1, strides)
         self.conv1 = self._conv(filters, 1, stride_1x1, "conv1")
         self.bn1 = self._batch_norm("bn1")
-        self.conv2 = self._conv(filters, 3, stride_3x3, "conv2")
+        self.conv2 = self._conv(filters, 3, stride_3x3, "conv2", self.first_dilation_rate)
         self.bn2 = self._batch_norm("bn2")
         self.conv3 = self._conv(self.output_channels, 1, 1, "conv3")
         self.bn3 = self._batch_norm("bn3", zero_gamma=self.zero_init_residual)

@@ -83,13 +83,18 @@ def _export(args):
     quantizations = [None if q.strip() in ("", "none", "float32") else q.strip()
                      for q in args.quantize.split(",")]
     result = export_run(args.model, args.output_dir, formats, quantizations,
-                        dataset=args.dataset, data_dir=args.data_dir)
+                        dataset=args.dataset, data_dir=args.data_dir, embeddings=args.embeddings)
     if result["saved_model"]:
         print(f"SavedModel: {result['saved_model']}")
     if result["parity"]:
         print(format_parity(result["parity"]))
+    written = [path for fmt in ("tflite", "onnx", "openvino") for path in result[fmt]]
+    embedders = [path for path in written if os.path.basename(path).startswith("embeddings_")]
+    if embedders:
+        print("Embeddings: " + ", ".join(embedders))
     checked = {row["file"] for row in result["parity"]}  # file names
-    unchecked = [path for path in result["tflite"] if os.path.basename(path) not in checked]
+    unchecked = [path for path in result["tflite"]
+                 if os.path.basename(path) not in checked and path not in embedders]
     if unchecked:  # LiteRT, which runs .tflite files, is an extra
         print("TFLite: " + ", ".join(unchecked) + " (install keras3-resnet[litert] for their "
               "parity rows)")
@@ -100,6 +105,22 @@ def _predict(args):
 
     from keras_resnet.export import predict_files
 
+    if args.embeddings:
+        from keras_resnet.saving import atomic_path
+
+        import numpy as np
+
+        from keras_resnet.export.formats import check_writable
+
+        if not args.embeddings.endswith(".npy"):
+            raise InvalidArgument(f"`--embeddings` must name a .npy file; got {args.embeddings!r}.")
+        check_writable("--embeddings", os.path.dirname(os.path.abspath(args.embeddings)))
+        embeddings = predict_files(args.model, args.images, embeddings=True)
+        with atomic_path(args.embeddings, suffix=".npy") as tmp:
+            np.save(tmp, embeddings)
+        print(f"Embeddings {embeddings.shape[0]}x{embeddings.shape[1]} (one row per image, in "
+              f"order): {args.embeddings}")
+        return
     results = predict_files(args.model, args.images, top_k=args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -265,6 +286,8 @@ def _add_evaluate_export_predict(commands):
     export.add_argument("--output-dir", default="exports")
     export.add_argument("--dataset", default=None,
                         help="data for int8 calibration and parity (default: the training dataset)")
+    export.add_argument("--embeddings", action="store_true",
+                        help="also write an embeddings model (pooled features) per file format")
     _add_data_arguments(export)
     export.set_defaults(run=_export)
 
@@ -274,6 +297,8 @@ def _add_evaluate_export_predict(commands):
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (>= 1)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--embeddings", metavar="OUT.npy",
+                         help="write the images' embeddings (pooled features) to OUT.npy instead")
     predict.set_defaults(run=_predict)
 
 

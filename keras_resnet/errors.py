@@ -41,6 +41,16 @@ def check_positive_int(argument, value):
         raise InvalidArgument(f"`{argument}` must be a positive integer; got {value!r}.")
 
 
+def check_fraction(argument, value):
+    """Raise :class:`InvalidArgument` unless ``value`` is a number in [0, 1) (a rate).
+
+    Example:
+        >>> check_fraction("dropout", 0.2)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise InvalidArgument(f"`{argument}` must be a number in [0, 1); got {value!r}.")
+
+
 def check_choice(argument, value, allowed):
     """Raise :class:`InvalidArgument` unless ``value`` is one of ``allowed``.
 

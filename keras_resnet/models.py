@@ -11,21 +11,15 @@ import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
-from keras_resnet.architectures import NAMED_MODELS, architecture
-from keras_resnet.blocks import (
-    BottleneckBlock,
-    ResidualBlock,
-    check_channels_last,
-    check_choice,
-    check_positive_int,
+from keras_resnet.architectures import NAMED_MODELS, architecture, with_output_stride, with_stem
+from keras_resnet.blocks import BottleneckBlock, ResidualBlock, check_channels_last
+from keras_resnet.errors import (
+    InvalidArgument, InvalidType, check_choice, check_fraction, check_positive_int,
 )
-from keras_resnet.errors import InvalidArgument, InvalidType
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
-# Depths with published ImageNet weight sets (keras_resnet.weights.available).
-IMAGENET_WEIGHT_DEPTHS = (18, 34, 50, 101, 152)
 # The block class of each ``Architecture.block``.
 BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
 # The paper's weight decay (§3.4, §4.2): the L2 coefficient in the gradient.
@@ -115,8 +109,9 @@ class _LayerSettings:
             name=name,
         )
 
-    def block(self, kind, filters, strides, shortcut, name):
-        options = {"stride_position": self.stride_position} if kind is BottleneckBlock else {}
+    def block(self, kind, filters, strides, shortcut, name, **options):
+        if kind is BottleneckBlock:
+            options["stride_position"] = self.stride_position
         return kind(
             filters, strides=strides, shortcut=shortcut, momentum=self.momentum,
             epsilon=self.epsilon, synchronized=self.synchronized,
@@ -137,7 +132,7 @@ def _inputs(arch, input_tensor, input_shape):
     return keras.Input(tensor=input_tensor, shape=input_shape)
 
 
-def stem(x, spec, settings):
+def stem_layers(x, spec, settings):
     """conv1 (+ BN, ReLU) and pool1 of ``spec`` (an ``architectures.Stem``): Table 1's 7x7/2
     conv and 3x3/2 max pool for ImageNet, §4.2's single 3x3 conv for CIFAR."""
     filters = settings.width(spec.filters)
@@ -156,27 +151,45 @@ def stem(x, spec, settings):
     return x
 
 
-def stages(x, arch, settings, shortcut, residual):
+def stages(x, arch, settings, shortcut, residual, drop_path_rate=0.0):
     """conv2_x ... conv5_x (Table 1) or the three stages of §4.2: ``repeats`` blocks each,
-    the first of a stage with its stride; shortcuts by option A/B/C (§3.3)."""
+    the first of a stage with its stride; shortcuts by option A/B/C (§3.3).
+
+    A dilated stage's first block keeps the previous stage's dilation in its first 3x3 (as
+    timm and torchvision do); block ``i`` of ``n`` drops its branch with probability
+    ``drop_path_rate * i / (n - 1)`` (stochastic depth's linear rule, timm's indexing)."""
     block = BLOCKS[arch.block]
     channels = x.shape[-1]
+    total = sum(stage.repeats for stage in arch.stages)
+    index_in_net, previous_dilation = 0, 1
     for stage in arch.stages:
         filters = settings.width(stage.filters)
         out_channels = filters * block.expansion
         for index in range(stage.repeats):
             strides = stage.strides if index == 0 else 1
             kind = _shortcut_kind(shortcut, residual, strides != 1 or channels != out_channels)
-            x = settings.block(block, filters, strides, kind, f"{stage.name}_block{index + 1}")(x)
-            channels = out_channels
+            options = {}
+            if stage.dilation > 1 or previous_dilation > 1:
+                options["dilation_rate"] = stage.dilation
+                options["first_dilation_rate"] = previous_dilation if index == 0 else stage.dilation
+            if drop_path_rate:
+                options["drop_path_rate"] = drop_path_rate * index_in_net / max(1, total - 1)
+            x = settings.block(
+                block, filters, strides, kind, f"{stage.name}_block{index + 1}", **options
+            )(x)
+            channels, index_in_net = out_channels, index_in_net + 1
+        previous_dilation = stage.dilation
     return x
 
 
-def head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer):
-    """Global average pooling and the ``classes``-way classifier (Table 1's last row), or
-    only the pooling of keras.applications' ``pooling`` argument."""
+def head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer,
+         dropout=0.0):
+    """Global average pooling and the ``classes``-way classifier (Table 1's last row), with
+    ``dropout`` before it, or only the pooling of keras.applications' ``pooling`` argument."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="dropout")(x)
         # Under a mixed policy the classifier computes in float32 for a stable softmax.
         mixed = keras.config.dtype_policy().name.startswith("mixed")
         return keras.layers.Dense(
@@ -190,9 +203,18 @@ def head(x, include_top, pooling, classes, classifier_activation, kernel_regular
     return x
 
 
-def _check_options(include_top, pooling, classes, shortcut, width_multiplier):
+def _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout=0.0,
+                   drop_path_rate=0.0, residual=True):
     if not isinstance(include_top, bool):
         raise InvalidArgument(f"`include_top` must be True or False; got {include_top!r}.")
+    check_fraction("dropout", dropout)
+    check_fraction("drop_path_rate", drop_path_rate)
+    if dropout and not include_top:
+        raise InvalidArgument(f"`dropout={dropout}` sits before the classifier; with "
+                              "include_top=False there is none (add your own Dropout to your head).")
+    if drop_path_rate and not residual:
+        raise InvalidArgument(f"`drop_path_rate={drop_path_rate}` drops residual branches; a "
+                              "plain net (residual=False) has none.")
     check_choice("pooling", pooling, POOLINGS)
     check_positive_int("classes", classes)
     check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
@@ -229,6 +251,10 @@ def build_resnet(
     bn_epsilon=1e-5,
     bn_synchronized=False,
     preprocessing=None,
+    output_stride=None,
+    stem="standard",
+    drop_path_rate=0.0,
+    dropout=0.0,
 ):
     """Build the functional model of architecture ``arch``: input, preprocessing record,
     stem, stages, head.
@@ -256,6 +282,13 @@ def build_resnet(
         bn_synchronized: synchronized BN across the replicas of a multi-replica strategy.
         preprocessing: the ``ImagePreprocessing`` the model's inputs follow; default: resize
             to the input size, pixels / 255, classes named by index.
+        output_stride: 8, 16 or 32 (ImageNet nets): the later stages keep their resolution
+            and dilate their 3x3 convolutions instead (``architectures.with_output_stride``).
+        stem: "standard", or "low_resolution": conv1 at stride 1 and no max pool, for 32x32
+            to 64x64 images, with the same weights.
+        drop_path_rate: stochastic depth: the last block drops its residual branch with this
+            probability while training, earlier ones linearly less (the first never).
+        dropout: dropout rate before the classifier while training.
 
     Returns:
         A ``keras.Model``.
@@ -268,7 +301,11 @@ def build_resnet(
     check_channels_last(f"resnet{arch.depth}")
     classes = arch.classes if classes is None else classes
     shortcut = arch.shortcut if shortcut is None else str(shortcut).upper()
-    _check_options(include_top, pooling, classes, shortcut, width_multiplier)
+    _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout,
+                   drop_path_rate, residual)
+    arch = with_stem(arch, stem)
+    if output_stride is not None:
+        arch = with_output_stride(arch, output_stride)
     regularizer = kernel_regularizer_for(weight_decay, kernel_regularizer)
     settings = _LayerSettings(
         width_multiplier=width_multiplier,
@@ -279,15 +316,15 @@ def build_resnet(
     )
     inputs = _inputs(arch, input_tensor, input_shape)
     if preprocessing is None:
-        preprocessing = preprocessing_lib.ImagePreprocessing(
+        preprocessing = preprocessing_lib.plain(
             inputs.shape[1:3] if None not in inputs.shape[1:3] else arch.input_shape[:2],
+            channels=inputs.shape[-1],
             class_names=[str(i) for i in range(classes)] if include_top else None,
-            source="default",
         )
     x = preprocessing(inputs)
-    x = stem(x, arch.stem, settings)
-    x = stages(x, arch, settings, shortcut, residual)
-    x = head(x, include_top, pooling, classes, classifier_activation, regularizer)
+    x = stem_layers(x, arch.stem, settings)
+    x = stages(x, arch, settings, shortcut, residual, drop_path_rate)
+    x = head(x, include_top, pooling, classes, classifier_activation, regularizer, dropout)
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
     if name is None:
@@ -385,10 +422,6 @@ def _check_weight_set_options(weight_set, weights, include_top, classes, input_s
             "pooling='avg') and put your own classifier on top, or load the 1000-class model "
             "and fine-tune a new head."
         )
-    if input_shape is not None and input_shape[-1] != 3:
-        raise InvalidArgument(
-            f"`weights={weights!r}` needs 3 input channels; got input_shape={input_shape}."
-        )
     if "preprocessing" in options:
         raise InvalidArgument(
             f"`weights={weights!r}` fixes the preprocessing ({weight_set.preprocessing()!r}); "
@@ -409,6 +442,11 @@ def _input_size(weight_set, input_tensor, input_shape):
     return None if shape is not None else (weight_set.image_size,) * 2
 
 
+def _input_channels(input_tensor, input_shape):
+    """The model's input channels (conv1 of a pretrained set is adapted to them)."""
+    return tuple(input_tensor.shape)[-1] if input_tensor is not None else (input_shape or (3,))[-1]
+
+
 def _from_weight_set(
     arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
     classifier_activation, name, options,
@@ -418,10 +456,11 @@ def _from_weight_set(
     size = _input_size(weight_set, input_tensor, input_shape)
     if input_tensor is None and input_shape is None:
         input_shape = (*size, 3)
+    channels = _input_channels(input_tensor, input_shape)
     model = build_resnet(
         arch, include_top, None, input_tensor, input_shape, pooling, classes,
         classifier_activation, name,
-        preprocessing=weight_set.preprocessing(size, include_top),
+        preprocessing=weight_set.preprocessing(size, include_top).for_channels(channels),
         **{**options, **weight_set.build_options()},
     )
     return weights_lib.load_tensors(
@@ -434,10 +473,11 @@ def _from_imagenet_weights(
     classifier_activation, name, options,
 ):
     application = getattr(keras.applications, f"ResNet{arch.depth}")
+    channels = _input_channels(input_tensor, input_shape)
     source = application(
         include_top=include_top,
         weights="imagenet",
-        input_shape=input_shape,
+        input_shape=None if input_shape is None else (*input_shape[:2], 3),
         pooling=pooling,
         classes=classes,
         classifier_activation=classifier_activation,
@@ -445,12 +485,12 @@ def _from_imagenet_weights(
     extra = {k: v for k, v in options.items() if k not in _IMAGENET_WEIGHT_OPTIONS}
     size = _input_size(weight_set, input_tensor, input_shape) or (weight_set.image_size,) * 2
     return from_keras_applications(
-        source, input_tensor=input_tensor, name=name,
-        preprocessing=weight_set.preprocessing(size, include_top), **extra,
+        source, input_tensor=input_tensor, name=name, channels=channels,
+        preprocessing=weight_set.preprocessing(size, include_top).for_channels(channels), **extra,
     )
 
 
-def from_keras_applications(keras_model, input_tensor=None, name=None, **options):
+def from_keras_applications(keras_model, input_tensor=None, name=None, channels=3, **options):
     """The keras_resnet equivalent of a keras.applications ResNet50/101/152, with its weights.
 
     The result has the source's layout (stride in the first 1x1, conv biases, BN epsilon
@@ -461,6 +501,8 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
     Args:
         keras_model: a ``keras.applications.ResNet50/101/152`` model (v1).
         input_tensor, name: as in :func:`ImageNetResNet`.
+        channels: input channels; conv1 is adapted from RGB when not 3
+            (``keras_resnet.weights.adapt_input_kernel``).
         **options: ``zero_init_residual``, ``weight_decay``, ``kernel_regularizer``,
             ``bn_momentum`` (useful for fine-tuning), ``preprocessing``.
 
@@ -477,12 +519,13 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, **options
     preprocessing = options.pop("preprocessing", None) or preprocessing_lib.caffe(
         layout["input_shape"][0] or 224,
         class_names=[str(i) for i in range(layout["classes"])] if layout["include_top"] else None,
-    )
+    ).for_channels(channels)
+    input_shape = (*layout["input_shape"][:2], channels)
     target = build_resnet(
         architecture("imagenet", layout["depth"]),
         include_top=layout["include_top"],
         input_tensor=input_tensor,
-        input_shape=None if input_tensor is not None else layout["input_shape"],
+        input_shape=None if input_tensor is not None else input_shape,
         pooling=layout["pooling"],
         classes=layout["classes"],
         classifier_activation=layout["classifier_activation"],

@@ -11,7 +11,11 @@ saving stores it inside the ``.keras`` file and every backend reads it back.
 
     normalised = (pixels[..., channel_order] * scale - mean) / std
 
-with ``pixels`` in 0..255 (RGB), after the resize policy:
+with ``pixels`` in 0..255, after the resize policy. ``channel_order`` says what the model's
+channels are: "rgb" or "bgr" (3), "grey" (1: colour images are converted, ITU-R 601 luma), or
+"stacked" (as many as ``mean`` has values, taken as they come: RGB-D, multispectral; a
+pretrained RGB conv1 adapted to C channels sees them in the weights' order, R, G, B, R, ...).
+Resize policies:
 
 - ``"direct"``: resize to the model's input size (CIFAR-style data, digits);
 - ``"shorter_side"``: resize the shorter side to ``resize_size``, then centre-crop the input
@@ -34,7 +38,7 @@ from keras_resnet.errors import InvalidArgument, InvalidType
 
 RESIZE_POLICIES = ("direct", "shorter_side")
 INTERPOLATIONS = ("bilinear", "bicubic")
-CHANNEL_ORDERS = ("rgb", "bgr")
+CHANNEL_ORDERS = ("rgb", "bgr", "grey", "stacked")
 LAYER_NAME = "preprocessing"
 
 # ImageNet statistics in [0, 1] units, RGB (torchvision, timm, keras-hub).
@@ -71,10 +75,12 @@ class ImagePreprocessing(keras.layers.Layer):
             ``resize_size``, then a centre crop of ``image_size``).
         resize_size: the shorter side for "shorter_side"; default ``image_size[0]``.
         interpolation: "bilinear" or "bicubic".
-        channel_order: "rgb" or "bgr" (Caffe-trained weights).
+        channel_order: "rgb", "bgr" (Caffe-trained weights), "grey" (one channel) or
+            "stacked" (``len(mean)`` channels taken as given).
         scale: multiplies the 0..255 pixels (1/255 gives [0, 1]).
         mean: subtracted after scaling: one value per channel, or a per-pixel mean image
-            ``(height, width, channels)`` (the paper's CIFAR preprocessing, §4.2).
+            ``(height, width, channels)`` (the paper's CIFAR preprocessing, §4.2); default
+            zeros (a "stacked" recipe must give it: it fixes the number of channels).
         std: None, or one value per channel to divide by.
         class_names: the name of each output class (index = class id), or None.
         source: where the recipe comes from ("digits", "torchvision_v1", ...).
@@ -94,7 +100,7 @@ class ImagePreprocessing(keras.layers.Layer):
         interpolation="bilinear",
         channel_order="rgb",
         scale=1.0 / 255.0,
-        mean=(0.0, 0.0, 0.0),
+        mean=None,
         std=None,
         class_names=None,
         source=None,
@@ -123,6 +129,12 @@ class ImagePreprocessing(keras.layers.Layer):
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
             raise InvalidArgument(f"`scale` must be a positive number; got {scale!r}.")
         self.scale = float(scale)
+        if mean is None:
+            if channel_order == "stacked":
+                raise InvalidArgument(
+                    "`mean` is needed with channel_order='stacked': one value per channel."
+                )
+            mean = (0.0,) * (1 if channel_order == "grey" else 3)
         self.mean = np.asarray(mean, np.float32)
         if self.mean.ndim not in (1, 3) or (
             self.mean.ndim == 3 and self.mean.shape[:2] != self.image_size
@@ -134,6 +146,13 @@ class ImagePreprocessing(keras.layers.Layer):
         self.std = None if std is None else np.asarray(std, np.float32)
         if self.std is not None and (self.std.ndim != 1 or np.any(self.std <= 0)):
             raise InvalidArgument(f"`std` must be None or positive values per channel; got {std!r}.")
+        channels = self.channels
+        for argument, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and values.shape[-1] != channels:
+                raise InvalidArgument(
+                    f"`{argument}` must hold {channels} value(s) per pixel for channel_order="
+                    f"{channel_order!r}; got shape {values.shape}."
+                )
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.source = source
 
@@ -143,6 +162,45 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    @property
+    def channels(self):
+        """The number of input channels the recipe makes (1, 3, or ``len(mean)`` if stacked)."""
+        if self.channel_order == "stacked":
+            return int(self.mean.shape[-1])
+        return 1 if self.channel_order == "grey" else 3
+
+    def for_channels(self, channels):
+        """The recipe for a model whose pretrained RGB conv1 was adapted to ``channels``
+        (``keras_resnet.weights.adapt_input_kernel``): 1 channel is grey, with the mean of
+        the means and stds; C > 3 are stacked, means and stds repeated as the filters are.
+
+        Example:
+            >>> ImagePreprocessing(32, mean=(0.2, 0.4, 0.6)).for_channels(1).mean.round(2)
+            array([0.4], dtype=float32)
+        """
+        if channels == self.channels:
+            return self
+        if self.channel_order not in ("rgb", "bgr"):
+            raise InvalidArgument(
+                f"Only an RGB or BGR recipe can be adapted to {channels} channels; this one "
+                f"is {self.channel_order!r} with {self.channels}."
+            )
+        if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+            raise InvalidArgument(f"`channels` must be a positive integer; got {channels!r}.")
+        if channels == 1:
+            adapt, order = (lambda v: v.mean(axis=-1, keepdims=True)), "grey"
+        else:
+            def adapt(values):
+                repeats = [1] * (values.ndim - 1) + [-(-channels // 3)]
+                return np.tile(values, repeats)[..., :channels]
+            order = "stacked"
+        config = self.get_config()
+        config.update(
+            channel_order=order, mean=adapt(self.mean).tolist(),
+            std=None if self.std is None else adapt(self.std).tolist(),
+        )
+        return ImagePreprocessing(**config)
 
     @property
     def num_classes(self):
@@ -238,6 +296,20 @@ def caffe(image_size=224, resize_size=256, class_names=None, source="keras_appli
     )
 
 
+def plain(image_size, channels=3, class_names=None, source="default"):
+    """Resize to ``image_size``, pixels / 255, no mean: the recipe of a model built without
+    weights, for ``channels`` input channels (1 grey, 3 RGB, other counts stacked).
+
+    Example:
+        >>> plain(32, channels=1).channel_order
+        'grey'
+    """
+    check = _positive_int("channels", channels)
+    order = {1: "grey", 3: "rgb"}.get(check, "stacked")
+    return ImagePreprocessing(image_size, channel_order=order, mean=(0.0,) * check,
+                              class_names=class_names, source=source)
+
+
 def default_for(model):
     """What a model that carries no preprocessing gets: resize to its input, pixels / 255,
     classes named by index.
@@ -246,16 +318,14 @@ def default_for(model):
         >>> default_for(keras.applications.ResNet50(weights=None)).num_classes
         1000
     """
-    height, width = model.input_shape[1:3]
+    height, width, channels = model.input_shape[1:4]
     if height is None or width is None:
         raise InvalidArgument(
             f"Model {model.name!r} has no fixed input size ({model.input_shape}) and carries no "
             "preprocessing; attach one with keras_resnet.preprocessing.attach(model, ...)."
         )
     classes = model.output_shape[-1]
-    return ImagePreprocessing(
-        (height, width), class_names=[str(i) for i in range(classes)], source="default"
-    )
+    return plain((height, width), channels, [str(i) for i in range(classes)])
 
 
 def from_any_config(config):

@@ -69,7 +69,7 @@ if REPO not in sys.path:
 TINY = {"depth": 8, "classes": 10, "width_multiplier": 1.0}
 TENSORFLOW_MODULES = ("data", "distribute", "runs", "export", "serving")
 MODEL_SIDE = ("architectures", "blocks", "models", "weights", "summary", "preprocessing",
-              "saving", "training", "devices", "extras", "analysis")
+              "saving", "training", "devices", "extras", "analysis", "features")
 
 
 def result(**values):
@@ -111,6 +111,23 @@ def imports(folder):
     from keras_resnet import training
 
     callbacks = training.paper_callbacks(folder, "cifar", total_iterations=10, monitor="top1")
+    # The backbone side: stage features, embeddings, dilation and stochastic depth.
+    import numpy as np
+
+    images, _ = tiny_data(2)
+    regularized = tiny_model(drop_path_rate=0.5, classifier_activation=None)
+    plain = tiny_model(classifier_activation=None)
+    plain.set_weights(regularized.get_weights())
+    dilated = keras_resnet.ResNet18(input_shape=(64, 64, 3), output_stride=8)
+    backbone = {
+        "features": {k: list(v.shape) for k, v in keras_resnet.feature_extractor(model)(images).items()},
+        "embeddings": list(keras_resnet.embedding_model(model)(images).shape),
+        "dilated_conv5": list(keras_resnet.feature_extractor(dilated, ["conv5"])(
+            np.zeros((1, 64, 64, 3), "float32"))["conv5"].shape),
+        "inference_equal": bool(np.array_equal(regularized(images), plain(images))),
+        "training_differs": bool(np.abs(np.asarray(regularized(images, training=True))
+                                        - np.asarray(plain(images, training=True))).max() > 1e-3),
+    }
     result(
         backend=keras.backend.backend(),
         tensorflow_imported="tensorflow" in sys.modules,
@@ -120,6 +137,7 @@ def imports(folder):
         summary=keras_resnet.summary_table(["resnet20"]).splitlines()[-1].split(),
         callbacks=[type(c).__name__ for c in callbacks],
         failures=failures,
+        backbone=backbone,
     )
 
 

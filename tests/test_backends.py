@@ -121,6 +121,14 @@ def test_model_side_imports_and_builds_without_tensorflow(imports):
                                     "CSVLogger", "StopOnNaN", "RunBackup"]
 
 
+def test_backbone_features_and_stochastic_depth_without_tensorflow(imports):
+    backbone = imports["backbone"]
+    assert backbone["features"] == {"conv1": [2, 32, 32, 16], "conv2": [2, 32, 32, 16],
+                                    "conv3": [2, 16, 16, 32], "conv4": [2, 8, 8, 64]}
+    assert backbone["embeddings"] == [2, 64] and backbone["dilated_conv5"] == [1, 8, 8, 512]
+    assert backbone["inference_equal"] and backbone["training_differs"]
+
+
 def test_tensorflow_modules_fail_naming_the_extra(imports):
     for module, failure in imports["failures"].items():
         assert failure is not None, f"keras_resnet.{module} imported without TensorFlow"

@@ -25,7 +25,7 @@ LEVELS = {
     "saving": 3, "analysis": 3,
     "weights": 4,
     "models": 5,
-    "summary": 6, "data": 6, "training": 6, "distribute": 6,
+    "summary": 6, "features": 6, "data": 6, "training": 6, "distribute": 6,
     "export": 7, "tuning": 7,
     "runs": 8, "serving": 8,
     "cli": 9,

@@ -85,6 +85,7 @@ def export_dir(tmp_path_factory):
     """``digits`` versions 1 and 2 (same weights) and a second model ``other``."""
     root = tmp_path_factory.mktemp("exports")
     model = keras_resnet.CifarResNet(8, classes=10)
+    keras_resnet.save_model(model, str(root / "model.keras"))  # not a servable: no version folder
     export.export_saved_model(model, str(root), model_name="digits", version=1)
     shutil.copytree(root / "digits" / "1", root / "digits" / "2")
     shutil.copytree(root / "digits", root / "other")
@@ -153,7 +154,8 @@ def test_metadata_describes_every_signature(client):
         metadata = client.get(path).json()
         assert metadata["model_spec"] == {"name": "digits", "signature_name": "", "version": "2"}
         defs = metadata["metadata"]["signature_def"]["signature_def"]
-        assert {"serving_default", "serving_images", "serving_bytes", "probabilities"} <= set(defs)
+        assert {"serving_default", "serving_images", "serving_bytes", "probabilities",
+                "embeddings", "embeddings_images"} <= set(defs)
 
         def dims(tensor):
             return [int(d["size"]) for d in tensor["tensor_shape"]["dim"]]
@@ -230,6 +232,26 @@ def test_single_output_signature_returns_bare_values(client, reference):
     np.testing.assert_allclose(rows["predictions"], expected, atol=1e-5)  # list of lists, no names
     columns = predict(client, {"signature_name": "probabilities", "inputs": images.tolist()}).json()
     np.testing.assert_allclose(columns["outputs"], expected, atol=1e-5)
+
+
+def test_embeddings_signatures_answer_by_signature_name(client, reference, export_dir):
+    """The pooled features, beside the predictions: what the Keras model's embedding_model
+    computes, for preprocessed floats and for raw pixels."""
+    images = np.random.default_rng(3).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    expected = reference["embeddings"](images=tf.constant(images))["embeddings"].numpy()
+    assert expected.shape == (2, 64)  # ResNet-8's conv4 channels, pooled
+    rows = predict(client, {"signature_name": "embeddings", "instances": images.tolist()})
+    assert rows.status_code == 200, rows.text
+    np.testing.assert_allclose(rows.json()["predictions"], expected, atol=1e-5)
+    pixels = np.random.default_rng(4).integers(0, 256, (1, 20, 24, 3), dtype=np.uint8)
+    raw = predict(client, {"signature_name": "embeddings_images", "inputs": pixels.tolist()})
+    assert raw.status_code == 200, raw.text
+    np.testing.assert_allclose(
+        raw.json()["outputs"],
+        reference["embeddings_images"](images=tf.constant(pixels))["embeddings"].numpy(), atol=1e-5,
+    )
+    keras_model = keras_resnet.load_model(export_dir / "model.keras")
+    np.testing.assert_allclose(expected, keras_resnet.embedding_model(keras_model)(images), atol=1e-5)
 
 
 def test_odd_but_valid_images(client, reference, china):

@@ -580,3 +580,84 @@ def test_full_size_parity_with_keras_hub(depth, tmp_path):
     print(f"resnet{depth}: max |logit difference| vs keras-hub {difference:.2e} "
           f"(logits up to {np.abs(expected).max():.2f})")
     assert difference < 1e-5 * max(1.0, np.abs(expected).max())
+
+
+# --- any number of input channels -------------------------------------------------------------
+
+
+def test_adapt_input_kernel_follows_timms_rule():
+    kernel = np.random.default_rng(0).normal(size=(7, 7, 3, 8)).astype("float32")
+    np.testing.assert_allclose(weights_lib.adapt_input_kernel(kernel, 1), kernel.sum(axis=2, keepdims=True))
+    np.testing.assert_array_equal(weights_lib.adapt_input_kernel(kernel, 3), kernel)
+    four = weights_lib.adapt_input_kernel(kernel, 4)  # R, G, B, R, scaled by 3/4
+    np.testing.assert_allclose(four, np.concatenate([kernel, kernel[:, :, :1]], axis=2) * 0.75, rtol=1e-6)
+    np.testing.assert_allclose(weights_lib.adapt_input_kernel(kernel, 2), kernel[:, :, :2] * 1.5, rtol=1e-6)
+    assert weights_lib.adapt_input_kernel(kernel, 7).shape == (7, 7, 7, 8)
+    with pytest.raises(ValueError, match=r"Only a 3-channel \(RGB\) first convolution can be adapted"):
+        weights_lib.adapt_input_kernel(kernel[:, :, :2], 1)
+    with pytest.raises(ValueError, match="`channels` must be a positive integer; got 0"):
+        weights_lib.adapt_input_kernel(kernel, 0)
+
+
+@pytest.mark.parametrize("channels, order", [(1, "grey"), (4, "stacked")])
+def test_a_weight_set_adapts_conv1_and_its_preprocessing(http_folder, monkeypatch, channels, order):
+    """ResNet18(weights=..., input_shape=(h, w, C)): conv1 adapted, the recipe C channels wide."""
+    folder, url, _ = http_folder
+    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for variable in reference.variables:
+        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    weights_lib.to_torch_layout(reference, folder / "r18.safetensors")
+    weight_set = dataclasses.replace(
+        weights_lib.get("resnet18", "timm_tv_in1k"),
+        files=(weights_lib.WeightFile(url + "r18.safetensors", "r18.safetensors"),))
+    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", (weight_set,) + sets_lib.WEIGHT_SETS[1:])
+    monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    model = keras_resnet.ResNet18(weights="imagenet", input_shape=(64, 64, channels))
+    kernel = reference.get_layer("conv1").kernel.numpy()
+    np.testing.assert_allclose(model.get_layer("conv1").kernel.numpy(),
+                               weights_lib.adapt_input_kernel(kernel, channels), rtol=1e-6)
+    for ours, theirs in zip(model.weights[1:], reference.weights[1:]):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    recipe = preprocessing.of(model)
+    assert recipe.channel_order == order and recipe.channels == channels
+    mean, std = np.asarray(preprocessing.IMAGENET_MEAN), np.asarray(preprocessing.IMAGENET_STD)
+    expected_mean = [mean.mean()] if channels == 1 else [*mean, mean[0]]
+    np.testing.assert_allclose(recipe.mean, expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(recipe.std, [std.mean()] if channels == 1 else [*std, std[0]], rtol=1e-6)
+    if channels == 1:
+        # A grey image gives what its RGB copy gave, up to the mean/std averaging: exactly
+        # when the recipe is the same in every channel.
+        flat = preprocessing.ImagePreprocessing(64, mean=(0.5,) * 3, std=(0.25,) * 3)
+        grey = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
+        rgb_model = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+        rgb_model.set_weights(reference.get_weights())
+        np.testing.assert_allclose(
+            model(flat.for_channels(1).normalize(grey)),
+            rgb_model(flat.normalize(np.repeat(grey, 3, axis=-1))), rtol=1e-4, atol=1e-5)
+
+
+def test_keras_applications_weights_adapt_to_one_channel(monkeypatch):
+    """The keras.applications path (Caffe BGR weights) adapts conv1 too."""
+    original = keras.applications.ResNet50
+    made = {}
+
+    def fake_resnet50(**kwargs):
+        assert kwargs["weights"] == "imagenet" and kwargs["input_shape"] == (64, 64, 3)
+        made["model"] = original(**{**kwargs, "weights": None})
+        _randomize(made["model"])
+        return made["model"]
+
+    monkeypatch.setattr(keras.applications, "ResNet50", fake_resnet50)
+    model = keras_resnet.ResNet50(weights="imagenet", include_top=False, pooling="avg",
+                                  input_shape=(64, 64, 1))
+    np.testing.assert_allclose(model.get_layer("conv1").kernel.numpy(),
+                               made["model"].get_layer("conv1_conv").kernel.numpy().sum(axis=2, keepdims=True),
+                               rtol=1e-6)
+    recipe = preprocessing.of(model)
+    assert recipe.channel_order == "grey" and recipe.mean.shape == (1,) and recipe.scale == 1.0
+    grey = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 1)).astype("float32")
+    # Caffe's recipe differs per channel, so grey and RGB agree closely, not exactly.
+    caffe_rgb = made["model"](np.repeat(grey, 3, -1)[..., ::-1] - preprocessing.CAFFE_MEAN_BGR)
+    ours = model(grey - recipe.mean)
+    assert np.corrcoef(np.ravel(ours), np.ravel(caffe_rgb))[0, 1] > 0.99

@@ -73,6 +73,7 @@ from keras_resnet.data.images import (  # noqa: E402
     resize_shorter_side,
     resize_to_uint8,
     ten_crop,
+    to_model_channels,
 )
 from keras_resnet.data.pipeline import (
     AUGMENTATIONS,
@@ -96,5 +97,5 @@ __all__ = [
     "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops", "center_crop",
     "cifar_augment", "imagenet_augment", "imagenet_sides", "load", "normalize",
     "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
-    "tfds_split",
+    "tfds_split", "to_model_channels",
 ]

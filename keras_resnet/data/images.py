@@ -51,6 +51,35 @@ def to_rgb(images):
     raise InvalidArgument(f"`images` must have 1, 3 or 4 channels; got shape {images.shape}.")
 
 
+def to_model_channels(images, preprocessing):
+    """Images (1, 3 or 4 channels) as the channels ``preprocessing`` (an
+    ``ImagePreprocessing``) names: RGB for "rgb"/"bgr" (:func:`to_rgb`), one luma channel for
+    "grey" (ITU-R 601, rounded back to uint8 for uint8 images), and exactly ``channels`` as
+    given for "stacked".
+
+    Example:
+        >>> to_model_channels(tf.zeros((2, 8, 8, 3), tf.uint8), ImagePreprocessing(8, channel_order="grey")).shape
+        TensorShape([2, 8, 8, 1])
+    """
+    order = preprocessing.channel_order
+    if order in ("rgb", "bgr"):
+        return to_rgb(images)
+    channels = images.shape[-1]
+    if order == "stacked":
+        if channels != preprocessing.channels:
+            raise InvalidArgument(
+                f"The model takes {preprocessing.channels} stacked channels; got images of shape "
+                f"{images.shape}. Give arrays with exactly {preprocessing.channels} channels."
+            )
+        return images
+    if channels == 1:
+        return images
+    grey = tf.image.rgb_to_grayscale(tf.cast(to_rgb(images), tf.float32))
+    if images.dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(grey), 0.0, 255.0), tf.uint8)
+    return tf.cast(grey, images.dtype)
+
+
 def resize_to_uint8(images, size, method="bilinear"):
     """Resize to ``size`` (an int for a square, or (height, width)), rounded back to uint8
     (identity at the same size)."""
@@ -283,12 +312,13 @@ def preprocess(images, preprocessing):
     ``resize_size``, centre crop. Then :func:`normalize`.
 
     Args:
-        images: ``(batch, h, w, c)`` uint8 (or numbers in 0..255), c = 1, 3 or 4.
+        images: ``(batch, h, w, c)`` uint8 (or numbers in 0..255), c = 1, 3 or 4 (or the
+            model's channels, if stacked).
         preprocessing: an ``ImagePreprocessing`` (``keras_resnet.preprocessing.of(model)``)
             or a ``DatasetInfo``.
 
     Returns:
-        float32 ``(batch, height, width, 3)``.
+        float32 ``(batch, height, width, channels)``.
 
     Example:
         >>> preprocess(tf.zeros((2, 8, 8, 1), tf.uint8), ImagePreprocessing(32)).shape
@@ -298,7 +328,7 @@ def preprocess(images, preprocessing):
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
         raise InvalidArgument(f"`images` must be (batch, h, w, c); got shape {images.shape}.")
-    images = to_rgb(images)
+    images = to_model_channels(images, preprocessing)
     method = preprocessing.interpolation
     if preprocessing.resize == "shorter_side":
         images = resize_shorter_side(images, preprocessing.resize_size, method)

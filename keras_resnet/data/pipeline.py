@@ -21,7 +21,7 @@ from keras_resnet.data.images import (
     resize_shorter_side,
     resize_to_uint8,
     ten_crop,
-    to_rgb,
+    to_model_channels,
 )
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
@@ -72,7 +72,7 @@ class DatasetInfo:
 
     @property
     def image_shape(self):
-        return (*self.preprocessing.image_size, 3)
+        return (*self.preprocessing.image_size, self.preprocessing.channels)
 
     @property
     def mean(self):
@@ -283,7 +283,7 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
     size = info.preprocessing.image_size
 
     def decode(encoded, label):
-        image = source.decode(encoded)
+        image = to_model_channels(source.decode(encoded), info.preprocessing)
         if style == "cifar":  # fixed small size: resize once, before the cache
             image = resize_to_uint8(image, size, info.preprocessing.interpolation)
         return image, tf.cast(label, tf.int32)
@@ -308,7 +308,7 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
     dataset = dataset.batch(batch, drop_remainder=drop_remainder)
     if info.ten_crop:
         dataset = dataset.map(
-            lambda images, labels: (tf.reshape(images, (-1, *size, 3)), labels)
+            lambda images, labels: (tf.reshape(images, (-1, *info.image_shape)), labels)
         )
     options = tf.data.Options()
     options.deterministic = bool(deterministic or not training)
@@ -334,7 +334,8 @@ def _train_one(image, seed, info):
         image, geometry_seed, image_size=preprocessing.image_size[0], sides=info.train_sides,
         flip=info.horizontal_flip,
     )
-    image = pca_lighting(image * SCALE, colour_seed) / SCALE  # §3.4, in [0, 1] units
+    if preprocessing.channels == 3:  # §3.4's colour augmentation needs RGB
+        image = pca_lighting(image * SCALE, colour_seed) / SCALE  # in [0, 1] units
     return normalize(image, preprocessing)
 
 
@@ -355,7 +356,7 @@ def augment_image(image, seed, info):
         >>> augment_image(tf.zeros((8, 8, 1), tf.uint8), [0, 1], info).shape
         TensorShape([32, 32, 3])
     """
-    image = to_rgb(tf.convert_to_tensor(image))
+    image = to_model_channels(tf.convert_to_tensor(image), info.preprocessing)
     if info.augmentation is None:
         return preprocess(image[None], info)[0]
     return _train_one(image, seed, info)

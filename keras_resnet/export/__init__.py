@@ -37,6 +37,7 @@ from keras_resnet.export.formats import (  # noqa: E402
     FORMATS,
     INPUT_NAME,
     OUTPUT_NAME,
+    OUTPUTS,
     QUANTIZATIONS,
     RUNTIMES,
     SUFFIXES,
@@ -73,7 +74,7 @@ from keras_resnet.export.writers import (  # noqa: E402
 __all__ = [
     "ACTIVATION_TYPES", "DEFAULT_FORMATS", "FILE_EXPORTERS", "FILE_RUNNERS", "FORMATS",
     "FORMAT_NAMES", "FORMAT_PACKAGES", "FORMAT_QUANTIZATIONS", "INPUT_NAME", "METADATA_FILE",
-    "OUTPUT_NAME", "QUANTIZATIONS", "RUNTIMES", "SUFFIXES",
+    "OUTPUT_NAME", "OUTPUTS", "QUANTIZATIONS", "RUNTIMES", "SUFFIXES",
     "KerasRunner", "ONNXRunner", "OpenVINORunner", "SavedModelRunner", "TFLiteModel",
     "export_onnx", "export_openvino", "export_run", "export_saved_model", "float32_model",
     "format_parity", "open_runner", "parity_report", "predict_files", "read_export_metadata",

@@ -7,6 +7,7 @@ Example:
 """
 
 import os
+import tempfile
 
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.extras import require
@@ -26,6 +27,8 @@ RUNTIMES = {"saved_model": "TensorFlow", "keras": "Keras", "tflite": "LiteRT",
             "onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 # The input and output names of ONNX and OpenVINO exports.
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+# What an exported file can output: class probabilities, or the pooled features.
+OUTPUTS = ("probabilities", "embeddings")
 FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX",
                 "openvino": "OpenVINO"}
 # Packages each format needs to export and to run (the [onnx] / [openvino] extras).
@@ -78,5 +81,9 @@ def check_writable(argument, folder):
     probe = probe or "."
     if not os.path.isdir(probe):
         raise InvalidArgument(f"`{argument}` {folder!r} lies below {probe!r}, which is a file.")
-    if not os.access(probe, os.W_OK):
-        raise InvalidArgument(f"`{argument}` {folder!r} is not writable ({probe!r} is read-only).")
+    try:  # os.access says yes to root anywhere, even in /proc: try for real
+        os.rmdir(tempfile.mkdtemp(prefix=".keras_resnet_probe.", dir=probe))
+    except OSError as error:
+        raise InvalidArgument(
+            f"`{argument}` {folder!r} is not writable ({probe!r}: {error.strerror or error})."
+        ) from None

@@ -18,6 +18,7 @@ from keras_resnet.export.formats import (
     check_writable,
     require_format,
 )
+from keras_resnet.features import embedding_model
 from keras_resnet.export.parity import parity_report
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.export.saved_model import export_saved_model
@@ -71,7 +72,7 @@ def _check_run_arguments(formats, quantizations):
 
 
 def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,), *,
-               dataset=None, data_dir=None, version=None):
+               dataset=None, data_dir=None, version=None, embeddings=False):
     """Export a model to each format and report parity, as ``keras-resnet export`` does.
 
     Args:
@@ -87,9 +88,13 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
         dataset: test and calibration images; default: the dataset the model was trained on.
         data_dir: tensorflow-datasets data directory.
         version: the SavedModel version (replaced when it exists); default: the next one.
+        embeddings: also write, per file format, a float32 embeddings model
+            (``FORMAT/embeddings_float32.SUFFIX``, output ``embeddings``: the pooled
+            features); the SavedModel always has an ``embeddings`` signature.
 
     Returns:
-        dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths),
+        dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths,
+        embeddings models last),
         ``parity`` (one :func:`parity_report` dict per exported file, the SavedModel too,
         when a file format is requested; TFLite rows only when LiteRT is installed).
 
@@ -121,4 +126,13 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
             if fmt != "tflite" or _litert_installed():
                 checked.append(path)
     result["parity"] = [parity_report(keras_model, path, images) for path in checked]
+    if embeddings:
+        embedder = embedding_model(keras_model)
+        for fmt in files:
+            path = FILE_EXPORTERS[fmt](
+                embedder, os.path.join(output_dir, keras_model.name, fmt,
+                                       f"embeddings_float32{SUFFIXES[fmt]}"),
+                preprocessing=preprocessing, output="embeddings",
+            )
+            result[fmt].append(path)
     return result

@@ -1,6 +1,7 @@
-"""Running what was exported: one runner per runtime (``runner(images) -> probabilities`` and
-``runner.preprocessing``), :func:`open_runner` picking one for a path, and top-k predictions
-for image files.
+"""Running what was exported: one runner per runtime (``runner(images) -> outputs``,
+``runner.preprocessing`` and ``runner.outputs``: "probabilities", or "embeddings" for a file
+exported from ``keras_resnet.embedding_model``), :func:`open_runner` picking one for a path,
+and top-k predictions or embeddings for image files.
 
 Example:
     >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
@@ -13,7 +14,9 @@ import tensorflow as tf
 
 from keras_resnet import data, logs
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.formats import OUTPUT_NAME
 from keras_resnet.export.resolve import resolve_model
+from keras_resnet.features import embedding_model
 from keras_resnet.export.saved_model import read_export_preprocessing
 from keras_resnet.export.writers import read_sidecar
 from keras_resnet.extras import require
@@ -25,6 +28,12 @@ def _file_preprocessing(path):
     if sidecar is None:
         raise InvalidArgument(f"{path!r} has no preprocessing file {path + '.json'!r} beside it.")
     return sidecar["preprocessing"]
+
+
+def _file_outputs(path):
+    """What a file's output holds, per its sidecar ("probabilities" before embeddings existed)."""
+    sidecar = read_sidecar(path)
+    return (sidecar or {}).get("outputs", OUTPUT_NAME)
 
 
 def _load_error(kind, path, error):
@@ -53,6 +62,7 @@ class TFLiteModel:
         self.output = self.interpreter.get_output_details()[0]
         sidecar = read_sidecar(path)
         self.preprocessing = sidecar and sidecar["preprocessing"]
+        self.outputs = _file_outputs(path)
 
     def _run_one(self, image):
         scale, zero_point = self.input["quantization"]
@@ -83,6 +93,7 @@ class ONNXRunner:
         ort = require("onnxruntime", "Running an .onnx file")
         self.path = path
         self.preprocessing = _file_preprocessing(path)
+        self.outputs = _file_outputs(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         if num_threads:
@@ -112,6 +123,7 @@ class OpenVINORunner:
         ov = require("openvino", "Running an OpenVINO .xml model")
         self.path = path
         self.preprocessing = _file_preprocessing(path)
+        self.outputs = _file_outputs(path)
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if num_threads:
             self.config["INFERENCE_NUM_THREADS"] = num_threads
@@ -148,14 +160,27 @@ class SavedModelRunner:
     def __init__(self, path):
         self.path = path
         try:
-            self.signature = tf.saved_model.load(path).signatures["serving_default"]
+            self.loaded = tf.saved_model.load(path)
+            self.signature = self.loaded.signatures["serving_default"]
             self.preprocessing = read_export_preprocessing(path)
         except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
             raise _load_error("SavedModel", path, error) from None
 
+    outputs = OUTPUT_NAME
+
     def __call__(self, images):
         images = tf.constant(np.asarray(images, np.float32))
         return self.signature(images=images)["probabilities"].numpy()
+
+    def embeddings(self, images):
+        """The export's ``embeddings`` signature: pooled features ``(n, channels)``."""
+        if "embeddings" not in self.loaded.signatures:
+            raise InvalidArgument(
+                f"SavedModel {self.path!r} has no 'embeddings' signature (exported before "
+                "keras_resnet had them); export it again."
+            )
+        images = tf.constant(np.asarray(images, np.float32))
+        return self.loaded.signatures["embeddings"](images=images)["embeddings"].numpy()
 
 
 class KerasRunner:
@@ -169,8 +194,14 @@ class KerasRunner:
         self.path = path
         self.model, self.preprocessing = resolve_model(path)
 
+    outputs = OUTPUT_NAME
+
     def __call__(self, images):
         return self.model.predict(np.asarray(images, np.float32), verbose=0)
+
+    def embeddings(self, images):
+        """The model's pooled features ``(n, channels)`` (``keras_resnet.embedding_model``)."""
+        return embedding_model(self.model).predict(np.asarray(images, np.float32), verbose=0)
 
 
 FILE_RUNNERS = {".tflite": TFLiteModel, ".onnx": ONNXRunner, ".xml": OpenVINORunner}
@@ -211,9 +242,10 @@ def open_runner(path, num_threads=None):
     return KerasRunner(path)
 
 
-def read_image(path):
-    """An image file as uint8 RGB ``(h, w, 3)``: palettes, grayscale, alpha, CMYK and 16-bit
-    images are converted as PIL reads them (the first frame of an animation).
+def read_image(path, channels=3):
+    """An image file as uint8 RGB ``(h, w, 3)`` (``channels=4``: RGBA, opaque where the file
+    has no alpha): palettes, grayscale, alpha, CMYK and 16-bit images are converted as PIL
+    reads them (the first frame of an animation).
 
     Example:
         >>> read_image("digit.png").dtype  # doctest: +SKIP
@@ -230,9 +262,10 @@ def read_image(path):
             if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
                 raise InvalidArgument(f"{path!r} is a {image.format} image, not JPEG, PNG, GIF or BMP.")
             if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the top byte
-                grey = np.asarray(image, np.float64) / 257.0
-                return np.repeat(np.round(grey).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
-            return np.asarray(image.convert("RGB"), np.uint8)
+                image = Image.fromarray(
+                    np.round(np.asarray(image, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+                )
+            return np.asarray(image.convert("RGBA" if channels == 4 else "RGB"), np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise InvalidArgument(
             f"{path!r} is not a readable JPEG, PNG, GIF or BMP image ({error})."
@@ -244,8 +277,21 @@ def _top_k(probabilities, class_names, k):
     return [{"index": int(i), "label": class_names[i], "score": float(probabilities[i])} for i in order]
 
 
-def predict_files(model_path, image_paths, top_k=5):
-    """Top-k predictions for image files from any model :func:`open_runner` opens.
+def _embeddings(runner, images):
+    if hasattr(runner, "embeddings"):
+        return runner.embeddings(images)
+    if runner.outputs != "embeddings":
+        raise InvalidArgument(
+            f"`model` {runner.path!r} outputs {runner.outputs}; embeddings come from a .keras "
+            "file, a run directory, a SavedModel, or a file exported with "
+            "`keras-resnet export --embeddings`."
+        )
+    return runner(images)
+
+
+def predict_files(model_path, image_paths, top_k=5, embeddings=False):
+    """Top-k predictions (or embeddings) for image files from any model :func:`open_runner`
+    opens.
 
     Args:
         model_path: anything :func:`open_runner` opens: a ``.keras`` file (or run
@@ -254,21 +300,35 @@ def predict_files(model_path, image_paths, top_k=5):
             :func:`export_onnx` or :func:`export_openvino`.
         image_paths: JPEG/PNG/GIF/BMP files.
         top_k: how many classes to return per image (at least 1; at most the class count).
+        embeddings: return the pooled features instead: a float32 ``(n, channels)`` array
+            (from a file, one exported with ``output="embeddings"``).
 
     Returns:
-        list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``.
+        list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``, or the
+        embeddings array.
 
     Example:
         >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidArgument(f"`top_k` must be a positive integer; got {top_k!r}.")
-    images = [read_image(path) for path in image_paths]
+    for path in image_paths:  # before the model loads: a missing image fails fast
+        if not os.path.isfile(path):
+            read_image(path)
     runner = open_runner(model_path)
     preprocessing = runner.preprocessing
-    class_names = preprocessing.class_names
+    channels = 4 if preprocessing.channels == 4 else 3
+    images = [read_image(path, channels) for path in image_paths]
     batch = np.concatenate([data.preprocess(image[None], preprocessing) for image in images])
+    if embeddings:
+        return np.asarray(_embeddings(runner, batch), np.float32)
+    if runner.outputs != OUTPUT_NAME:
+        raise InvalidArgument(
+            f"`model` {runner.path!r} outputs {runner.outputs}, not probabilities: ask for "
+            "embeddings (`keras-resnet predict --embeddings OUT.npy`)."
+        )
     probabilities = runner(batch)
+    class_names = preprocessing.class_names
     if class_names is None:
         class_names = [str(i) for i in range(probabilities.shape[-1])]
     return [

@@ -10,8 +10,11 @@ An export lives in ``<export_dir>/<model_name>/<version>/``. Signatures:
   graph (TensorFlow Serving's REST ``{"b64": ...}`` maps onto it).
 - ``probabilities``: like ``serving_default`` with the probabilities alone (what TFLite
   conversion of a SavedModel reads).
+- ``embeddings`` (float32 ``images``, preprocessed) and ``embeddings_images`` (uint8
+  ``images``, any size): ``embeddings``, the pooled features
+  (``keras_resnet.features.embedding_model``), for retrieval and clustering.
 
-Every serving signature returns ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
+Every serving signature (``serving_*``) returns ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
 ``top_k_labels`` (class names from ``assets/labels.txt``). ``assets.extra/keras_resnet.json``
 holds the preprocessing recipe as JSON for clients that prepare inputs themselves.
 
@@ -28,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from keras_resnet import data
+from keras_resnet.features import embedding_model
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import check_writable
@@ -106,19 +110,31 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
                 "top_k_labels": labels.lookup(tf.cast(indices, tf.int64)),
             }
 
+        # Encoded images decode to RGB (RGBA for a 4-channel stacked model), then to the
+        # model's channels.
+        decoded_channels = 4 if info.channels == 4 else 3
+
         def from_bytes(image_bytes):
             def decode(encoded):
-                image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                image = tf.io.decode_image(
+                    encoded, channels=decoded_channels, expand_animations=False
+                )
                 return data.preprocess(image[None], info)[0]
 
             images = tf.map_fn(
                 decode, image_bytes,
-                fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
+                fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
             )
             return predict(images)
 
+        embedder = embedding_model(model)
+
+        def embed(images):
+            return {"embeddings": tf.cast(embedder(images, training=False), tf.float32)}
+
         archive = keras.export.ExportArchive()
         archive.track(model)
+        archive.track(embedder)
         archive.track(labels)
         float_spec = tf.TensorSpec((None, height, width, channels), tf.float32, name="images")
         archive.add_endpoint("serving_default", predict, input_signature=[float_spec])
@@ -135,6 +151,12 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
             "probabilities",
             lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)},
             input_signature=[float_spec],
+        )
+        archive.add_endpoint("embeddings", embed, input_signature=[float_spec])
+        archive.add_endpoint(
+            "embeddings_images",
+            lambda images: embed(data.preprocess(images, info)),
+            input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")],
         )
         with atomic_path(path) as staging:
             archive.write_out(staging, verbose=False)

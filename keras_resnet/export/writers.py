@@ -30,6 +30,7 @@ from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import (
     INPUT_NAME,
     OUTPUT_NAME,
+    OUTPUTS,
     SUFFIXES,
     check_quantization,
     check_writable,
@@ -49,10 +50,19 @@ _SUFFIX_NOTES = {"openvino": " (OpenVINO IR)"}
 # Sidecars and what every writer shares
 
 
-def _sidecar(path, fmt, quantization, info, input_name=INPUT_NAME, output_name=OUTPUT_NAME):
-    """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs."""
+def _check_output(output):
+    if output not in OUTPUTS:
+        raise InvalidArgument(f"`output` must be one of {OUTPUTS}; got {output!r}.")
+    return output
+
+
+def _sidecar(path, fmt, quantization, info, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+             output=OUTPUT_NAME):
+    """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs
+    (``output_name``: the output tensor's name; ``output``: what it holds)."""
     sidecar = {"format": fmt, "quantization": quantization, "input": input_name,
-               "output": output_name, "preprocessing": json.loads(info.to_json())}
+               "output": output_name, "outputs": output,
+               "preprocessing": json.loads(info.to_json())}
     write_json(path + ".json",
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})
 
@@ -167,7 +177,7 @@ def _convert_saved_model(saved_model, options):
 
 
 def tflite(model_or_savedmodel, path, quantization=None, representative_data=None,
-           preprocessing=None):
+           preprocessing=None, output=OUTPUT_NAME):
     """Write a ``.tflite`` file: Keras' litert exporter for a model, TFLite's converter (the
     ``probabilities`` signature) for a SavedModel; the same converter settings either way.
 
@@ -181,6 +191,8 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
         representative_data: preprocessed float32 images (n, h, w, c) for "int8"/"int8_full".
         preprocessing: for a model: an ``ImagePreprocessing`` to store beside the file;
             default: the model's own.
+        output: what the model outputs, recorded in ``path + ".json"``: "probabilities",
+            or "embeddings" for ``keras_resnet.embedding_model(model)``.
 
     Returns:
         ``path``.
@@ -189,6 +201,7 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
         >>> tflite(model, "m_int8.tflite", "int8", representative_data=train_images[:200])  # doctest: +SKIP
     """
     path = _checked_path("tflite", path, quantization, representative_data)
+    _check_output(output)
     options = _litert_options(quantization, representative_data)
     source = os.fspath(model_or_savedmodel) if isinstance(
         model_or_savedmodel, (str, os.PathLike)) else None
@@ -201,7 +214,8 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
             model, info = resolve_model(model_or_savedmodel, preprocessing)
             with _exporter_errors(model, "litert"):
                 _keras_export(model, staging, "litert", **options)
-        _sidecar(path, "tflite", quantization, info, input_name=None, output_name=None)
+        _sidecar(path, "tflite", quantization, info, input_name=None, output_name=None,
+                 output=output)
     return path
 
 
@@ -209,17 +223,17 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
 # ONNX
 
 
-def _name_onnx_io(path):
-    """Name the input ``images``, the output ``probabilities`` and the batch axis ``batch``
+def _name_onnx_io(path, output_name=OUTPUT_NAME):
+    """Name the input ``images``, the output ``output_name`` and the batch axis ``batch``
     (tf2onnx names them ``images``, ``Identity:0`` and ``unk__N``)."""
     onnx = require("onnx", "ONNX export")
     model = onnx.load(path)
     graph = model.graph
     old = graph.output[0].name
     for node in graph.node:
-        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
-        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
-    graph.output[0].name = OUTPUT_NAME
+        node.input[:] = [output_name if name == old else name for name in node.input]
+        node.output[:] = [output_name if name == old else name for name in node.output]
+    graph.output[0].name = output_name
     for value in (graph.input[0], graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(model)
@@ -255,7 +269,7 @@ def _quantize_onnx(float_path, path, representative_data, activations):
 
 
 def export_onnx(model, path, quantization=None, representative_data=None, preprocessing=None,
-                opset=None, activations="uint8"):
+                opset=None, activations="uint8", output=OUTPUT_NAME):
     """Write an ``.onnx`` file through Keras' ONNX exporter (tf2onnx), for ONNX Runtime.
 
     Input ``images`` (float32, any batch, preprocessed), output ``probabilities``;
@@ -273,6 +287,8 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
             x86 kernels; 1.8x the S8S8 throughput on ResNet-50 on an AVX2 EPYC, and as
             accurate: 100% top-1 agreement on the digits ResNet-20) or "int8" (S8S8, ONNX
             Runtime's general default, for CPUs with VNNI or ARM).
+        output: "probabilities", or "embeddings" for ``keras_resnet.embedding_model(model)``
+            (also the output tensor's name).
 
     Returns:
         ``path``.
@@ -286,15 +302,16 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
             f"{activations!r}."
         )
     path = _checked_path("onnx", path, quantization, representative_data)
+    _check_output(output)
     model, info = resolve_model(model, preprocessing)
     with atomic_path(path, suffix=".onnx") as staging, tempfile.TemporaryDirectory() as tmp:
         float_path = staging if quantization is None else os.path.join(tmp, "float32.onnx")
         with _exporter_errors(model, "onnx"):
             _keras_export(model, float_path, "onnx", opset_version=opset)
-            _name_onnx_io(float_path)  # also checks the graph: tf2onnx writes unsupported ops
+            _name_onnx_io(float_path, output)  # also checks the graph (unsupported ops)
         if quantization == "int8":
             _quantize_onnx(float_path, staging, representative_data, activations)
-        _sidecar(path, "onnx", quantization, info)
+        _sidecar(path, "onnx", quantization, info, output_name=output, output=output)
     return path
 
 
@@ -313,7 +330,7 @@ def _quantize_openvino(ov_model, representative_data):
 
 
 def export_openvino(model, path, quantization=None, representative_data=None,
-                    preprocessing=None):
+                    preprocessing=None, output=OUTPUT_NAME):
     """Write OpenVINO IR (``path``, ending ``.xml``, and its ``.bin``) through Keras' OpenVINO
     exporter.
 
@@ -327,6 +344,8 @@ def export_openvino(model, path, quantization=None, representative_data=None,
         representative_data: preprocessed float32 images (n, h, w, c) calibrating "int8".
         preprocessing: an ``ImagePreprocessing`` to store beside the file; default: the
             model's own.
+        output: "probabilities", or "embeddings" for ``keras_resnet.embedding_model(model)``
+            (also the output tensor's name).
 
     Returns:
         ``path``.
@@ -335,6 +354,7 @@ def export_openvino(model, path, quantization=None, representative_data=None,
         >>> export_openvino("runs/resnet20-digits", "exports/resnet20.xml")  # doctest: +SKIP
     """
     path = _checked_path("openvino", path, quantization, representative_data)
+    _check_output(output)
     ov = require("openvino", "OpenVINO export")
     model, info = resolve_model(model, preprocessing)
     with atomic_path(path, suffix=".xml") as staging, tempfile.TemporaryDirectory() as tmp:
@@ -345,12 +365,12 @@ def export_openvino(model, path, quantization=None, representative_data=None,
                 _keras_export(model, exported, "openvino")
             ov_model = ov.Core().read_model(exported)
             ov_model.input(0).get_tensor().add_names({INPUT_NAME})
-            ov_model.output(0).get_tensor().add_names({OUTPUT_NAME})
+            ov_model.output(0).get_tensor().add_names({output})
             if quantization == "int8":
                 ov_model = _quantize_openvino(ov_model, representative_data)
             ov.save_model(ov_model, staging, compress_to_fp16=False)
             del ov_model  # release the memory-mapped weights of `exported`
-            _sidecar(path, "openvino", quantization, info)
+            _sidecar(path, "openvino", quantization, info, output_name=output, output=output)
             os.replace(staging_bin, path[: -len(".xml")] + ".bin")  # the .xml follows last
         finally:
             if os.path.exists(staging_bin):

@@ -7,6 +7,7 @@ projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions; ours are 
 
 from keras_resnet.architectures import IMAGENET_DEPTHS
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.weights.layouts import adapt_input_kernel
 
 _BLOCK_SUBLAYERS = {
     "0_conv": "shortcut_conv",
@@ -82,6 +83,8 @@ def copy_keras_applications_weights(source, target):
             block_name, _, index = block_name.rpartition("_")
             destination = getattr(target.get_layer(block_name), _BLOCK_SUBLAYERS[f"{index}_{part}"])
         shapes = [tuple(w.shape) for w in destination.weights]
+        if destination.name == "conv1" and shapes[0][2] != weights[0].shape[2]:
+            weights = [adapt_input_kernel(weights[0], shapes[0][2])] + weights[1:]
         if shapes != [w.shape for w in weights]:
             raise InvalidArgument(
                 f"{source.name!r} layer {layer.name!r} has weights of shapes "

@@ -247,10 +247,53 @@ def check_torch_variant(model, what="these weights"):
             )
 
 
+def adapt_input_kernel(kernel, channels):
+    """A first-conv kernel ``(h, w, 3, filters)`` trained on RGB, made for ``channels`` input
+    channels the way timm's ``adapt_input_conv`` does: 1 channel sums the RGB filters (a grey
+    image then gives what its RGB copy gave); C > 3 repeats them cyclically (R, G, B, R, ...)
+    and scales by 3 / C, so the response keeps its size.
+
+    Example:
+        >>> adapt_input_kernel(np.ones((7, 7, 3, 64), np.float32), 4)[0, 0, :, 0]
+        array([0.75, 0.75, 0.75, 0.75], dtype=float32)
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[2] != 3:
+        raise InvalidArgument(
+            f"Only a 3-channel (RGB) first convolution can be adapted; got kernel {kernel.shape}."
+        )
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise InvalidArgument(f"`channels` must be a positive integer; got {channels!r}.")
+    adapted = kernel.astype(np.float32)
+    if channels == 1:
+        adapted = adapted.sum(axis=2, keepdims=True)
+    elif channels != 3:
+        repeats = -(-channels // 3)
+        adapted = np.tile(adapted, (1, 1, repeats, 1))[:, :, :channels] * np.float32(3 / channels)
+    return adapted.astype(kernel.dtype)
+
+
+def _adapt_stem(model, slots, tensors):
+    """``tensors`` with a 3-channel conv1 kernel adapted to the model's input channels."""
+    names = {layer.name for layer in model.layers}
+    if "conv1" not in names:
+        return tensors
+    kernel = model.get_layer("conv1").kernel
+    for slot in slots:
+        if slot.variable is kernel and slot.key in tensors:
+            found = slot.to_keras(np.asarray(tensors[slot.key]))
+            channels = kernel.shape[2]
+            if found.ndim == 4 and found.shape[2] == 3 and channels != 3:
+                adapted = slot.from_keras(adapt_input_kernel(found, channels))
+                return {**tensors, slot.key: adapted}
+    return tensors
+
+
 def load_tensors(model, tensors, layout, source="weights"):
     """Set every weight of ``model`` from ``tensors`` (``{name: array}`` in ``layout``,
     "torch" or "keras_hub") after checking all names and shapes; the classifier is skipped
-    when ``model`` has none. Returns ``model``.
+    when ``model`` has none, and a 3-channel conv1 is adapted to the model's input channels
+    (:func:`adapt_input_kernel`). Returns ``model``.
 
     Example:
         >>> model = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
@@ -261,6 +304,7 @@ def load_tensors(model, tensors, layout, source="weights"):
     check_torch_variant(model, f"`weights` ({source})")
     slots = SLOTS[layout](model)
     _check_names(model, slots, tensors, layout, source)
+    tensors = _adapt_stem(model, slots, tensors)
     _check_shapes(model, slots, tensors, source)
     for slot in slots:
         value = slot.to_keras(np.asarray(tensors[slot.key]))
