@@ -487,8 +487,9 @@ def test_unreachable_url_says_where_to_put_the_file(tmp_path):
     assert os.listdir(folder) == []
 
 
-def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
-    """The whole path: set name -> download (KERAS_HOME) -> variant -> weights + preprocessing."""
+def _serve_resnet18_set(http_folder, monkeypatch):
+    """A random ResNet-18 served on 127.0.0.1 as resnet18's "imagenet" set (timm_tv_in1k's
+    recipe), downloads going to a KERAS_HOME of the test's own; returns the served model."""
     folder, url, _ = http_folder
     reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
     rng = np.random.default_rng(0)
@@ -500,6 +501,13 @@ def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
         files=(weights_lib.WeightFile(url + "r18.safetensors", "r18.safetensors"),))
     monkeypatch.setattr(sets_lib, "WEIGHT_SETS", (weight_set,) + sets_lib.WEIGHT_SETS[1:])
     monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    return reference
+
+
+def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
+    """The whole path: set name -> download (KERAS_HOME) -> variant -> weights + preprocessing."""
+    folder, _, _ = http_folder
+    reference = _serve_resnet18_set(http_folder, monkeypatch)
     model = keras_resnet.ResNet18(weights="imagenet", input_shape=(64, 64, 3))
     assert os.path.exists(folder.parent / "home" / "keras_resnet" / "r18.safetensors")
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights()))
@@ -602,17 +610,7 @@ def test_adapt_input_kernel_follows_timms_rule():
 @pytest.mark.parametrize("channels, order", [(1, "grey"), (4, "stacked")])
 def test_a_weight_set_adapts_conv1_and_its_preprocessing(http_folder, monkeypatch, channels, order):
     """ResNet18(weights=..., input_shape=(h, w, C)): conv1 adapted, the recipe C channels wide."""
-    folder, url, _ = http_folder
-    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
-    rng = np.random.default_rng(0)
-    for variable in reference.variables:
-        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
-    weights_lib.to_torch_layout(reference, folder / "r18.safetensors")
-    weight_set = dataclasses.replace(
-        weights_lib.get("resnet18", "timm_tv_in1k"),
-        files=(weights_lib.WeightFile(url + "r18.safetensors", "r18.safetensors"),))
-    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", (weight_set,) + sets_lib.WEIGHT_SETS[1:])
-    monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    reference = _serve_resnet18_set(http_folder, monkeypatch)
     model = keras_resnet.ResNet18(weights="imagenet", input_shape=(64, 64, channels))
     kernel = reference.get_layer("conv1").kernel.numpy()
     np.testing.assert_allclose(model.get_layer("conv1").kernel.numpy(),
