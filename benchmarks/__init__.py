@@ -28,4 +28,10 @@ Scripts: ``train_throughput``, ``fast_path``, ``inference``, ``cost_vs_depth``,
 
 Importing this package or any of those modules imports neither Keras nor TensorFlow, so a
 script can parse its arguments and choose its backend and device before the backend starts.
+It sets ``KERAS_RESNET_QUIET=1`` (unless set already): the tables print without TensorFlow's
+C++ log lines.
 """
+
+import os
+
+os.environ.setdefault("KERAS_RESNET_QUIET", "1")

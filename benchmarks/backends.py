@@ -6,6 +6,7 @@ call :func:`set_backend` (``KERAS_BACKEND``: tensorflow, jax or torch) and :func
 TensorFlow unless the backend is TensorFlow.
 """
 
+import importlib
 import os
 import sys
 
@@ -61,6 +62,9 @@ def select_device(device, backend=None):
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         if backend == "jax":
             os.environ["JAX_PLATFORMS"] = "cpu"
+    # keras_resnet first: under KERAS_RESNET_QUIET (this package sets it) it loads Keras and
+    # the backend with their C++ log lines silenced.
+    importlib.import_module("keras_resnet")
     if backend == "jax":
         return _select_jax_device(device)
     if backend == "torch":

@@ -14,8 +14,11 @@ so activations stay in range) is exported and run by:
   int8 (ONNX Runtime's static QDQ quantization, U8S8, 7-bit weights), CPU execution provider, ``--threads``
   intra-op threads, no spinning;
 - OpenVINO (``keras_resnet.export.export_openvino``: Keras' OpenVINO exporter), float32 (f32
-  inference precision) and int8 (NNCF post-training quantization, when ``nncf`` is
-  installed), compiled for the CPU per batch size (static shapes), latency hint.
+  inference precision), bfloat16 (the same file at the bf16 inference precision, on CPUs
+  that multiply bfloat16 natively: AVX512_BF16 or AMX) and int8 (NNCF post-training
+  quantization, when ``nncf`` is installed), compiled for the CPU per batch size (static
+  shapes), latency hint. ONNX Runtime (no bfloat16 convolution on x86 CPUs) and LiteRT (no
+  bfloat16 in XNNPACK) have no bfloat16 path to time.
 
 Every int8 model is calibrated on the same ``--calibration-images`` random images. Each timed
 call starts from uint8 images of the model's input size and includes the export's
@@ -36,8 +39,10 @@ Commands:
     python -m benchmarks.inference --models resnet50 --rounds 5 --latency-runs 50
     python -m benchmarks.inference --runtimes keras saved_model onnx   # a subset
 
-Results: a table per model on stdout, the fastest float32 / int8 paths against the
-SavedModel, and ``benchmarks/results/inference.json``.
+Results: the CPU's features (AVX2, AVX-512, VNNI, BF16, AMX), a table per model on stdout,
+the fastest path per precision (float32, bfloat16, int8) against the SavedModel, as the
+recommendation for this CPU, and ``benchmarks/results/inference.json``. No TensorFlow C++ log
+lines: the benchmark runs in keras_resnet's quiet mode.
 """
 
 import argparse
@@ -130,13 +135,15 @@ class TFLiteRunner:
 
 class OpenVINORunner:
     """One OpenVINO IR compiled per batch size (static shapes are faster than the dynamic
-    batch of the export), f32 inference precision, latency hint, ``threads`` threads, no CPU
-    pinning (the machine is shared with the other runners and processes)."""
+    batch of the export), ``hint`` inference precision ("f32" or "bf16"), latency hint,
+    ``threads`` threads, no CPU pinning (the machine is shared with the other runners and
+    processes)."""
 
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, hint="f32"):
         import openvino as ov
 
         self.core, self.model, self.threads, self.requests = ov.Core(), None, threads, {}
+        self.hint = hint
         self.model = self.core.read_model(path)
 
     def __call__(self, x):
@@ -145,7 +152,7 @@ class OpenVINORunner:
             model = self.model.clone()
             model.reshape({0: [batch, *x.shape[1:]]})
             compiled = self.core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": self.threads, "ENABLE_CPU_PINNING": False})
             self.requests[batch] = compiled.create_infer_request()
         outputs = self.requests[batch].infer([x])
@@ -170,7 +177,7 @@ def export_files(model, tmp, runtimes, calibration, threads):
     """Export ``model`` to each file runtime: name -> (runner taking float images, bytes, note)."""
     import importlib.util
 
-    from keras_resnet import export
+    from keras_resnet import devices, export
 
     plans = []
     if "tflite" in runtimes:
@@ -193,6 +200,9 @@ def export_files(model, tmp, runtimes, calibration, threads):
         print(f"  {name} export {time.perf_counter() - start:.1f} s", flush=True)
         files[name] = (make_runner(path, threads), export.size_bytes(path),
                        f"{note}, {threads} threads")
+        if label == "OpenVINO" and quantization == "float32" and devices.cpu_has_bfloat16():
+            files["OpenVINO bfloat16"] = (OpenVINORunner(path, threads, "bf16"),
+                                          export.size_bytes(path), f"CPU, bf16, {threads} threads")
     return files
 
 
@@ -324,42 +334,52 @@ def print_rows(rows, args, settings):
     ])
 
 
+def _precision(runner):
+    return "int8" if "int8" in runner else "bfloat16" if "bfloat16" in runner else "float32"
+
+
 def summary(rows):
-    """The fastest float32 and int8 paths and the fastest batch-1 path against the SavedModel."""
+    """The fastest path per precision (float32, bfloat16, int8) and the fastest batch-1 path
+    against the SavedModel: the recommendation for this CPU."""
     saved = next((r for r in rows if r["runner"].startswith("SavedModel")), None)
     models = [r for r in rows if r["runner"] != "preprocessing alone"]
     if saved is None or not models:
         return {}
-    float32 = max((r for r in models if "int8" not in r["runner"]), key=lambda r: r["throughput"])
-    int8 = [r for r in models if "int8" in r["runner"]]
+    result = {}
+    for precision in ("float32", "bfloat16", "int8"):
+        candidates = [r for r in models if _precision(r["runner"]) == precision]
+        if candidates:
+            best = max(candidates, key=lambda r: r["throughput"])
+            ratio = best["throughput"] / saved["throughput"]
+            result[f"fastest_{precision}"] = best["runner"]
+            result[f"{precision}_throughput_vs_saved_model"] = ratio
+            print(f"  fastest {precision}: {best['runner']}, {ratio:.2f}x the SavedModel's "
+                  "throughput")
     fastest = min(models, key=lambda r: r["latency_p50_ms"])
-    result = {
-        "fastest_float32": float32["runner"],
-        "float32_throughput_vs_saved_model": float32["throughput"] / saved["throughput"],
-        "fastest_latency": fastest["runner"],
-        "latency_p50_vs_saved_model": fastest["latency_p50_ms"] / saved["latency_p50_ms"],
-    }
-    if int8:
-        best = max(int8, key=lambda r: r["throughput"])
-        result.update(fastest_int8=best["runner"],
-                      int8_throughput_vs_saved_model=best["throughput"] / saved["throughput"])
-    print(f"  fastest float32: {result['fastest_float32']}, "
-          f"{result['float32_throughput_vs_saved_model']:.2f}x the SavedModel's throughput")
-    if int8:
-        print(f"  fastest int8: {result['fastest_int8']}, "
-              f"{result['int8_throughput_vs_saved_model']:.2f}x the SavedModel's throughput")
+    result.update(fastest_latency=fastest["runner"],
+                  latency_p50_vs_saved_model=fastest["latency_p50_ms"] / saved["latency_p50_ms"])
     print(f"  fastest batch-1: {result['fastest_latency']}, p50 "
           f"{result['latency_p50_vs_saved_model']:.2f}x the SavedModel's")
     return result
 
 
+def cpu_features(cpu):
+    """The CPU features that decide the fast paths, as one line."""
+    flags = set(cpu["flags"])
+    named = [("AVX2", "avx2"), ("AVX-512", "avx512f"), ("VNNI", ("avx512_vnni", "avx_vnni")),
+             ("BF16", ("avx512_bf16", "amx_bf16")), ("AMX", "amx_tile")]
+    return ", ".join(f"{label} {'yes' if flags & set([keys] if isinstance(keys, str) else keys) else 'no'}"
+                     for label, keys in named)
+
+
 def main():
     args = parse_args()
-    tf_device = backends.select_device(args.device)
+    tf_device = backends.select_device(args.device)  # loads TensorFlow quietly
     backends.set_seeds(args.seed)
     threads = args.threads or hardware.cpu_info()["usable_cpus"]
     machine = hardware.machine_description(args.device)
     print(hardware.describe(machine))
+    print(f"CPU features: {cpu_features(machine['cpu'])}")
     peak = peaks.peak_flops("cpu")
     reference = peaks.peak_for(peak, "float32")
     peak_float32 = reference["reference"]

@@ -54,6 +54,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
 
 
+# KERAS_RESNET_QUIET=1 turns quiet output on before Keras loads (logs.quiet: no TensorFlow C++
+# log lines), for scripts whose first keras_resnet import would load it.
+if os.environ.get("KERAS_RESNET_QUIET") == "1":
+    importlib.import_module("keras_resnet.logs").quiet()
+
 # The `keras-resnet` command imports this package before keras_resnet.cli; it loads Keras only
 # for the commands that need it, so `keras-resnet --help` prints at once, with no TensorFlow.
 if os.path.basename(sys.argv[0] if sys.argv else "") != "keras-resnet":

@@ -115,13 +115,14 @@ def _predict(args):
         if not args.embeddings.endswith(".npy"):
             raise InvalidArgument(f"`--embeddings` must name a .npy file; got {args.embeddings!r}.")
         check_writable("--embeddings", os.path.dirname(os.path.abspath(args.embeddings)))
-        embeddings = predict_files(args.model, args.images, embeddings=True)
+        embeddings = predict_files(args.model, args.images, embeddings=True,
+                                   precision=args.precision)
         with atomic_path(args.embeddings, suffix=".npy") as tmp:
             np.save(tmp, embeddings)
         print(f"Embeddings {embeddings.shape[0]}x{embeddings.shape[1]} (one row per image, in "
               f"order): {args.embeddings}")
         return
-    results = predict_files(args.model, args.images, top_k=args.top_k)
+    results = predict_files(args.model, args.images, top_k=args.top_k, precision=args.precision)
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -297,6 +298,9 @@ def _add_evaluate_export_predict(commands):
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (>= 1)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                         help="bfloat16 where the runtime (OpenVINO) and the CPU have it and the "
+                              "export measured it to agree; float32 otherwise (default: auto)")
     predict.add_argument("--embeddings", metavar="OUT.npy",
                          help="write the images' embeddings (pooled features) to OUT.npy instead")
     predict.set_defaults(run=_predict)

@@ -21,7 +21,6 @@ Example:
 import re
 
 import keras
-import numpy as np  # noqa: F401  (the docstring examples use it)
 from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import walk_layers
 

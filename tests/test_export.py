@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import data, export
+from keras_resnet import cli, data, devices, export
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.data.sources import digits_arrays
 from keras_resnet.extras import MissingExtra
@@ -47,7 +48,8 @@ def raw_digits():
 
 def _export_run(run_dir, folder, quantizations):
     result = export.export_run(run_dir, str(folder), export.FORMATS, quantizations)
-    result["rows"] = {row["file"]: row for row in result["parity"]}
+    # The files as exported; on a CPU with native bfloat16 the report adds OpenVINO bfloat16 rows.
+    result["rows"] = {row["file"]: row for row in result["parity"] if row["precision"] == "float32"}
     return result
 
 
@@ -195,7 +197,7 @@ def test_parity_report_covers_every_file(exported):
     assert set(rows) == expected
     assert {row["runtime"] for row in rows.values()} == {"TensorFlow", "LiteRT", "ONNX Runtime", "OpenVINO"}
     table = export.format_parity(exported["parity"]).splitlines()
-    assert len(table) == 1 + len(rows) and table[1].split()[0] == exported["parity"][0]["file"]
+    assert len(table) == 1 + len(exported["parity"]) and table[1].split()[0] == exported["parity"][0]["file"]
 
 
 @pytest.mark.parametrize("name", ["model_float32.onnx", "model_float32.xml"])
@@ -480,3 +482,58 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
     probabilities = loaded.signatures["probabilities"]
     out = list(probabilities(tf.constant(images)).values())[0].numpy()
     np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# bfloat16 inference: OpenVINO's path, chosen by the CPU and by measured parity
+
+
+def test_bfloat16_parity_row_is_recorded_and_auto_follows_it(trained, tmp_path, monkeypatch):
+    """On a CPU with native bfloat16 (here: said to have it), export_run measures OpenVINO's
+    bfloat16 against the trained Keras model and writes the figures into the sidecar, and
+    precision="auto" runs bfloat16 exactly when they reach BFLOAT16_MIN_AGREEMENT."""
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    result = export.export_run(trained[2], str(tmp_path), ("openvino",))
+    path = _file(result, "openvino", "float32")
+    float32_row, bfloat16_row = result["parity"]
+    assert (float32_row["precision"], bfloat16_row["precision"]) == ("float32", "bfloat16")
+    assert float32_row["file"] == bfloat16_row["file"] == "model_float32.xml"
+    assert bfloat16_row["images"] == 360 and bfloat16_row["top1_agreement"] >= 0.9
+    recorded = export.read_sidecar(path)["bfloat16"]
+    assert recorded == {k: bfloat16_row[k] for k in ("max_abs_diff", "top1_agreement", "images")}
+    agrees = recorded["top1_agreement"] >= export.BFLOAT16_MIN_AGREEMENT
+    runner = export.open_runner(path)
+    assert runner.precision == ("bfloat16" if agrees else "float32")
+    assert runner.config["INFERENCE_PRECISION_HINT"] == ("bf16" if agrees else "f32")
+    assert export.open_runner(path, precision="float32").config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert "OpenVINO, bfloat16" in export.format_parity(result["parity"]).splitlines()[2]
+    # The sidecar's figures decide: a file whose bfloat16 agreement is too low runs float32.
+    export.record_bfloat16_parity(path, {**bfloat16_row, "top1_agreement": 0.99})
+    assert export.open_runner(path).precision == "float32"
+
+
+def test_a_cpu_without_bfloat16_runs_float32_and_refuses_a_forced_bfloat16(exported, monkeypatch, capsys,
+                                                                          digit_pngs):
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
+    path = _file(exported, "openvino", "float32")
+    runner = export.open_runner(path)
+    assert runner.precision == "float32" and runner.config["INFERENCE_PRECISION_HINT"] == "f32"
+    with pytest.raises(ValueError, match=r"needs a CPU that multiplies bfloat16 natively \(the avx512_bf16 or "
+                                         r"amx_bf16 flags\); this one has neither"):
+        export.open_runner(path, precision="bfloat16")
+    image = digit_pngs[0][0]
+    assert cli.main(["predict", path, image, "--precision", "bfloat16"]) == 2
+    assert "`precision='bfloat16'` needs a CPU" in capsys.readouterr().err
+    assert cli.main(["predict", path, image, "--precision", "float32"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
+def test_runtimes_without_a_bfloat16_path_refuse_it(exported, monkeypatch, fmt):
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    path = exported["saved_model"] if fmt == "saved_model" else _file(exported, fmt, "float32")
+    with pytest.raises(ValueError, match=f"`precision='bfloat16'`: {export.RUNTIMES[fmt]} has no bfloat16 path"):
+        export.open_runner(path, precision="bfloat16")
+    if fmt != "tflite" or importlib.util.find_spec("ai_edge_litert"):
+        assert export.open_runner(path).precision == "float32"  # auto
+    with pytest.raises(ValueError, match=r"`precision` must be one of 'auto', 'float32', 'bfloat16'; got 'fp16'"):
+        export.open_runner(path, precision="fp16")

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 import keras_resnet
-from keras_resnet import cli, export, features, preprocessing
+from keras_resnet import cli, export, preprocessing
 from keras_resnet.architectures import Stage, Stem, imagenet_architecture
 from keras_resnet.models import build_resnet
 

@@ -30,11 +30,14 @@ from keras_resnet.extras import require
 tf = require("tensorflow", "keras_resnet.export (SavedModel, TFLite, ONNX, OpenVINO)")
 
 from keras_resnet.export.formats import (  # noqa: E402
+    BFLOAT16_FORMATS,
+    BFLOAT16_MIN_AGREEMENT,
     DEFAULT_FORMATS,
     FORMAT_NAMES,
     FORMAT_PACKAGES,
     FORMAT_QUANTIZATIONS,
     FORMATS,
+    INFERENCE_PRECISIONS,
     INPUT_NAME,
     OUTPUT_NAME,
     OUTPUTS,
@@ -53,6 +56,7 @@ from keras_resnet.export.runtimes import (  # noqa: E402
     OpenVINORunner,
     SavedModelRunner,
     TFLiteModel,
+    choose_precision,
     open_runner,
     predict_files,
     read_image,
@@ -68,16 +72,18 @@ from keras_resnet.export.writers import (  # noqa: E402
     export_onnx,
     export_openvino,
     read_sidecar,
+    record_bfloat16_parity,
     tflite,
 )
 
 __all__ = [
-    "ACTIVATION_TYPES", "DEFAULT_FORMATS", "FILE_EXPORTERS", "FILE_RUNNERS", "FORMATS",
-    "FORMAT_NAMES", "FORMAT_PACKAGES", "FORMAT_QUANTIZATIONS", "INPUT_NAME", "METADATA_FILE",
+    "ACTIVATION_TYPES", "BFLOAT16_FORMATS", "BFLOAT16_MIN_AGREEMENT", "DEFAULT_FORMATS", "FILE_EXPORTERS", "FILE_RUNNERS", "FORMATS",
+    "FORMAT_NAMES", "FORMAT_PACKAGES", "FORMAT_QUANTIZATIONS", "INFERENCE_PRECISIONS", "INPUT_NAME", "METADATA_FILE",
     "OUTPUT_NAME", "OUTPUTS", "QUANTIZATIONS", "RUNTIMES", "SUFFIXES",
     "KerasRunner", "ONNXRunner", "OpenVINORunner", "SavedModelRunner", "TFLiteModel",
-    "export_onnx", "export_openvino", "export_run", "export_saved_model", "float32_model",
+    "choose_precision", "export_onnx", "export_openvino", "export_run", "export_saved_model", "float32_model",
     "format_parity", "open_runner", "parity_report", "predict_files", "read_export_metadata",
-    "read_export_preprocessing", "read_image", "read_sidecar", "require_format",
+    "read_export_preprocessing", "read_image", "read_sidecar", "record_bfloat16_parity",
+    "require_format",
     "resolve_model", "size_bytes", "tflite",
 ]

@@ -27,6 +27,15 @@ RUNTIMES = {"saved_model": "TensorFlow", "keras": "Keras", "tflite": "LiteRT",
             "onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 # The input and output names of ONNX and OpenVINO exports.
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+# A runner's arithmetic: "auto" takes bfloat16 where the CPU multiplies it natively and the
+# export's parity report measured top-1 agreement >= BFLOAT16_MIN_AGREEMENT, else float32.
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
+BFLOAT16_MIN_AGREEMENT = 0.995
+# The formats whose runtime has a bfloat16 CPU path: OpenVINO's inference precision hint (2x
+# float32 on ResNet-50 with AVX512_BF16). ONNX Runtime's CPU execution provider has no
+# bfloat16 convolution on x86 (its bfloat16 fast-math GEMM is ARM64's), LiteRT's XNNPACK no
+# bfloat16 at all, and TensorFlow runs SavedModels in float32.
+BFLOAT16_FORMATS = ("openvino",)
 # What an exported file can output: class probabilities, or the pooled features.
 OUTPUTS = ("probabilities", "embeddings")
 FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX",

@@ -48,7 +48,8 @@ def size_bytes(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=None):
+def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=None,
+                  precision="float32"):
     """Compare an exported file with its Keras model on ``images`` (preprocessed float32).
 
     Args:
@@ -58,17 +59,20 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         images: preprocessed float32 images ``(n, h, w, c)``.
         latency_runs: batch-1 calls timed for the mean latency.
         num_threads: runtime threads (see :func:`open_runner`).
+        precision: the runner's arithmetic, "float32" (the file as exported), "bfloat16" or
+            "auto" (see :func:`choose_precision`).
 
     Returns:
-        dict: ``file``, ``runtime``, ``quantization``, ``max_abs_diff`` of probabilities,
-        ``top1_agreement``, ``size_bytes``, ``latency_ms`` (mean, batch 1).
+        dict: ``file``, ``runtime``, ``quantization``, ``precision`` (what ran),
+        ``max_abs_diff`` of probabilities, ``top1_agreement``, ``images``, ``size_bytes``,
+        ``latency_ms`` (mean, batch 1).
 
     Example:
         >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
     """
     images = np.asarray(images, np.float32)
     expected = keras_model.predict(images, verbose=0)
-    runner = open_runner(path, num_threads=num_threads)
+    runner = open_runner(path, num_threads=num_threads, precision=precision)
     got = runner(images)
     runner(images[:1])  # warm-up
     start = time.perf_counter()
@@ -80,8 +84,10 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         "file": _label(path),
         "runtime": _runtime_of(path),
         "quantization": sidecar and sidecar.get("quantization"),
+        "precision": runner.precision,
         "max_abs_diff": float(np.max(np.abs(got - expected))),
         "top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))),
+        "images": len(images),
         "size_bytes": size_bytes(path),
         "latency_ms": 1000 * latency,
     }
@@ -96,7 +102,9 @@ def format_parity(rows):
     lines = [f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} "
              f"{'ms/image':>9s}  runtime"]
     for row in rows:
+        runtime = row.get("runtime", "")
+        if row.get("precision") == "bfloat16":
+            runtime += ", bfloat16"
         lines.append(f"{row['file']:28s} {row['max_abs_diff']:10.2e} {row['top1_agreement']:11.2%} "
-                     f"{row['size_bytes'] / 1024:9.1f} {row['latency_ms']:9.3f}  "
-                     f"{row.get('runtime', '')}")
+                     f"{row['size_bytes'] / 1024:9.1f} {row['latency_ms']:9.3f}  {runtime}")
     return "\n".join(lines)

@@ -8,9 +8,10 @@ Example:
 import importlib
 import os
 
-from keras_resnet import data
+from keras_resnet import data, devices
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import (
+    BFLOAT16_FORMATS,
     DEFAULT_FORMATS,
     FORMAT_QUANTIZATIONS,
     FORMATS,
@@ -22,7 +23,13 @@ from keras_resnet.features import embedding_model
 from keras_resnet.export.parity import parity_report
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.export.saved_model import export_saved_model
-from keras_resnet.export.writers import export_onnx, export_openvino, tflite
+from keras_resnet.export.writers import (
+    export_onnx,
+    export_openvino,
+    read_sidecar,
+    record_bfloat16_parity,
+    tflite,
+)
 
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
@@ -94,9 +101,10 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
 
     Returns:
         dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths,
-        embeddings models last),
-        ``parity`` (one :func:`parity_report` dict per exported file, the SavedModel too,
-        when a file format is requested; TFLite rows only when LiteRT is installed).
+        embeddings models last), ``parity`` (one :func:`parity_report` dict per exported
+        file, the SavedModel too, when a file format is requested; TFLite rows only when LiteRT
+        is installed; then, on a CPU with native bfloat16, a bfloat16 row per float32
+        OpenVINO file, also recorded in its sidecar for ``precision="auto"``).
 
     Example:
         >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
@@ -126,6 +134,12 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
             if fmt != "tflite" or _litert_installed():
                 checked.append(path)
     result["parity"] = [parity_report(keras_model, path, images) for path in checked]
+    if devices.cpu_has_bfloat16():  # a bfloat16 row per runtime that has a bfloat16 path
+        for path in [p for fmt in BFLOAT16_FORMATS if fmt in files for p in result[fmt]]:
+            if read_sidecar(path)["quantization"] is None:
+                row = parity_report(keras_model, path, images, precision="bfloat16")
+                record_bfloat16_parity(path, row)
+                result["parity"].append(row)
     if embeddings:
         embedder = embedding_model(keras_model)
         for fmt in files:

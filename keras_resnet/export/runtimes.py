@@ -12,9 +12,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import data, logs
-from keras_resnet.errors import InvalidArgument
-from keras_resnet.export.formats import OUTPUT_NAME
+from keras_resnet import data, devices, logs
+from keras_resnet.errors import InvalidArgument, check_choice
+from keras_resnet.export.formats import (
+    BFLOAT16_FORMATS,
+    BFLOAT16_MIN_AGREEMENT,
+    INFERENCE_PRECISIONS,
+    OUTPUT_NAME,
+    RUNTIMES,
+)
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.features import embedding_model
 from keras_resnet.export.saved_model import read_export_preprocessing
@@ -36,6 +42,41 @@ def _file_outputs(path):
     return (sidecar or {}).get("outputs", OUTPUT_NAME)
 
 
+def choose_precision(path, fmt, precision="auto"):
+    """The arithmetic a runner of ``path`` (a file of format ``fmt``) uses: "float32" or
+    "bfloat16".
+
+    "auto" takes bfloat16 where the runtime has a bfloat16 path (``BFLOAT16_FORMATS``), the
+    CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16) and the file's sidecar records a
+    bfloat16 parity of at least ``BFLOAT16_MIN_AGREEMENT`` top-1 agreement (``export_run``
+    measures it); float32 otherwise. "bfloat16" asked of a runtime or a CPU without it raises.
+
+    Example:
+        >>> choose_precision("exports/resnet20/onnx/model_float32.onnx", "onnx")
+        'float32'
+    """
+    check_choice("precision", precision, INFERENCE_PRECISIONS)
+    if precision == "float32":
+        return "float32"
+    native = devices.cpu_has_bfloat16()
+    if precision == "bfloat16":
+        if fmt not in BFLOAT16_FORMATS:
+            raise InvalidArgument(
+                f"`precision='bfloat16'`: {RUNTIMES.get(fmt, fmt)} has no bfloat16 path on CPUs "
+                f"({path!r}); only OpenVINO's does ({', '.join(BFLOAT16_FORMATS)} files). Use "
+                "'float32' or 'auto'."
+            )
+        if not native:
+            raise InvalidArgument(
+                "`precision='bfloat16'` needs a CPU that multiplies bfloat16 natively (the "
+                "avx512_bf16 or amx_bf16 flags); this one has neither. Use 'float32' or 'auto'."
+            )
+        return "bfloat16"
+    parity = ((read_sidecar(path) or {}).get("bfloat16") or {}) if fmt in BFLOAT16_FORMATS else {}
+    agreement = parity.get("top1_agreement", 0.0)
+    return "bfloat16" if native and agreement >= BFLOAT16_MIN_AGREEMENT else "float32"
+
+
 def _load_error(kind, path, error):
     message = str(error).strip().splitlines()
     return InvalidArgument(
@@ -51,10 +92,11 @@ class TFLiteModel:
         >>> probabilities = TFLiteModel("m_int8.tflite")(images)  # doctest: +SKIP
     """
 
-    def __init__(self, path, num_threads=None):
+    def __init__(self, path, num_threads=None, precision="auto"):
         Interpreter = require("ai_edge_litert.interpreter", "Running a .tflite file").Interpreter
 
         self.path = path
+        self.precision = choose_precision(path, "tflite", precision)
         with logs.loading():
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self.interpreter.allocate_tensors()
@@ -89,9 +131,10 @@ class ONNXRunner:
         >>> probabilities = ONNXRunner("exports/resnet20/onnx/model_int8.onnx")(images)  # doctest: +SKIP
     """
 
-    def __init__(self, path, num_threads=None):
+    def __init__(self, path, num_threads=None, precision="auto"):
         ort = require("onnxruntime", "Running an .onnx file")
         self.path = path
+        self.precision = choose_precision(path, "onnx", precision)
         self.preprocessing = _file_preprocessing(path)
         self.outputs = _file_outputs(path)
         options = ort.SessionOptions()
@@ -112,19 +155,22 @@ class ONNXRunner:
 class OpenVINORunner:
     """OpenVINO IR (``.xml`` + ``.bin``) written by :func:`export_openvino`, compiled for the
     CPU once per input shape (static shapes run faster than the export's dynamic batch), with
-    float32 inference precision (OpenVINO would pick bfloat16 on CPUs that have it) and the
-    latency hint: preprocessed float images in, probabilities out.
+    the inference precision :func:`choose_precision` picks (OpenVINO's own default would be
+    bfloat16 on any CPU that has it, unchecked) and the latency hint: preprocessed float
+    images in, probabilities out.
 
     Example:
         >>> probabilities = OpenVINORunner("exports/resnet20/openvino/model_float32.xml")(images)  # doctest: +SKIP
     """
 
-    def __init__(self, path, num_threads=None):
+    def __init__(self, path, num_threads=None, precision="auto"):
         ov = require("openvino", "Running an OpenVINO .xml model")
         self.path = path
         self.preprocessing = _file_preprocessing(path)
         self.outputs = _file_outputs(path)
-        self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.precision = choose_precision(path, "openvino", precision)
+        hint = {"float32": "f32", "bfloat16": "bf16"}[self.precision]
+        self.config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if num_threads:
             self.config["INFERENCE_NUM_THREADS"] = num_threads
         self.core, self.requests = ov.Core(), {}
@@ -157,8 +203,9 @@ class SavedModelRunner:
         >>> probabilities = SavedModelRunner("exports/resnet20/1")(images)  # doctest: +SKIP
     """
 
-    def __init__(self, path):
+    def __init__(self, path, precision="auto"):
         self.path = path
+        self.precision = choose_precision(path, "saved_model", precision)
         try:
             self.loaded = tf.saved_model.load(path)
             self.signature = self.loaded.signatures["serving_default"]
@@ -190,8 +237,9 @@ class KerasRunner:
         >>> probabilities = KerasRunner("runs/resnet20-digits")(images)  # doctest: +SKIP
     """
 
-    def __init__(self, path):
+    def __init__(self, path, precision="auto"):
         self.path = path
+        self.precision = choose_precision(path, "keras", precision)
         self.model, self.preprocessing = resolve_model(path)
 
     outputs = OUTPUT_NAME
@@ -207,7 +255,7 @@ class KerasRunner:
 FILE_RUNNERS = {".tflite": TFLiteModel, ".onnx": ONNXRunner, ".xml": OpenVINORunner}
 
 
-def open_runner(path, num_threads=None):
+def open_runner(path, num_threads=None, precision="auto"):
     """A runner for an exported or saved model: ``runner(images) -> probabilities`` and
     ``runner.preprocessing``.
 
@@ -216,6 +264,8 @@ def open_runner(path, num_threads=None):
             (each with its ``FILE.json``), a ``.keras`` file or a run directory.
         num_threads: CPU threads of the LiteRT, ONNX Runtime and OpenVINO runners; default:
             the runtime's own choice.
+        precision: "auto", "float32" or "bfloat16" (:func:`choose_precision`); the runner's
+            ``precision`` says what it uses.
 
     Example:
         >>> open_runner("exports/resnet20/1").preprocessing.class_names[:2]  # doctest: +SKIP
@@ -223,12 +273,12 @@ def open_runner(path, num_threads=None):
     """
     path = os.fspath(path)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
-        return SavedModelRunner(path)
+        return SavedModelRunner(path, precision)
     suffix = os.path.splitext(path)[1].lower()
     if suffix in FILE_RUNNERS:
         if not os.path.isfile(path):
             raise InvalidArgument(f"`model` file {path!r} does not exist.")
-        runner = FILE_RUNNERS[suffix](path, num_threads=num_threads)
+        runner = FILE_RUNNERS[suffix](path, num_threads=num_threads, precision=precision)
         if runner.preprocessing is None:
             raise InvalidArgument(f"{path!r} has no preprocessing file {path + '.json'!r} beside it.")
         return runner
@@ -239,7 +289,7 @@ def open_runner(path, num_threads=None):
         )
     if suffix == ".bin":
         raise InvalidArgument(f"`model` {path!r}: pass the OpenVINO .xml file, not its weights.")
-    return KerasRunner(path)
+    return KerasRunner(path, precision)
 
 
 def read_image(path, channels=3):
@@ -289,7 +339,7 @@ def _embeddings(runner, images):
     return runner(images)
 
 
-def predict_files(model_path, image_paths, top_k=5, embeddings=False):
+def predict_files(model_path, image_paths, top_k=5, embeddings=False, precision="auto"):
     """Top-k predictions (or embeddings) for image files from any model :func:`open_runner`
     opens.
 
@@ -302,6 +352,7 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False):
         top_k: how many classes to return per image (at least 1; at most the class count).
         embeddings: return the pooled features instead: a float32 ``(n, channels)`` array
             (from a file, one exported with ``output="embeddings"``).
+        precision: "auto", "float32" or "bfloat16" (:func:`choose_precision`).
 
     Returns:
         list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``, or the
@@ -315,7 +366,7 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False):
     for path in image_paths:  # before the model loads: a missing image fails fast
         if not os.path.isfile(path):
             read_image(path)
-    runner = open_runner(model_path)
+    runner = open_runner(model_path, precision=precision)
     preprocessing = runner.preprocessing
     channels = 4 if preprocessing.channels == 4 else 3
     images = [read_image(path, channels) for path in image_paths]
