@@ -27,7 +27,7 @@ def pytest_addoption(parser):
 # The longest modules first, so the two workers (each takes whole modules, in collection
 # order) start on them and finish together, instead of one ending alone on a long module.
 LONGEST_FIRST = ("test_export.py", "test_constructors.py", "test_notebooks.py", "test_cli.py",
-                 "test_serving.py", "test_tuning.py", "test_backends.py")
+                 "test_features.py", "test_serving.py", "test_tuning.py", "test_backends.py")
 
 
 def _module_rank(item):
