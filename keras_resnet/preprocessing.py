@@ -148,7 +148,8 @@ class ImagePreprocessing(keras.layers.Layer):
             raise InvalidArgument(f"`std` must be None or positive values per channel; got {std!r}.")
         channels = self.channels
         for argument, values in (("mean", self.mean), ("std", self.std)):
-            if values is not None and values.shape[-1] != channels:
+            one_for_all = values is not None and values.shape == (1,)  # broadcast to every channel
+            if values is not None and values.shape[-1] != channels and not one_for_all:
                 raise InvalidArgument(
                     f"`{argument}` must hold {channels} value(s) per pixel for channel_order="
                     f"{channel_order!r}; got shape {values.shape}."

@@ -69,7 +69,7 @@ CASES = [
     # A grey input: conv1 has 7 * 7 * (3 - 1) * 64 weights fewer.
     ModelCase("resnet18-grey", functools.partial(keras_resnet.ResNet18, input_shape=(64, 64, 1)),
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
-              exports=("tflite",)),
+              exports=("onnx",)),
 ]
 
 

@@ -413,6 +413,7 @@ def test_predict_embeddings_refuses_what_it_cannot_write(tiny_run, tmp_path, cap
     assert "--embeddings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_writes_embeddings_models_that_predict_embeddings(tiny_run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     run_dir, _ = tiny_run
@@ -434,7 +435,7 @@ def test_export_writes_embeddings_models_that_predict_embeddings(tiny_run, tmp_p
 # --- grey and stacked inputs end to end ------------------------------------------------------
 
 
-def test_a_grey_model_predicts_and_serves_colour_files(tmp_path):
+def test_a_grey_model_predicts_and_serves_colour_files(tmp_path, request):
     model = _randomize_batch_norms(keras_resnet.CifarResNet(8, input_shape=(32, 32, 1)))
     recipe = preprocessing.of(model)
     assert (recipe.channel_order, recipe.channels) == ("grey", 1)
@@ -447,10 +448,12 @@ def test_a_grey_model_predicts_and_serves_colour_files(tmp_path):
     expected = np.asarray(model(recipe.normalize(grey)))
     got = export.predict_files(str(path), [str(tmp_path / "colour.png")], top_k=10)[0]["top_k"]
     np.testing.assert_allclose(sorted(e["score"] for e in got), np.sort(expected[0]), atol=1e-5)
-    saved = export.export_saved_model(str(path), str(tmp_path / "exports"))
-    with open(tmp_path / "colour.png", "rb") as f:
-        served = tf.saved_model.load(saved).signatures["serving_bytes"](image_bytes=tf.constant([f.read()]))
-    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    if request.config.getoption("--all"):  # an export costs seconds: the end-to-end tier
+        saved = export.export_saved_model(str(path), str(tmp_path / "exports"))
+        with open(tmp_path / "colour.png", "rb") as f:
+            encoded = tf.constant([f.read()])
+        served = tf.saved_model.load(saved).signatures["serving_bytes"](image_bytes=encoded)
+        np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
     batches, info = keras_resnet.data.load("digits", "train", 16, preprocessing=recipe, seed=0)
     assert info.image_shape == (32, 32, 1) and next(iter(batches))[0].shape == (16, 32, 32, 1)
 

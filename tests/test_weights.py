@@ -635,6 +635,7 @@ def test_a_weight_set_adapts_conv1_and_its_preprocessing(http_folder, monkeypatc
             rgb_model(flat.normalize(np.repeat(grey, 3, axis=-1))), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # two ResNet-50s
 def test_keras_applications_weights_adapt_to_one_channel(monkeypatch):
     """The keras.applications path (Caffe BGR weights) adapts conv1 too."""
     original = keras.applications.ResNet50
