@@ -26,6 +26,11 @@ _PUBLIC = {
             "CifarResNet", "ImageNetResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet34",
             "ResNet44", "ResNet50", "ResNet56", "ResNet101", "ResNet110", "ResNet152",
             "ResNet1202", "build_resnet", "from_keras_applications", "get_model",
+            "ResNeXt50_32x4d", "ResNeXt101_32x8d", "ResNeXt101_64x4d", "WideResNet50_2",
+            "WideResNet101_2", "ResNet18D", "ResNet34D", "ResNet50D", "ResNet101D",
+            "ResNet152D", "SEResNet50", "SEResNet101", "SEResNet152", "ResNet50V2",
+            "ResNet101V2", "ResNet152V2", "PreActResNet110", "PreActResNet164",
+            "PreActResNet1001",
         )
     },
     "embedding_model": "features",
@@ -39,7 +44,7 @@ _PUBLIC = {
 }
 # Submodules reached as attributes (``keras_resnet.data.load``), imported on first use.
 _SUBMODULES = (
-    "analysis", "architectures", "blocks", "data", "devices", "distribute", "export", "features",
+    "analysis", "architectures", "blocks", "builder", "data", "devices", "distribute", "export", "features",
     "models",
     "preprocessing", "runs", "saving", "serving", "summary", "training", "tuning", "weights",
 )

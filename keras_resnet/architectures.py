@@ -1,7 +1,8 @@
-"""The networks of He et al. 2015 as data: Table 1 (ImageNet) and §4.2 (CIFAR-10).
+"""The networks of He et al. 2015 as data: Table 1 (ImageNet) and §4.2 (CIFAR-10), and the
+family that grew from them (ResNeXt, Wide ResNet, ResNet-D, SE-ResNet, pre-activation nets).
 
-An :class:`Architecture` lists the stem and the stages; ``keras_resnet.models`` turns it into a
-functional model. Nothing here imports Keras.
+An :class:`Architecture` lists the stem, the stages and the block options;
+``keras_resnet.models`` turns it into a functional model. Nothing here imports Keras.
 """
 
 import dataclasses
@@ -42,6 +43,29 @@ PAPER_FIGURES = {
     "resnet56": {"multiply_adds": None, "params": 0.85e6},
     "resnet110": {"multiply_adds": None, "params": 1.7e6},
     "resnet1202": {"multiply_adds": None, "params": 19.4e6},
+    # The family, as its sources publish it. torchvision: its weights' num_params and _ops
+    # (multiply-adds at 224); timm: sum(p.numel()) of timm.create_model; keras.applications:
+    # count_params of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50 (stride in the
+    # 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
+    "resnext50_32x4d": {"multiply_adds": 4.23e9, "params": 25_028_904},
+    "resnext101_32x8d": {"multiply_adds": 16.414e9, "params": 88_791_336},
+    "resnext101_64x4d": {"multiply_adds": 15.46e9, "params": 83_455_272},
+    "wide_resnet50_2": {"multiply_adds": 11.398e9, "params": 68_883_240},
+    "wide_resnet101_2": {"multiply_adds": 22.753e9, "params": 126_886_696},
+    "resnet18d": {"multiply_adds": None, "params": 11_708_744},
+    "resnet34d": {"multiply_adds": None, "params": 21_816_904},
+    "resnet50d": {"multiply_adds": None, "params": 25_576_264},
+    "resnet101d": {"multiply_adds": None, "params": 44_568_392},
+    "resnet152d": {"multiply_adds": None, "params": 60_212_040},
+    "seresnet50": {"multiply_adds": 3.87e9, "params": 28_088_024},
+    "seresnet101": {"multiply_adds": None, "params": 49_326_872},
+    "seresnet152": {"multiply_adds": None, "params": 66_821_848},
+    "resnet50v2": {"multiply_adds": None, "params": 25_613_800},
+    "resnet101v2": {"multiply_adds": None, "params": 44_675_560},
+    "resnet152v2": {"multiply_adds": None, "params": 60_380_648},
+    "preact_resnet110": {"multiply_adds": None, "params": 1.7e6},
+    "preact_resnet164": {"multiply_adds": None, "params": 1.7e6},
+    "preact_resnet1001": {"multiply_adds": None, "params": 10.2e6},
 }
 
 
@@ -64,17 +88,25 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Stem:
     """The layers before the stages: a ``kernel_size`` conv with ``strides`` (+ BN, ReLU),
-    then a max pool ``(pool_size, pool_strides)`` if ``pool_size``."""
+    then a max pool ``(pool_size, pool_strides)`` if ``pool_size``.
+
+    ``deep_widths``: ResNet-C's deep stem (He et al. 2019, §4.1): 3x3 convs (+ BN, ReLU) of
+    these widths come first, the first one with ``strides``. ``normalized=False``: the conv
+    alone (a pre-activation net's first block normalizes it, He et al. 2016)."""
 
     filters: int
     kernel_size: int
     strides: int
     pool_size: int = 0
     pool_strides: int = 1
+    deep_widths: tuple = ()
+    normalized: bool = True
 
 
 # Table 1, conv1 and the start of conv2_x: 7x7, 64, stride 2; 3x3 max pool, stride 2.
 IMAGENET_STEM = Stem(64, 7, 2, pool_size=3, pool_strides=2)
+# He et al. 2019, Fig. 2(b) (ResNet-C): three 3x3 convs, 32, 32, 64 channels, then the pool.
+DEEP_STEM = Stem(64, 3, 2, pool_size=3, pool_strides=2, deep_widths=(32, 32))
 # §4.2: "The first layer is 3x3 convolutions" with 16 filters.
 CIFAR_STEM = Stem(16, 3, 1)
 
@@ -91,10 +123,30 @@ class Architecture:
     input_shape: tuple
     classes: int
     shortcut: str  # default shortcut option of §3.3 / §4.1
+    # The family's block options (see keras_resnet.blocks) and names.
+    variant: str = ""  # the model's name when it is not the paper's resnetN
+    groups: int = 1
+    base_width: int = 64
+    se_ratio: float = 0.0
+    preactivation: bool = False
+    avg_down: bool = False
+    stride_position: str = "1x1"
+    downsample_in: str = "first"  # the block of a stage that strides: "first" or "last"
 
     @property
     def name(self):
-        return f"resnet{self.depth}"
+        return self.variant or f"resnet{self.depth}"
+
+    @property
+    def block_options(self):
+        """The options every block of the network gets (besides its own stride, shortcut)."""
+        options = {"preactivation": self.preactivation} if self.preactivation else {}
+        if self.block == "bottleneck":
+            options.update(groups=self.groups, base_width=self.base_width,
+                           stride_position=self.stride_position)
+        if self.se_ratio:
+            options["se_ratio"] = self.se_ratio
+        return options
 
     @property
     def stem_reduction(self):
@@ -108,6 +160,75 @@ class Architecture:
         for stage in self.stages:
             reduction *= stage.strides
         return reduction
+
+
+# The family as data: name -> (the Table 1 or §4.2 network it changes, the changes, paper).
+_TORCH_STYLE = {"stride_position": "3x3"}  # the stride on the 3x3, as every family paper's
+FAMILY = {
+    # Xie et al. 2017, "Aggregated Residual Transformations", Table 1: cardinality x width.
+    "resnext50_32x4d": (("imagenet", 50), {"groups": 32, "base_width": 4}, "Xie et al. 2017"),
+    "resnext101_32x8d": (("imagenet", 101), {"groups": 32, "base_width": 8}, "Xie et al. 2017"),
+    "resnext101_64x4d": (("imagenet", 101), {"groups": 64, "base_width": 4}, "Xie et al. 2017"),
+    # Zagoruyko & Komodakis 2016 as torchvision builds it: the bottleneck twice as wide.
+    "wide_resnet50_2": (("imagenet", 50), {"base_width": 128}, "Zagoruyko & Komodakis 2016"),
+    "wide_resnet101_2": (("imagenet", 101), {"base_width": 128}, "Zagoruyko & Komodakis 2016"),
+    # He et al. 2019, "Bag of Tricks", §4.1: ResNet-D = deep stem (C) + average-pool shortcut (D).
+    **{f"resnet{depth}d": (("imagenet", depth), {"stem": DEEP_STEM, "avg_down": True},
+                           "He et al. 2019")
+       for depth in IMAGENET_DEPTHS},
+    # Hu et al. 2018, "Squeeze-and-Excitation Networks": SE with r = 16 in every block.
+    **{f"seresnet{depth}": (("imagenet", depth), {"se_ratio": 1 / 16}, "Hu et al. 2018")
+       for depth in (50, 101, 152)},
+    # He et al. 2016, "Identity Mappings": full pre-activation, in keras.applications' layout
+    # (stride in a stage's last block, conv1 without BN, BN-ReLU after the last stage).
+    **{f"resnet{depth}v2": (("imagenet", depth),
+                            {"preactivation": True, "downsample_in": "last",
+                             "stem": dataclasses.replace(IMAGENET_STEM, normalized=False)},
+                            "He et al. 2016")
+       for depth in (50, 101, 152)},
+    # He et al. 2016, Table 6 and §4.2 of 2015's CIFAR nets, pre-activated: ResNet-110 with
+    # basic blocks (option A), ResNet-164 and -1001 with bottlenecks (9n + 2 layers, option B).
+    "preact_resnet110": (("cifar", 110), {"preactivation": True}, "He et al. 2016"),
+    "preact_resnet164": (("cifar_bottleneck", 164), {"preactivation": True}, "He et al. 2016"),
+    "preact_resnet1001": (("cifar_bottleneck", 1001), {"preactivation": True}, "He et al. 2016"),
+}
+
+
+def family_architecture(name):
+    """The architecture of a family member ("resnext50_32x4d", "resnet50d", "seresnet50",
+    "resnet50v2", "preact_resnet164", ...): its base network with the family's changes.
+
+    Example:
+        >>> family_architecture("resnext50_32x4d").groups
+        32
+    """
+    if name not in FAMILY:
+        raise InvalidArgument(f"`name` must be one of {', '.join(FAMILY)}; got {name!r}.")
+    (family, depth), changes, _ = FAMILY[name]
+    if family == "cifar_bottleneck":
+        # ResNet-164 / -1001: 9n + 2 layers of bottlenecks on 16, 32, 64 planes.
+        n = (depth - 2) // 9
+        base = cifar_architecture(6 * n + 2)
+        base = dataclasses.replace(base, depth=depth, block="bottleneck", shortcut="B")
+    else:
+        base = architecture(family, depth)
+    changes = dict(changes)
+    if base.family == "imagenet":
+        changes = {**_TORCH_STYLE, **changes}
+    if changes.get("preactivation") and "stem" not in changes:
+        changes["stem"] = dataclasses.replace(base.stem, normalized=False)
+    if changes.get("downsample_in") == "last":  # conv5 keeps its size; conv2..4 halve at the end
+        stages = base.stages
+        changes["stages"] = tuple(
+            dataclasses.replace(stage, strides=next_stage.strides)
+            for stage, next_stage in zip(stages, stages[1:])
+        ) + (dataclasses.replace(stages[-1], strides=1),)
+    return dataclasses.replace(base, variant=name, **changes)
+
+
+def paper_of(name):
+    """The paper a named model follows."""
+    return FAMILY[name][2] if name in FAMILY else "He et al. 2015"
 
 
 def valid_depths(family):
@@ -174,6 +295,12 @@ def with_output_stride(arch, output_stride):
     if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
         raise InvalidArgument(
             f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}."
+        )
+    if arch.downsample_in != "first":
+        raise InvalidArgument(
+            f"`output_stride` dilates the stages after the first strided block; {arch.name} "
+            "strides in its stages' last blocks (keras.applications' V2 layout): use its "
+            "output_stride=32."
         )
     if output_stride > arch.output_stride:
         raise InvalidArgument(

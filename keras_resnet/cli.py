@@ -21,9 +21,11 @@ UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
 def _summary(args):
     from keras_resnet.summary import summary_table
 
-    unknown = [name for name in args.models if name not in NAMED_MODELS]
+    from keras_resnet.models import MODEL_NAMES
+
+    unknown = [name for name in args.models if name not in MODEL_NAMES]
     if unknown:
-        raise InvalidArgument(f"unknown model {unknown[0]!r}; choose from {', '.join(NAMED_MODELS)}")
+        raise InvalidArgument(f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)}")
     print(summary_table(args.models or None))
 
 
@@ -223,7 +225,8 @@ def _add_train(commands):
                       "or fine-tune pretrained weights (--weights)"
     )
     train.add_argument("--model", default="resnet20",
-                       help="a model name (resnet20, resnet50, ...) or a .keras file")
+                       help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
+                            "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
     train.add_argument("--weights", default=None,
@@ -363,7 +366,9 @@ def build_parser():
     )
     summary.add_argument(
         "models", nargs="*", metavar="MODEL",
-        help=f"models to list (default: all of {', '.join(NAMED_MODELS)})",
+        help=f"models to list (default: the paper's {', '.join(NAMED_MODELS)}; or the family's: "
+             "resnext50_32x4d, wide_resnet50_2, resnet50d, seresnet50, resnet50v2, "
+             "preact_resnet164, ...)",
     )
     summary.set_defaults(run=_summary)
     _add_train(commands)

@@ -2,7 +2,8 @@
 
 A ResNet's stages are the rows of the paper's Table 1: ``conv1`` (after its ReLU, before the
 max pool), then ``conv2`` .. ``conv5`` (ImageNet nets) or ``conv2`` .. ``conv4`` (the CIFAR
-nets of §4.2), each the output of its last block. keras-hub's ``pyramid_outputs`` ``P2`` ..
+nets of §4.2), each the output of its last block. In a pre-activation (v2) net ``conv1`` is
+the stem's convolution and the last stage is read after the final BN-ReLU (``post_relu``). keras-hub's ``pyramid_outputs`` ``P2`` ..
 ``P5`` are ``conv2`` .. ``conv5``; both names are accepted.
 
 - :func:`feature_info`: each stage's channels and reduction (how much smaller than the input).
@@ -25,7 +26,10 @@ from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import walk_layers
 
 STEM_OUTPUT = "conv1_relu"
-POOLING_LAYERS = ("avg_pool", "max_pool")  # keras_resnet.models.head's global pooling
+# A pre-activation net's stem output and final BN-ReLU (keras_resnet.builder.stages).
+PREACT_STEM_OUTPUT, PREACT_OUTPUT = "conv1", "post_relu"
+_STEM_CONV = re.compile(r"^conv1(_\d+)?$")
+POOLING_LAYERS = ("avg_pool", "max_pool")  # keras_resnet.builder.head's global pooling
 _BLOCK = re.compile(r"^(conv\d+)_block(\d+)$")
 
 
@@ -35,7 +39,7 @@ def _network(model):
         raise InvalidType(f"`model` must be a keras.Model; got {type(model).__name__}.")
     candidates = [model] + [layer for layer in walk_layers(model) if isinstance(layer, keras.Model)]
     for candidate in candidates:
-        if STEM_OUTPUT in {layer.name for layer in candidate.layers}:
+        if _stem_output({layer.name for layer in candidate.layers}):
             return candidate
     raise InvalidArgument(
         f"`model` {model.name!r} is not a keras_resnet network: it has no {STEM_OUTPUT!r} "
@@ -43,13 +47,23 @@ def _network(model):
     )
 
 
+def _stem_output(names):
+    if STEM_OUTPUT in names:
+        return STEM_OUTPUT
+    return PREACT_STEM_OUTPUT if PREACT_OUTPUT in names else None
+
+
 def _stage_layers(network):
-    """``{stage name: layer}`` in network order: conv1's ReLU, then each stage's last block."""
-    layers = {"conv1": network.get_layer(STEM_OUTPUT)}
+    """``{stage name: layer}`` in network order: conv1's ReLU, then each stage's last block
+    (the final BN-ReLU for a pre-activation net's last stage)."""
+    names = {layer.name for layer in network.layers}
+    layers = {"conv1": network.get_layer(_stem_output(names))}
     for layer in network.layers:
         match = _BLOCK.match(layer.name)
         if match and hasattr(layer, "shortcut"):
             layers[match[1]] = layer  # later blocks of a stage replace earlier ones
+    if PREACT_OUTPUT in names:
+        layers[list(layers)[-1]] = network.get_layer(PREACT_OUTPUT)
     return layers
 
 
@@ -75,13 +89,19 @@ def feature_info(model):
     network = _network(model)
     stage_layers = _stage_layers(network)
     names = {layer.name for layer in network.layers}
-    reduction = _strides(network.get_layer("conv1"))
+    reduction = 1
+    for layer in network.layers:
+        if _STEM_CONV.match(layer.name):
+            reduction *= _strides(layer)
     info = [{"name": "conv1", "channels": int(stage_layers["conv1"].output.shape[-1]),
-             "reduction": reduction, "layer": STEM_OUTPUT}]
+             "reduction": reduction, "layer": stage_layers["conv1"].name}]
     if "pool1" in names:
         reduction *= _strides(network.get_layer("pool1"))
     for name, layer in list(stage_layers.items())[1:]:
-        reduction *= network.get_layer(f"{name}_block1").strides
+        for block in network.layers:  # a stage strides in its first block, a V2 net's in its last
+            match = _BLOCK.match(block.name)
+            if match and match[1] == name:
+                reduction *= block.strides
         info.append({"name": name, "channels": int(layer.output.shape[-1]),
                      "reduction": reduction, "layer": layer.name})
     return info

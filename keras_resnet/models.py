@@ -1,336 +1,22 @@
-"""Functional ResNet models built from the architecture tables.
+"""The named constructors, with the keras.applications signature.
 
-One builder, :func:`build_resnet`, turns an :class:`~keras_resnet.architectures.Architecture`
-into a ``keras.Model``; :func:`ImageNetResNet`, :func:`CifarResNet` and the named constructors
-(``ResNet18`` ... ``ResNet1202``) call it with the keras.applications signature.
+:func:`ImageNetResNet`, :func:`CifarResNet`, the paper's nets (``ResNet18`` ... ``ResNet1202``)
+and the family (``ResNeXt50_32x4d``, ``WideResNet50_2``, ``ResNet50D``, ``SEResNet50``,
+``ResNet50V2``, ``PreActResNet164``, ...) call the one builder,
+:func:`keras_resnet.builder.build_resnet`, and load pretrained weight sets.
 """
-
-import dataclasses
 
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
-from keras_resnet.architectures import NAMED_MODELS, architecture, with_output_stride, with_stem
-from keras_resnet.blocks import BottleneckBlock, ResidualBlock, check_channels_last
-from keras_resnet.errors import (
-    InvalidArgument, InvalidType, check_choice, check_fraction, check_positive_int,
-)
+from keras_resnet.architectures import FAMILY, NAMED_MODELS, architecture, family_architecture
+# Re-exported: the builder's names were this module's before it had one of its own.
+from keras_resnet.builder import SHORTCUT_OPTIONS, build_resnet, walk_layers  # noqa: F401
+from keras_resnet.errors import InvalidArgument, InvalidType
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
-POOLINGS = (None, "avg", "max")
-MIN_INPUT_SIZE = 32
-# The block class of each ``Architecture.block``.
-BLOCKS = {"basic": ResidualBlock, "bottleneck": BottleneckBlock}
-# The paper's weight decay (§3.4, §4.2): the L2 coefficient in the gradient.
-PAPER_WEIGHT_DECAY = 1e-4
-
-
-def walk_layers(model):
-    """Every layer of ``model``, nested models' layers included (public Keras APIs only).
-
-    Example:
-        >>> len([layer for layer in walk_layers(keras_resnet.ResNet20()) if layer.name == "conv1"])
-        1
-    """
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer)
-
-
-def _shortcut_kind(option, residual, dims_change):
-    """§3.3 / §4.1: the shortcut a block gets under option A, B or C."""
-    if not residual:
-        return "none"  # plain network
-    if option == "C":
-        return "projection"  # all shortcuts are projections
-    if not dims_change:
-        return "identity"
-    return "zero_pad" if option == "A" else "projection"
-
-
-def _check_input_shape(input_shape):
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        raise InvalidArgument(
-            f"`input_shape` must be (height, width, channels); got {input_shape!r}."
-        )
-    height, width, channels = input_shape
-    for size in (height, width):
-        if size is not None and (not isinstance(size, int) or size < MIN_INPUT_SIZE):
-            raise InvalidArgument(
-                f"`input_shape` height and width must be None or integers >= "
-                f"{MIN_INPUT_SIZE}; got {tuple(input_shape)}."
-            )
-    check_positive_int("input_shape channels", channels)
-
-
-def kernel_regularizer_for(weight_decay=None, kernel_regularizer=None):
-    """The kernel regularizer of a model: the user's, else the paper's weight decay as L2.
-
-    Keras' ``L2(c)`` adds ``c * sum(w^2)`` to the loss, so its gradient is ``2c * w``: a weight
-    decay of 1e-4 on the gradient (the paper's) is ``L2(5e-5)``; ``weight_decay=0`` is none.
-
-    Example:
-        >>> round(float(kernel_regularizer_for(1e-4).l2), 10)
-        5e-05
-    """
-    if kernel_regularizer is not None:
-        if weight_decay is not None:
-            raise InvalidArgument(
-                "Pass either `weight_decay` or `kernel_regularizer`, not both; got "
-                f"weight_decay={weight_decay!r} and kernel_regularizer={kernel_regularizer!r}."
-            )
-        return keras.regularizers.get(kernel_regularizer)
-    weight_decay = PAPER_WEIGHT_DECAY if weight_decay is None else weight_decay
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise InvalidArgument(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
-    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-
-
-@dataclasses.dataclass(frozen=True)
-class _LayerSettings:
-    """What every conv, BN and block of one model shares."""
-
-    width_multiplier: float
-    conv: dict  # use_bias, kernel_initializer, kernel_regularizer
-    momentum: float
-    epsilon: float
-    synchronized: bool
-    zero_init_residual: bool
-    stride_position: str
-
-    def width(self, channels):
-        return max(1, int(round(channels * self.width_multiplier)))
-
-    def batch_norm(self, name):
-        return keras.layers.BatchNormalization(
-            momentum=self.momentum, epsilon=self.epsilon, synchronized=self.synchronized,
-            name=name,
-        )
-
-    def block(self, kind, filters, strides, shortcut, name, **options):
-        if kind is BottleneckBlock:
-            options["stride_position"] = self.stride_position
-        return kind(
-            filters, strides=strides, shortcut=shortcut, momentum=self.momentum,
-            epsilon=self.epsilon, synchronized=self.synchronized,
-            zero_init_residual=self.zero_init_residual, name=name, **self.conv, **options,
-        )
-
-
-def _inputs(arch, input_tensor, input_shape):
-    """The model's Input, and the tensor the network starts from."""
-    if input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
-    input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
-    _check_input_shape(input_shape)
-    if input_tensor is None:
-        return keras.Input(shape=input_shape)
-    if keras.backend.is_keras_tensor(input_tensor):
-        return input_tensor
-    return keras.Input(tensor=input_tensor, shape=input_shape)
-
-
-def stem_layers(x, spec, settings):
-    """conv1 (+ BN, ReLU) and pool1 of ``spec`` (an ``architectures.Stem``): Table 1's 7x7/2
-    conv and 3x3/2 max pool for ImageNet, §4.2's single 3x3 conv for CIFAR."""
-    filters = settings.width(spec.filters)
-    if spec.strides > 1:  # pad explicitly, as the blocks' strided convs do
-        x = keras.layers.ZeroPadding2D(spec.kernel_size // 2, name="conv1_pad")(x)
-        conv = keras.layers.Conv2D(filters, spec.kernel_size, strides=spec.strides,
-                                   name="conv1", **settings.conv)
-    else:
-        conv = keras.layers.Conv2D(filters, spec.kernel_size, padding="same", name="conv1",
-                                   **settings.conv)
-    x = settings.batch_norm("conv1_bn")(conv(x))
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    if spec.pool_size:
-        x = keras.layers.ZeroPadding2D(spec.pool_size // 2, name="pool1_pad")(x)
-        x = keras.layers.MaxPooling2D(spec.pool_size, strides=spec.pool_strides, name="pool1")(x)
-    return x
-
-
-def stages(x, arch, settings, shortcut, residual, drop_path_rate=0.0):
-    """conv2_x ... conv5_x (Table 1) or the three stages of §4.2: ``repeats`` blocks each,
-    the first of a stage with its stride; shortcuts by option A/B/C (§3.3).
-
-    A dilated stage's first block keeps the previous stage's dilation in its first 3x3 (as
-    timm and torchvision do); block ``i`` of ``n`` drops its branch with probability
-    ``drop_path_rate * i / (n - 1)`` (stochastic depth's linear rule, timm's indexing)."""
-    block = BLOCKS[arch.block]
-    channels = x.shape[-1]
-    total = sum(stage.repeats for stage in arch.stages)
-    index_in_net, previous_dilation = 0, 1
-    for stage in arch.stages:
-        filters = settings.width(stage.filters)
-        out_channels = filters * block.expansion
-        for index in range(stage.repeats):
-            strides = stage.strides if index == 0 else 1
-            kind = _shortcut_kind(shortcut, residual, strides != 1 or channels != out_channels)
-            options = {}
-            if stage.dilation > 1 or previous_dilation > 1:
-                options["dilation_rate"] = stage.dilation
-                options["first_dilation_rate"] = previous_dilation if index == 0 else stage.dilation
-            if drop_path_rate:
-                options["drop_path_rate"] = drop_path_rate * index_in_net / max(1, total - 1)
-            x = settings.block(
-                block, filters, strides, kind, f"{stage.name}_block{index + 1}", **options
-            )(x)
-            channels, index_in_net = out_channels, index_in_net + 1
-        previous_dilation = stage.dilation
-    return x
-
-
-def head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer,
-         dropout=0.0):
-    """Global average pooling and the ``classes``-way classifier (Table 1's last row), with
-    ``dropout`` before it, or only the pooling of keras.applications' ``pooling`` argument."""
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="dropout")(x)
-        # Under a mixed policy the classifier computes in float32 for a stable softmax.
-        mixed = keras.config.dtype_policy().name.startswith("mixed")
-        return keras.layers.Dense(
-            classes, activation=classifier_activation, kernel_regularizer=kernel_regularizer,
-            dtype="float32" if mixed else None, name="predictions",
-        )(x)
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
-
-
-def _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout=0.0,
-                   drop_path_rate=0.0, residual=True):
-    if not isinstance(include_top, bool):
-        raise InvalidArgument(f"`include_top` must be True or False; got {include_top!r}.")
-    check_fraction("dropout", dropout)
-    check_fraction("drop_path_rate", drop_path_rate)
-    if dropout and not include_top:
-        raise InvalidArgument(f"`dropout={dropout}` sits before the classifier; with "
-                              "include_top=False there is none (add your own Dropout to your head).")
-    if drop_path_rate and not residual:
-        raise InvalidArgument(f"`drop_path_rate={drop_path_rate}` drops residual branches; a "
-                              "plain net (residual=False) has none.")
-    check_choice("pooling", pooling, POOLINGS)
-    check_positive_int("classes", classes)
-    check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
-    if (
-        isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, (int, float))
-        or width_multiplier <= 0
-    ):
-        raise InvalidArgument(
-            f"`width_multiplier` must be a positive number; got {width_multiplier!r}."
-        )
-
-
-def build_resnet(
-    arch,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    name=None,
-    *,
-    shortcut=None,
-    residual=True,
-    stride_position="1x1",
-    zero_init_residual=False,
-    use_bias=False,
-    weight_decay=None,
-    kernel_regularizer=None,
-    width_multiplier=1.0,
-    bn_momentum=0.9,
-    bn_epsilon=1e-5,
-    bn_synchronized=False,
-    preprocessing=None,
-    output_stride=None,
-    stem="standard",
-    drop_path_rate=0.0,
-    dropout=0.0,
-):
-    """Build the functional model of architecture ``arch``: input, preprocessing record,
-    stem, stages, head.
-
-    Args:
-        arch: an ``Architecture`` from ``keras_resnet.architectures``.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name: as in keras.applications. ``weights`` is None or a
-            weights file (``.weights.h5``, ``.safetensors``, ``.npz``, ``.pth``); weight set
-            names ("imagenet", "torchvision_v2", ...) go through :func:`ImageNetResNet` and
-            the ``ResNetNN`` constructors. ``classes`` and ``input_shape`` default to the
-            family's (1000 and 224x224x3 for ImageNet, 10 and 32x32x3 for CIFAR).
-        shortcut: "A" (zero-padding), "B" (projection when dimensions increase) or "C" (all
-            projections), §3.3/§4.1. Defaults to B for ImageNet, A for CIFAR.
-        residual: False gives the plain counterpart (same layers, no shortcuts).
-        stride_position: "1x1" or "3x3", where a bottleneck block puts its stride.
-        zero_init_residual: zero gamma on every residual branch's last BN.
-        use_bias: biases on convolutions.
-        weight_decay: the paper's weight decay (L2 coefficient in the gradient, §3.4),
-            default 1e-4: ``keras.regularizers.L2(weight_decay / 2)`` on every conv and dense
-            kernel; 0 for none. Training keeps it unless told otherwise.
-        kernel_regularizer: any Keras regularizer for those kernels instead.
-        width_multiplier: scales the channels of every layer.
-        bn_momentum, bn_epsilon: BatchNormalization settings.
-        bn_synchronized: synchronized BN across the replicas of a multi-replica strategy.
-        preprocessing: the ``ImagePreprocessing`` the model's inputs follow; default: resize
-            to the input size, pixels / 255, classes named by index.
-        output_stride: 8, 16 or 32 (ImageNet nets): the later stages keep their resolution
-            and dilate their 3x3 convolutions instead (``architectures.with_output_stride``).
-        stem: "standard", or "low_resolution": conv1 at stride 1 and no max pool, for 32x32
-            to 64x64 images, with the same weights.
-        drop_path_rate: stochastic depth: the last block drops its residual branch with this
-            probability while training, earlier ones linearly less (the first never).
-        dropout: dropout rate before the classifier while training.
-
-    Returns:
-        A ``keras.Model``.
-
-    Example:
-        >>> from keras_resnet.architectures import cifar_architecture
-        >>> build_resnet(cifar_architecture(20)).count_params()  # trainable 269,722 + BN statistics
-        271098
-    """
-    check_channels_last(f"resnet{arch.depth}")
-    classes = arch.classes if classes is None else classes
-    shortcut = arch.shortcut if shortcut is None else str(shortcut).upper()
-    _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout,
-                   drop_path_rate, residual)
-    arch = with_stem(arch, stem)
-    if output_stride is not None:
-        arch = with_output_stride(arch, output_stride)
-    regularizer = kernel_regularizer_for(weight_decay, kernel_regularizer)
-    settings = _LayerSettings(
-        width_multiplier=width_multiplier,
-        conv={"use_bias": use_bias, "kernel_initializer": "he_normal",  # §3.4
-              "kernel_regularizer": regularizer},
-        momentum=bn_momentum, epsilon=bn_epsilon, synchronized=bn_synchronized,
-        zero_init_residual=zero_init_residual, stride_position=stride_position,
-    )
-    inputs = _inputs(arch, input_tensor, input_shape)
-    if preprocessing is None:
-        preprocessing = preprocessing_lib.plain(
-            inputs.shape[1:3] if None not in inputs.shape[1:3] else arch.input_shape[:2],
-            channels=inputs.shape[-1],
-            class_names=[str(i) for i in range(classes)] if include_top else None,
-        )
-    x = preprocessing(inputs)
-    x = stem_layers(x, arch.stem, settings)
-    x = stages(x, arch, settings, shortcut, residual, drop_path_rate)
-    x = head(x, include_top, pooling, classes, classifier_activation, regularizer, dropout)
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    if name is None:
-        name = f"{'resnet' if residual else 'plain'}{arch.depth}"
-    model = keras.Model(inputs, x, name=name)
-    return weights_lib.load_weights(model, weights)
+# Every name ``get_model`` and the command line take.
+MODEL_NAMES = (*NAMED_MODELS, *FAMILY)
 
 
 def ImageNetResNet(
@@ -359,8 +45,21 @@ def ImageNetResNet(
         >>> ImageNetResNet(34, shortcut="A").count_params() < ImageNetResNet(34).count_params()
         True
     """
-    arch = architecture("imagenet", depth)
-    weight_set = weights_lib.resolve(arch.name, weights)
+    return _pretrained_or_built(
+        architecture("imagenet", depth), include_top, weights, input_tensor, input_shape,
+        pooling, classes, classifier_activation, name, options,
+    )
+
+
+def _pretrained_or_built(arch, include_top, weights, input_tensor, input_shape, pooling,
+                         classes, classifier_activation, name, options):
+    """Build ``arch``; with a weight set name, the set's variant with its weights."""
+    if arch.family != "imagenet" and weights_lib.is_name(weights):
+        raise InvalidArgument(
+            f"`weights={weights!r}`: pretrained weight sets exist for ImageNet nets only; "
+            f"{arch.name} (a CIFAR net) takes None or a path to a weights file."
+        )
+    weight_set = None if arch.family != "imagenet" else weights_lib.resolve(arch.name, weights)
     if weight_set is None:
         return build_resnet(
             arch, include_top, weights, input_tensor, input_shape, pooling, classes,
@@ -398,19 +97,11 @@ def CifarResNet(
         >>> CifarResNet(56, residual=False).name  # the 56-layer plain net of Fig. 6
         'plain56'
     """
-    if weights_lib.is_name(weights):
-        raise InvalidArgument(
-            f"`weights={weights!r}`: pretrained weight sets exist for the ImageNet ResNet-18/34/"
-            "50/101/152 only; a CIFAR ResNet takes None or a path to a weights file."
-        )
-    return build_resnet(
+    return _pretrained_or_built(
         architecture("cifar", depth), include_top, weights, input_tensor, input_shape,
-        pooling, classes, classifier_activation, name, **options,
+        pooling, classes, classifier_activation, name, options,
     )
 
-
-# Options that keras.applications' ImageNet weights fix.
-_IMAGENET_WEIGHT_OPTIONS = {**weights_lib.FIXED_OPTIONS, **weights_lib.CAFFE_VARIANT}
 
 
 def _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options):
@@ -472,7 +163,8 @@ def _from_imagenet_weights(
     arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
     classifier_activation, name, options,
 ):
-    application = getattr(keras.applications, f"ResNet{arch.depth}")
+    suffix = "V2" if arch.preactivation else ""
+    application = getattr(keras.applications, f"ResNet{arch.depth}{suffix}")
     channels = _input_channels(input_tensor, input_shape)
     source = application(
         include_top=include_top,
@@ -482,7 +174,8 @@ def _from_imagenet_weights(
         classes=classes,
         classifier_activation=classifier_activation,
     )
-    extra = {k: v for k, v in options.items() if k not in _IMAGENET_WEIGHT_OPTIONS}
+    fixed = weight_set.build_options()
+    extra = {k: v for k, v in options.items() if k not in fixed}
     size = _input_size(weight_set, input_tensor, input_shape) or (weight_set.image_size,) * 2
     return from_keras_applications(
         source, input_tensor=input_tensor, name=name, channels=channels,
@@ -491,15 +184,17 @@ def _from_imagenet_weights(
 
 
 def from_keras_applications(keras_model, input_tensor=None, name=None, channels=3, **options):
-    """The keras_resnet equivalent of a keras.applications ResNet50/101/152, with its weights.
+    """The keras_resnet equivalent of a keras.applications ResNet50/101/152 or
+    ResNet50V2/101V2/152V2, with its weights.
 
-    The result has the source's layout (stride in the first 1x1, conv biases, BN epsilon
-    1.001e-5) and gives the same predictions; it takes the same preprocessing
-    (``keras.applications.resnet.preprocess_input``), which it carries as a Caffe-mode
-    ``ImagePreprocessing`` (or pass ``preprocessing=``).
+    The result has the source's layout (V1: stride in the first 1x1, conv biases, BN epsilon
+    1.001e-5; V2: pre-activation, stride in each stage's last block) and gives the same
+    predictions; it carries the source's preprocessing (``resnet.preprocess_input``'s Caffe
+    mode, ``resnet_v2``'s [-1, 1] scaling) as its ``ImagePreprocessing`` (or pass
+    ``preprocessing=``).
 
     Args:
-        keras_model: a ``keras.applications.ResNet50/101/152`` model (v1).
+        keras_model: a keras.applications ResNet (V1 or V2) model.
         input_tensor, name: as in :func:`ImageNetResNet`.
         channels: input channels; conv1 is adapted from RGB when not 3
             (``keras_resnet.weights.adapt_input_kernel``).
@@ -516,22 +211,28 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, channels=
     if not isinstance(keras_model, keras.Model):
         raise InvalidType(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
     layout = weights_lib.keras_applications_layout(keras_model)
-    preprocessing = options.pop("preprocessing", None) or preprocessing_lib.caffe(
+    v2 = layout["version"] == 2
+    recipe = preprocessing_lib.tf_mode if v2 else preprocessing_lib.caffe
+    preprocessing = options.pop("preprocessing", None) or recipe(
         layout["input_shape"][0] or 224,
         class_names=[str(i) for i in range(layout["classes"])] if layout["include_top"] else None,
     ).for_channels(channels)
     input_shape = (*layout["input_shape"][:2], channels)
+    arch = (family_architecture(f"resnet{layout['depth']}v2") if v2
+            else architecture("imagenet", layout["depth"]))
+    fixed = {**weights_lib.FIXED_OPTIONS,
+             **(weights_lib.KERAS_V2_VARIANT if v2 else weights_lib.CAFFE_VARIANT)}
     target = build_resnet(
-        architecture("imagenet", layout["depth"]),
+        arch,
         include_top=layout["include_top"],
         input_tensor=input_tensor,
         input_shape=None if input_tensor is not None else input_shape,
         pooling=layout["pooling"],
         classes=layout["classes"],
         classifier_activation=layout["classifier_activation"],
-        name=name or f"resnet{layout['depth']}",
+        name=name or arch.name,
         preprocessing=preprocessing,
-        **{**options, **_IMAGENET_WEIGHT_OPTIONS},
+        **{**options, **fixed},
     )
     weights_lib.copy_keras_applications_weights(keras_model, target)
     return target
@@ -571,29 +272,92 @@ ResNet110 = _named("cifar", 110)
 ResNet1202 = _named("cifar", 1202)
 
 
+def _family_constructor(model_name, function_name):
+    arch = family_architecture(model_name)
+    default_classes = arch.classes
+
+    def build(include_top=True, weights=None, input_tensor=None, input_shape=None,
+              pooling=None, classes=default_classes, classifier_activation="softmax", name=None,
+              **options):
+        return _pretrained_or_built(
+            family_architecture(model_name), include_top, weights, input_tensor, input_shape,
+            pooling, classes, classifier_activation, name, options,
+        )
+
+    build.__name__ = build.__qualname__ = function_name
+    # Examples of the nets that take seconds to build are shown, not run.
+    skip = "" if model_name in ("resnet18d", "preact_resnet110") else "  # doctest: +SKIP"
+    build.__doc__ = (
+        f"{model_name} ({FAMILY[model_name][2]}): arguments as keras.applications, options as "
+        f"``build_resnet``; ``weights`` takes the names of "
+        f"``keras_resnet.weights.available({model_name!r})``.\n\n    Example:\n        >>> "
+        f"keras_resnet.{function_name}().name{skip}\n        {model_name!r}\n"
+    )
+    return build
+
+
+# The family, under torchvision's and keras.applications' names (CamelCase for Python).
+ResNeXt50_32x4d = _family_constructor("resnext50_32x4d", "ResNeXt50_32x4d")
+ResNeXt101_32x8d = _family_constructor("resnext101_32x8d", "ResNeXt101_32x8d")
+ResNeXt101_64x4d = _family_constructor("resnext101_64x4d", "ResNeXt101_64x4d")
+WideResNet50_2 = _family_constructor("wide_resnet50_2", "WideResNet50_2")
+WideResNet101_2 = _family_constructor("wide_resnet101_2", "WideResNet101_2")
+ResNet18D = _family_constructor("resnet18d", "ResNet18D")
+ResNet34D = _family_constructor("resnet34d", "ResNet34D")
+ResNet50D = _family_constructor("resnet50d", "ResNet50D")
+ResNet101D = _family_constructor("resnet101d", "ResNet101D")
+ResNet152D = _family_constructor("resnet152d", "ResNet152D")
+SEResNet50 = _family_constructor("seresnet50", "SEResNet50")
+SEResNet101 = _family_constructor("seresnet101", "SEResNet101")
+SEResNet152 = _family_constructor("seresnet152", "SEResNet152")
+ResNet50V2 = _family_constructor("resnet50v2", "ResNet50V2")
+ResNet101V2 = _family_constructor("resnet101v2", "ResNet101V2")
+ResNet152V2 = _family_constructor("resnet152v2", "ResNet152V2")
+PreActResNet110 = _family_constructor("preact_resnet110", "PreActResNet110")
+PreActResNet164 = _family_constructor("preact_resnet164", "PreActResNet164")
+PreActResNet1001 = _family_constructor("preact_resnet1001", "PreActResNet1001")
+FAMILY_CONSTRUCTORS = {
+    "resnext50_32x4d": ResNeXt50_32x4d, "resnext101_32x8d": ResNeXt101_32x8d,
+    "resnext101_64x4d": ResNeXt101_64x4d, "wide_resnet50_2": WideResNet50_2,
+    "wide_resnet101_2": WideResNet101_2, "resnet18d": ResNet18D, "resnet34d": ResNet34D,
+    "resnet50d": ResNet50D, "resnet101d": ResNet101D, "resnet152d": ResNet152D,
+    "seresnet50": SEResNet50, "seresnet101": SEResNet101, "seresnet152": SEResNet152,
+    "resnet50v2": ResNet50V2, "resnet101v2": ResNet101V2, "resnet152v2": ResNet152V2,
+    "preact_resnet110": PreActResNet110, "preact_resnet164": PreActResNet164,
+    "preact_resnet1001": PreActResNet1001,
+}
+
+
 def parse_model_name(model_name):
-    """``(family, depth)`` of a model name: a named model ("resnet50", "resnet20", ...) or
-    ``resnetN`` for any other CIFAR depth N = 6n+2 ("resnet8", "resnet74", ...)."""
+    """``(family, depth)`` of a model name: a named model ("resnet50", "resnet20",
+    "resnext50_32x4d", ...; family "imagenet" or "cifar") or ``resnetN`` for any other CIFAR
+    depth N = 6n+2 ("resnet8", "resnet74", ...)."""
     if model_name in NAMED_MODELS:
         return NAMED_MODELS[model_name]
+    if model_name in FAMILY:
+        arch = family_architecture(model_name)
+        return arch.family, arch.depth
     digits = str(model_name).removeprefix("resnet")
     if str(model_name).startswith("resnet") and digits.isdigit():
         depth = int(digits)
         if depth >= 8 and (depth - 2) % 6 == 0:
             return "cifar", depth
     raise InvalidArgument(
-        f"`model_name` must be one of {', '.join(NAMED_MODELS)} or resnetN with N = 6n+2 "
+        f"`model_name` must be one of {', '.join(MODEL_NAMES)} or resnetN with N = 6n+2 "
         f"(a CIFAR depth); got {model_name!r}."
     )
 
 
 def get_model(model_name, **kwargs):
-    """Build a model by name ("resnet20", "resnet50", "resnet8", ...) with constructor ``kwargs``.
+    """Build a model by name ("resnet20", "resnet50", "resnext50_32x4d", "resnet8", ...) with
+    constructor ``kwargs``.
 
     Example:
         >>> get_model("resnet8", classes=4).output_shape
         (None, 4)
     """
     family, depth = parse_model_name(model_name)
+    if model_name in FAMILY_CONSTRUCTORS:
+        return FAMILY_CONSTRUCTORS[model_name](**kwargs)
     constructor = ImageNetResNet if family == "imagenet" else CifarResNet
     return constructor(depth, **kwargs)

@@ -297,6 +297,19 @@ def caffe(image_size=224, resize_size=256, class_names=None, source="keras_appli
     )
 
 
+def tf_mode(image_size=224, resize_size=256, class_names=None, source="keras_applications_v2"):
+    """keras.applications' ResNet50V2/101V2/152V2 ("tf" mode): RGB scaled to [-1, 1].
+
+    Example:
+        >>> float(tf_mode().normalize(np.full((1, 1, 3), 255))[0, 0, 0])
+        1.0
+    """
+    return ImagePreprocessing(
+        image_size, "shorter_side", resize_size, "bilinear", "rgb", 1.0 / 127.5, (1.0, 1.0, 1.0),
+        None, class_names, source,
+    )
+
+
 def plain(image_size, channels=3, class_names=None, source="default"):
     """Resize to ``image_size``, pixels / 255, no mean: the recipe of a model built without
     weights, for ``channels`` input channels (1 grey, 3 RGB, other counts stacked).

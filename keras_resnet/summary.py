@@ -3,7 +3,7 @@
 import keras
 
 from keras_resnet.architectures import NAMED_MODELS, PAPER_FIGURES
-from keras_resnet.models import get_model
+from keras_resnet.models import get_model, parse_model_name
 
 
 def count_multiply_adds(model):
@@ -38,9 +38,12 @@ def model_statistics(model_name):
 
     Returns:
         dict with ``model``, ``family``, ``depth``, ``input_shape``, ``params``,
-        ``multiply_adds`` and the paper's ``paper_params`` / ``paper_multiply_adds``.
+        ``multiply_adds`` and the published ``paper_params`` / ``paper_multiply_adds`` (the
+        paper's for its nets; torchvision's, timm's, keras.applications' or the family papers'
+        for the family: ``architectures.PAPER_FIGURES``). V2 nets publish all parameters,
+        batch-norm statistics included.
     """
-    family, depth = NAMED_MODELS[model_name]
+    family, depth = parse_model_name(model_name)
     model = get_model(model_name)
     paper = PAPER_FIGURES[model_name]
     return {
@@ -59,7 +62,8 @@ def summary_table(model_names=None):
     """A text table of every named model: depth, parameters, multiply-adds, paper's figures.
 
     Args:
-        model_names: names to include (default: all of ``NAMED_MODELS``).
+        model_names: names to include (default: the paper's, ``NAMED_MODELS``; the family's
+            are in ``architectures.FAMILY``).
 
     Returns:
         str, one row per model.

@@ -11,6 +11,7 @@ import functools
 import pytest
 
 import keras_resnet
+import keras_resnet.models
 from harness import BACKENDS, FLOAT_EXPORTS, ModelCase, check_model, cifar_params, prepare
 
 # torchvision's resnet18 ... resnet152 (option B, no conv biases, as here): its
@@ -19,6 +20,59 @@ TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_54
 # Table 6's rounded figures for the CIFAR nets (option A).
 TABLE_6_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6, 1202: 19.4e6}
 SMALL = (64, 64, 3)
+# The family's reference counts: torchvision's (ResNeXt, Wide; its weights' num_params), timm's
+# (ResNet-D, SE-ResNet: sum(p.numel()) of timm.create_model), keras.applications' (V2: its
+# trainable weights).
+FAMILY_PARAMS = {
+    "resnext50_32x4d": (25_028_904, "torchvision"), "resnext101_32x8d": (88_791_336, "torchvision"),
+    "resnext101_64x4d": (83_455_272, "torchvision"), "wide_resnet50_2": (68_883_240, "torchvision"),
+    "wide_resnet101_2": (126_886_696, "torchvision"),
+    "resnet18d": (11_708_744, "timm"), "resnet34d": (21_816_904, "timm"),
+    "resnet50d": (25_576_264, "timm"), "resnet101d": (44_568_392, "timm"),
+    "resnet152d": (60_212_040, "timm"), "seresnet50": (28_088_024, "timm"),
+    "seresnet101": (49_326_872, "timm"), "seresnet152": (66_821_848, "timm"),
+    "resnet50v2": (25_568_360, "keras.applications"),
+    "resnet101v2": (44_577_896, "keras.applications"),
+    "resnet152v2": (60_236_904, "keras.applications"),
+}
+# He et al. 2016, Table 3 / Table 6 ("Identity Mappings"): the pre-activation CIFAR nets.
+PREACT_PAPER_PARAMS = {110: 1.7e6, 164: 1.7e6, 1001: 10.2e6}
+
+
+def preact_cifar_params(depth, classes=10):
+    """Trainable parameters of He et al. 2016's pre-activation CIFAR nets, by hand: conv1 (3x3,
+    16, with a bias: no BN follows it), per block a BN before each conv, the last conv (and a
+    projection) with a bias instead of a BN after it; BN-ReLU after the last stage.
+    ResNet-110: basic blocks, option A; ResNet-164/1001: bottlenecks (4x), option B."""
+    bottleneck = depth != 110
+    n = (depth - 2) // (9 if bottleneck else 6)
+    total, channels = 3 * 3 * 3 * 16 + 16, 16
+    for stage, planes in enumerate((16, 32, 64)):
+        for index in range(n):
+            out = planes * 4 if bottleneck else planes
+            total += 2 * channels  # preact BN
+            if bottleneck:
+                total += channels * planes + 2 * planes + 9 * planes * planes + 2 * planes
+                total += planes * out + out
+                if index == 0:
+                    total += channels * out + out  # projection
+            else:
+                total += 9 * channels * planes + 2 * planes + 9 * planes * planes + planes
+            channels = out
+    return total + 2 * channels + channels * classes + classes
+
+
+def _family(name, slow=True, size=SMALL, exports=(), backends=("tensorflow", "jax")):
+    constructor = keras_resnet.models.FAMILY_CONSTRUCTORS[name]
+    if name.startswith("preact"):
+        depth = int(name[len("preact_resnet"):])
+        params, reference, paper = preact_cifar_params(depth), "He et al. 2016 arithmetic", PREACT_PAPER_PARAMS[depth]
+        build = constructor
+    else:
+        (params, reference), paper = FAMILY_PARAMS[name], None
+        build = functools.partial(constructor, input_shape=size)
+    return ModelCase(name, build, params, reference, paper_params=paper, exports=exports,
+                     slow=slow, backends=backends)
 
 
 def _imagenet(depth, slow=False, size=SMALL, exports=(), backends=("tensorflow", "jax"), **options):
@@ -70,6 +124,21 @@ CASES = [
     ModelCase("resnet18-grey", functools.partial(keras_resnet.ResNet18, input_shape=(64, 64, 1)),
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
               exports=("onnx",)),
+    # The family (He et al. 2016 and 2019, Xie et al. 2017, Hu et al. 2018, Zagoruyko &
+    # Komodakis 2016): ResNet-D in the fast tier; grouped convs, average-pool shortcuts,
+    # squeeze-and-excitation and pre-activation through every float export with `--all`.
+    _family("resnet50d", slow=False),
+    _family("resnext50_32x4d", exports=FLOAT_EXPORTS),
+    _family("resnet18d", exports=FLOAT_EXPORTS),
+    _family("seresnet50", exports=FLOAT_EXPORTS),
+    _family("resnet50v2", exports=("onnx", "openvino")),
+    _family("preact_resnet110", exports=FLOAT_EXPORTS),
+    _family("preact_resnet164", exports=("tflite",)),
+    _family("wide_resnet50_2"),
+    _family("resnet34d"),
+    *[_family(name, backends=("tensorflow",)) for name in (
+        "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "resnet101d", "resnet152d",
+        "seresnet101", "seresnet152", "resnet101v2", "resnet152v2", "preact_resnet1001")],
 ]
 
 

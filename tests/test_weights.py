@@ -78,9 +78,34 @@ def test_from_keras_applications_headless_with_pooling():
     np.testing.assert_allclose(ours.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("application", ["ResNet50V2", pytest.param("ResNet101V2", marks=pytest.mark.slow)])
+def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(application):
+    """keras.applications' own V2 nets are the reference (random weights, BN statistics)."""
+    source = getattr(keras.applications, application)(weights=None, input_shape=(67, 75, 3))
+    rng = np.random.default_rng(1)
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2, var.shape)])
+    ours = keras_resnet.from_keras_applications(source)
+    assert ours.name == application.lower() and ours.count_params() == source.count_params()
+    x = rng.uniform(-1, 1, size=(2, 67, 75, 3)).astype("float32")
+    stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_out", "conv4": "conv4_block6_out"
+              if application == "ResNet50V2" else "conv4_block23_out", "conv5": "post_relu"}
+    theirs = keras.Model(source.input, [source.get_layer(n).output for n in stages.values()]
+                         + [source.output]).predict(x, verbose=0)
+    mine = keras_resnet.feature_extractor(ours).predict(x, verbose=0)
+    for (stage, _), expected in zip(stages.items(), theirs):
+        assert np.abs(mine[stage] - expected).max() <= 1e-5 * np.abs(expected).max(), stage
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs[-1], atol=1e-6, rtol=0)
+    info = {f["name"]: f["reduction"] for f in keras_resnet.feature_info(ours)}
+    assert info == {"conv1": 2, "conv2": 8, "conv3": 16, "conv4": 32, "conv5": 32}
+
+
 def test_from_keras_applications_rejects_other_models():
     with pytest.raises(ValueError, match="`keras_model`.*ResNet50"):
-        keras_resnet.from_keras_applications(keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3)))
+        keras_resnet.from_keras_applications(keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3)))
     with pytest.raises(TypeError, match="`keras_model`"):
         keras_resnet.from_keras_applications("resnet50")
 
@@ -115,12 +140,24 @@ def test_imagenet_weights_go_through_keras_applications(monkeypatch):
 def test_every_depth_has_the_published_sets():
     names = {m: {s.name for s in weights_lib.available(m)} for m in weights_lib.MODELS}
     for model in weights_lib.MODELS:
-        assert {"torchvision_v1", "timm_a1", "timm_tv_in1k"} <= names[model]
         assert weights_lib.available(model)[0].is_default  # default first
         assert len(names[model]) == len(weights_lib.available(model))  # names unique
     for model in ("resnet50", "resnet101", "resnet152"):
         assert {"torchvision_v2", "timm_tv2_in1k", "timm_a1h", "keras_applications",
                 "keras_hub"} <= names[model]
+    for model in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        assert {"torchvision_v1", "timm_a1", "timm_tv_in1k"} <= names[model]
+    # The family: torchvision's V1 and V2 and timm's safetensors copies; timm's ResNet-D and
+    # SE-ResNet; keras.applications' V2 nets.
+    for model in ("resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"):
+        assert names[model] == {"torchvision_v1", "torchvision_v2", "timm_tv_in1k",
+                                "timm_tv2_in1k"}
+    assert names["resnext101_64x4d"] == {"torchvision_v1", "timm_tv_in1k"}
+    for model in ("resnet18d", "resnet34d", "resnet101d", "resnet152d"):
+        assert names[model] == {"timm_ra2"}
+    assert names["resnet50d"] == names["seresnet50"] == {"timm_ra2", "timm_a1"}
+    for model in ("resnet50v2", "resnet101v2", "resnet152v2"):
+        assert names[model] == {"keras_applications"}
     assert "keras_hub" in names["resnet18"]
     assert weights_lib.get("resnet18", "imagenet").name == "timm_tv_in1k"
     assert weights_lib.get("resnet50", "imagenet").name == "keras_applications"
@@ -141,7 +178,8 @@ def test_weight_sets_are_consistent_data():
         recipe = s.preprocessing()
         assert recipe.image_size == (s.image_size, s.image_size) and recipe.num_classes == 1000
         assert recipe.source == s.name
-        assert (recipe.channel_order == "bgr") == (s.layout == "keras_applications")
+        assert (recipe.channel_order == "bgr") == (s.layout == "keras_applications"
+                                                   and not s.model.endswith("v2"))
         assert s.preprocessing(include_top=False).class_names is None
     v2 = weights_lib.get("resnet50", "torchvision_v2").preprocessing(448)
     assert v2.image_size == (448, 448) and v2.resize_size == 464  # 232/224 kept
@@ -163,7 +201,7 @@ def test_format_table_lists_the_sets():
     assert "keras_applications *" in table and "80.86" in table
     assert "timm/resnet50.a1_in1k" in table
     assert len(weights_lib.format_table().splitlines()) == 2 + len(sets_lib.WEIGHT_SETS)
-    with pytest.raises(ValueError, match="`model` must be one of.*'resnet20'"):
+    with pytest.raises(ValueError, match="'resnet20' has no published ImageNet weights"):
         weights_lib.format_table("resnet20")
 
 
@@ -401,7 +439,7 @@ def test_weight_set_names_are_checked():
         keras_resnet.ResNet50(weights="timm_a1", classes=10)
     with pytest.raises(ValueError, match="`weights='timm_a1'` needs `stride_position='3x3'`"):
         keras_resnet.ResNet50(weights="timm_a1", stride_position="1x1")
-    with pytest.raises(ValueError, match="ImageNet ResNet-18/34/50/101/152 only"):
+    with pytest.raises(ValueError, match="weight sets exist for ImageNet nets only"):
         keras_resnet.ResNet20(weights="imagenet")
 
 

@@ -1,8 +1,10 @@
-"""keras.applications ResNet50/101/152 (v1): reading their layout and copying their weights.
+"""keras.applications ResNet50/101/152 and ResNet50V2/101V2/152V2: reading their layout and
+copying their weights.
 
 keras.applications names its layers ``conv{s}_block{b}_{i}_conv`` / ``_bn`` with ``i = 0`` the
-projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions; ours are the block layers
-``conv{s}_block{b}`` with sublayers ``shortcut_conv``, ``conv1``, ``conv2``, ``conv3`` and BNs.
+projection shortcut and ``i = 1, 2, 3`` the bottleneck's convolutions (V2 adds
+``_preact_bn`` and a final ``post_bn``); ours are the block layers ``conv{s}_block{b}`` with
+sublayers ``shortcut_conv``, ``conv1``, ``conv2``, ``conv3``, ``preact_bn`` and BNs.
 """
 
 from keras_resnet.architectures import IMAGENET_DEPTHS
@@ -18,15 +20,18 @@ _BLOCK_SUBLAYERS = {
     "2_bn": "bn2",
     "3_conv": "conv3",
     "3_bn": "bn3",
+    "preact_bn": "preact_bn",
 }
-_TOP_LAYERS = {"conv1_conv": "conv1", "conv1_bn": "conv1_bn", "predictions": "predictions"}
+_TOP_LAYERS = {"conv1_conv": "conv1", "conv1_bn": "conv1_bn", "post_bn": "post_bn",
+               "predictions": "predictions"}
 
 
 def keras_applications_layout(keras_model):
-    """Read depth, top, pooling and classes off a keras.applications ResNet50/101/152 (v1).
+    """Read version, depth, top, pooling and classes off a keras.applications ResNet50/101/152
+    or ResNet50V2/101V2/152V2.
 
     Returns:
-        dict with ``depth``, ``include_top``, ``pooling``, ``classes``,
+        dict with ``version`` (1 or 2), ``depth``, ``include_top``, ``pooling``, ``classes``,
         ``classifier_activation`` and ``input_shape``.
 
     Example:
@@ -41,12 +46,13 @@ def keras_applications_layout(keras_model):
         (d for d, (block, r) in IMAGENET_DEPTHS.items() if block == "bottleneck" and r == repeats),
         None,
     )
-    if depth is None or "post_bn" in names or "conv1_conv" not in names:
+    if depth is None or "conv1_conv" not in names:
         raise InvalidArgument(
-            "`keras_model` must be a keras.applications ResNet50, ResNet101 or ResNet152 "
-            f"(v1); got a model named {keras_model.name!r} with blocks per stage {repeats}."
+            "`keras_model` must be a keras.applications ResNet50, ResNet101, ResNet152 or "
+            f"their V2; got a model named {keras_model.name!r} with blocks per stage {repeats}."
         )
     layout = {
+        "version": 2 if "post_bn" in names else 1,
         "depth": depth,
         "include_top": "predictions" in names,
         "pooling": "avg" if "avg_pool" in names else "max" if "max_pool" in names else None,

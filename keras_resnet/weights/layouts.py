@@ -5,7 +5,9 @@ Ours: layers ``conv1``, ``conv1_bn``, blocks ``conv{s}_block{b}`` with sublayers
 
 - "torch" (torchvision, timm): ``conv1``, ``bn1``, ``layer{s-1}.{b-1}.conv1`` ...,
   ``layer{s-1}.{b-1}.downsample.0/1``, ``fc``; conv kernels OIHW (ours HWIO), dense
-  (out, in) (ours (in, out)), BN ``weight, bias, running_mean, running_var``.
+  (out, in) (ours (in, out)), BN ``weight, bias, running_mean, running_var``. The family as
+  timm names it: ResNet-D's deep stem ``conv1.0/1/3/4/6`` and average-pool shortcut
+  ``downsample.1/2`` (``downsample.0`` is the pool), squeeze-and-excitation ``se.fc1/fc2``.
 - "keras_hub" (ResNetBackbone ``.weights.h5``): Keras saves layers by class and order
   (``layers/conv2d_7/vars/0``), in the backbone's layer order, which per block is
   ``KERAS_HUB_ORDER``; the classifier head is ``layers/dense`` of ``task.weights.h5``.
@@ -23,7 +25,8 @@ import numpy as np
 from keras_resnet.errors import InvalidArgument
 
 _BLOCK = re.compile(r"^conv(\d+)_block(\d+)$")
-BLOCK_SUBLAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "shortcut_conv", "shortcut_bn")
+BLOCK_SUBLAYERS = ("preact_bn", "conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "shortcut_conv",
+                   "shortcut_bn", "se_reduce", "se_expand")
 
 # Each layer type's variables in Keras' saving order, with their PyTorch parameter names.
 PARAMS = {
@@ -33,9 +36,17 @@ PARAMS = {
            ("moving_variance", "running_var")),
 }
 # PyTorch layout ("torch"): our layer names -> torchvision/timm module names.
-TORCH_TOP = {"conv1": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+TORCH_TOP = {"conv1": "conv1", "conv1_bn": "bn1", "predictions": "fc",
+             # timm's deep stem: Sequential(conv, bn, relu, conv, bn, relu, conv)
+             "conv1_1": "conv1.0", "conv1_1_bn": "conv1.1", "conv1_2": "conv1.3",
+             "conv1_2_bn": "conv1.4", "conv1_3": "conv1.6"}
 TORCH_BLOCK = {"conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "bn2": "bn2", "conv3": "conv3",
-               "bn3": "bn3", "shortcut_conv": "downsample.0", "shortcut_bn": "downsample.1"}
+               "bn3": "bn3", "shortcut_conv": "downsample.0", "shortcut_bn": "downsample.1",
+               "se_reduce": "se.fc1", "se_expand": "se.fc2"}
+# timm's ResNet-D shortcut: Sequential(AvgPool2d, conv, bn).
+TORCH_AVG_DOWN = {"shortcut_conv": "downsample.1", "shortcut_bn": "downsample.2"}
+# The first convolution of each stem (the one an input-channel change adapts).
+STEM_CONVS = ("conv1", "conv1_1")
 TORCH_HEAD = ("fc.weight", "fc.bias")
 TORCH_IGNORED = (".num_batches_tracked",)  # a counter, no weight
 # keras-hub layout: the order a block's sublayers take in ResNetBackbone.layers (checked
@@ -119,6 +130,16 @@ def _block_kind(block):
     return "bottleneck" if hasattr(block, "conv3") else "basic"
 
 
+def _check_post_activation(model, layout):
+    """Raise for pre-activation nets: torchvision, timm's ResNet and keras-hub's v1 have none."""
+    if any(getattr(block, "preactivation", False) for block in _blocks(model)):
+        raise InvalidArgument(
+            f"`model` {model.name!r} is a pre-activation (v2) net; the {layout!r} layout holds "
+            "post-activation ResNets only (keras.applications' V2 weights load through "
+            "keras_resnet.ResNet50V2(weights='imagenet') or from_keras_applications)."
+        )
+
+
 def torch_slots(model):
     """The variables of ``model`` with their torchvision/timm state-dict names.
 
@@ -126,13 +147,15 @@ def torch_slots(model):
         >>> torch_slots(keras_resnet.ResNet18())[0].key
         'conv1.weight'
     """
+    _check_post_activation(model, "torch")
     slots = []
     for layer in _weighted_layers(model):
         if layer.name in TORCH_TOP:
             modules = [(layer, TORCH_TOP[layer.name])]
         else:
             stage, index = _block_index(layer)
-            modules = [(getattr(layer, attr), f"layer{stage}.{index}.{TORCH_BLOCK[attr]}")
+            names = {**TORCH_BLOCK, **(TORCH_AVG_DOWN if layer.avg_down else {})}
+            modules = [(getattr(layer, attr), f"layer{stage}.{index}.{names[attr]}")
                        for attr in BLOCK_SUBLAYERS if hasattr(layer, attr)]
         for sublayer, module in modules:
             names = dict(PARAMS[_kind(sublayer)])
@@ -149,6 +172,18 @@ def keras_hub_slots(model):
         >>> keras_hub_slots(keras_resnet.ResNet18())[0].key
         'layers/conv2d/vars/0'
     """
+    _check_post_activation(model, "keras_hub")
+    for layer in _blocks(model):
+        options = {"groups": layer.groups, "base_width": layer.base_width,
+                   "se_ratio": layer.se_ratio, "avg_down": layer.avg_down}
+        if options != {"groups": 1, "base_width": 64, "se_ratio": 0.0, "avg_down": False}:
+            raise InvalidArgument(
+                f"`model` {model.name!r} block {layer.name} has family options {options}; the "
+                "keras-hub layout holds keras-hub's ResNet v1 backbones only."
+            )
+    if "conv1_1" in {layer.name for layer in model.layers}:
+        raise InvalidArgument(f"`model` {model.name!r} has a deep stem; the keras-hub layout "
+                              "holds keras-hub's ResNet v1 backbones only.")
     counts, slots = {}, []
 
     def add(sublayer):
@@ -276,9 +311,10 @@ def adapt_input_kernel(kernel, channels):
 def _adapt_stem(model, slots, tensors):
     """``tensors`` with a 3-channel conv1 kernel adapted to the model's input channels."""
     names = {layer.name for layer in model.layers}
-    if "conv1" not in names:
+    stem = next((name for name in STEM_CONVS[::-1] if name in names), None)
+    if stem is None:
         return tensors
-    kernel = model.get_layer("conv1").kernel
+    kernel = model.get_layer(stem).kernel
     for slot in slots:
         if slot.variable is kernel and slot.key in tensors:
             found = slot.to_keras(np.asarray(tensors[slot.key]))
@@ -314,15 +350,19 @@ def load_tensors(model, tensors, layout, source="weights"):
 
 def _check_torch_counterpart(model):
     """Raise unless torchvision's ``ResNet`` has the same network (so it loads our tensors)."""
-    stem = model.get_layer("conv1") if "conv1" in {l.name for l in model.layers} else None
-    if stem is None or stem.kernel_size != (7, 7) or "pool1" not in {l.name for l in model.layers}:
+    _check_post_activation(model, "torch")
+    names = {layer.name for layer in model.layers}
+    deep = "conv1_1" in names
+    stem = model.get_layer("conv1_1" if deep else "conv1") if "conv1" in names or deep else None
+    if stem is None or (not deep and stem.kernel_size != (7, 7)) or "pool1" not in names:
         raise InvalidArgument(
             f"`model` {model.name!r} has no torchvision counterpart: torchvision's ResNet has "
-            "Table 1's 7x7/2 conv and 3x3/2 max pool stem (ImageNet ResNets); CIFAR nets have "
-            "neither."
+            "Table 1's 7x7/2 conv and 3x3/2 max pool stem (ImageNet ResNets; timm's ResNet-D "
+            "the deep stem); CIFAR nets have neither."
         )
-    for layer in [stem] + [getattr(b, a) for b in _blocks(model) for a in BLOCK_SUBLAYERS
-                           if "conv" in a and hasattr(b, a)]:
+    stem_convs = [model.get_layer(n) for n in ("conv1", "conv1_1", "conv1_2", "conv1_3") if n in names]
+    for layer in stem_convs + [getattr(b, a) for b in _blocks(model) for a in BLOCK_SUBLAYERS
+                               if a.startswith(("conv", "shortcut_conv")) and hasattr(b, a)]:
         if layer.use_bias:
             raise InvalidArgument(f"`model` {model.name!r} has conv biases ({layer.name}); "
                              "torchvision's ResNet has none (build with use_bias=False).")

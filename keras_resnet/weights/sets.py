@@ -16,7 +16,15 @@ import os
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 
-MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MODELS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    # The family members with published weights.
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
+    "wide_resnet101_2", "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d",
+    "seresnet50", "resnet50v2", "resnet101v2", "resnet152v2",
+)
+# Models with basic blocks (their variant has no stride position).
+BASIC_MODELS = ("resnet18", "resnet34", "resnet18d", "resnet34d")
 CLASS_NAMES_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "imagenet_classes.txt")
 
 # Every set is a Table 1 network with option B shortcuts at full width ...
@@ -26,16 +34,28 @@ FIXED_OPTIONS = {"shortcut": "B", "residual": True, "width_multiplier": 1.0}
 TORCH_VARIANT = {"stride_position": "3x3", "use_bias": False, "bn_epsilon": 1e-5}
 # keras.applications (Kaiming He's Caffe models): stride on the first 1x1, conv biases.
 CAFFE_VARIANT = {"stride_position": "1x1", "use_bias": True, "bn_epsilon": 1.001e-5}
+# keras.applications' V2 nets: stride on the 3x3; biases only where no BN follows.
+KERAS_V2_VARIANT = {"stride_position": "3x3", "use_bias": False, "bn_epsilon": 1.001e-5}
 
 # What ``weights="imagenet"`` means per depth. 18/34: torchvision's V1 weights in the
 # safetensors copy on the Hugging Face hub (readable without PyTorch). 50/101/152:
 # keras.applications' weights, as before (the paper's own Caffe models, MIT licence).
+# The family: the newest safetensors set (torchvision's V2 recipe where it exists, timm's
+# RA2 for ResNet-D and SE-ResNet), keras.applications' for V2.
 DEFAULTS = {
     "resnet18": "timm_tv_in1k",
     "resnet34": "timm_tv_in1k",
     "resnet50": "keras_applications",
     "resnet101": "keras_applications",
     "resnet152": "keras_applications",
+    "resnext50_32x4d": "timm_tv2_in1k",
+    "resnext101_32x8d": "timm_tv2_in1k",
+    "resnext101_64x4d": "timm_tv_in1k",
+    "wide_resnet50_2": "timm_tv2_in1k",
+    "wide_resnet101_2": "timm_tv2_in1k",
+    **{f"resnet{depth}d": "timm_ra2" for depth in (18, 34, 50, 101, 152)},
+    "seresnet50": "timm_ra2",
+    **{f"resnet{depth}v2": "keras_applications" for depth in (50, 101, 152)},
 }
 
 
@@ -151,15 +171,20 @@ class WeightSet:
             height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
             resize = max(min(height, width), int(round(min(height, width) * resize / size)))
             size = (height, width)
-        make = preprocessing_lib.imagenet if mode == "imagenet" else preprocessing_lib.caffe
+        make = {"imagenet": preprocessing_lib.imagenet, "caffe": preprocessing_lib.caffe,
+                "tf": preprocessing_lib.tf_mode}[mode]
         names = imagenet_class_names() if include_top else None
         return make(size, resize, class_names=names, source=self.name, **args)
 
 
-def _torchvision(depth, version, file_name, top1, top5, resize_size):
+def _model_name(model):
+    return f"resnet{model}" if isinstance(model, int) else model
+
+
+def _torchvision(depth, version, file_name, top1, top5, resize_size, enum=None):
     return WeightSet(
-        model=f"resnet{depth}", name=f"torchvision_v{version}", source="torchvision",
-        checkpoint=f"ResNet{depth}_Weights.IMAGENET1K_V{version}",
+        model=_model_name(depth), name=f"torchvision_v{version}", source="torchvision",
+        checkpoint=f"{enum or f'ResNet{depth}_Weights'}.IMAGENET1K_V{version}",
         # torchvision's file names carry the first hex digits of the file's sha256.
         files=(WeightFile(f"https://download.pytorch.org/models/{file_name}", file_name,
                           sha256_prefix=file_name.rsplit("-", 1)[1].split(".")[0]),),
@@ -175,16 +200,20 @@ def _torchvision(depth, version, file_name, top1, top5, resize_size):
 
 
 _TIMM_NAMES = {"a1_in1k": "timm_a1", "a1h_in1k": "timm_a1h", "tv_in1k": "timm_tv_in1k",
-               "tv2_in1k": "timm_tv2_in1k"}
+               "tv2_in1k": "timm_tv2_in1k", "ra2_in1k": "timm_ra2"}
+_TIMM_RECIPES = {"a1": "ResNet strikes back (arXiv 2110.00476), A1",
+                 "a1h": "ResNet strikes back (arXiv 2110.00476), A1H",
+                 "ra2": "timm's RandAugment recipe (RA2)"}
 
 
 def _timm(depth, tag, top1, top5, image_size, resize_size, interpolation, note=""):
-    hub_id = f"timm/resnet{depth}.{tag}"
+    model = _model_name(depth)
+    hub_id = f"timm/{model}.{tag}"
     tv = tag.startswith("tv")
     return WeightSet(
-        model=f"resnet{depth}", name=_TIMM_NAMES[tag], source="timm", checkpoint=hub_id,
+        model=model, name=_TIMM_NAMES[tag], source="timm", checkpoint=hub_id,
         files=(WeightFile(f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors",
-                          f"timm_resnet{depth}.{tag}.safetensors"),),
+                          f"timm_{model}.{tag}.safetensors"),),
         layout="torch", variant=TORCH_VARIANT,
         preprocess={"mode": "imagenet", "image_size": image_size, "resize_size": resize_size,
                     "interpolation": interpolation},
@@ -193,24 +222,27 @@ def _timm(depth, tag, top1, top5, image_size, resize_size, interpolation, note="
                                f"{resize_size}, {interpolation}"),
         license="BSD-3-Clause" if tv else "Apache-2.0",
         notes=(f"torchvision's IMAGENET1K_V{2 if tag.startswith('tv2') else 1} weights, ported "
-               "by timm") if tv else f"ResNet strikes back (arXiv 2110.00476), {tag[:-5].upper()}",
+               "by timm") if tv else _TIMM_RECIPES[tag[:-5]],
     )
 
 
-def _keras_applications(depth, top_md5, notop_md5, top1, top5):
+def _keras_applications(depth, top_md5, notop_md5, top1, top5, v2=False):
     base = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-    name = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels"
+    suffix = "v2" if v2 else ""
+    name = f"resnet{depth}{suffix}_weights_tf_dim_ordering_tf_kernels"
     return WeightSet(
-        model=f"resnet{depth}", name="keras_applications", source="keras_applications",
-        checkpoint=f"keras.applications.ResNet{depth}",
+        model=f"resnet{depth}{suffix}", name="keras_applications", source="keras_applications",
+        checkpoint=f"keras.applications.ResNet{depth}{suffix.upper()}",
         files=(WeightFile(base + f"{name}.h5", f"{name}.h5", part="top", md5=top_md5),
                WeightFile(base + f"{name}_notop.h5", f"{name}_notop.h5", part="notop",
                           md5=notop_md5)),
-        layout="keras_applications", variant=CAFFE_VARIANT,
-        preprocess={"mode": "caffe", "image_size": 224, "resize_size": 256},
-        top1=top1, top5=top5, accuracy_note="keras.io/api/applications table",
-        license="MIT (Kaiming He's released Caffe models)",
-        notes="downloaded and read by keras.applications; the paper's own models",
+        layout="keras_applications", variant=KERAS_V2_VARIANT if v2 else CAFFE_VARIANT,
+        preprocess={"mode": "tf" if v2 else "caffe", "image_size": 224, "resize_size": 256},
+        top1=top1, top5=top5, accuracy_note="keras.io/api/applications table, 224 crop",
+        license=("MIT (keras-applications)" if v2
+                 else "MIT (Kaiming He's released Caffe models)"),
+        notes=("downloaded and read by keras.applications; pre-activation nets, RGB in [-1, 1]"
+               if v2 else "downloaded and read by keras.applications; the paper's own models"),
     )
 
 
@@ -271,14 +303,60 @@ WEIGHT_SETS = (
     _timm(152, "tv_in1k", 78.322, 94.048, 224, 256, "bilinear"),
     _timm(152, "tv2_in1k", 82.288, 96.004, 224, 232, "bilinear"),
     _keras_hub(152),
+    # The family. torchvision: its weights meta (docs); timm: results/results-imagenet.csv
+    # at the test size of the pretrained config; keras.applications: keras.io's table.
+    _torchvision("resnext50_32x4d", 1, "resnext50_32x4d-7cdf4587.pth", 77.618, 93.698, 256,
+                 enum="ResNeXt50_32X4D_Weights"),
+    _torchvision("resnext50_32x4d", 2, "resnext50_32x4d-1a0047aa.pth", 81.198, 95.340, 232,
+                 enum="ResNeXt50_32X4D_Weights"),
+    _timm("resnext50_32x4d", "tv_in1k", 77.632, 93.674, 224, 256, "bilinear"),
+    _timm("resnext50_32x4d", "tv2_in1k", 81.190, 95.344, 224, 232, "bilinear"),
+    _torchvision("resnext101_32x8d", 1, "resnext101_32x8d-8ba56ff5.pth", 79.312, 94.526, 256,
+                 enum="ResNeXt101_32X8D_Weights"),
+    _torchvision("resnext101_32x8d", 2, "resnext101_32x8d-110c445d.pth", 82.834, 96.228, 232,
+                 enum="ResNeXt101_32X8D_Weights"),
+    _timm("resnext101_32x8d", "tv_in1k", 79.308, 94.530, 224, 256, "bilinear"),
+    _timm("resnext101_32x8d", "tv2_in1k", 82.832, 96.234, 224, 232, "bilinear"),
+    _torchvision("resnext101_64x4d", 1, "resnext101_64x4d-173b62eb.pth", 83.246, 96.454, 232,
+                 enum="ResNeXt101_64X4D_Weights"),
+    _timm("resnext101_64x4d", "tv_in1k", 83.246, 96.454, 224, 232, "bilinear",
+          note="torchvision's figure for the same weights at its 232 resize (timm's CSV: "
+               "82.978 at 256)"),
+    _torchvision("wide_resnet50_2", 1, "wide_resnet50_2-95faca4d.pth", 78.468, 94.086, 256,
+                 enum="Wide_ResNet50_2_Weights"),
+    _torchvision("wide_resnet50_2", 2, "wide_resnet50_2-9ba9bcbe.pth", 81.602, 95.758, 232,
+                 enum="Wide_ResNet50_2_Weights"),
+    _timm("wide_resnet50_2", "tv_in1k", 78.486, 94.084, 224, 256, "bilinear"),
+    _timm("wide_resnet50_2", "tv2_in1k", 81.612, 95.766, 224, 232, "bilinear"),
+    _torchvision("wide_resnet101_2", 1, "wide_resnet101_2-32ee1156.pth", 78.848, 94.284, 256,
+                 enum="Wide_ResNet101_2_Weights"),
+    _torchvision("wide_resnet101_2", 2, "wide_resnet101_2-d733dc28.pth", 82.510, 96.020, 232,
+                 enum="Wide_ResNet101_2_Weights"),
+    _timm("wide_resnet101_2", "tv_in1k", 78.862, 94.312, 224, 256, "bilinear"),
+    _timm("wide_resnet101_2", "tv2_in1k", 82.514, 96.012, 224, 232, "bilinear"),
+    _timm("resnet18d", "ra2_in1k", 73.790, 91.834, 288, 303, "bicubic"),
+    _timm("resnet34d", "ra2_in1k", 78.440, 94.348, 288, 303, "bicubic"),
+    _timm("resnet50d", "ra2_in1k", 81.354, 95.742, 288, 303, "bicubic"),
+    _timm("resnet50d", "a1_in1k", 81.466, 95.218, 288, 288, "bicubic"),
+    _timm("resnet101d", "ra2_in1k", 83.020, 96.456, 320, 320, "bicubic"),
+    _timm("resnet152d", "ra2_in1k", 83.684, 96.750, 320, 320, "bicubic"),
+    _timm("seresnet50", "ra2_in1k", 81.288, 95.652, 288, 303, "bicubic"),
+    _timm("seresnet50", "a1_in1k", 81.114, 95.122, 288, 288, "bicubic"),
+    _keras_applications(50, "3ef43a0b657b3be2300d5770ece849e0",
+                        "fac2f116257151a9d068a22e544a4917", 76.0, 93.0, v2=True),
+    _keras_applications(101, "6343647c601c52e1368623803854d971",
+                        "c0ed64b8031c3730f411d2eb4eea35b5", 77.2, 93.8, v2=True),
+    _keras_applications(152, "a49b44d1979771252814e80f8ec446f9",
+                        "ed17cf2e0169df9d443503ef94b23b33", 78.0, 94.2, v2=True),
 )
 
 
 def _check_model(model):
     if model not in MODELS:
         raise InvalidArgument(
-            f"`model` must be one of {', '.join(MODELS)} (the ImageNet ResNets; CIFAR nets have "
-            f"no published ImageNet weights); got {model!r}."
+            f"{model!r} has no published ImageNet weights (CIFAR nets, SE-ResNet-101/152 and "
+            f"the pre-activation CIFAR nets have none); weight sets exist for "
+            f"{', '.join(MODELS)}."
         )
 
 
@@ -325,14 +403,14 @@ def get(model, name):
 
 def _variant(weight_set):
     v = weight_set.variant
-    basic = weight_set.model in ("resnet18", "resnet34")  # no bottleneck: no stride position
+    basic = weight_set.model in BASIC_MODELS  # no bottleneck: no stride position
     parts = ([] if basic else [v["stride_position"]]) + (["bias"] if v["use_bias"] else [])
     return ", ".join(parts + [f"eps {v['bn_epsilon']:g}"])
 
 
 def _recipe(weight_set):
     p = weight_set.preprocess
-    mode = "BGR" if p["mode"] == "caffe" else "mean/std"
+    mode = {"caffe": "BGR", "tf": "[-1, 1]"}.get(p["mode"], "mean/std")
     return f"{p['image_size']}/{p['resize_size']} {p.get('interpolation', 'bilinear')} {mode}"
 
 
