@@ -45,8 +45,8 @@ PAPER_FIGURES = {
     "resnet1202": {"multiply_adds": None, "params": 19.4e6},
     # The family, as its sources publish it. torchvision: its weights' num_params and _ops
     # (multiply-adds at 224); timm: sum(p.numel()) of timm.create_model; keras.applications:
-    # count_params of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50 (stride in the
-    # 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
+    # the trainable weights of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50
+    # (stride in the 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
     "resnext50_32x4d": {"multiply_adds": 4.23e9, "params": 25_028_904},
     "resnext101_32x8d": {"multiply_adds": 16.414e9, "params": 88_791_336},
     "resnext101_64x4d": {"multiply_adds": 15.46e9, "params": 83_455_272},
@@ -60,9 +60,9 @@ PAPER_FIGURES = {
     "seresnet50": {"multiply_adds": 3.87e9, "params": 28_088_024},
     "seresnet101": {"multiply_adds": None, "params": 49_326_872},
     "seresnet152": {"multiply_adds": None, "params": 66_821_848},
-    "resnet50v2": {"multiply_adds": None, "params": 25_613_800},
-    "resnet101v2": {"multiply_adds": None, "params": 44_675_560},
-    "resnet152v2": {"multiply_adds": None, "params": 60_380_648},
+    "resnet50v2": {"multiply_adds": None, "params": 25_568_360},
+    "resnet101v2": {"multiply_adds": None, "params": 44_577_896},
+    "resnet152v2": {"multiply_adds": None, "params": 60_236_904},
     "preact_resnet110": {"multiply_adds": None, "params": 1.7e6},
     "preact_resnet164": {"multiply_adds": None, "params": 1.7e6},
     "preact_resnet1001": {"multiply_adds": None, "params": 10.2e6},

@@ -38,8 +38,10 @@ def walk_layers(model):
 
 
 def _shortcut_kind(option, residual, dims_change, subsample=False):
-    """§3.3 / §4.1: the shortcut a block gets under option A, B or C; with ``subsample`` a
-    block that only strides takes every other pixel (keras.applications' V2 nets)."""
+    """§3.3 / §4.1: the shortcut a block gets under option A, B or C, where ``dims_change`` is
+    "channels" (and maybe the resolution), "stride" (the resolution only) or "" (nothing).
+    With ``subsample`` a block that only strides takes every other pixel (keras.applications'
+    V2 nets)."""
     if not residual:
         return "none"  # plain network
     if option == "C":

@@ -40,8 +40,7 @@ def model_statistics(model_name):
         dict with ``model``, ``family``, ``depth``, ``input_shape``, ``params``,
         ``multiply_adds`` and the published ``paper_params`` / ``paper_multiply_adds`` (the
         paper's for its nets; torchvision's, timm's, keras.applications' or the family papers'
-        for the family: ``architectures.PAPER_FIGURES``). V2 nets publish all parameters,
-        batch-norm statistics included.
+        for the family: ``architectures.PAPER_FIGURES``).
     """
     family, depth = parse_model_name(model_name)
     model = get_model(model_name)

@@ -75,6 +75,36 @@ def cifar_params(depth, classes=10, option="A"):
     return total + 64 * classes + classes
 
 
+def preact_cifar_params(depth, classes=10):
+    """Trainable parameters of He et al. 2016's pre-activation CIFAR nets, by hand: conv1 (3x3,
+    16, with a bias: no BN follows it), per block a BN before each conv, the last conv (and a
+    projection) with a bias instead of a BN after it; BN-ReLU after the last stage.
+    ResNet-110: basic blocks, option A; ResNet-164/1001: bottlenecks (4x), option B."""
+    bottleneck = depth != 110
+    n = (depth - 2) // (9 if bottleneck else 6)
+    total, channels = 3 * 3 * 3 * 16 + 16, 16
+    for stage, planes in enumerate((16, 32, 64)):
+        for index in range(n):
+            out = planes * 4 if bottleneck else planes
+            total += 2 * channels  # preact BN
+            if bottleneck:
+                total += channels * planes + 2 * planes + 9 * planes * planes + 2 * planes
+                total += planes * out + out
+                if index == 0:
+                    total += channels * out + out  # projection
+            else:
+                total += 9 * channels * planes + 2 * planes + 9 * planes * planes + planes
+            channels = out
+    return total + 2 * channels + channels * classes + classes
+
+
+def relative_difference(got, expected):
+    """max |got - expected| / max |expected|: the figure parity checks with a library's own
+    outputs bound by 1e-5."""
+    expected = np.asarray(expected)
+    return float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected)))
+
+
 def randomise_batch_norm(model, seed=0):
     """Give every BatchNormalization random statistics and affine parameters (in place)."""
     rng = np.random.default_rng(seed)

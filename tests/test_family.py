@@ -16,6 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import keras_resnet
+from harness import preact_cifar_params, relative_difference
 from keras_resnet import architectures
 from keras_resnet.architectures import DEEP_STEM, Stage, Stem, family_architecture, imagenet_architecture
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock, se_channels
@@ -27,11 +28,6 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 FAMILY_FIXTURES = sorted(os.path.basename(p)[len("family_"):-len(".npz")]
                          for p in glob.glob(os.path.join(FIXTURES, "family_*.npz")))
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-
-
-def relative_difference(got, expected):
-    expected = np.asarray(expected)
-    return float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected)))
 
 
 def _meta(name):
@@ -210,6 +206,19 @@ def test_every_family_member_has_a_constructor_and_a_command_line_name():
         assert parse_model_name(name)[0] == family_architecture(name).family
 
 
+@pytest.mark.slow  # 1001 layers take a minute to build
+def test_resnet_1001_has_the_papers_parameters_and_trains_finite():
+    """He et al. 2016's 10.2M (within 2%) and the arithmetic's exact count. Its forward pass in
+    training mode (batch statistics) is finite; at inference with untrained BN statistics
+    (mean 0, variance 1) every one of its 333 sums adds a branch as large as its input, and
+    float32 overflows: a model to train, not to run untrained."""
+    model = keras_resnet.PreActResNet1001()
+    assert count_trainable_params(model) == preact_cifar_params(1001)
+    assert abs(count_trainable_params(model) / 10.2e6 - 1) < 0.02
+    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype("float32")
+    assert np.all(np.isfinite(np.asarray(model(x, training=True))))
+
+
 def test_the_pre_activation_cifar_nets_follow_he_2016():
     """ResNet-164: 18 bottlenecks per stage on 16/32/64 planes (9n + 2 = 164 layers); ResNet-1001:
     111. Parameters within 2% of the paper's 1.7M and 10.2M (their exact count: the harness)."""
@@ -290,3 +299,62 @@ def test_full_size_parity_with_torchvision_and_timm(name, tmp_path):
     names = {slot.key for slot in torch_slots(model)}
     assert names == set(load_file(tmp_path / "state.safetensors")) - {
         k for k in load_file(tmp_path / "state.safetensors") if k.endswith("num_batches_tracked")}
+
+
+# --- downstream: the run flows (the harness covers saving, loading, JAX and exports) -------
+
+
+@pytest.mark.slow  # a two-phase run
+def test_a_family_member_fine_tunes_from_a_torch_layout_file(tmp_path):
+    """`--weights FILE --unfreeze conv5` on ResNet-18-D, its weights written in timm's layout:
+    the stem stays frozen with the file's weights, conv5 trains, and the recorded test top-1
+    is what the saved model scores."""
+    from keras_resnet import runs
+
+    source = keras_resnet.ResNet18D(input_shape=(32, 32, 3), include_top=False)
+    weights = to_torch_layout(source, str(tmp_path / "resnet18d.safetensors"))
+    result = runs.fine_tune("resnet18d", "digits", weights=weights, run_dir=str(tmp_path / "ft"),
+                            epochs=2, head_epochs=1, unfreeze="conv5", batch_size=64,
+                            model_options={"input_shape": (32, 32, 3)}, export=False, verbose=0)
+    model = keras_resnet.load_model(tmp_path / "ft" / "model.keras")
+    assert model.get_layer("conv1_1").trainable is False and model.get_layer("conv5_block2").trainable
+    np.testing.assert_array_equal(model.get_layer("conv1_1").kernel.numpy(),
+                                  source.get_layer("conv1_1").kernel.numpy())
+    assert not np.array_equal(model.get_layer("conv5_block2").conv2.kernel.numpy(),
+                              source.get_layer("conv5_block2").conv2.kernel.numpy())
+    test = keras_resnet.data.load("digits", "test", 128, preprocessing=keras_resnet.preprocessing.of(model))[0]
+    assert result["test"]["top1"] == pytest.approx(
+        model.evaluate(test, verbose=0, return_dict=True)["top1"], abs=1e-6)
+
+
+@pytest.mark.slow  # a SavedModel export
+def test_a_pre_activation_net_predicts_and_serves_from_its_saved_model(tmp_path):
+    """`predict` on PNG files agrees between the .keras file and its SavedModel's
+    `serving_bytes` signature (what `keras-resnet serve` and TensorFlow Serving call)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_resnet import export
+
+    model = keras_resnet.PreActResNet110()
+    rng = np.random.default_rng(0)
+    for layer in keras_resnet.models.walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+            layer.moving_mean.assign(rng.normal(0, 0.2, layer.moving_mean.shape))
+    path = tmp_path / "preact.keras"
+    keras_resnet.save_model(model, path)
+    files = []
+    for index in range(3):
+        files.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(files[-1])
+    from_keras = export.predict_files(str(path), files, top_k=10)
+    saved = export.export_saved_model(str(path), str(tmp_path / "exports"))
+    from_saved = export.predict_files(saved, files, top_k=10)
+    for a, b in zip(from_keras, from_saved):
+        assert [e["label"] for e in a["top_k"]][:1] == [e["label"] for e in b["top_k"]][:1]
+        np.testing.assert_allclose(sorted(e["score"] for e in a["top_k"]),
+                                   sorted(e["score"] for e in b["top_k"]), atol=1e-5)
+    with open(files[0], "rb") as f:
+        served = tf.saved_model.load(saved).signatures["serving_bytes"](image_bytes=tf.constant([f.read()]))
+    assert np.argmax(served["probabilities"][0]) == from_keras[0]["top_k"][0]["index"]

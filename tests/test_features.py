@@ -19,6 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 import keras_resnet
+from harness import relative_difference
 from keras_resnet import cli, export, preprocessing
 from keras_resnet.architectures import Stage, Stem, imagenet_architecture
 from keras_resnet.models import build_resnet
@@ -141,12 +142,6 @@ def test_a_model_that_is_not_a_resnet_is_refused():
 BACKBONE_FIXTURES = sorted(os.path.basename(p)[len("backbone_"):-len(".npz")]
                            for p in glob.glob(os.path.join(FIXTURES, "backbone_*.npz")))
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-
-
-def relative_difference(got, expected):
-    """max |got - expected| / max |expected|: the figure the parity checks bound by 1e-5."""
-    expected = np.asarray(expected)
-    return float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected)))
 
 
 def _reference_model(meta, weights):

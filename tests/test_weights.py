@@ -78,7 +78,8 @@ def test_from_keras_applications_headless_with_pooling():
     np.testing.assert_allclose(ours.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("application", ["ResNet50V2", pytest.param("ResNet101V2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("application", ["ResNet50V2", pytest.param("ResNet101V2", marks=pytest.mark.slow),
+                                         pytest.param("ResNet152V2", marks=pytest.mark.slow)])
 def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(application):
     """keras.applications' own V2 nets are the reference (random weights, BN statistics)."""
     source = getattr(keras.applications, application)(weights=None, input_shape=(67, 75, 3))
@@ -91,8 +92,9 @@ def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(appl
     ours = keras_resnet.from_keras_applications(source)
     assert ours.name == application.lower() and ours.count_params() == source.count_params()
     x = rng.uniform(-1, 1, size=(2, 67, 75, 3)).astype("float32")
-    stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_out", "conv4": "conv4_block6_out"
-              if application == "ResNet50V2" else "conv4_block23_out", "conv5": "post_relu"}
+    last_conv4 = {"ResNet50V2": 6, "ResNet101V2": 23, "ResNet152V2": 36}[application]
+    stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_out",
+              "conv4": f"conv4_block{last_conv4}_out", "conv5": "post_relu"}
     theirs = keras.Model(source.input, [source.get_layer(n).output for n in stages.values()]
                          + [source.output]).predict(x, verbose=0)
     mine = keras_resnet.feature_extractor(ours).predict(x, verbose=0)
@@ -555,6 +557,30 @@ def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
     headless = keras_resnet.ResNet18(weights="timm_tv_in1k", include_top=False, pooling="avg")
     assert headless.input_shape == (None, 224, 224, 3) and headless.output_shape == (None, 512)
     assert preprocessing.of(headless).class_names is None
+
+
+@pytest.mark.slow  # a 47 MB file written, served and read
+def test_a_family_weight_set_end_to_end(http_folder, monkeypatch):
+    """ResNet-18-D's "imagenet" (timm_ra2): download, the deep stem and average-pool shortcuts
+    loaded by timm's names, timm's RA2 recipe (bicubic, 288 crop of 303, scaled to 64)."""
+    folder, url, _ = http_folder
+    reference = keras_resnet.ResNet18D(input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for variable in reference.variables:
+        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    weights_lib.to_torch_layout(reference, folder / "r18d.safetensors")
+    weight_set = dataclasses.replace(
+        weights_lib.get("resnet18d", "timm_ra2"),
+        files=(weights_lib.WeightFile(url + "r18d.safetensors", "r18d.safetensors"),))
+    index = sets_lib.WEIGHT_SETS.index(weights_lib.get("resnet18d", "timm_ra2"))
+    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", sets_lib.WEIGHT_SETS[:index] + (weight_set,)
+                        + sets_lib.WEIGHT_SETS[index + 1:])
+    monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    model = keras_resnet.ResNet18D(weights="imagenet", input_shape=(64, 64, 3))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights()))
+    recipe = preprocessing.of(model)
+    assert recipe.source == "timm_ra2" and recipe.interpolation == "bicubic"
+    assert recipe.image_size == (64, 64) and recipe.resize_size == 67  # 303/288 of 64
 
 
 # --- full size, against torchvision and keras-hub themselves (skipped without them) ---------
