@@ -30,9 +30,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="training steps per round")
     parser.add_argument("--calls", type=int, default=2, help="predict calls per round")
     args = parser.parse_args(argv)
-    import keras
+    import keras_resnet  # first, quietly: this package sets KERAS_RESNET_QUIET
 
-    import keras_resnet  # quietly: this package sets KERAS_RESNET_QUIET
+    import keras
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (args.batch, args.size, args.size, 3)).astype("float32")
