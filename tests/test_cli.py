@@ -228,6 +228,9 @@ def hostile_files(tmp_path_factory):
     no_variables.mkdir(parents=True)
     (no_variables / "saved_model.pb").write_bytes(b"\x00garbage")
     (tmp_path / "a_file").write_text("x")
+    (tmp_path / "random.tflite").write_bytes(np.random.default_rng(0).bytes(10_000))
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(1).bytes(10_000))
     # A SavedModel without variables/, and a .keras whose config names a non-Keras object.
     import shutil
     import zipfile
@@ -286,6 +289,10 @@ HOSTILE_CLI = [
     (["serve", "{tmp}", "--port", "70000"], "`port`"),
     (["serve", "{tmp}/missing", "--port", "48917"], "missing"),
     (["weights", "resnet19"], "resnet19"),
+    (["predict", "{tmp}/random.tflite", "{tmp}/image.png"], "TFLite file '{tmp}/random.tflite' cannot be loaded"),
+    (["predict", "{tmp}/empty.tflite", "{tmp}/image.png"], "empty.tflite"),
+    (["predict", "{tmp}/random.onnx", "{tmp}/image.png"], "random.onnx"),
+    (["export", "{tmp}/good.keras", "--output-dir", "/proc/x/exports"], "not writable"),
 ]
 
 
@@ -301,7 +308,7 @@ def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, me
     code = main([a.format(tmp=hostile_files) for a in args])
     captured = capsys.readouterr()
     assert code == 2, (captured.out[-1000:], captured.err[-3000:])
-    assert message in captured.err and "Traceback" not in captured.err
+    assert message.format(tmp=hostile_files) in captured.err and "Traceback" not in captured.err
     assert len(captured.err.strip().splitlines()) == 1, captured.err
 
 

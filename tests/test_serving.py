@@ -604,6 +604,32 @@ def test_bad_request_gets_4xx_error_and_server_keeps_serving(
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
 
 
+MALFORMED_HTTP = {
+    "garbage request line": b"HELLO\r\n\r\n",
+    "no Host header": b"GET /v1/models/digits HTTP/1.1\r\n\r\n",
+    "negative Content-Length": (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Length: -1\r\n\r\n"),
+    "two different Content-Lengths": (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+    "non-hex chunk size": (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED_HTTP)
+def test_malformed_http_gets_a_json_400_and_the_server_keeps_serving(server, client, name):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(MALFORMED_HTTP[name])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower()
+    assert "malformed HTTP" in json.loads(body)["error"]
+    assert client.get("/v1/models/digits").status_code == 200
+
+
 def test_non_finite_floats_are_accepted_as_tensorflow_serving_does(client):
     body = b'{"instances": [' + json.dumps(FLOAT_IMAGE).replace("0.0", "NaN", 1).encode() + b"]}"
     response = client.post("/v1/models/digits:predict", content=body)
@@ -652,9 +678,11 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def start_serve(export_dir, port, log, address_space=None, open_files=None, **limits):
+def start_serve(export_dir, port, log, address_space=None, open_files=None, hard_open_files=False,
+                **limits):
     """``serve`` in a subprocess (the keras_resnet this test imports), output to ``log``, under
-    ``address_space`` (RLIMIT_AS, bytes) and a soft limit of ``open_files`` (RLIMIT_NOFILE).
+    ``address_space`` (RLIMIT_AS, bytes) and a soft limit of ``open_files`` (RLIMIT_NOFILE; the
+    hard one too with ``hard_open_files``, as containers and service managers set it).
     Returns the process once the server answers; SIGINT in the child raises
     KeyboardInterrupt, as at a terminal."""
     code = (
@@ -668,8 +696,8 @@ def start_serve(export_dir, port, log, address_space=None, open_files=None, **li
         if address_space is not None:
             resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE,
-                               (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            hard = open_files if hard_open_files else resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
     env = dict(os.environ, PYTHONPATH=package_root, TF_CPP_MIN_LOG_LEVEL="2")
@@ -1033,17 +1061,66 @@ def test_1100_idle_connections_do_not_starve_a_normal_request(hostile_server, ch
 
 
 @pytest.mark.slow
-def test_connections_over_max_connections_get_a_quick_503(export_dir, china):
-    _open_files(2 * 1100 + 256)  # both ends of each connection live in this process
-    with serving.BackgroundServer(str(export_dir), max_connections=1000) as running:
-        idle = _idle_connections(running.port, 1100)
+@pytest.mark.parametrize("limit", [256, 1024])
+def test_an_idle_flood_at_a_hard_open_files_limit_does_not_starve_a_request(export_dir, china, tmp_path, limit):
+    """soft = hard = ``limit`` open files (serve cannot raise it): the server holds what its
+    descriptors allow, and ``limit`` + 76 idle connections (more than it has descriptors) make
+    it close the longest-idle ones, so a good request is answered within 2 s."""
+    port = _free_port()
+    _open_files(2 * limit + 512)
+    with open(tmp_path / "serve.log", "w") as log:
+        process = start_serve(export_dir, port, log, open_files=limit, hard_open_files=True,
+                              header_timeout=30)
+    try:
+        idle = _idle_connections(port, limit + 76)
         try:
+            started = time.monotonic()
+            response = httpx.post(f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                                  json=bytes_request(china), timeout=2)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 200 and elapsed < 2, (response.status_code, elapsed)
+            print(f"open files {limit}: {limit + 76} idle connections, a request answered in "
+                  f"{elapsed * 1000:.0f} ms")
+        finally:
+            for sock in idle:
+                sock.close()
+        assert_serving(port, china)
+    finally:
+        stop(process)
+    text = (tmp_path / "serve.log").read_text()
+    assert f"Open files are limited to {limit}: holding at most" in text
+    assert "Too many open files" not in text  # accept() never ran out of descriptors
+    cap = int(text.split("holding at most ")[1].split()[0])
+    assert 0 < cap < limit
+
+
+def test_connection_cap_follows_the_open_files_it_has():
+    assert serving.connection_cap(2048, open_files=1024, open_now=100) == 1024 - 100 - 128
+    assert serving.connection_cap(2048, open_files=256, open_now=100) == 256 - 100 - 32
+    assert serving.connection_cap(500, open_files=10**6, open_now=100) == 500
+    assert serving.connection_cap(2048, open_files=64, open_now=100) == 1
+
+
+@pytest.mark.slow
+def test_connections_over_the_cap_with_none_idle_get_a_quick_503(export_dir, china):
+    """Busy connections (a request head sent, its body awaited) are never closed for a newcomer:
+    over the cap a request gets 503 at once, and is served once they are gone."""
+    with serving.BackgroundServer(str(export_dir), max_connections=50) as running:
+        assert running.app.state.connection_cap == 50
+        busy = []
+        try:
+            for _ in range(50):
+                sock = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+                sock.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                busy.append(sock)
+            time.sleep(1)  # the server reads every head
             started = time.monotonic()
             refused = httpx.post(running.url + "/v1/models/digits:predict", json=bytes_request(china),
                                  timeout=2)
             assert refused.status_code == 503 and time.monotonic() - started < 2
         finally:
-            for sock in idle:
+            for sock in busy:
                 sock.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the server notices the closed connections

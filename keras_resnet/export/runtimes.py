@@ -97,9 +97,12 @@ class TFLiteModel:
 
         self.path = path
         self.precision = choose_precision(path, "tflite", precision)
-        with logs.loading():
-            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+        try:
+            with logs.loading():
+                self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:  # truncated, empty or not a flatbuffer
+            raise _load_error("TFLite file", path, error) from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         sidecar = read_sidecar(path)

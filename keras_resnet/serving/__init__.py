@@ -46,7 +46,7 @@ from keras_resnet.serving.codec import (
     run_signature,
 )
 from keras_resnet.serving.app import create_app
-from keras_resnet.serving.server import BackgroundServer, serve
+from keras_resnet.serving.server import BackgroundServer, connection_cap, serve
 
 __all__ = [
     "BackgroundServer",
@@ -62,6 +62,7 @@ __all__ = [
     "Servable",
     "ServingError",
     "VERSION_POLICIES",
+    "connection_cap",
     "create_app",
     "find_models",
     "format_response",

@@ -3,7 +3,10 @@
 :func:`serve` binds its port before any model loads and runs until Ctrl-C or SIGTERM;
 :class:`BackgroundServer` runs the same server on a thread of this process (tests, notebooks,
 benchmarks). Both close connections that send no complete request head within
-``header_timeout`` and raise the open-file limit to fit ``max_connections``.
+``header_timeout``, raise the open-file limit to fit ``max_connections``, and hold at most
+:func:`connection_cap` connections: what the open files they got allow. A connection over the
+cap closes the longest-idle one (no request head pending); with none idle, its request gets a
+503 at once.
 
 Example:
     >>> with BackgroundServer("exports", max_batch=16) as server:  # doctest: +SKIP
@@ -11,6 +14,7 @@ Example:
 """
 
 import errno
+import json
 import os
 import socket
 import threading
@@ -20,7 +24,9 @@ from keras_resnet.errors import InvalidArgument
 from keras_resnet.extras import require
 from keras_resnet.serving.app import create_app
 
-_SPARE_FILES = 256  # open files kept beyond max_connections (model files, pipes, TF's own)
+_SPARE_FILES = 256  # open files asked for beyond max_connections (model files, pipes, TF's own)
+# Open files kept free beyond those held when serving starts, for what serving opens itself.
+_MIN_MARGIN_FILES = 32
 _SHUTDOWN_TIMEOUT = 10  # seconds requests in flight get to finish once the server is stopped
 
 
@@ -28,22 +34,28 @@ def _url(host, port):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _http_protocol(header_timeout):
-    """uvicorn's h11 protocol, also closing connections that send no request head in time.
+def _http_protocol(header_timeout, cap):
+    """uvicorn's h11 protocol, also closing connections that send no request head in time and,
+    over ``cap`` connections, the one idle the longest.
 
     uvicorn's own keep-alive timer starts only after a response, and any byte stops it: a
     client that connects and sends nothing, or sends its headers a byte at a time, would hold
-    its connection (and a place under ``max_connections``) for ever.
+    its connection (and a place under ``max_connections``) for ever. And uvicorn counts idle
+    connections against its cap like busy ones: a flood of idle ones would turn every good
+    request away until their timeouts.
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class Protocol(H11Protocol):
         _header_timer = None
+        _idle_since = 0.0
 
         def connection_made(self, transport):
             super().connection_made(transport)
             self._arm_header_timer()
+            if len(self.connections) > cap:
+                self._close_longest_idle()
 
         def on_response_complete(self):
             super().on_response_complete()
@@ -57,14 +69,74 @@ def _http_protocol(header_timeout):
         def _arm_header_timer(self):
             if self._header_timer is not None:
                 self._header_timer.cancel()
+            self._idle_since = time.monotonic()
             self._header_timer = self.loop.call_later(header_timeout, self._header_timed_out)
+
+        def _is_idle(self):
+            return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
 
         def _header_timed_out(self):
             # IDLE: no complete request head since the connection opened or the last response.
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self._is_idle():
                 self.transport.close()
 
+        def send_400_response(self, msg):
+            # uvicorn's answer to malformed HTTP (a garbage request line, a bad chunk size, a
+            # Content-Length that is negative or given twice differently, no Host), as the
+            # JSON error every other answer of the server is.
+            body = json.dumps({"error": f"{msg} (malformed HTTP: request line, headers or "
+                                        "chunked body)"}).encode()
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+        def _close_longest_idle(self):
+            idle = [c for c in self.connections
+                    if c is not self and isinstance(c, Protocol) and c._is_idle()]
+            if idle:
+                min(idle, key=lambda c: c._idle_since).transport.close()
+
     return Protocol
+
+
+def _open_files_now():
+    """(the soft limit on open files or None if unlimited, the files open now)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None, 0
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: assume TensorFlow's usual share
+        open_now = 64
+    return (None if limit == resource.RLIM_INFINITY else limit), open_now
+
+
+def _margin(open_files):
+    return max(_MIN_MARGIN_FILES, open_files // 8)
+
+
+def connection_cap(max_connections, open_files=None, open_now=None):
+    """How many connections the server holds at most: ``max_connections``, within the open-file
+    limit it has (``open_files``, default: the soft limit now) less the files it holds
+    (``open_now``, default: counted) and a margin for what serving opens (an eighth of the
+    limit, at least 32), so accepting a connection never runs out of descriptors.
+
+    Example:
+        >>> connection_cap(2048, open_files=1024, open_now=100)
+        796
+    """
+    if open_files is None:
+        open_files, counted = _open_files_now()
+        open_now = counted if open_now is None else open_now
+        if open_files is None:
+            return max_connections
+    open_now = _open_files_now()[1] if open_now is None else open_now
+    return max(1, min(max_connections, open_files - open_now - _margin(open_files)))
 
 
 def _uvicorn_config(app, **settings):
@@ -72,11 +144,21 @@ def _uvicorn_config(app, **settings):
     import uvicorn
 
     limits = app.state.limits
+    open_files, open_now = _open_files_now()
+    cap = connection_cap(limits.max_connections, open_files, open_now)
+    backlog = limits.backlog
+    if cap < limits.max_connections:
+        # asyncio accepts up to `backlog` connections in a row before the idle ones they close
+        # give back their descriptors: keep that burst within the margin.
+        backlog = min(backlog, max(8, _margin(open_files) // 2))
+    app.state.connection_cap = cap
     return uvicorn.Config(
         app,
-        http=_http_protocol(limits.header_timeout),
-        limit_concurrency=limits.max_connections,
-        backlog=limits.backlog,
+        http=_http_protocol(limits.header_timeout, cap),
+        # uvicorn answers 503 from this many connections on: one more than the cap, so a
+        # connection that closed an idle one to come in is served.
+        limit_concurrency=cap + 1,
+        backlog=backlog,
         timeout_keep_alive=limits.keep_alive_timeout,
         timeout_graceful_shutdown=_SHUTDOWN_TIMEOUT,
         **settings,
@@ -124,9 +206,12 @@ def _raise_open_files_limit(wanted):
         return
     new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    if new < wanted:
-        print(f"Warning: open files are limited to {new} (hard limit); connections beyond about "
-              f"{new - _SPARE_FILES} wait to be accepted.", flush=True)
+
+
+def _open_files_limit():
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def serve(export_dir, host="127.0.0.1", port=8501, **limits):
@@ -158,12 +243,18 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
     try:
         app = create_app(export_dir, **limits)
         _raise_open_files_limit(app.state.limits.max_connections + _SPARE_FILES)
+        config = _uvicorn_config(app, log_level="info")
+        if app.state.connection_cap < app.state.limits.max_connections:
+            print(f"Open files are limited to {_open_files_limit()}: holding at most "
+                  f"{app.state.connection_cap} connections (max_connections "
+                  f"{app.state.limits.max_connections}); over that, the longest-idle one is "
+                  "closed.", flush=True)
         url = _url(host, port)
         for name, versions in sorted(app.state.models.items()):
             print(f"Serving {name} (version {', '.join(map(str, sorted(versions)))}) at "
                   f"{url}/v1/models/{name}", flush=True)
         print(f"Predict: POST {url}/v1/models/<name>:predict  (Ctrl-C stops)", flush=True)
-        uvicorn.Server(_uvicorn_config(app, log_level="info")).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn stops gracefully on SIGINT, then raises it again once its handler is gone.
         pass
