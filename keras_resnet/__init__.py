@@ -15,6 +15,11 @@ import importlib
 import os
 import sys
 
+# The `keras-resnet` command's Ctrl-C and SIGTERM handlers go in first, so no moment of its
+# start-up escapes them (keras_resnet.interrupts).
+if os.path.basename(sys.argv[0] if sys.argv else "") == "keras-resnet":
+    importlib.import_module("keras_resnet.interrupts").install("keras-resnet: interrupted.")
+
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.

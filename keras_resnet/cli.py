@@ -399,6 +399,9 @@ def main(argv=None):
         from keras_resnet import interrupts
 
         interrupts.install(f"keras-resnet {args.command}: interrupted.")
+        if interrupts.requested():  # during start-up
+            interrupts.announce()
+            return 130
     try:
         if not args.verbose:
             from keras_resnet import logs

@@ -35,11 +35,17 @@ def requested():
 
 
 def announce():
-    """Print the command's interrupted line once (from whichever path gets there first)."""
+    """Print the command's interrupted line once (from whichever path gets there first), on
+    the stderr the command started with: a signal can land while a runtime loads with file
+    descriptor 2 silenced (keras_resnet.logs)."""
     if _state["message"] and not _state["announced"]:
         _state["announced"] = True
         sys.stdout.flush()
-        print(_state["message"], file=sys.stderr, flush=True)
+        if _state.get("stderr") is None:
+            print(_state["message"], file=sys.stderr, flush=True)
+            return
+        sys.stderr.flush()
+        os.write(_state["stderr"], (_state["message"] + "\n").encode())
 
 
 def _end_now():
@@ -66,6 +72,13 @@ def install(message):
     Example:
         >>> install("keras-resnet train: interrupted.")  # doctest: +SKIP
     """
-    _state.update(signals=0, message=message, announced=False)
+    # A signal that came before (the package installs a first handler as the console script
+    # starts) is kept: the command then ends as it begins.
+    _state.update(message=message, announced=False)
+    if _state.get("stderr") is None:
+        try:
+            _state["stderr"] = os.dup(2)
+        except OSError:  # no file descriptor 2: print to sys.stderr, whatever it is
+            pass
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handler)

@@ -231,6 +231,8 @@ def hostile_files(tmp_path_factory):
     (tmp_path / "random.tflite").write_bytes(np.random.default_rng(0).bytes(10_000))
     (tmp_path / "empty.tflite").write_bytes(b"")
     (tmp_path / "random.onnx").write_bytes(np.random.default_rng(1).bytes(10_000))
+    (tmp_path / "random.safetensors").write_bytes(np.random.default_rng(2).bytes(10_000))
+    (tmp_path / "random.weights.h5").write_bytes(np.random.default_rng(3).bytes(10_000))
     # A SavedModel without variables/, and a .keras whose config names a non-Keras object.
     import shutil
     import zipfile
@@ -293,6 +295,10 @@ HOSTILE_CLI = [
     (["predict", "{tmp}/empty.tflite", "{tmp}/image.png"], "empty.tflite"),
     (["predict", "{tmp}/random.onnx", "{tmp}/image.png"], "random.onnx"),
     (["export", "{tmp}/good.keras", "--output-dir", "/proc/x/exports"], "not writable"),
+    (["train", "--model", "resnet8", "--weights", "{tmp}/random.safetensors", "--epochs", "2",
+      "--head-epochs", "1", "--output-dir", "{tmp}/w"], "random.safetensors"),
+    (["train", "--model", "resnet8", "--weights", "{tmp}/random.weights.h5", "--epochs", "2",
+      "--head-epochs", "1", "--output-dir", "{tmp}/w"], "random.weights.h5"),
 ]
 
 

@@ -113,10 +113,9 @@ CASES = [
     _family("seresnet50", exports=("onnx",)),
     _family("resnet50v2", exports=("openvino",)),
     _family("preact_resnet110", exports=("tflite",)),
-    *[_family(name, backends=("tensorflow",)) for name in (
-        "preact_resnet164", "wide_resnet50_2", "resnet34d", "resnext101_32x8d",
-        "resnext101_64x4d", "wide_resnet101_2", "resnet101d", "resnet152d", "seresnet101",
-        "seresnet152", "resnet101v2", "resnet152v2")],
+    *[_family(name, backends=("tensorflow",)) for name in ("preact_resnet164", "resnet34d")],
+    # The family's wider and deeper nets: their counts in tests/test_family.py (the harness
+    # holds every case at once, and together they would take most of a machine's memory).
     # PreActResNet1001's count: tests/test_family.py (its untrained inference overflows).
 ]
 

@@ -299,6 +299,46 @@ def digit_pngs(raw_digits, tmp_path_factory):
     return paths, labels[:4]
 
 
+DAMAGES = {"truncated": lambda data: data[: len(data) // 10], "empty": lambda data: b"",
+           "random bytes": lambda data: np.random.default_rng(0).bytes(len(data))}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino", "openvino-weights", "keras", "saved_model"])
+def test_predict_on_a_damaged_file_is_one_line_naming_it(trained, exported, digit_pngs, fmt, damage,
+                                                          tmp_path, capsys):
+    """A real export (its sidecar intact) cut to a tenth, emptied or overwritten with random
+    bytes: `keras-resnet predict` says which file in one line and exits 2."""
+    import shutil
+
+    from keras_resnet.cli import main
+
+    _, _, run_dir = trained
+    if fmt == "keras":
+        source = os.path.join(run_dir, "model.keras")
+    elif fmt == "saved_model":
+        source = os.path.join(exported["saved_model"], "saved_model.pb")
+    else:
+        source = next(p for p in exported[fmt.split("-")[0]] if "float32" in p)
+    if fmt == "saved_model":
+        target = tmp_path / "savedmodel"
+        shutil.copytree(os.path.dirname(source), target)
+        damaged, model_path = target / "saved_model.pb", target
+    else:
+        weights = [source[: -len(".xml")] + ".bin"] if fmt.startswith("openvino") else []
+        for path in [source, source + ".json", *weights]:  # the file, its sidecar, its weights
+            if os.path.exists(path):
+                shutil.copy(path, tmp_path / os.path.basename(path))
+        model_path = tmp_path / os.path.basename(source)
+        damaged = tmp_path / os.path.basename(weights[0]) if fmt == "openvino-weights" else model_path
+    damaged.write_bytes(DAMAGES[damage](damaged.read_bytes()))
+    code = main(["predict", str(model_path), digit_pngs[0][0]])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err[-2000:]
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert os.path.basename(str(model_path)) in captured.err
+
+
 @pytest.mark.parametrize("fmt", ["keras", "saved_model", "tflite", "onnx", "openvino"])
 def test_predict_command_on_every_format(trained, exported, digit_pngs, fmt, capsys):
     """`keras-resnet predict` in-process (``cli.main``, what the console script calls); the

@@ -206,6 +206,25 @@ def test_every_family_member_has_a_constructor_and_a_command_line_name():
         assert parse_model_name(name)[0] == family_architecture(name).family
 
 
+# torchvision's num_params, timm.create_model's and keras.applications' trainable weights
+# (tests/test_constructors.py FAMILY_PARAMS) for the nets the harness leaves out.
+LARGE = ("wide_resnet50_2", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d",
+         "resnet101d", "resnet152d", "seresnet101", "seresnet152", "resnet101v2", "resnet152v2")
+
+
+@pytest.mark.slow  # ten nets of 44M to 127M parameters, one at a time
+@pytest.mark.parametrize("name", LARGE)
+def test_the_large_family_members_have_the_references_parameters(name):
+    from test_constructors import FAMILY_PARAMS
+
+    model = keras_resnet.get_model(name, input_shape=(64, 64, 3))
+    assert count_trainable_params(model) == FAMILY_PARAMS[name][0]
+    outputs = model(np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype("float32"))
+    assert outputs.shape == (1, 1000) and np.all(np.isfinite(np.asarray(outputs)))
+    del model
+    keras.backend.clear_session()
+
+
 @pytest.mark.slow  # 1001 layers take a minute to build
 def test_resnet_1001_has_the_papers_parameters_and_trains_finite():
     """He et al. 2016's 10.2M (within 2%) and the arithmetic's exact count. Its forward pass in

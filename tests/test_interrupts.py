@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM stop a command whatever it is doing (keras_resnet.interrupts)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -98,3 +99,76 @@ def test_a_second_signal_ends_at_once():
 
 def test_nothing_is_requested_where_no_handler_was_installed():
     assert os.environ.get("PYTEST_CURRENT_TEST") and not interrupts.requested()
+
+
+def _run_dir_moment(run_dir, name):
+    """Whether the run in ``run_dir`` has reached the phase ``name`` (files that mark it)."""
+    backup = os.path.join(run_dir, "backup")
+    if name == "logs":  # TensorBoard's folder: the model is built, fit is starting
+        return os.path.isdir(os.path.join(run_dir, "logs"))
+    if name == "backup":  # the first epoch's backup is being written or just landed
+        return os.path.isdir(backup) and bool(os.listdir(backup))
+    if name == "export":  # training over: the final save and the export under way
+        return os.path.isdir(os.path.join(run_dir, "export"))
+    raise ValueError(name)
+
+
+# Moments of a short `keras-resnet train`: seconds after the start (imports, dataset, building,
+# tracing, the first steps) and phases marked by the files the run writes. The first 0.1 s or
+# so are Python's own start-up, before any code of ours runs: a signal there is Python's.
+MOMENTS = [0.3, 1.0, 2.5, 4.0, 6.0, "logs", "backup", "export"]
+# Measured on a 2-core VM with a second process spinning and another test run beside it: stops
+# took 3.1 s to 4.4 s (the watchdog's 3 s grace where no batch ends: imports, tracing, the
+# export); the bound leaves room for a slower machine.
+STOP_BOUND_SECONDS = 15
+
+
+@pytest.mark.slow  # a dozen short runs
+def test_a_signal_at_any_moment_of_train_stops_it_and_the_run_resumes(tmp_path):
+    """SIGINT (and SIGTERM at every other moment) at each moment, with a second process
+    loading the CPU: exit 130 within the bound and one line, whole files only; killed after
+    its first epoch's backup, the same command finishes the run from it (every other moment
+    of a kill: tests/test_cli.py's kill-and-resume tests)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    results = []
+    try:
+        for index, moment in enumerate(MOMENTS):
+            signum = signal.SIGTERM if index % 2 else signal.SIGINT
+            run_dir = str(tmp_path / f"run{index}")
+            command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "2",
+                       "--output-dir", run_dir]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+            started = time.monotonic()
+            while process.poll() is None:
+                if (time.monotonic() - started >= moment if isinstance(moment, float)
+                        else _run_dir_moment(run_dir, moment)):
+                    break
+                time.sleep(0.02)
+            assert process.poll() is None, f"the run ended before {moment}"
+            process.send_signal(signum)
+            sent = time.monotonic()
+            out, err = process.communicate(timeout=120)
+            took = time.monotonic() - sent
+            results.append((moment, signal.Signals(signum).name, process.returncode, round(took, 1)))
+            assert process.returncode == 130, (moment, out[-2000:], err[-3000:])
+            assert took < STOP_BOUND_SECONDS, results
+            assert "Traceback" not in err and err.strip().splitlines()[-1] in (
+                "keras-resnet train: interrupted.", "keras-resnet: interrupted."), err[-2000:]
+            # Whole files only, and a backup (if any) that the next run reads.
+            left = [os.path.join(d, n) for d, _, names in os.walk(run_dir) for n in names]
+            assert not [p for p in left if ".tmp" in os.path.basename(p)], left
+            state = os.path.join(run_dir, "backup", "state.json")
+            if os.path.exists(state):
+                with open(state) as f:
+                    json.load(f)
+            if moment == "backup":  # the one moment with an epoch on both sides: resume it
+                resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+                assert resumed.returncode == 0, (moment, resumed.stderr[-3000:])
+                assert "Resuming from the backup" in resumed.stdout
+                with open(os.path.join(run_dir, "history.csv")) as f:
+                    assert len(f.read().strip().splitlines()) == 1 + 2  # header, both epochs
+    finally:
+        spinner.kill()
+        spinner.wait()
+        print("signal, moment, exit status, seconds to stop:", results)
