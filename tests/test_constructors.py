@@ -104,10 +104,10 @@ CASES = [
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
               exports=("onnx",)),
     # The family (He et al. 2016 and 2019, Xie et al. 2017, Hu et al. 2018, Zagoruyko &
-    # Komodakis 2016): ResNet-D in the fast tier; with `--all` grouped convs and average-pool
-    # shortcuts through every float export, SE and pre-activation through one each, the JAX
-    # load of one net per kind.
-    _family("resnet50d", slow=False),
+    # Komodakis 2016), with `--all` (the fast tier checks the family's blocks against timm's
+    # outputs: tests/test_family.py): grouped convs and average-pool shortcuts through every
+    # float export, SE and pre-activation through one each, the JAX load of one net per kind.
+    _family("resnet50d"),
     _family("resnext50_32x4d", exports=FLOAT_EXPORTS),
     _family("resnet18d", exports=FLOAT_EXPORTS),
     _family("seresnet50", exports=("onnx",)),
