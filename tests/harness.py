@@ -98,6 +98,16 @@ def preact_cifar_params(depth, classes=10):
     return total + 2 * channels + channels * classes + classes
 
 
+def torch_python():
+    """An interpreter with torch, torchvision and timm: $KERAS_RESNET_TORCH_PYTHON, or skip."""
+    import pytest
+
+    python = os.environ.get("KERAS_RESNET_TORCH_PYTHON")
+    if python and os.path.exists(python):
+        return python
+    pytest.skip("torch, torchvision and timm are not installed (set KERAS_RESNET_TORCH_PYTHON)")
+
+
 def relative_difference(got, expected):
     """max |got - expected| / max |expected|: the figure parity checks with a library's own
     outputs bound by 1e-5."""

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import keras_resnet
-from harness import preact_cifar_params, relative_difference
+from harness import preact_cifar_params, relative_difference, torch_python
 from keras_resnet import architectures
 from keras_resnet.architectures import DEEP_STEM, Stage, Stem, family_architecture, imagenet_architecture
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock, se_channels
@@ -79,9 +79,10 @@ def test_stages_and_logits_match_timm(name):
         assert outputs[stage].shape == meta[stage].shape, stage
         assert relative_difference(outputs[stage], meta[stage]) < 1e-5, stage
     assert relative_difference(model(meta["input"]), meta["logits"]) < 1e-5
-    if int(meta["se"]):
-        blocks = [layer for layer in model.layers if hasattr(layer, "se_reduce")]
-        assert [b.se_reduce.filters for b in blocks][::-1][0] == int(meta["se_channels"][-1])
+    if int(meta["se"]):  # timm's reduced width in every block of every stage
+        for stage, reduced in enumerate(meta["se_channels"]):
+            blocks = [layer for layer in model.layers if layer.name.startswith(f"conv{stage + 2}_block")]
+            assert blocks and {b.se_reduce.filters for b in blocks} == {int(reduced)}, stage
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILY_FIXTURES if not n.endswith("_os8")])
@@ -283,13 +284,6 @@ def test_a_family_member_trains_and_its_features_feed_a_head():
 # --- full size, against the libraries themselves (needs torch: $KERAS_RESNET_TORCH_PYTHON) --
 
 
-def _torch_python():
-    python = os.environ.get("KERAS_RESNET_TORCH_PYTHON")
-    if python and os.path.exists(python):
-        return python
-    pytest.skip("torch, torchvision and timm are not installed (set KERAS_RESNET_TORCH_PYTHON)")
-
-
 FULL_SIZE = ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
              "wide_resnet101_2", "resnet18d", "resnet34d", "resnet50d", "resnet101d",
              "resnet152d", "seresnet50", "seresnet101", "seresnet152")
@@ -298,7 +292,7 @@ FULL_SIZE = ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_re
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_full_size_parity_with_torchvision_and_timm(name, tmp_path):
-    python = _torch_python()
+    python = torch_python()
     script = os.path.join(FIXTURES, "backbone_reference.py")
     subprocess.run([python, script, "family", name, str(tmp_path)], check=True, timeout=900)
     images = np.load(tmp_path / "images.npy")
@@ -315,9 +309,9 @@ def test_full_size_parity_with_torchvision_and_timm(name, tmp_path):
             assert count_trainable_params(model) == int(expected["params"])
         print(f"{name} vs {reference}: " + ", ".join(f"{k} {v:.1e}" for k, v in figures.items()))
         assert max(figures.values()) < 1e-5, (reference, figures)
-    names = {slot.key for slot in torch_slots(model)}
-    assert names == set(load_file(tmp_path / "state.safetensors")) - {
-        k for k in load_file(tmp_path / "state.safetensors") if k.endswith("num_batches_tracked")}
+    reference_keys = set(load_file(tmp_path / "state.safetensors"))
+    assert {slot.key for slot in torch_slots(model)} == {
+        k for k in reference_keys if not k.endswith("num_batches_tracked")}
 
 
 # --- downstream: the run flows (the harness covers saving, loading, JAX and exports) -------

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 import keras_resnet
-from harness import relative_difference
+from harness import relative_difference, torch_python
 from keras_resnet import cli, export, preprocessing
 from keras_resnet.architectures import Stage, Stem, imagenet_architecture
 from keras_resnet.models import build_resnet
@@ -184,14 +184,6 @@ def test_backbone_fixtures_cover_every_check():
         "timm_bottleneck_os16", "timm_bottleneck_os8", "timm_bottleneck_in1", "timm_bottleneck_in4"}
 
 
-def _torch_python():
-    """An interpreter with torch, torchvision and timm: $KERAS_RESNET_TORCH_PYTHON, or skip."""
-    python = os.environ.get("KERAS_RESNET_TORCH_PYTHON")
-    if python and os.path.exists(python):
-        return python
-    pytest.skip("torch, torchvision and timm are not installed (set KERAS_RESNET_TORCH_PYTHON)")
-
-
 FULL_SIZE_CHECKS = [(check, depth) for check in ("features", "os16", "os8", "in1", "in4")
                     for depth in (18, 50)]
 
@@ -199,7 +191,7 @@ FULL_SIZE_CHECKS = [(check, depth) for check in ("features", "os16", "os8", "in1
 @pytest.mark.slow
 @pytest.mark.parametrize("check, depth", FULL_SIZE_CHECKS, ids=[f"{c}-{d}" for c, d in FULL_SIZE_CHECKS])
 def test_full_size_parity_with_timm_and_torchvision(check, depth, tmp_path):
-    python = _torch_python()
+    python = torch_python()
     script = os.path.join(FIXTURES, "backbone_reference.py")
     subprocess.run([python, script, check, str(depth), str(tmp_path)], check=True, timeout=600)
     images = np.load(tmp_path / "images.npy")

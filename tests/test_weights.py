@@ -527,21 +527,29 @@ def test_unreachable_url_says_where_to_put_the_file(tmp_path):
     assert os.listdir(folder) == []
 
 
-def _serve_resnet18_set(http_folder, monkeypatch):
-    """A random ResNet-18 served on 127.0.0.1 as resnet18's "imagenet" set (timm_tv_in1k's
-    recipe), downloads going to a KERAS_HOME of the test's own; returns the served model."""
+def _serve_weight_set(http_folder, monkeypatch, reference, model, name):
+    """``reference``'s weights (random, variances > 0) served on 127.0.0.1 in the torch layout
+    as ``model``'s set ``name`` (its recipe kept), downloads going to a KERAS_HOME of the
+    test's own; returns ``reference``."""
     folder, url, _ = http_folder
-    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
     rng = np.random.default_rng(0)
-    for variable in reference.variables:  # anything but the initial values (variances > 0)
+    for variable in reference.variables:  # anything but the initial values
         variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
-    weights_lib.to_torch_layout(reference, folder / "r18.safetensors")
-    weight_set = dataclasses.replace(
-        weights_lib.get("resnet18", "timm_tv_in1k"),
-        files=(weights_lib.WeightFile(url + "r18.safetensors", "r18.safetensors"),))
-    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", (weight_set,) + sets_lib.WEIGHT_SETS[1:])
+    file_name = f"{model}.safetensors"
+    weights_lib.to_torch_layout(reference, folder / file_name)
+    published = weights_lib.get(model, name)
+    served = dataclasses.replace(
+        published, files=(weights_lib.WeightFile(url + file_name, file_name),))
+    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", tuple(
+        served if s is published else s for s in sets_lib.WEIGHT_SETS))
     monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
     return reference
+
+
+def _serve_resnet18_set(http_folder, monkeypatch):
+    """A random ResNet-18 served as resnet18's "imagenet" set (timm_tv_in1k's recipe)."""
+    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+    return _serve_weight_set(http_folder, monkeypatch, reference, "resnet18", "timm_tv_in1k")
 
 
 def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
@@ -549,7 +557,7 @@ def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
     folder, _, _ = http_folder
     reference = _serve_resnet18_set(http_folder, monkeypatch)
     model = keras_resnet.ResNet18(weights="imagenet", input_shape=(64, 64, 3))
-    assert os.path.exists(folder.parent / "home" / "keras_resnet" / "r18.safetensors")
+    assert os.path.exists(folder.parent / "home" / "keras_resnet" / "resnet18.safetensors")
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights()))
     recipe = preprocessing.of(model)
     assert recipe.source == "timm_tv_in1k" and recipe.class_names[0] == "tench"
@@ -563,19 +571,8 @@ def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
 def test_a_family_weight_set_end_to_end(http_folder, monkeypatch):
     """ResNet-18-D's "imagenet" (timm_ra2): download, the deep stem and average-pool shortcuts
     loaded by timm's names, timm's RA2 recipe (bicubic, 288 crop of 303, scaled to 64)."""
-    folder, url, _ = http_folder
-    reference = keras_resnet.ResNet18D(input_shape=(64, 64, 3))
-    rng = np.random.default_rng(0)
-    for variable in reference.variables:
-        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
-    weights_lib.to_torch_layout(reference, folder / "r18d.safetensors")
-    weight_set = dataclasses.replace(
-        weights_lib.get("resnet18d", "timm_ra2"),
-        files=(weights_lib.WeightFile(url + "r18d.safetensors", "r18d.safetensors"),))
-    index = sets_lib.WEIGHT_SETS.index(weights_lib.get("resnet18d", "timm_ra2"))
-    monkeypatch.setattr(sets_lib, "WEIGHT_SETS", sets_lib.WEIGHT_SETS[:index] + (weight_set,)
-                        + sets_lib.WEIGHT_SETS[index + 1:])
-    monkeypatch.setenv("KERAS_HOME", str(folder.parent / "home"))
+    reference = _serve_weight_set(http_folder, monkeypatch, keras_resnet.ResNet18D(input_shape=(64, 64, 3)),
+                                  "resnet18d", "timm_ra2")
     model = keras_resnet.ResNet18D(weights="imagenet", input_shape=(64, 64, 3))
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights()))
     recipe = preprocessing.of(model)

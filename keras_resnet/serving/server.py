@@ -130,12 +130,12 @@ def connection_cap(max_connections, open_files=None, open_now=None):
         >>> connection_cap(2048, open_files=1024, open_now=100)
         796
     """
-    if open_files is None:
-        open_files, counted = _open_files_now()
+    if open_files is None or open_now is None:
+        limit, counted = _open_files_now()
+        open_files = limit if open_files is None else open_files
         open_now = counted if open_now is None else open_now
-        if open_files is None:
-            return max_connections
-    open_now = _open_files_now()[1] if open_now is None else open_now
+    if open_files is None:  # no limit
+        return max_connections
     return max(1, min(max_connections, open_files - open_now - _margin(open_files)))
 
 
@@ -208,12 +208,6 @@ def _raise_open_files_limit(wanted):
     resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _open_files_limit():
-    import resource
-
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def serve(export_dir, host="127.0.0.1", port=8501, **limits):
     """Serve ``export_dir`` with uvicorn until interrupted (loopback only by default).
 
@@ -245,7 +239,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
         _raise_open_files_limit(app.state.limits.max_connections + _SPARE_FILES)
         config = _uvicorn_config(app, log_level="info")
         if app.state.connection_cap < app.state.limits.max_connections:
-            print(f"Open files are limited to {_open_files_limit()}: holding at most "
+            print(f"Open files are limited to {_open_files_now()[0]}: holding at most "
                   f"{app.state.connection_cap} connections (max_connections "
                   f"{app.state.limits.max_connections}); over that, the longest-idle one is "
                   "closed.", flush=True)
