@@ -107,6 +107,8 @@ def _predict(args):
 
     from keras_resnet.export import predict_files
 
+    if args.embeddings and args.explain:
+        raise InvalidArgument("`--explain` explains predictions; it does not go with `--embeddings`.")
     if args.embeddings:
         from keras_resnet.saving import atomic_path
 
@@ -124,7 +126,20 @@ def _predict(args):
         print(f"Embeddings {embeddings.shape[0]}x{embeddings.shape[1]} (one row per image, in "
               f"order): {args.embeddings}")
         return
+    if args.explain:
+        from keras_resnet.export.formats import check_writable
+
+        from keras_resnet.explain import check_explainable
+
+        check_explainable(args.model)
+        check_writable("--explain", os.path.abspath(args.explain))
     results = predict_files(args.model, args.images, top_k=args.top_k, precision=args.precision)
+    if args.explain:
+        from keras_resnet.explain import explain_files
+
+        for result, explained in zip(results, explain_files(args.model, args.images, args.explain,
+                                                            stage=args.stage)):
+            result["explanation"] = {key: explained[key] for key in ("overlay", "label", "stage")}
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -132,6 +147,10 @@ def _predict(args):
         print(result["image"])
         for entry in result["top_k"]:
             print(f"  {entry['score']:.4f}  {entry['label']}")
+        if "explanation" in result:
+            explanation = result["explanation"]
+            print(f"  Grad-CAM of {explanation['label']!r} at {explanation['stage']}: "
+                  f"{explanation['overlay']}")
 
 
 def _serve(args):
@@ -306,6 +325,11 @@ def _add_evaluate_export_predict(commands):
                               "export measured it to agree; float32 otherwise (default: auto)")
     predict.add_argument("--embeddings", metavar="OUT.npy",
                          help="write the images' embeddings (pooled features) to OUT.npy instead")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write a Grad-CAM overlay PNG of each image's top class to DIR "
+                              "(.keras files and run directories)")
+    predict.add_argument("--stage", default=None,
+                         help="the stage Grad-CAM reads (conv2 ... conv5; default: the last)")
     predict.set_defaults(run=_predict)
 
 

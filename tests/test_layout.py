@@ -28,7 +28,7 @@ LEVELS = {
     "models": 6,
     "summary": 7, "features": 7, "data": 7, "training": 7, "distribute": 7,
     "export": 8, "tuning": 8,
-    "runs": 9, "serving": 9,
+    "runs": 9, "serving": 9, "explain": 9,
     "cli": 10,
 }
 # Over about 500 lines because they read better whole: runs holds the train, fine-tune and
