@@ -107,6 +107,8 @@ def _predict(args):
 
     from keras_resnet.export import predict_files
 
+    if args.stage and not args.explain:
+        raise InvalidArgument("`--stage` chooses the layer Grad-CAM reads; give `--explain DIR` with it.")
     if args.embeddings and args.explain:
         raise InvalidArgument("`--explain` explains predictions; it does not go with `--embeddings`.")
     if args.embeddings:

@@ -211,6 +211,7 @@ def test_cli_writes_an_overlay_of_the_original_photo(tiny_run, tmp_path, capsys)
     (["model.tflite", "--explain", "out"], "Grad-CAM needs the Keras model"),
     (["{run}", "--explain", "out", "--embeddings", "e.npy"], "does not go with `--embeddings`"),
     (["{run}", "--explain", "out", "--stage", "conv9"], "`stage` must name a stage"),
+    (["{run}", "--stage", "conv3"], "give `--explain DIR` with it"),
 ])
 def test_cli_refuses_what_it_cannot_explain(tiny_run, tmp_path, capsys, args, message):
     run_dir, _ = tiny_run
