@@ -27,7 +27,7 @@ LEVELS = {
     "builder": 5,
     "models": 6,
     "summary": 7, "features": 7, "data": 7, "training": 7, "distribute": 7,
-    "export": 8, "tuning": 8,
+    "export": 8, "tuning": 8, "multilabel": 8,
     "runs": 9, "serving": 9, "explain": 9,
     "cli": 10,
 }
