@@ -171,9 +171,10 @@ def grad_cam(model, images, class_index=None, stage=None):
     if not isinstance(model, keras.Model):
         raise InvalidType(f"`model` must be a keras.Model; got {type(model).__name__}.")
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[1:] != tuple(model.input_shape[1:]):
+    expected = tuple(model.input_shape[1:])  # a None side takes any size
+    if images.ndim != 4 or any(side is not None and side != given for side, given in zip(expected, images.shape[1:])):
         raise InvalidArgument(
-            f"`images` must be (n, {', '.join(map(str, model.input_shape[1:]))}) preprocessed "
+            f"`images` must be (n, {', '.join(map(str, expected))}) preprocessed "
             f"images for this model; got shape {images.shape}."
         )
     chosen = _stage(model, stage)

@@ -148,6 +148,11 @@ def test_any_stage_mixed_precision_and_a_new_head():
     cam = explain.grad_cam(tagged, images, class_index=[2, 0])
     np.testing.assert_array_equal(cam.class_indices, [2, 0])
     assert cam.scores.shape == (2,) and np.all((cam.scores > 0) & (cam.scores < 1))
+    # Any input size where the model takes any: the map comes back at the images' size.
+    open_size = keras_resnet.ResNet20(include_top=False, pooling="avg", input_shape=(None, None, 3))
+    any_size = keras.Model(open_size.input, keras.layers.Dense(3)(open_size.output))
+    cam = explain.grad_cam(any_size, np.zeros((1, 40, 24, 3), np.float32))
+    assert cam.heatmaps.shape == (1, 40, 24) and cam.maps.shape == (1, 10, 6)
 
 
 def test_refusals_name_the_argument():
