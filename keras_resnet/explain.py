@@ -323,8 +323,10 @@ def explain_files(model_path, image_paths, out_dir, class_index=None, stage=None
     results, written = [], set()
     for image_path, image, heatmap, index, score in zip(image_paths, images, cam.heatmaps, cam.class_indices, cam.scores):
         name = stem = os.path.splitext(os.path.basename(image_path))[0]
+        copy = 1
         while name in written:  # the same file name in two folders: NAME_2, NAME_3, ...
-            name = f"{stem}_{len([n for n in written if n == stem or n.startswith(stem + '_')]) + 1}"
+            copy += 1
+            name = f"{stem}_{copy}"
         written.add(name)
         out_path = os.path.join(out_dir, f"{name}_gradcam.png")
         _write_png(out_path, overlay(image, heatmap_on_image(heatmap, image.shape, preprocessing), alpha))
