@@ -13,6 +13,7 @@ import sys
 from keras_resnet.architectures import FAMILIES, NAMED_MODELS
 from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.multilabel import TASKS
 
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
 UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
@@ -38,8 +39,13 @@ def _print_run(result):
 
         print(format_parity(exported["parity"]))
     test = result["test"]
-    print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
-          f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
+    if "mAP" in test:
+        print(f"test mAP {test['mAP']:.4f}, F1 {test['f1_macro']:.4f} (macro) / "
+              f"{test['f1_micro']:.4f} (micro) at thresholds chosen on the "
+              f"{result['thresholds_split']} split")
+    else:
+        print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
+              f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
     print(f"run directory: {result['run_dir']}")
 
 
@@ -57,7 +63,7 @@ def _train(args):
         jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
         steps_per_execution=args.steps_per_execution, fast_path=args.fast_path,
         resume=args.resume, data_dir=args.data_dir, download=args.download, seed=args.seed,
-        model_options=options, export=args.export,
+        model_options=options, export=args.export, task=args.task,
     )
     if args.weights:
         result = runs.fine_tune(args.model, args.dataset, weights=args.weights,
@@ -69,11 +75,15 @@ def _train(args):
 
 
 def _evaluate(args):
-    from keras_resnet.runs import evaluate
+    from keras_resnet.evaluation import evaluate
 
     metrics = evaluate(args.model, args.dataset, args.split, batch_size=args.batch_size,
                        ten_crop=args.ten_crop, data_dir=args.data_dir, download=args.download)
     crops = " (10-crop)" if args.ten_crop else ""
+    if "mAP" in metrics:
+        print(f"{args.dataset} {args.split}: mAP {metrics['mAP']:.4f}, F1 {metrics['f1_macro']:.4f} "
+              f"(macro) / {metrics['f1_micro']:.4f} (micro) at the model's thresholds")
+        return
     print(f"{args.dataset} {args.split}{crops}: top-1 error {1 - metrics['top1']:.2%}, "
           f"top-5 error {1 - metrics['top5']:.2%}")
 
@@ -147,6 +157,9 @@ def _predict(args):
         return
     for result in results:
         print(result["image"])
+        if "labels" in result:  # a multi-label model
+            found = ", ".join(f"{e['label']} ({e['score']:.4f})" for e in result["labels"])
+            print(f"  labels over their thresholds: {found or 'none'}")
         for entry in result["top_k"]:
             print(f"  {entry['score']:.4f}  {entry['label']}")
         if "explanation" in result:
@@ -261,6 +274,10 @@ def _add_train(commands):
                        help="default by dataset: digits 40, cifar10/100 164 (§4.2), others 30")
     train.add_argument("--batch-size", type=int, default=None,
                        help="global batch size; default by dataset: digits 32, others 128")
+    train.add_argument("--task", choices=TASKS, default="auto",
+                       help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
+                            "per-class thresholds; auto: the dataset's (multilabel for labels "
+                            "files PATH.csv and digit_canvases)")
     train.add_argument("--recipe", choices=FAMILIES, default=None,
                        help="default: imagenet for ImageNet models, cifar otherwise")
     train.add_argument("--learning-rate", type=float, default=None)

@@ -1,5 +1,5 @@
 """Multi-label classification (several labels per image: tags, attributes, findings): its
-metrics and decision thresholds, and an offline dataset of digit canvases.
+metrics and decision thresholds.
 
 - :func:`average_precision`: per class, the area under the precision-recall curve as the
   step sum ``sum_n (R_n - R_{n-1}) P_n`` over the distinct scores (scikit-learn's
@@ -8,10 +8,10 @@ metrics and decision thresholds, and an offline dataset of digit canvases.
 - :func:`choose_thresholds`: per class, the threshold that maximises that class's F1 on
   validation data (midway between two scores, so a test score equal to a validation score
   falls on the same side).
-- :func:`digit_canvases`: 32x32 canvases of two or three of the bundled digits each, labelled
-  with the digits present; each split's canvases are made from that split's digits only.
 
-NumPy only (scikit-learn's digits for the canvases).
+The offline multi-label dataset (canvases of digits) is ``keras_resnet.data.digit_canvases``;
+the training, evaluation, export and serving of multi-label models are those of single-label
+ones with ``task="multilabel"`` (``keras_resnet.runs``). NumPy only.
 
 Example:
     >>> y = np.array([[1, 0], [0, 1], [1, 1]])
@@ -25,9 +25,8 @@ import numpy as np
 from keras_resnet.errors import InvalidArgument
 
 DEFAULT_THRESHOLD = 0.5
-CANVAS_SIZE, CELL = 32, 16  # a 2x2 grid of 16x16 cells, each a digit upscaled 2x
-CANVAS_COUNTS = {"train": 3000, "validation": 500, "test": 1000}
-CANVAS_SEEDS = {"train": 0, "validation": 1, "test": 2}
+# What a classifier learns: "auto" lets the data (or a model's preprocessing) say.
+TASKS = ("auto", "single_label", "multilabel")
 
 
 def _checked(y_true, scores):
@@ -111,7 +110,13 @@ def multilabel_report(y_true, scores, thresholds=DEFAULT_THRESHOLD, class_names=
     """
     truth, scores = _checked(y_true, scores)
     classes = truth.shape[1]
-    thresholds = np.broadcast_to(np.asarray(thresholds, np.float64), (classes,))
+    thresholds = np.asarray(thresholds, np.float64)
+    if thresholds.shape not in ((), (classes,)):
+        raise InvalidArgument(
+            f"`thresholds` must be one number or one per class ({classes}); got shape "
+            f"{thresholds.shape}."
+        )
+    thresholds = np.broadcast_to(thresholds, (classes,))
     names = [str(k) for k in range(classes)] if class_names is None else list(class_names)
     if len(names) != classes:
         raise InvalidArgument(f"`class_names` must name {classes} classes; got {len(names)}.")
@@ -130,51 +135,3 @@ def multilabel_report(y_true, scores, thresholds=DEFAULT_THRESHOLD, class_names=
         "per_class": {name: {"ap": float(ap[k]), "f1": float(f1[k]), "threshold": float(thresholds[k]),
                              "positives": int(truth[:, k].sum())} for k, name in enumerate(names)},
     }
-
-
-def digit_canvases(split, count=None, seed=None):
-    """Canvases of two or three digits each, with their multi-hot labels: the offline
-    multi-label dataset.
-
-    Each 32x32 canvas is a 2x2 grid of 16x16 cells; two or three cells (equally likely) hold a
-    digit of ``split`` (scikit-learn's 8x8 digits, upscaled 2x), the others stay black. The
-    labels are the digits present (a digit drawn twice is one label).
-
-    Args:
-        split: "train", "validation" or "test" (the bundled digits' split: canvases of one split
-            share no digit image with another's).
-        count: canvases to make; default 3000 / 500 / 1000.
-        seed: default 0 / 1 / 2 by split.
-
-    Returns:
-        ``(images, labels, cells)``: uint8 ``(count, 32, 32, 3)``, uint8 ``(count, 10)``, and
-        int ``(count, 4)``, the digit image index in each cell (-1: empty).
-
-    Example:
-        >>> images, labels, _ = digit_canvases("test", count=4)
-        >>> images.shape, int(labels.sum(axis=1).min()) >= 1
-        ((4, 32, 32, 3), True)
-    """
-    from keras_resnet.data.sources import digits_arrays  # scikit-learn's digits, split as in "digits"
-
-    if split not in CANVAS_COUNTS:
-        raise InvalidArgument(f"`split` must be one of {', '.join(CANVAS_COUNTS)}; got {split!r}.")
-    count = CANVAS_COUNTS[split] if count is None else count
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise InvalidArgument(f"`count` must be a positive integer; got {count!r}.")
-    digits, digit_labels, splits = digits_arrays()
-    pool = splits[split]
-    rng = np.random.default_rng(CANVAS_SEEDS[split] if seed is None else seed)
-    images = np.zeros((count, CANVAS_SIZE, CANVAS_SIZE, 3), np.uint8)
-    labels = np.zeros((count, 10), np.uint8)
-    cells = np.full((count, 4), -1)
-    for n in range(count):
-        filled = rng.choice(4, size=rng.integers(2, 4), replace=False)
-        for cell in filled:
-            index = int(rng.choice(pool))
-            row, col = divmod(int(cell), 2)
-            patch = np.kron(digits[index, :, :, 0], np.ones((2, 2), np.uint8))
-            images[n, row * CELL:(row + 1) * CELL, col * CELL:(col + 1) * CELL] = patch[..., None]
-            labels[n, digit_labels[index]] = 1
-            cells[n, cell] = index
-    return images, labels, cells

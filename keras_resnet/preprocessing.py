@@ -21,6 +21,11 @@ Resize policies:
 - ``"shorter_side"``: resize the shorter side to ``resize_size``, then centre-crop the input
   size (ImageNet evaluation, §3.4: 256 then 224).
 
+The same object says what the outputs mean: ``class_names``, and for a multi-label model
+(a sigmoid per class, several labels per image) ``thresholds``, one decision threshold per
+class (a label is predicted when its score is at least its threshold); single-label models
+(softmax) carry ``thresholds=None``.
+
 Nothing here imports TensorFlow; the ``tf.data`` and SavedModel versions of the same steps
 are in ``keras_resnet.data``.
 
@@ -61,6 +66,26 @@ def _positive_int(argument, value):
     return int(value)
 
 
+def _checked_thresholds(thresholds, class_names):
+    """``thresholds`` as a list of floats, one per class name (or None)."""
+    if thresholds is None:
+        return None
+    try:
+        values = None if isinstance(thresholds, str) else np.asarray(thresholds, np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.ndim != 1 or not np.all(np.isfinite(values)):
+        raise InvalidArgument(
+            f"`thresholds` must be None or one finite number per class; got {thresholds!r}."
+        )
+    if class_names is None or len(values) != len(class_names):
+        raise InvalidArgument(
+            f"`thresholds` must hold one value per class name ({len(class_names or [])} "
+            f"classes); got {len(values)} values."
+        )
+    return [float(v) for v in values]
+
+
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class ImagePreprocessing(keras.layers.Layer):
     """How a model's inputs are made from images, and what its outputs are called.
@@ -84,6 +109,8 @@ class ImagePreprocessing(keras.layers.Layer):
         std: None, or one value per channel to divide by.
         class_names: the name of each output class (index = class id), or None.
         source: where the recipe comes from ("digits", "torchvision_v1", ...).
+        thresholds: None for a single-label model; for a multi-label one, the decision
+            threshold of each class (one per class name).
 
     Example:
         >>> p = ImagePreprocessing((224, 224), "shorter_side", 256, mean=IMAGENET_MEAN,
@@ -104,6 +131,7 @@ class ImagePreprocessing(keras.layers.Layer):
         std=None,
         class_names=None,
         source=None,
+        thresholds=None,
         **kwargs,
     ):
         kwargs.setdefault("name", LAYER_NAME)
@@ -156,6 +184,7 @@ class ImagePreprocessing(keras.layers.Layer):
                 )
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.source = source
+        self.thresholds = _checked_thresholds(thresholds, self.class_names)
 
     # An identity in the model: the layer exists to be saved with it.
     def call(self, inputs):
@@ -207,6 +236,11 @@ class ImagePreprocessing(keras.layers.Layer):
     def num_classes(self):
         return None if self.class_names is None else len(self.class_names)
 
+    @property
+    def multilabel(self):
+        """True for a multi-label model (it carries per-class ``thresholds``)."""
+        return self.thresholds is not None
+
     def normalize(self, pixels):
         """``(pixels[..., order] * scale - mean) / std`` of resized 0..255 images (NumPy).
 
@@ -220,9 +254,32 @@ class ImagePreprocessing(keras.layers.Layer):
         x = x * self.scale - self.mean
         return x if self.std is None else x / self.std
 
-    def with_class_names(self, class_names):
-        """A copy naming other classes (a new head after fine-tuning)."""
-        return ImagePreprocessing(**{**self.get_config(), "class_names": class_names})
+    def with_class_names(self, class_names, thresholds=None):
+        """A copy naming other classes (a new head after fine-tuning): single-label, or
+        multi-label with ``thresholds`` (one per class; the old thresholds never carry over).
+
+        Example:
+            >>> ImagePreprocessing(32).with_class_names(["cat", "dog"], [0.5, 0.5]).multilabel
+            True
+        """
+        return ImagePreprocessing(
+            **{**self.get_config(), "class_names": class_names, "thresholds": thresholds}
+        )
+
+    def with_thresholds(self, thresholds):
+        """A copy of a multi-label recipe with other decision thresholds (one per class).
+
+        Example:
+            >>> p = ImagePreprocessing(32, class_names=["a", "b"], thresholds=[0.5, 0.5])
+            >>> p.with_thresholds([0.3, 0.7]).thresholds
+            [0.3, 0.7]
+        """
+        if not self.multilabel:
+            raise InvalidArgument(
+                "`thresholds` belong to a multi-label recipe; this one is single-label "
+                "(thresholds=None). Use with_class_names(class_names, thresholds)."
+            )
+        return ImagePreprocessing(**{**self.get_config(), "thresholds": thresholds})
 
     def get_config(self):
         config = super().get_config()
@@ -237,6 +294,7 @@ class ImagePreprocessing(keras.layers.Layer):
             std=None if self.std is None else self.std.tolist(),
             class_names=self.class_names,
             source=self.source,
+            thresholds=self.thresholds,
         )
         return config
 
@@ -266,7 +324,8 @@ class ImagePreprocessing(keras.layers.Layer):
             f"{f' {self.resize_size}' if self.resize == 'shorter_side' else ''}, "
             f"{self.channel_order}, scale={self.scale:.6g}, {mean}, "
             f"std={None if self.std is None else self.std.tolist()}, "
-            f"{self.num_classes} classes, source={self.source!r})"
+            f"{self.num_classes} classes{', multi-label' if self.multilabel else ''}, "
+            f"source={self.source!r})"
         )
 
 

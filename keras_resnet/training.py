@@ -31,9 +31,11 @@ import shutil
 import keras
 
 from keras_resnet import devices, interrupts
+from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.devices import scaled_learning_rate
 from keras_resnet.extras import require
 from keras_resnet.models import walk_layers
+from keras_resnet.multilabel import TASKS
 from keras_resnet.saving import atomic_path, save_model, write_json
 from keras_resnet.errors import InvalidArgument
 
@@ -101,6 +103,48 @@ def metrics():
     ]
 
 
+def multilabel_metrics():
+    """Measures of a multi-label model while it trains: ``pr_auc``, the precision-recall AUC
+    averaged over classes (Keras' interpolated estimate of mAP; ``keras_resnet.multilabel``
+    computes the exact mAP once training ends), and ``f1``, macro F1 at 0.5."""
+    return [
+        keras.metrics.AUC(curve="PR", multi_label=True, num_thresholds=200, name="pr_auc"),
+        keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
+    ]
+
+
+def is_multilabel(model, task="auto"):
+    """Whether ``model`` trains as a multi-label classifier: ``task`` "multilabel" or
+    "single_label", or "auto": multi-label when its preprocessing carries thresholds. The
+    output activation must fit: sigmoid for multi-label, softmax for single-label.
+
+    Example:
+        >>> is_multilabel(keras_resnet.ResNet20())
+        False
+    """
+    if task not in TASKS:
+        raise InvalidArgument(f"`task` must be one of {', '.join(map(repr, TASKS))}; got {task!r}.")
+    if task == "auto":
+        recipe = preprocessing_lib.of(model)
+        multilabel = recipe is not None and recipe.multilabel
+    else:
+        multilabel = task == "multilabel"
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+    wrong = "softmax" if multilabel else "sigmoid"
+    if activation == wrong:
+        raise InvalidArgument(
+            f"Model {model.name!r} ends in a {wrong}, which does not fit a "
+            f"{'multi' if multilabel else 'single'}-label task; build it with "
+            f"classifier_activation={'sigmoid' if multilabel else 'softmax'!r}."
+        )
+    return multilabel
+
+
+def monitored_metric(multilabel):
+    """The validation metric the plateau schedule and the best checkpoint watch."""
+    return "val_pr_auc" if multilabel else "val_top1"
+
+
 def compile_model(
     model,
     recipe="cifar",
@@ -112,11 +156,12 @@ def compile_model(
     jit_compile="auto",
     steps_per_execution="auto",
     fast_path=True,
+    task="auto",
 ):
     """Compile ``model`` with the paper's optimisation.
 
     Args:
-        model: a Keras model with softmax outputs.
+        model: a Keras model with softmax outputs (sigmoid for a multi-label task).
         recipe: "cifar" or "imagenet" (or a :class:`Recipe`).
         global_batch_size: the global batch; the learning rate is scaled linearly from the
             recipe's (0.1 at 128 for CIFAR, 0.1 at 256 for ImageNet). Default: the recipe's.
@@ -127,10 +172,12 @@ def compile_model(
         jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
             measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
         fast_path: False lets "auto" mean Keras' defaults instead.
+        task: "single_label", "multilabel" or "auto" (:func:`is_multilabel`).
 
     Returns:
         The model, compiled with SGD, sparse categorical cross-entropy and ``top1``/``top5``
-        accuracy.
+        accuracy; for a multi-label task binary cross-entropy (one sigmoid per class) and
+        :func:`multilabel_metrics`.
 
     Example:
         >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
@@ -147,13 +194,15 @@ def compile_model(
         learning_rate = scaled_learning_rate(recipe.base_learning_rate, recipe.base_batch_size, batch)
     if weight_decay is not None:
         apply_weight_decay(model, weight_decay)
+    multilabel = is_multilabel(model, task)
     model.compile(
         optimizer=keras.optimizers.SGD(
             learning_rate=learning_rate,
             momentum=recipe.momentum if momentum is None else momentum,
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=metrics(),
+        loss=(keras.losses.BinaryCrossentropy() if multilabel
+              else keras.losses.SparseCategoricalCrossentropy()),
+        metrics=multilabel_metrics() if multilabel else metrics(),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

@@ -216,6 +216,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             self._datasets[key] = data.load(
                 self.dataset, split, batch_size, training=training, seed=self.seed,
                 data_dir=self.data_dir, download=self.download,
+                task="single_label",  # the search scores top-1: single-label classifiers
             )
         return self._datasets[key]
 

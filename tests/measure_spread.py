@@ -18,14 +18,14 @@ logs.quiet()
 
 import numpy as np  # noqa: E402
 
-from keras_resnet import export, runs  # noqa: E402
+from keras_resnet import evaluation, export, runs  # noqa: E402
 
 
 def resnet20(seed, folder):
     """The main job's defaults but 8 epochs: single-crop and 10-crop test top-1."""
     run_dir = os.path.join(folder, f"resnet20-{seed}")
     result = runs.train("resnet20", "digits", run_dir=run_dir, epochs=8, seed=seed, export=False, verbose=0)
-    ten_crop = runs.evaluate(os.path.join(run_dir, "model.keras"), "digits", ten_crop=True)
+    ten_crop = evaluation.evaluate(os.path.join(run_dir, "model.keras"), "digits", ten_crop=True)
     return {"top1": result["test"]["top1"], "ten_crop_top1": ten_crop["top1"]}
 
 

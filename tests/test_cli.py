@@ -101,9 +101,9 @@ def test_evaluate_command_single_and_ten_crop(default_run, capsys):
     printed = capsys.readouterr().out
     # What the command prints is the 10-crop evaluation of that model, computed here the same
     # way (deterministic: no bound inside the run-to-run spread of a trained model's accuracy).
-    from keras_resnet import runs
+    from keras_resnet import evaluation
 
-    ten_crop = runs.evaluate(model, "digits", ten_crop=True)
+    ten_crop = evaluation.evaluate(model, "digits", ten_crop=True)
     assert f"top-1 error {1 - ten_crop['top1']:.2%}" in printed
     assert 1 - ten_crop["top1"] < 0.5  # a trained model, far from chance (90% error)
 

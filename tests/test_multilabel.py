@@ -1,10 +1,12 @@
-"""Multi-label metrics against scikit-learn's, thresholds, and the digit canvases."""
+"""Multi-label classification: metrics against scikit-learn's, thresholds, the digit canvases,
+labels files, and a run from training to serving."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
 from keras_resnet import multilabel
+from keras_resnet.data import digit_canvases
 from keras_resnet.data.sources import digits_arrays
 from keras_resnet.errors import InvalidArgument
 
@@ -57,13 +59,13 @@ def test_refusals_name_the_argument():
     with pytest.raises(InvalidArgument, match="`class_names` must name 2 classes"):
         multilabel.multilabel_report(np.zeros((3, 2)), np.zeros((3, 2)), class_names=["a"])
     with pytest.raises(InvalidArgument, match="`split` must be one of train, validation, test"):
-        multilabel.digit_canvases("val")
+        digit_canvases("val")
     with pytest.raises(InvalidArgument, match="`count` must be a positive integer"):
-        multilabel.digit_canvases("test", count=0)
+        digit_canvases("test", count=0)
 
 
 def test_canvases_hold_the_digits_their_labels_name():
-    images, labels, cells = multilabel.digit_canvases("validation", count=200)
+    images, labels, cells = digit_canvases("validation", count=200)
     digits, digit_labels, splits = digits_arrays()
     assert images.shape == (200, 32, 32, 3) and labels.shape == (200, 10) and images.dtype == np.uint8
     filled = (cells >= 0).sum(1)
@@ -80,5 +82,294 @@ def test_canvases_hold_the_digits_their_labels_name():
             np.testing.assert_array_equal(patch[::2, ::2], digits[index, :, :, 0])
             expected[digit_labels[index]] = 1
         np.testing.assert_array_equal(labels[n], expected)
-    again = multilabel.digit_canvases("validation", count=200)
+    again = digit_canvases("validation", count=200)
     np.testing.assert_array_equal(again[0], images)  # seeded: the same canvases every time
+
+
+def test_report_refuses_thresholds_of_the_wrong_length():
+    with pytest.raises(InvalidArgument, match=r"`thresholds` must be one number or one per class \(2\)"):
+        multilabel.multilabel_report(np.zeros((3, 2)), np.zeros((3, 2)), thresholds=[0.5, 0.5, 0.5])
+
+
+# Thresholds carried by the preprocessing ------------------------------------------------------
+
+
+def test_thresholds_travel_in_the_saved_model(tmp_path):
+    import keras
+
+    import keras_resnet
+    from keras_resnet import preprocessing
+
+    recipe = preprocessing.ImagePreprocessing(32, class_names=list("abc"), thresholds=[0.2, 0.5, 0.9])
+    model = keras_resnet.CifarResNet(8, classes=3, classifier_activation="sigmoid", preprocessing=recipe)
+    model.save(tmp_path / "m.keras")
+    loaded = preprocessing.of(keras.saving.load_model(tmp_path / "m.keras"))
+    assert loaded.multilabel and loaded.thresholds == [0.2, 0.5, 0.9]
+    assert preprocessing.ImagePreprocessing.from_json(recipe.to_json()) == recipe
+    # New classes never keep old thresholds; single-label recipes have none to change.
+    assert recipe.with_class_names(["x", "y"]).thresholds is None
+    assert not preprocessing.ImagePreprocessing(32).multilabel
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(class_names=["a", "b"], thresholds=[0.5]), r"one value per class name \(2 classes\); got 1"),
+    (dict(class_names=None, thresholds=[0.5]), r"one value per class name \(0 classes\)"),
+    (dict(class_names=["a"], thresholds=[float("nan")]), "one finite number per class"),
+    (dict(class_names=["a"], thresholds="0.5"), "one finite number per class"),
+])
+def test_preprocessing_refuses_thresholds_that_do_not_fit(kwargs, message):
+    from keras_resnet import preprocessing
+
+    with pytest.raises(InvalidArgument, match=message):
+        preprocessing.ImagePreprocessing(32, **kwargs)
+    with pytest.raises(InvalidArgument, match="single-label"):
+        preprocessing.ImagePreprocessing(32, class_names=["a"]).with_thresholds([0.5])
+
+
+def test_compile_picks_the_loss_from_the_task_and_refuses_a_head_that_does_not_fit():
+    import keras
+
+    import keras_resnet
+    from keras_resnet import preprocessing, training
+
+    recipe = preprocessing.ImagePreprocessing(32, class_names=list("abc"), thresholds=[0.5] * 3)
+    sigmoid = keras_resnet.CifarResNet(8, classes=3, classifier_activation="sigmoid", preprocessing=recipe)
+    training.compile_model(sigmoid)  # task "auto": the recipe's thresholds say multi-label
+    assert isinstance(sigmoid.loss, keras.losses.BinaryCrossentropy)
+    x, y = np.zeros((4, 32, 32, 3), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    assert sorted(sigmoid.evaluate(x, y, return_dict=True, verbose=0)) == ["f1", "loss", "pr_auc"]
+    softmax = keras_resnet.CifarResNet(8, classes=3)
+    with pytest.raises(InvalidArgument, match="ends in a softmax.*classifier_activation='sigmoid'"):
+        training.compile_model(softmax, task="multilabel")
+    with pytest.raises(InvalidArgument, match="ends in a sigmoid.*classifier_activation='softmax'"):
+        training.compile_model(sigmoid, task="single_label")
+    with pytest.raises(InvalidArgument, match="`task` must be one of"):
+        training.compile_model(softmax, task="multi")
+
+
+def test_over_thresholds_lists_each_label_at_or_over_its_threshold_highest_first():
+    from keras_resnet.export.runtimes import over_thresholds
+
+    found = over_thresholds(np.array([0.5, 0.9, 0.69, 0.7]), list("abcd"), [0.5, 0.95, 0.7, 0.7])
+    assert [(e["label"], e["score"]) for e in found] == [("d", 0.7), ("a", 0.5)]
+
+
+# Data: canvases and labels files ------------------------------------------------------------
+
+
+def test_canvases_load_as_multi_hot_batches():
+    from keras_resnet import data
+
+    dataset, info = data.load("digit_canvases", "test", 250)
+    labels = np.concatenate([y for _, y in dataset.as_numpy_iterator()])
+    np.testing.assert_array_equal(labels, digit_canvases("test")[1])
+    assert info.multilabel and info.preprocessing.thresholds == [0.5] * 10
+    assert info.num_examples == 1000 and info.image_shape == (32, 32, 3)
+    with pytest.raises(InvalidArgument, match="`task` 'single_label' needs one label per image"):
+        data.load("digit_canvases", "test", 32, task="single_label")
+    # A single-label dataset asked for multi-label gives one-hot rows.
+    digits, info = data.load("digits", "test", 360, task="multilabel")
+    _, one_hot = next(digits.as_numpy_iterator())
+    np.testing.assert_array_equal(one_hot.sum(1), 1)
+    assert info.multilabel
+
+
+def _write_labels_folder(folder, rows, header=True):
+    """PNG canvases and a labels file naming them: ``rows`` of (labels, split or None)."""
+    from PIL import Image
+
+    images, _, _ = digit_canvases("test", count=len(rows), seed=7)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["path,labels,split"] if header else []
+    for n, (labels, split) in enumerate(rows):
+        Image.fromarray(images[n]).save(folder / "images" / f"{n}.png")
+        lines.append(f"images/{n}.png,{';'.join(labels)}" + (f",{split}" if split else ""))
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return str(folder / "labels.csv"), images
+
+
+def test_a_labels_file_gives_the_images_and_labels_it_names(tmp_path):
+    from keras_resnet import data
+
+    rows = [(["cat", "dog"], "train"), (["dog"], "train"), ([], "train"), (["bird", "cat"], "test"),
+            (["bird"], "validation")]
+    path, images = _write_labels_folder(tmp_path, rows)
+    train, info = data.load(path, "train", 8, training=False)
+    assert info.class_names == ["bird", "cat", "dog"] and info.multilabel
+    _, labels = next(train.as_numpy_iterator())
+    np.testing.assert_array_equal(labels, [[0, 1, 1], [0, 0, 1], [0, 0, 0]])
+    test, _ = data.load(path, "test", 8)
+    np.testing.assert_array_equal(next(test.as_numpy_iterator())[1], [[1, 1, 0]])
+    # The images are the files' (32x32 canvases: resized to 32 is the identity).
+    pixels, _ = next(data.load(path, "test", 8, augment=None)[0].as_numpy_iterator())
+    np.testing.assert_allclose(pixels[0], info.preprocessing.normalize(images[3]), atol=1e-6)
+
+
+def test_a_labels_file_of_one_label_each_can_train_single_label(tmp_path):
+    from keras_resnet import data
+
+    rows = [(["b"], None), (["a"], None), (["b"], None)] * 4
+    path, _ = _write_labels_folder(tmp_path, rows, header=False)
+    dataset, info = data.load(path, "train", 64, training=False, task="single_label")
+    labels = next(dataset.as_numpy_iterator())[1]
+    assert labels.dtype == np.int32 and not info.multilabel and set(labels) <= {0, 1}
+
+
+@pytest.mark.parametrize("line,message", [
+    ("images/0.png,a,train,extra", r"line 2: expected path,label;label;...\[,split\]; got 4 fields"),
+    ("images/0.png,a,val", r"line 2: split 'val' is not one of train, validation, test"),
+    ("images/9.png,a", r"1 image\(s\) of labels file .* do not exist: line 2: .*9.png"),
+    (",a", "line 2: the image path is empty"),
+])
+def test_a_bad_labels_file_is_refused_naming_the_line(tmp_path, line, message):
+    from keras_resnet import data
+
+    path, _ = _write_labels_folder(tmp_path, [(["a"], "train")])
+    lines = open(path).read().splitlines()
+    open(path, "w").write("\n".join([lines[0], line]) + "\n")
+    with pytest.raises(InvalidArgument, match=message):
+        data.load(path, "train", 1)
+
+
+def test_a_labels_file_listing_an_image_twice_or_missing_is_refused(tmp_path):
+    from keras_resnet import data
+
+    path, _ = _write_labels_folder(tmp_path, [(["a"], "train"), (["b"], "train")])
+    with open(path, "a") as f:
+        f.write("images/0.png,b,train\n")
+    with pytest.raises(InvalidArgument, match="line 4: 'images/0.png' is listed again .first on line 2"):
+        data.load(path, "train", 1)
+    with pytest.raises(InvalidArgument, match="labels file .*nowhere.csv' does not exist"):
+        data.load(str(tmp_path / "nowhere.csv"), "train", 1)
+
+
+# A multi-label run, from training to serving (end-to-end) ------------------------------------
+
+ML_EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory):
+    """ResNet-8 trained on the digit canvases by ``runs.train`` (task inferred), exported."""
+    from keras_resnet import runs
+
+    run_dir = str(tmp_path_factory.mktemp("multilabel") / "run")
+    result = runs.train("resnet8", "digit_canvases", run_dir=run_dir, epochs=ML_EPOCHS, verbose=0)
+    return run_dir, result
+
+
+def _scores(model, split):
+    """Scores and labels of a split, computed here with Keras' own predict."""
+    from keras_resnet import data, preprocessing
+
+    dataset, _ = data.load("digit_canvases", split, 500, preprocessing=preprocessing.of(model))
+    images, labels = zip(*dataset.as_numpy_iterator())
+    return model.predict(np.concatenate(images), verbose=0), np.concatenate(labels)
+
+
+@pytest.mark.slow
+def test_a_multilabel_run_chooses_thresholds_on_validation_and_reports_the_test_split(multilabel_run):
+    import keras
+
+    from keras_resnet import evaluation, preprocessing
+
+    run_dir, result = multilabel_run
+    assert result["task"] == "multilabel" and result["thresholds_split"] == "validation"
+    for name in ("model.keras", "best.keras"):  # each carries the thresholds best on its own scores
+        model = keras.saving.load_model(f"{run_dir}/{name}")
+        assert model.layers[-1].activation.__name__ == "sigmoid"
+        scores, labels = _scores(model, "validation")
+        np.testing.assert_allclose(preprocessing.of(model).thresholds,
+                                   multilabel.choose_thresholds(labels, scores), atol=1e-5)
+    model = keras.saving.load_model(f"{run_dir}/model.keras")
+    scores, labels = _scores(model, "test")
+    test = result["test"]
+    assert test["mAP"] == pytest.approx(average_precision_score(labels, scores, average="macro"), abs=1e-6)
+    predicted = scores >= np.asarray(preprocessing.of(model).thresholds)
+    assert test["f1_macro"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0), abs=1e-3)
+    assert 0.3 < test["mAP"] <= 1 and set(test["per_class"]) == {str(d) for d in range(10)}
+    assert evaluation.evaluate(f"{run_dir}/model.keras", "digit_canvases")["mAP"] == pytest.approx(test["mAP"], abs=1e-6)
+    import csv
+
+    with open(f"{run_dir}/history.csv") as f:
+        assert {"pr_auc", "val_pr_auc", "f1", "val_f1"} <= set(next(csv.DictReader(f)))
+
+
+@pytest.mark.slow
+def test_multilabel_exports_say_so_and_predict_and_serve_every_label_over_its_threshold(multilabel_run, tmp_path):
+    import base64
+    import json
+
+    import httpx
+    import keras
+    from PIL import Image
+
+    from keras_resnet import export, preprocessing, serving
+    from keras_resnet.export.runtimes import over_thresholds
+
+    run_dir, _ = multilabel_run
+    saved_model = f"{run_dir}/export/resnet8/1"
+    tflite = f"{run_dir}/export/resnet8/tflite/model_float32.tflite"
+    assert export.read_export_metadata(saved_model)["task"] == "multilabel"
+    assert json.load(open(tflite + ".json"))["task"] == "multilabel"
+    images, _, _ = digit_canvases("test", count=4, seed=11)
+    paths = []
+    for n, image in enumerate(images):
+        paths.append(str(tmp_path / f"{n}.png"))
+        Image.fromarray(image).save(paths[-1])
+    model = keras.saving.load_model(f"{run_dir}/model.keras")
+    recipe = preprocessing.of(model)
+    probabilities = model.predict(recipe.normalize(images), verbose=0)
+    expected = [[e["label"] for e in over_thresholds(p, recipe.class_names, recipe.thresholds)]
+                for p in probabilities]
+    for source in (f"{run_dir}/model.keras", saved_model, tflite):
+        found = export.predict_files(source, paths)
+        assert [[e["label"] for e in r["labels"]] for r in found] == expected, source
+    with serving.BackgroundServer(f"{run_dir}/export") as running:
+        body = {"signature_name": "serving_bytes",
+                "instances": [{"b64": base64.b64encode(open(p, "rb").read()).decode()} for p in paths]}
+        response = httpx.post(f"{running.url}/v1/models/resnet8:predict", json=body, timeout=60)
+    rows = response.json()["predictions"]
+    assert [row["predicted_labels"] for row in rows] == [";".join(labels) for labels in expected]
+    for row, p in zip(rows, probabilities):
+        np.testing.assert_array_equal(row["predicted"], (p >= np.asarray(recipe.thresholds)).astype(int))
+        np.testing.assert_allclose(row["probabilities"], p, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_multilabel_data_puts_a_sigmoid_head_with_thresholds(tiny_run, tmp_path):
+    import keras
+
+    from keras_resnet import preprocessing, runs
+
+    run_dir, _ = tiny_run
+    result = runs.fine_tune(weights=f"{run_dir}/model.keras", dataset="digit_canvases", epochs=2,
+                            head_epochs=1, unfreeze="conv4", run_dir=str(tmp_path / "ft"),
+                            export=False, verbose=0)
+    model = keras.saving.load_model(tmp_path / "ft" / "model.keras")
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert preprocessing.of(model).multilabel and result["task"] == "multilabel"
+    assert 0 < result["test"]["mAP"] <= 1
+
+
+@pytest.mark.slow
+def test_train_infers_the_task_from_a_labels_file(tmp_path):
+    import json
+    import subprocess
+
+    rows = [([str(n % 3)] + ([str((n + 1) % 3)] if n % 2 else []), split)
+            for n, split in enumerate(["train"] * 24 + ["validation"] * 8 + ["test"] * 8)]
+    path, _ = _write_labels_folder(tmp_path, rows)
+    done = subprocess.run(
+        ["keras-resnet", "train", "--model", "resnet8", "--dataset", path, "--epochs", "1",
+         "--batch-size", "8", "--no-export", "--output-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test mAP" in done.stdout and "at thresholds chosen on the validation split" in done.stdout
+    record = json.load(open(tmp_path / "run" / "run.json"))
+    assert record["task"] == "multilabel" and record["data"]["preprocessing"]["class_names"] == ["0", "1", "2"]
+    refused = subprocess.run(
+        ["keras-resnet", "train", "--model", "resnet8", "--dataset", path, "--task", "single_label",
+         "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "refused")],
+        capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "`task` 'single_label' needs one label per image" in refused.stderr

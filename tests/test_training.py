@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
-from keras_resnet import runs, training
+from keras_resnet import evaluation, runs, training
 
 
 def _tiny_data(n=32, classes=4, seed=0):
@@ -148,7 +148,7 @@ def test_ten_crop_evaluation_averages_softmax_over_crops():
     dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(2).map(
         lambda c, y: (tf.reshape(c, (-1, 4, 4, 1)), y)
     )
-    metrics = runs.evaluate_ten_crop(model, dataset)
+    metrics = evaluation.evaluate_ten_crop(model, dataset)
     assert metrics["top1"] == pytest.approx(np.mean(averaged.argmax(axis=1) == labels))
     assert metrics["top5"] == 1.0
 

@@ -17,6 +17,10 @@ Three sources:
   ``root/train`` and ``root/test`` (and optionally ``root/validation``) those are the splits;
   otherwise each file goes to ``"train"`` / ``"validation"`` / ``"test"`` (80/10/10) by a hash
   of its path relative to ``root``, so the split is stable across machines and runs.
+- multi-label data (several labels per image, ``task="multilabel"``, labels float32 multi-hot
+  ``(batch, classes)``): a labels file ``*.csv`` of rows ``path,label;label;...[,split]``
+  (paths relative to the file), or ``"digit_canvases"``, canvases of two or three digits
+  each (:func:`digit_canvases`: 3000 / 500 / 1000, offline).
 
 Every ``DatasetInfo`` carries the ``ImagePreprocessing`` its images follow (what a model
 trained on them carries). A dataset's own normalisation is ``image_uint8 / 255 - mean`` with
@@ -75,8 +79,10 @@ from keras_resnet.data.images import (  # noqa: E402
     ten_crop,
     to_model_channels,
 )
+from keras_resnet.data.canvases import digit_canvases
 from keras_resnet.data.pipeline import (
     AUGMENTATIONS,
+    TASKS,
     TRAINING_SPLITS,
     DatasetInfo,
     as_numpy,
@@ -94,8 +100,8 @@ __all__ = [
     "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DatasetInfo", "IMAGENET_CROP",
     "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN",
     "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "SCALE", "SPLIT_ALIASES", "STANDARD_SPLITS",
-    "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops", "center_crop",
-    "cifar_augment", "imagenet_augment", "imagenet_sides", "load", "normalize",
+    "TASKS", "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops", "center_crop",
+    "cifar_augment", "digit_canvases", "imagenet_augment", "imagenet_sides", "load", "normalize",
     "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
     "tfds_split", "to_model_channels",
 ]

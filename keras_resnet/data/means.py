@@ -26,7 +26,7 @@ def mean_image(source, size, data_dir):
     """Per-pixel mean (size, size, 3) of the training split in [0, 1] units; one pass, cached."""
     key = f"{source.mean_key}_mean_{size}x{size}"
     path = None
-    if source.name != "digits":  # digits take a fraction of a second: no file
+    if source.cache_mean:
         path = os.path.join(_cache_dir(data_dir), f"{key}.npy")
     if (key, path) in _MEANS:
         return _MEANS[key, path]

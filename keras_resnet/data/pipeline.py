@@ -25,6 +25,7 @@ from keras_resnet.data.images import (
 )
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
+from keras_resnet.multilabel import DEFAULT_THRESHOLD, TASKS
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
@@ -69,6 +70,11 @@ class DatasetInfo:
     @property
     def num_classes(self):
         return self.preprocessing.num_classes
+
+    @property
+    def multilabel(self):
+        """True when labels are multi-hot rows (the preprocessing carries thresholds)."""
+        return self.preprocessing.multilabel
 
     @property
     def image_shape(self):
@@ -151,20 +157,46 @@ def _style(source, augment, preprocessing):
     return "cifar" if small else "imagenet"
 
 
-def _make_preprocessing(source, style, image_size, data_dir):
+def _default_thresholds(source, multilabel):
+    return [DEFAULT_THRESHOLD] * len(source.class_names) if multilabel else None
+
+
+def _make_preprocessing(source, style, image_size, data_dir, multilabel):
     """The dataset's own preprocessing: §4.2's per-pixel mean for CIFAR-style images, §3.4's
     resize 256 / crop 224 and per-channel mean for ImageNet-style ones."""
+    labels = dict(class_names=source.class_names, source=str(source.name),
+                  thresholds=_default_thresholds(source, multilabel))
     if style == "cifar":
         size = image_size or CIFAR_SIZE
         return ImagePreprocessing(
-            (size, size), "direct", mean=mean_image(source, size, data_dir),
-            class_names=source.class_names, source=str(source.name),
+            (size, size), "direct", mean=mean_image(source, size, data_dir), **labels
         )
     size = image_size or IMAGENET_CROP
     return ImagePreprocessing(
-        (size, size), "shorter_side", imagenet_sides(size)[1], mean=IMAGENET_MEAN,
-        class_names=source.class_names, source=str(source.name),
+        (size, size), "shorter_side", imagenet_sides(size)[1], mean=IMAGENET_MEAN, **labels
     )
+
+
+def _resolve_task(source, task):
+    """True for multi-label labels; a single-label task on several labels per image raises."""
+    check_choice("task", task, TASKS)
+    if task == "auto":
+        return source.multilabel
+    if task == "single_label" and source.multilabel and not source.one_label_each:
+        raise InvalidArgument(
+            f"`task` 'single_label' needs one label per image; dataset {str(source.name)!r} "
+            "has images with none or several. Use task='multilabel'."
+        )
+    return task == "multilabel"
+
+
+def _labelled(preprocessing, source, multilabel):
+    """A given recipe naming the dataset's classes: its own thresholds kept when it already
+    names them for the same task (a model's own), else fresh ones (or none)."""
+    if preprocessing.class_names == source.class_names and preprocessing.multilabel == multilabel:
+        return preprocessing
+    return preprocessing.with_class_names(source.class_names,
+                                          _default_thresholds(source, multilabel))
 
 
 def _augmentation(style, preprocessing):
@@ -196,11 +228,13 @@ def load(
     ten_crop=False,
     manual_dir=None,
     skip_unreadable=False,
+    task="auto",
 ):
     """A batched, prefetched dataset of ``(images, labels)`` and its :class:`DatasetInfo`.
 
     Args:
-        name: "digits", a directory of class folders, or a tfds dataset name.
+        name: "digits", "digit_canvases" (multi-label), a directory of class folders, a
+            labels file (``.csv`` of ``path,label;label;...[,split]``), or a tfds dataset name.
         split: "train", "validation", "test"; for cifar10/cifar100 also "train45k" and
             "val5k" (§4.2); for tfds also raw split strings ("train[:10%]").
         batch_size: global batch size (per replica with ``input_context``).
@@ -231,12 +265,16 @@ def load(
             ``(batch * 10, s, s, 3)``, labels ``(batch,)``; average with
             ``average_crops``. CIFAR-style crops come from the zero-padded image.
         manual_dir: tfds manual download directory (imagenet2012).
-        skip_unreadable: in image folders, skip undecodable files (with a warning) instead of
-            raising.
+        skip_unreadable: in image folders and labels files, skip undecodable files (with a
+            warning) instead of raising.
+        task: "single_label", "multilabel", or "auto": the dataset's own (multi-label for
+            labels files and digit canvases). A multi-label task gives multi-hot labels (a
+            single-label dataset's as one-hot rows) and a recipe with thresholds (0.5 each).
 
     Returns:
         ``(dataset, info)``: images float32 ``(batch,) + info.image_shape`` normalised by
-        ``info.preprocessing``; labels int32 ``(batch,)``.
+        ``info.preprocessing``; labels int32 ``(batch,)``, or float32 multi-hot
+        ``(batch, classes)`` for a multi-label task (``info.multilabel``).
 
     Example:
         >>> train, info = load("digits", "train", batch_size=64, seed=0)
@@ -254,11 +292,12 @@ def load(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training, seed=seed, skip_unreadable=skip_unreadable,
     )
+    multilabel = _resolve_task(source, task)
     style = _style(source, augment, preprocessing)
     if preprocessing is None:
-        preprocessing = _make_preprocessing(source, style, image_size, data_dir)
+        preprocessing = _make_preprocessing(source, style, image_size, data_dir, multilabel)
     else:
-        preprocessing = preprocessing.with_class_names(source.class_names)
+        preprocessing = _labelled(preprocessing, source, multilabel)
     padding, train_sides = _augmentation(style, preprocessing)
     dataset, num_examples = source.make(split)
     info = DatasetInfo(
@@ -281,12 +320,13 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
         pipeline_id = input_context.input_pipeline_id
         dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
     size = info.preprocessing.image_size
+    convert_label = _label_converter(source, info)
 
     def decode(encoded, label):
         image = to_model_channels(source.decode(encoded), info.preprocessing)
         if style == "cifar":  # fixed small size: resize once, before the cache
             image = resize_to_uint8(image, size, info.preprocessing.interpolation)
-        return image, tf.cast(label, tf.int32)
+        return image, convert_label(label)
 
     dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache and style == "cifar":
@@ -320,6 +360,17 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
         policy = tf.data.experimental.AutoShardPolicy.DATA
     options.experimental_distribute.auto_shard_policy = policy
     return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _label_converter(source, info):
+    """The source's labels (int32 class ids, or multi-hot rows) as the task wants them."""
+    if info.multilabel:
+        if source.multilabel:
+            return lambda label: tf.cast(label, tf.float32)
+        return lambda label: tf.one_hot(tf.cast(label, tf.int32), info.num_classes)
+    if source.multilabel:  # one label each, checked by _resolve_task
+        return lambda label: tf.cast(tf.argmax(label), tf.int32)
+    return lambda label: tf.cast(label, tf.int32)
 
 
 def _train_one(image, seed, info):

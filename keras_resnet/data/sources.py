@@ -10,6 +10,11 @@ a split.
   ``root/train`` and ``root/test`` (and optionally ``root/validation``) those are the splits;
   otherwise each file goes to ``"train"`` / ``"validation"`` / ``"test"`` (80/10/10) by a
   hash of its path relative to ``root``, so the split is stable across machines and runs.
+- a labels file ``*.csv`` of rows ``path,label;label;...[,split]`` (multi-label: any number
+  of labels per image, none included): paths relative to the file's folder, class names the
+  sorted labels, an optional header row starting with ``path``; a row's split is its third
+  column (train, validation or test) or, without one, the hash split of folders.
+- ``"digit_canvases"``: the offline multi-label dataset (``keras_resnet.data.canvases``).
 """
 
 import concurrent.futures
@@ -36,7 +41,10 @@ FOLDER_SPLIT_PERCENT = {"train": 80, "validation": 10, "test": 10}
 
 
 @dataclasses.dataclass
-class _Source:
+class Source:
+    """Where a dataset's examples come from; ``make(split)`` gives ``(dataset, count)`` of
+    ``(encoded, label)``: int32 labels, or multi-hot uint8 rows when ``multilabel``."""
+
     name: str
     class_names: list
     native_side: object  # largest image side, None if unknown
@@ -46,9 +54,13 @@ class _Source:
     decode: object  # encoded -> uint8 (h, w, 3)
     train_split: str = "train"
     flip: bool = True
+    multilabel: bool = False  # labels are multi-hot rows (several labels per image)
+    one_label_each: bool = True  # every image has exactly one label (so single-label works)
+    cache_mean: bool = True  # cache the mean image in a file (False: quick to recompute)
 
 
-def _split_error(split, name, available):
+def split_error(split, name, available):
+    """The error for a split that ``name`` lacks, listing the ones it has."""
     return InvalidArgument(
         f"`split` {split!r} does not exist for dataset {name!r}; available: "
         f"{', '.join(map(repr, available))}."
@@ -92,11 +104,11 @@ def _digits_source():
 
     def make(split):
         if split not in splits:
-            raise _split_error(split, "digits", STANDARD_SPLITS)
+            raise split_error(split, "digits", STANDARD_SPLITS)
         index = splits[split]
         return tf.data.Dataset.from_tensor_slices((images[index], labels[index])), len(index)
 
-    return _Source(
+    return Source(
         name="digits",
         class_names=[str(i) for i in range(10)],
         native_side=8,
@@ -105,13 +117,15 @@ def _digits_source():
         make=make,
         decode=to_rgb,
         flip=False,  # a mirrored digit is another digit (or none)
+        cache_mean=False,  # a fraction of a second: no file
     )
 
 
 # tensorflow-datasets ------------------------------------------------------------------------
 
 
-def _decode_encoded(encoded):
+def decode_encoded(encoded):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 ``(h, w, 3)`` (the first frame of a GIF)."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -159,7 +173,7 @@ def tfds_split(name, split, available=()):
     available = list(available)
     if available and split in STANDARD_SPLITS and split not in available:
         aliases = list(SPLIT_ALIASES) if base_name in SPLIT_ALIAS_DATASETS else []
-        raise _split_error(split, name, available + aliases)
+        raise split_error(split, name, available + aliases)
     return split
 
 
@@ -205,14 +219,14 @@ def _tfds_source(name, builder, download, manual_dir, training, seed):
         cardinality = int(dataset.cardinality())
         return dataset, (cardinality if cardinality >= 0 else None)
 
-    return _Source(
+    return Source(
         name=name,
         class_names=list(features[label_key].names),
         native_side=native_side,
         from_files=True,
         mean_key=f"tfds_{info.full_name.replace('/', '_')}",
         make=make,
-        decode=_decode_encoded,
+        decode=decode_encoded,
         train_split="train" if not available or "train" in available else available[0],
     )
 
@@ -317,7 +331,7 @@ def _folder_files(root, class_names, split_roots):
     return files, labels
 
 
-def _readable(root, files, skip_unreadable):
+def readable_images(root, files, skip_unreadable):
     """Indices of the decodable files and the largest image side; the others raise (or are
     skipped with a warning)."""
     results = _check_images([path for _, path in files])
@@ -338,7 +352,7 @@ def _readable(root, files, skip_unreadable):
     return keep, max((max(results[i][1]) for i in keep), default=None)
 
 
-def _hash_split(root, path):
+def hash_split(root, path):
     """"train", "validation" or "test" (80/10/10) by a hash of the path under root: stable
     across machines and runs."""
     relative = os.path.relpath(path, root).replace(os.sep, "/")
@@ -350,7 +364,7 @@ def _hash_split(root, path):
     return "test"
 
 
-def _fingerprint(paths):
+def fingerprint(paths):
     """Names the training files' contents (path, mtime, size), for the mean image cache."""
     digest = hashlib.sha1()
     for path in paths:
@@ -363,17 +377,17 @@ def _folder_source(root, skip_unreadable):
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     class_names, split_roots = _split_roots(root)
     files, labels = _folder_files(root, class_names, split_roots)
-    keep, native_side = _readable(root, files, skip_unreadable)
+    keep, native_side = readable_images(root, files, skip_unreadable)
     by_split = {}
     for index in keep:
         split_name, path = files[index]
-        split_name = _hash_split(root, path) if split_name == "all" else split_name
+        split_name = hash_split(root, path) if split_name == "all" else split_name
         by_split.setdefault(split_name, []).append(index)
     available = [s for s in STANDARD_SPLITS if "all" in split_roots or s in split_roots]
 
     def make(split):
         if split not in available:
-            raise _split_error(split, root, available)
+            raise split_error(split, root, available)
         chosen = by_split.get(split, [])
         if not chosen:
             raise InvalidArgument(
@@ -385,14 +399,14 @@ def _folder_source(root, skip_unreadable):
         split_labels = np.asarray([labels[i] for i in chosen], np.int32)
         return tf.data.Dataset.from_tensor_slices((paths, split_labels)), len(chosen)
 
-    return _Source(
+    return Source(
         name=root,
         class_names=class_names,
         native_side=native_side,
         from_files=False,
-        mean_key=f"folder_{_fingerprint([files[i][1] for i in by_split.get('train', [])])}",
+        mean_key=f"folder_{fingerprint([files[i][1] for i in by_split.get('train', [])])}",
         make=make,
-        decode=lambda path: _decode_encoded(tf.io.read_file(path)),
+        decode=lambda path: decode_encoded(tf.io.read_file(path)),
     )
 
 
@@ -409,6 +423,16 @@ def _looks_like_path(name):
 def get_source(name, *, data_dir, download, manual_dir, training, seed, skip_unreadable):
     if name == "digits":
         return _digits_source()
+    if name == "digit_canvases":
+        from keras_resnet.data.canvases import canvas_source  # it reads the digits from here
+
+        return canvas_source()
+    if isinstance(name, (str, os.PathLike)) and os.fspath(name).lower().endswith(".csv"):
+        if not os.path.isfile(os.path.expanduser(os.fspath(name))):
+            raise InvalidArgument(f"`name`: labels file {os.fspath(name)!r} does not exist.")
+        from keras_resnet.data.labels_file import labels_file_source  # it reads images as here
+
+        return labels_file_source(name, skip_unreadable)
     if os.path.isdir(os.path.expanduser(os.fspath(name))):
         return _folder_source(name, skip_unreadable)
     if _looks_like_path(name):

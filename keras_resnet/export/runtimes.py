@@ -330,6 +330,19 @@ def _top_k(probabilities, class_names, k):
     return [{"index": int(i), "label": class_names[i], "score": float(probabilities[i])} for i in order]
 
 
+def over_thresholds(scores, class_names, thresholds):
+    """A multi-label model's answer for one image: every class whose score is at least its
+    threshold, highest score first, as ``[{"index", "label", "score"}]``.
+
+    Example:
+        >>> over_thresholds(np.array([0.9, 0.2, 0.6]), ["a", "b", "c"], [0.5, 0.5, 0.7])
+        [{'index': 0, 'label': 'a', 'score': 0.9}]
+    """
+    order = np.argsort(-scores, kind="stable")
+    return [{"index": int(i), "label": class_names[i], "score": float(scores[i])}
+            for i in order if scores[i] >= thresholds[i]]
+
+
 def _embeddings(runner, images):
     if hasattr(runner, "embeddings"):
         return runner.embeddings(images)
@@ -358,8 +371,9 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False, precision=
         precision: "auto", "float32" or "bfloat16" (:func:`choose_precision`).
 
     Returns:
-        list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}``, or the
-        embeddings array.
+        list of ``{"image": path, "top_k": [{"index", "label", "score"}, ...]}`` (for a
+        multi-label model also ``"labels"``: every class over its threshold,
+        :func:`over_thresholds`), or the embeddings array.
 
     Example:
         >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
@@ -385,7 +399,10 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False, precision=
     class_names = preprocessing.class_names
     if class_names is None:
         class_names = [str(i) for i in range(probabilities.shape[-1])]
-    return [
-        {"image": image_path, "top_k": _top_k(p, class_names, top_k)}
-        for image_path, p in zip(image_paths, probabilities)
-    ]
+    results = []
+    for image_path, p in zip(image_paths, probabilities):
+        result = {"image": image_path}
+        if preprocessing.multilabel:
+            result["labels"] = over_thresholds(p, class_names, preprocessing.thresholds)
+        results.append({**result, "top_k": _top_k(p, class_names, top_k)})
+    return results

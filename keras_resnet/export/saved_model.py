@@ -15,8 +15,12 @@ An export lives in ``<export_dir>/<model_name>/<version>/``. Signatures:
   (``keras_resnet.features.embedding_model``), for retrieval and clustering.
 
 Every serving signature (``serving_*``) returns ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
-``top_k_labels`` (class names from ``assets/labels.txt``). ``assets.extra/keras_resnet.json``
-holds the preprocessing recipe as JSON for clients that prepare inputs themselves.
+``top_k_labels`` (class names from ``assets/labels.txt``). A multi-label model's also return
+``predicted`` (int32 ``(batch, classes)``: 1 where the score is at or over the class's
+threshold) and ``predicted_labels`` (one string per image: those classes' names, highest score
+first, joined by ";" as in a labels file; "" for none). ``assets.extra/keras_resnet.json``
+holds the preprocessing recipe as JSON for clients that prepare inputs themselves, and
+``task`` ("single_label" or "multilabel").
 
 Example:
     >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
@@ -34,7 +38,7 @@ from keras_resnet import data
 from keras_resnet.features import embedding_model
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
-from keras_resnet.export.formats import check_writable
+from keras_resnet.export.formats import check_writable, task_of
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.saving import atomic_path, write_json
 
@@ -46,6 +50,16 @@ def _next_version(model_dir):
     if os.path.isdir(model_dir):
         versions = [int(v) for v in os.listdir(model_dir) if v.isascii() and v.isdigit()]
     return max(versions, default=0) + 1
+
+
+def _over_thresholds(probabilities, thresholds, labels):
+    """``predicted`` and ``predicted_labels`` of a multi-label model (see the module doc)."""
+    over = probabilities >= tf.constant(thresholds, tf.float32)
+    order = tf.argsort(probabilities, axis=-1, direction="DESCENDING", stable=True)
+    names = tf.ragged.boolean_mask(labels.lookup(tf.cast(order, tf.int64)),
+                                   tf.gather(over, order, batch_dims=1))
+    return {"predicted": tf.cast(over, tf.int32),
+            "predicted_labels": tf.strings.reduce_join(names, axis=-1, separator=";")}
 
 
 def export_saved_model(model, export_dir, *, model_name=None, version=None, top_k=5,
@@ -103,12 +117,15 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
         def predict(images):
             probabilities = tf.cast(model(images, training=False), tf.float32)
             scores, indices = tf.math.top_k(probabilities, k=k)
-            return {
+            outputs = {
                 "probabilities": probabilities,
                 "top_k_indices": indices,
                 "top_k_scores": scores,
                 "top_k_labels": labels.lookup(tf.cast(indices, tf.int64)),
             }
+            if info.multilabel:
+                outputs.update(_over_thresholds(probabilities, info.thresholds, labels))
+            return outputs
 
         # Encoded images decode to RGB (RGBA for a 4-channel stacked model), then to the
         # model's channels.
@@ -161,7 +178,7 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
         with atomic_path(path) as staging:
             archive.write_out(staging, verbose=False)
             write_json(os.path.join(staging, METADATA_FILE), {
-                "model_name": model_name, "version": version, "top_k": k,
+                "model_name": model_name, "version": version, "top_k": k, "task": task_of(info),
                 "preprocessing": json.loads(info.to_json()),
             })
             if os.path.isdir(path):  # overwrite: the old version goes just before the new lands

@@ -35,6 +35,7 @@ from keras_resnet.export.formats import (
     check_quantization,
     check_writable,
     require_format,
+    task_of,
 )
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.export.saved_model import read_export_preprocessing
@@ -61,7 +62,7 @@ def _sidecar(path, fmt, quantization, info, input_name=INPUT_NAME, output_name=O
     """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs
     (``output_name``: the output tensor's name; ``output``: what it holds)."""
     sidecar = {"format": fmt, "quantization": quantization, "input": input_name,
-               "output": output_name, "outputs": output,
+               "output": output_name, "outputs": output, "task": task_of(info),
                "preprocessing": json.loads(info.to_json())}
     write_json(path + ".json",
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})

@@ -1,0 +1,117 @@
+"""Labels files: a CSV of ``path,label;label;...[,split]`` rows as a multi-label source.
+
+Paths are relative to the file's folder; an optional header row starts with ``path``; class
+names are the sorted labels; a row without a split goes to train/validation/test (80/10/10)
+by a hash of its path, as in image folders. A malformed row, a missing image or an image
+listed twice is refused with its line number.
+"""
+
+import csv
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet.data.sources import (
+    STANDARD_SPLITS,
+    Source,
+    decode_encoded,
+    fingerprint,
+    hash_split,
+    readable_images,
+    split_error,
+)
+from keras_resnet.errors import InvalidArgument
+
+LABEL_SEPARATOR = ";"
+
+
+def _labels_file_error(path, line, message):
+    return InvalidArgument(f"`name`: labels file {path!r}, line {line}: {message}")
+
+
+def _read_labels_file(path):
+    """``[(line, image path, [labels], split or None)]`` of a labels file, checked row by row."""
+    folder = os.path.dirname(path)
+    rows, seen = [], {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = list(enumerate(csv.reader(f), start=1))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InvalidArgument(f"`name`: labels file {path!r} cannot be read: {error}.") from None
+    for line, cells in lines:
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if line == lines[0][0] and cells[0].strip().lower() == "path":
+            continue  # header
+        if len(cells) not in (2, 3):
+            raise _labels_file_error(
+                path, line, f"expected path,label;label;...[,split]; got {len(cells)} fields."
+            )
+        image = cells[0].strip()
+        if not image:
+            raise _labels_file_error(path, line, "the image path is empty.")
+        split = cells[2].strip() if len(cells) == 3 and cells[2].strip() else None
+        if split is not None and split not in STANDARD_SPLITS:
+            raise _labels_file_error(
+                path, line, f"split {split!r} is not one of {', '.join(STANDARD_SPLITS)}."
+            )
+        labels = sorted({label.strip() for label in cells[1].split(LABEL_SEPARATOR)} - {""})
+        full = os.path.normpath(os.path.join(folder, os.path.expanduser(image)))
+        if full in seen:
+            raise _labels_file_error(path, line, f"{image!r} is listed again (first on line {seen[full]}).")
+        seen[full] = line
+        rows.append((line, full, labels, split))
+    if not rows:
+        raise InvalidArgument(f"`name`: labels file {path!r} lists no images.")
+    missing = [(line, image) for line, image, _, _ in rows if not os.path.isfile(image)]
+    if missing:
+        listing = "; ".join(f"line {line}: {image}" for line, image in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise InvalidArgument(
+            f"`name`: {len(missing)} image(s) of labels file {path!r} do not exist: {listing}{more}."
+        )
+    return rows
+
+
+def labels_file_source(path, skip_unreadable):
+    """The source of a labels file: multi-hot labels, the images checked as folders' are."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    rows = _read_labels_file(path)
+    class_names = sorted({label for _, _, labels, _ in rows for label in labels})
+    if not class_names:
+        raise InvalidArgument(f"`name`: labels file {path!r} names no labels.")
+    column = {name: k for k, name in enumerate(class_names)}
+    multi_hot = np.zeros((len(rows), len(class_names)), np.uint8)
+    for n, (_, _, labels, _) in enumerate(rows):
+        multi_hot[n, [column[label] for label in labels]] = 1
+    root = os.path.dirname(path)
+    keep, native_side = readable_images(path, [(None, image) for _, image, _, _ in rows], skip_unreadable)
+    by_split = {}
+    for index in keep:
+        _, image, _, split = rows[index]
+        by_split.setdefault(split or hash_split(root, image), []).append(index)
+
+    def make(split):
+        if split not in STANDARD_SPLITS:
+            raise split_error(split, path, STANDARD_SPLITS)
+        chosen = by_split.get(split, [])
+        if not chosen:
+            raise InvalidArgument(
+                f"`split` {split!r} of labels file {path!r} has no images (rows without a "
+                "split column are split 80/10/10 by a hash of their path); give rows that split."
+            )
+        paths = [rows[i][1] for i in chosen]
+        return tf.data.Dataset.from_tensor_slices((paths, multi_hot[chosen])), len(chosen)
+
+    return Source(
+        name=path,
+        class_names=class_names,
+        native_side=native_side,
+        from_files=False,
+        mean_key=f"labels_{fingerprint([rows[i][1] for i in by_split.get('train', [])])}",
+        make=make,
+        decode=lambda image_path: decode_encoded(tf.io.read_file(image_path)),
+        multilabel=True,
+        one_label_each=bool(np.all(multi_hot.sum(axis=1) == 1)),
+    )
