@@ -10,11 +10,13 @@ import argparse
 import os
 import sys
 
-from keras_resnet.architectures import FAMILIES, NAMED_MODELS
+from keras_resnet.architectures import NAMED_MODELS
 from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.multilabel import TASKS
 
+# The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).
+RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3")
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
 UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
 
@@ -65,7 +67,12 @@ def _train(args):
         resume=args.resume, data_dir=args.data_dir, download=args.download, seed=args.seed,
         model_options=options, export=args.export, task=args.task,
     )
+    from keras_resnet.recipes import parse_overrides
+
+    common["recipe_overrides"] = parse_overrides(args.set)
     if args.weights:
+        if args.recipe not in (None, "paper"):
+            common["recipe"] = args.recipe
         result = runs.fine_tune(args.model, args.dataset, weights=args.weights,
                                 unfreeze=args.unfreeze, head_epochs=args.head_epochs, **common)
     else:
@@ -278,8 +285,12 @@ def _add_train(commands):
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
                             "per-class thresholds; auto: the dataset's (multilabel for labels "
                             "files PATH.csv and digit_canvases)")
-    train.add_argument("--recipe", choices=FAMILIES, default=None,
-                       help="default: imagenet for ImageNet models, cifar otherwise")
+    train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
+                       help="paper (default: imagenet for ImageNet models, cifar otherwise), or a "
+                            "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="change one field of the recipe, e.g. --set label_smoothing=0.05 "
+                            "(repeatable; the fields: keras_resnet.recipes.Recipe)")
     train.add_argument("--learning-rate", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None,
                        help="replace the model's weight decay (the paper's L2 gradient "

@@ -27,10 +27,12 @@ from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.evaluation import check_fits_dataset, multilabel_test
 from keras_resnet.models import get_model, parse_model_name
 from keras_resnet.saving import load_model, save_model, write_json
+from keras_resnet.recipes import peak_learning_rate
 from keras_resnet.training import (
     BestCheckpoint,
     compile_model,
     get_recipe,
+    head_activation,
     monitored_metric,
     paper_callbacks,
     restore_backup,
@@ -93,18 +95,38 @@ def plot_history(history_csv, path, metric="top1"):
         figure.savefig(tmp, dpi=100)
 
 
-def _build_model(model, info, options):
+def _build_model(model, info, options, recipe):
     """A model for the dataset, carrying its preprocessing: a model name, a ``.keras`` file
-    or a model (a sigmoid head for multi-label data)."""
+    or a model (a sigmoid head for multi-label data and binary cross-entropy recipes; the
+    recipe's stochastic depth; any input size while it trains at FixRes' smaller crops)."""
     if isinstance(model, str) and not model.endswith(".keras"):
-        if info.multilabel:
-            options = {"classifier_activation": "sigmoid", **options}
-        return get_model(model, input_shape=tuple(info.image_shape), classes=info.num_classes,
+        options = {"classifier_activation": head_activation(recipe, info.multilabel), **options}
+        if recipe.drop_path_rate:
+            options.setdefault("drop_path_rate", recipe.drop_path_rate)
+        shape = tuple(info.image_shape)
+        if recipe.train_size_fraction != 1.0:
+            shape = (None, None, shape[-1])
+        return get_model(model, input_shape=shape, classes=info.num_classes,
                          preprocessing=info.preprocessing, **options)
+    if recipe.train_size_fraction != 1.0 or recipe.drop_path_rate:
+        raise InvalidArgument(
+            f"Recipe {recipe.name!r} trains at smaller crops (FixRes) or drops paths, which a "
+            "built model cannot take up; give a model name, or --set train_size_fraction=1 "
+            "drop_path_rate=0."
+        )
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, compile=False)
     check_fits_dataset(model, info)
     return preprocessing_lib.attach(model, info.preprocessing)
+
+
+def _at_input_size(net, info):
+    """``net`` (sharing its layers) with the dataset's fixed input size: a model trained on
+    FixRes' smaller crops is saved and exported at the size it is evaluated at."""
+    if tuple(net.input_shape[1:]) == tuple(info.image_shape):
+        return net
+    return keras.models.clone_model(net, input_tensors=keras.Input(shape=info.image_shape),
+                                    clone_function=lambda layer: layer)
 
 
 @dataclasses.dataclass
@@ -117,10 +139,11 @@ class _Splits:
 
 
 def _load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessing=None,
-                 task="auto"):
+                 task="auto", recipe=None):
     def load(split, training):
         return data.load(dataset, split, global_batch, training=training, data_dir=data_dir,
-                         download=download, seed=seed, preprocessing=preprocessing, task=task)
+                         download=download, seed=seed, preprocessing=preprocessing, task=task,
+                         recipe=recipe)
 
     train_ds, info = load("train", True)
     if info.num_examples is not None and global_batch > info.num_examples:
@@ -213,6 +236,10 @@ def _finish(net, run_dir, splits, result, export, data_dir):
     """Evaluate, save, plot, export, write run.json, then drop the backup: in that order, so a
     run killed at any point redoes only what is missing."""
     test = net.evaluate(splits.test, return_dict=True, verbose=0)
+    net = _at_input_size(net, splits.info)
+    best_path = os.path.join(run_dir, "best.keras")
+    if os.path.exists(best_path) and load_model(best_path, compile=False).input_shape != net.input_shape:
+        save_model(_at_input_size(load_model(best_path, compile=False), splits.info), best_path)
     if splits.info.multilabel:
         net, scored = multilabel_test(net, os.path.join(run_dir, "best.keras"), splits.validation,
                                       splits.test, test["loss"])
@@ -244,6 +271,7 @@ def train(
     epochs=None,
     batch_size=None,
     recipe=None,
+    recipe_overrides=None,
     learning_rate=None,
     weight_decay=None,
     strategy="auto",
@@ -272,7 +300,10 @@ def train(
             from ``RUN_DEFAULTS`` for the dataset.
         batch_size: global batch, split over the strategy's replicas; default from
             ``RUN_DEFAULTS``.
-        recipe: "cifar" or "imagenet"; default from the model's family.
+        recipe: "paper" (the default: "cifar" or "imagenet" by the model's family),
+            "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3"
+            (``keras_resnet.recipes``), or a Recipe.
+        recipe_overrides: ``{field: value}`` changing the recipe's fields (``--set``).
         learning_rate: overrides the recipe's (otherwise scaled linearly with the batch).
         weight_decay: replaces the model's weight decay (default: the model's own, 1e-4 for
             models built here).
@@ -307,21 +338,22 @@ def train(
     _check_epochs(epochs)
     model_name = model if isinstance(model, str) else getattr(model, "name", "model")
     family = "imagenet" if _family(model_name) == "imagenet" else "cifar"
-    recipe = get_recipe(recipe or family)
+    recipe = get_recipe(recipe or "paper", recipe_overrides, family=family)
     run = _set_up_run(run_dir or _default_run_dir(model_name, dataset), resume=resume, seed=seed,
                       precision=precision, fast_path=fast_path, family=family,
                       strategy=strategy, batch_size=batch_size)
     run_dir, global_batch = run.run_dir, run.global_batch
     splits, test_examples = _load_splits(dataset, global_batch, data_dir=data_dir,
-                                         download=download, seed=seed, task=task)
+                                         download=download, seed=seed, task=task, recipe=recipe)
     multilabel = splits.info.multilabel
-    with run.strategy.scope():
-        net = _build_model(model, splits.info, dict(model_options or {}))
-        compile_model(net, recipe, global_batch, learning_rate=learning_rate,
-                      weight_decay=weight_decay, jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution, fast_path=fast_path)
     # The training dataset drops its last partial batch.
     steps_per_epoch = splits.info.num_examples // global_batch if splits.info.num_examples else None
+    with run.strategy.scope():
+        net = _build_model(model, splits.info, dict(model_options or {}), recipe)
+        compile_model(net, recipe, global_batch, learning_rate=learning_rate,
+                      weight_decay=weight_decay, jit_compile=jit_compile,
+                      steps_per_execution=steps_per_execution, fast_path=fast_path,
+                      total_steps=steps_per_epoch * epochs if steps_per_epoch else None)
     # §4.2's warm-up waits for a training error below 80%: a single-label measure.
     callbacks = paper_callbacks(
         run_dir, recipe, total_iterations=steps_per_epoch * epochs if steps_per_epoch else None,
@@ -329,7 +361,7 @@ def train(
         monitor=monitored_metric(multilabel),
     )
     done = _resume(net, run_dir, epochs)
-    initial_learning_rate = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
+    initial_learning_rate = learning_rate or peak_learning_rate(recipe, global_batch)
     started = time.time()
     if done < epochs:
         net.fit(splits.train, validation_data=splits.validation, epochs=epochs,
@@ -369,12 +401,12 @@ def _pretrained_backbone(model, weights, options):
     return get_model(model, weights=weights, include_top=False, pooling="avg", **options)
 
 
-def _classifier(backbone, info):
+def _classifier(backbone, info, activation="softmax"):
     """``backbone`` with a new ``predictions`` layer for the dataset's classes (softmax, or
-    sigmoid for multi-label data; the paper's weight decay on its kernel), carrying the
-    dataset's class names (and thresholds)."""
+    sigmoid for multi-label data and binary cross-entropy; the paper's weight decay on its
+    kernel), carrying the dataset's class names (and thresholds)."""
     outputs = keras.layers.Dense(
-        info.num_classes, activation="sigmoid" if info.multilabel else "softmax",
+        info.num_classes, activation=activation,
         name="predictions", kernel_regularizer=keras.regularizers.L2(5e-5), dtype="float32",
     )(backbone.output)
     net = keras.Model(backbone.inputs, outputs, name=backbone.name)
@@ -436,7 +468,7 @@ def _batch_norms(layer):
 
 def _phase(net, unfreeze, train_bn, learning_rate, settings):
     set_trainable(net, unfreeze, train_bn)
-    compile_model(net, "imagenet", learning_rate=learning_rate, **settings)
+    compile_model(net, learning_rate=learning_rate, **settings)
 
 
 def fine_tune(
@@ -465,6 +497,8 @@ def fine_tune(
     export=True,
     verbose="auto",
     task="auto",
+    recipe="imagenet",
+    recipe_overrides=None,
 ):
     """Fine-tune pretrained weights on a dataset; the run directory is ``train``'s.
 
@@ -484,6 +518,9 @@ def fine_tune(
         train_bn: let phase 2 update BatchNormalization (default: frozen, as in phase 1).
         learning_rate: phase 1's; default the ImageNet recipe's 0.1 per 256 images.
         fine_tune_learning_rate: phase 2's; default ``learning_rate / 10``.
+        recipe, recipe_overrides: the training recipe of both phases (default the paper's
+            ImageNet one; ``keras_resnet.recipes``); FixRes' smaller training crops need a
+            model of any input size and are refused here (``train_size_fraction=1``).
         Other arguments: as :func:`train`.
 
     Returns:
@@ -498,23 +535,37 @@ def fine_tune(
     _check_epochs(epochs)
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or not 0 < head_epochs <= epochs:
         raise InvalidArgument(f"`head_epochs` must be an integer in 1..epochs ({epochs}); got {head_epochs!r}.")
+    recipe = get_recipe(recipe, recipe_overrides, family="imagenet")
+    if recipe.train_size_fraction != 1.0:
+        raise InvalidArgument(
+            f"Recipe {recipe.name!r} trains at {recipe.train_size_fraction:.3g} of the input size "
+            "(FixRes); a pretrained backbone keeps its input size. Pass "
+            "recipe_overrides={'train_size_fraction': 1} (--set train_size_fraction=1)."
+        )
+    options = dict(model_options or {})
+    if recipe.drop_path_rate:
+        if os.fspath(weights).endswith(".keras"):
+            raise InvalidArgument(f"Recipe {recipe.name!r} drops paths, which a built .keras "
+                                  "model cannot take up; --set drop_path_rate=0.")
+        options.setdefault("drop_path_rate", recipe.drop_path_rate)
     run = _set_up_run(run_dir or _default_run_dir(model, dataset, "-finetuned"), resume=resume,
                       seed=seed, precision=precision, fast_path=fast_path, family="imagenet",
                       strategy=strategy, batch_size=batch_size)
     run_dir, global_batch, strategy_object = run.run_dir, run.global_batch, run.strategy
     with strategy_object.scope():
-        backbone = _pretrained_backbone(model, weights, dict(model_options or {}))
+        backbone = _pretrained_backbone(model, weights, options)
     splits, test_examples = _load_splits(
         dataset, global_batch, data_dir=data_dir, download=download, seed=seed,
-        preprocessing=preprocessing_lib.of(backbone), task=task,
+        preprocessing=preprocessing_lib.of(backbone), task=task, recipe=recipe,
     )
     with strategy_object.scope():
-        net = _classifier(backbone, splits.info)
+        net = _classifier(backbone, splits.info, head_activation(recipe, splits.info.multilabel))
     _check_unfreeze(net, unfreeze)
-    head_rate = learning_rate or get_recipe("imagenet").base_learning_rate * global_batch / 256
+    head_rate = learning_rate or peak_learning_rate(recipe, global_batch)
     tune_rate = fine_tune_learning_rate or head_rate / 10
-    settings = dict(global_batch_size=global_batch, jit_compile=jit_compile,
+    settings = dict(recipe=recipe, global_batch_size=global_batch, jit_compile=jit_compile,
                     steps_per_execution=steps_per_execution, fast_path=fast_path)
+    steps_per_epoch = splits.info.num_examples // global_batch if splits.info.num_examples else None
     phases = [("head", None, head_rate, 0, head_epochs)]
     if unfreeze != "none" and epochs > head_epochs:
         phases.append(("backbone", unfreeze, tune_rate, head_epochs, epochs))
@@ -523,12 +574,13 @@ def fine_tune(
         # One backup folder a phase: its optimizer state fits that phase's trainable layers.
         backup = os.path.join(run_dir, "backup", name)
         with strategy_object.scope():
-            _phase(net, stage, train_bn, rate, settings)
+            _phase(net, stage, train_bn, rate,
+                   {**settings, "total_steps": steps_per_epoch and steps_per_epoch * (last - first)})
         done = restore_backup(net, backup)
         if done:
             print(f"Resuming from the backup in {backup}: {done} of {epochs} epochs done.")
             resumed = resumed or done
-        callbacks = paper_callbacks(run_dir, "imagenet", keep_backup=True, backup_dir=backup,
+        callbacks = paper_callbacks(run_dir, recipe, keep_backup=True, backup_dir=backup,
                                     monitor=monitored_metric(splits.info.multilabel))
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
@@ -541,7 +593,7 @@ def fine_tune(
         model=net.name, splits=splits, epochs=epochs, started=started, resumed=resumed,
         test_examples=test_examples, head_epochs=head_epochs, unfreeze=unfreeze,
         train_bn=train_bn, weights=os.fspath(weights), learning_rate=head_rate,
-        fine_tune_learning_rate=tune_rate,
+        fine_tune_learning_rate=tune_rate, recipe=dataclasses.asdict(recipe),
         task="multilabel" if splits.info.multilabel else "single_label",
     )
     return _finish(net, run_dir, splits, result, export, data_dir)

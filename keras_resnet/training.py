@@ -32,51 +32,29 @@ import keras
 
 from keras_resnet import devices, interrupts
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet.devices import scaled_learning_rate
 from keras_resnet.extras import require
 from keras_resnet.models import walk_layers
 from keras_resnet.multilabel import TASKS
+from keras_resnet.recipes import (
+    PAPER,
+    EMAWeights,
+    get_recipe,
+    learning_rate_schedule,
+    make_optimizer,
+    peak_learning_rate,
+)
 from keras_resnet.saving import atomic_path, save_model, write_json
 from keras_resnet.errors import InvalidArgument
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """One of the paper's optimisation settings."""
-
-    name: str
-    base_learning_rate: float  # at base_batch_size, scaled linearly with the global batch
-    base_batch_size: int
-    momentum: float
-    weight_decay: float
-    milestones: tuple  # iterations at which the learning rate is divided by 10 (may be empty)
-    total_iterations: int  # planned length of training in the paper
-    plateau_patience: int  # epochs without improvement before ReduceLROnPlateau divides by 10
-
-
-RECIPES = {
-    # §4.2: 0.1 at batch 128, /10 at 32k and 48k, stop at 64k.
-    "cifar": Recipe("cifar", 0.1, 128, 0.9, 1e-4, (32_000, 48_000), 64_000, 10),
-    # §3.4: 0.1 at batch 256, /10 when the error plateaus, up to 60e4 iterations.
-    "imagenet": Recipe("imagenet", 0.1, 256, 0.9, 1e-4, (), 600_000, 5),
-}
-
-
-def get_recipe(recipe):
-    """A :class:`Recipe` by name ("cifar" or "imagenet") or the Recipe itself."""
-    if isinstance(recipe, Recipe):
-        return recipe
-    if recipe not in RECIPES:
-        raise InvalidArgument(f"`recipe` must be one of {', '.join(RECIPES)}; got {recipe!r}.")
-    return RECIPES[recipe]
-
-
-def apply_weight_decay(model, weight_decay):
+def apply_weight_decay(model, weight_decay, *, bias=False, norm=False):
     """Put the paper's weight decay on every conv and dense kernel of ``model``.
 
     Sets ``L2(weight_decay / 2)`` (gradient ``weight_decay * w``) on the kernel variables and in
     the layers' configs, so a saved model keeps it. Replaces any earlier kernel regularizer;
-    ``weight_decay=0`` removes it.
+    ``weight_decay=0`` removes it. ``bias`` and ``norm`` put it on biases and on
+    BatchNormalization's gamma and beta too (torchvision's recipe decays biases); otherwise
+    they carry none.
 
     Example:
         >>> model = apply_weight_decay(keras_resnet.ResNet20(weight_decay=0), 1e-4)
@@ -86,17 +64,27 @@ def apply_weight_decay(model, weight_decay):
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise InvalidArgument(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    decayed = {"kernel": regularizer, "bias": regularizer if bias else None,
+               "gamma": regularizer if norm else None, "beta": regularizer if norm else None}
     for layer in walk_layers(model):
         if hasattr(layer, "kernel_regularizer"):
             layer.kernel_regularizer = regularizer  # the config (blocks pass it to their convs)
+        for kind in ("bias", "gamma", "beta"):
+            if hasattr(layer, f"{kind}_regularizer"):
+                setattr(layer, f"{kind}_regularizer", decayed[kind])
         for variable in layer.trainable_weights:
-            if variable.path.endswith("kernel"):  # conv and dense kernels, not BN
-                variable.regularizer = regularizer
+            kind = variable.path.rsplit("/", 1)[-1]
+            if kind in decayed:  # kernels always; biases and BN's gamma/beta when asked
+                variable.regularizer = decayed[kind]
     return model
 
 
-def metrics():
-    """The paper's measures: top-1 and top-5 accuracy (Tables 3-5 report their errors)."""
+def metrics(one_hot=False):
+    """The paper's measures: top-1 and top-5 accuracy (Tables 3-5 report their errors), of
+    class ids, or of one-hot (or mixed) targets as modern recipes give them."""
+    if one_hot:
+        return [keras.metrics.CategoricalAccuracy(name="top1"),
+                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
     return [
         keras.metrics.SparseCategoricalAccuracy(name="top1"),
         keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
@@ -113,10 +101,17 @@ def multilabel_metrics():
     ]
 
 
-def is_multilabel(model, task="auto"):
+def head_activation(recipe, multilabel):
+    """The output activation a task and recipe train: a sigmoid per class for multi-label
+    data and for binary cross-entropy (RSB), else softmax."""
+    return "sigmoid" if multilabel or get_recipe(recipe).loss == "binary_cross_entropy" else "softmax"
+
+
+def is_multilabel(model, task="auto", recipe="cifar"):
     """Whether ``model`` trains as a multi-label classifier: ``task`` "multilabel" or
     "single_label", or "auto": multi-label when its preprocessing carries thresholds. The
-    output activation must fit: sigmoid for multi-label, softmax for single-label.
+    output activation must fit (:func:`head_activation`): sigmoid for multi-label and for a
+    binary cross-entropy recipe, softmax otherwise.
 
     Example:
         >>> is_multilabel(keras_resnet.ResNet20())
@@ -125,17 +120,19 @@ def is_multilabel(model, task="auto"):
     if task not in TASKS:
         raise InvalidArgument(f"`task` must be one of {', '.join(map(repr, TASKS))}; got {task!r}.")
     if task == "auto":
-        recipe = preprocessing_lib.of(model)
-        multilabel = recipe is not None and recipe.multilabel
+        recipe_of_inputs = preprocessing_lib.of(model)
+        multilabel = recipe_of_inputs is not None and recipe_of_inputs.multilabel
     else:
         multilabel = task == "multilabel"
+    expected = head_activation(recipe, multilabel)
     activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
-    wrong = "softmax" if multilabel else "sigmoid"
+    wrong = {"sigmoid": "softmax", "softmax": "sigmoid"}[expected]
     if activation == wrong:
+        kind = "multi-label task" if multilabel else (
+            "binary cross-entropy recipe" if expected == "sigmoid" else "single-label task")
         raise InvalidArgument(
-            f"Model {model.name!r} ends in a {wrong}, which does not fit a "
-            f"{'multi' if multilabel else 'single'}-label task; build it with "
-            f"classifier_activation={'sigmoid' if multilabel else 'softmax'!r}."
+            f"Model {model.name!r} ends in a {wrong}, which does not fit a {kind}; build it "
+            f"with classifier_activation={expected!r}."
         )
     return multilabel
 
@@ -157,27 +154,34 @@ def compile_model(
     steps_per_execution="auto",
     fast_path=True,
     task="auto",
+    total_steps=None,
 ):
-    """Compile ``model`` with the paper's optimisation.
+    """Compile ``model`` with a recipe's optimisation (the paper's unless told).
 
     Args:
-        model: a Keras model with softmax outputs (sigmoid for a multi-label task).
-        recipe: "cifar" or "imagenet" (or a :class:`Recipe`).
-        global_batch_size: the global batch; the learning rate is scaled linearly from the
-            recipe's (0.1 at 128 for CIFAR, 0.1 at 256 for ImageNet). Default: the recipe's.
-        learning_rate, momentum: override the recipe's.
-        weight_decay: None keeps the model's own regularizers (set when it was built); a
-            number replaces them with the paper's L2 of that strength (see
-            :func:`apply_weight_decay`).
+        model: a Keras model with softmax outputs (sigmoid for a multi-label task or a binary
+            cross-entropy recipe).
+        recipe: a name of ``keras_resnet.recipes.RECIPES`` ("cifar", "imagenet",
+            "torchvision_v2", "rsb_a1", ...) or a :class:`Recipe`.
+        global_batch_size: the global batch; the learning rate is scaled from the recipe's
+            (linearly, or by the square root for LAMB recipes). Default: the recipe's.
+        learning_rate, momentum: override the recipe's (peak) values.
+        weight_decay: for the paper's recipes None keeps the model's own regularizers (set when
+            it was built) and a number replaces them with the paper's L2 of that strength (see
+            :func:`apply_weight_decay`); other recipes put their own (or this) decay where the
+            recipe says: L2 regularizers, or the optimizer's decoupled decay.
         jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
             measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
         fast_path: False lets "auto" mean Keras' defaults instead.
         task: "single_label", "multilabel" or "auto" (:func:`is_multilabel`).
+        total_steps: the run's training steps; cosine schedules and EMA need it.
 
     Returns:
-        The model, compiled with SGD, sparse categorical cross-entropy and ``top1``/``top5``
-        accuracy; for a multi-label task binary cross-entropy (one sigmoid per class) and
-        :func:`multilabel_metrics`.
+        The model, compiled: the paper's recipes with SGD, sparse categorical cross-entropy
+        and ``top1``/``top5`` accuracy; modern ones with one-hot (mixed) targets, categorical
+        or binary cross-entropy (label smoothing in the loss for the former, in the targets
+        for the latter) and the same ``top1``/``top5``; a multi-label task with binary
+        cross-entropy and :func:`multilabel_metrics`.
 
     Example:
         >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
@@ -190,19 +194,27 @@ def compile_model(
     if steps_per_execution == "auto":
         steps_per_execution = settings["steps_per_execution"]
     batch = recipe.base_batch_size if global_batch_size is None else global_batch_size
-    if learning_rate is None:
-        learning_rate = scaled_learning_rate(recipe.base_learning_rate, recipe.base_batch_size, batch)
-    if weight_decay is not None:
-        apply_weight_decay(model, weight_decay)
-    multilabel = is_multilabel(model, task)
+    peak = peak_learning_rate(recipe, batch) if learning_rate is None else learning_rate
+    if recipe.name not in PAPER or weight_decay is not None:
+        if weight_decay is not None:
+            recipe = dataclasses.replace(recipe, weight_decay=weight_decay)
+        coupled = recipe.weight_decay if recipe.weight_decay_style == "l2" else 0
+        apply_weight_decay(model, coupled, bias=recipe.decay_bias, norm=recipe.decay_norm)
+    multilabel = is_multilabel(model, task, recipe)
+    if multilabel and recipe.label_smoothing:
+        raise InvalidArgument(f"Recipe {recipe.name!r} smooths labels, which is for "
+                              "single-label classes; set label_smoothing=0 for a multi-label task.")
+    if multilabel or recipe.loss == "binary_cross_entropy":
+        loss = keras.losses.BinaryCrossentropy()  # smoothing, if any, is in the targets
+    elif recipe.modern:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=learning_rate,
-            momentum=recipe.momentum if momentum is None else momentum,
-        ),
-        loss=(keras.losses.BinaryCrossentropy() if multilabel
-              else keras.losses.SparseCategoricalCrossentropy()),
-        metrics=multilabel_metrics() if multilabel else metrics(),
+        optimizer=make_optimizer(model, recipe, learning_rate_schedule(recipe, peak, total_steps),
+                                 momentum=momentum, total_steps=total_steps),
+        loss=loss,
+        metrics=multilabel_metrics() if multilabel else metrics(one_hot=recipe.modern),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -522,7 +534,8 @@ def paper_callbacks(
     Args:
         run_dir: where ``best.keras``, ``history.csv``, ``backup/`` and ``logs/`` go.
         recipe: "cifar" (step schedule at the paper's iterations, or scaled to
-            ``total_iterations``) or "imagenet" (plateau only).
+            ``total_iterations``), "imagenet" (plateau only), or a modern recipe (its cosine
+            schedule is the optimizer's; with EMA, :class:`~keras_resnet.recipes.EMAWeights`).
         total_iterations: planned iterations of this run; scales the CIFAR milestones.
         monitor: metric watched by ReduceLROnPlateau and the best checkpoint
             ("val_top1" with validation data, "top1" without).
@@ -553,19 +566,21 @@ def paper_callbacks(
         require("tensorflow", "TensorBoard logs (paper_callbacks(tensorboard=True))")
     os.makedirs(run_dir, exist_ok=True)
     callbacks = [StopOnSignal()]
+    if recipe.ema:  # first: the callbacks after it see the EMA weights at each epoch's end
+        callbacks.append(EMAWeights())
     if warmup:
         callbacks.append(WarmupUntilError())
-    if recipe.milestones:
+    if recipe.schedule == "step":
         if total_iterations is None:
             callbacks.append(StepSchedule(recipe.milestones, stop_at=recipe.total_iterations))
         else:
             callbacks.append(StepSchedule.scaled(total_iterations, recipe))
-    plateau = reduce_on_plateau(
-        monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
-    )
+    if recipe.schedule in ("step", "plateau"):  # a cosine schedule owns the learning rate
+        callbacks.append(reduce_on_plateau(
+            monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
+        ))
     best = BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor)
     callbacks += [
-        plateau,
         best,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         StopOnNaN(),
@@ -573,7 +588,10 @@ def paper_callbacks(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
     # Last: it restores the state of the callbacks above when training begins.
-    stateful = [plateau, best] + [c for c in callbacks if isinstance(c, WarmupUntilError)]
+    # In this order (a backup lists their states by position).
+    stateful = [c for kind in (keras.callbacks.ReduceLROnPlateau, BestCheckpoint,
+                               WarmupUntilError, EMAWeights)
+                for c in callbacks if isinstance(c, kind)]
     backup_dir = backup_dir or os.path.join(run_dir, "backup")
     callbacks.append(RunBackup(backup_dir, stateful, not keep_backup))
     return callbacks

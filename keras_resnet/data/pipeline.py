@@ -23,6 +23,7 @@ from keras_resnet.data.images import (
     ten_crop,
     to_model_channels,
 )
+from keras_resnet.data import modern
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
 from keras_resnet.multilabel import DEFAULT_THRESHOLD, TASKS
@@ -229,6 +230,7 @@ def load(
     manual_dir=None,
     skip_unreadable=False,
     task="auto",
+    recipe=None,
 ):
     """A batched, prefetched dataset of ``(images, labels)`` and its :class:`DatasetInfo`.
 
@@ -270,6 +272,11 @@ def load(
         task: "single_label", "multilabel", or "auto": the dataset's own (multi-label for
             labels files and digit canvases). A multi-label task gives multi-hot labels (a
             single-label dataset's as one-hot rows) and a recipe with thresholds (0.5 each).
+        recipe: a modern training recipe (``keras_resnet.recipes``; None or a paper recipe:
+            the paper's pipeline): every split's labels become one-hot float32 rows, and
+            training takes the recipe's augmentation (``keras_resnet.data.modern``): random-
+            resized crops at its training size, flip, RandAugment/TrivialAugment, random
+            erasing, MixUp/CutMix targets, repeated augmentation.
 
     Returns:
         ``(dataset, info)``: images float32 ``(batch,) + info.image_shape`` normalised by
@@ -293,6 +300,8 @@ def load(
         training=training, seed=seed, skip_unreadable=skip_unreadable,
     )
     multilabel = _resolve_task(source, task)
+    if recipe is not None and not recipe.modern:
+        recipe = None  # the paper's recipes: the paper's pipeline
     style = _style(source, augment, preprocessing)
     if preprocessing is None:
         preprocessing = _make_preprocessing(source, style, image_size, data_dir, multilabel)
@@ -305,14 +314,19 @@ def load(
         augmentation=style if augment is not None else None, padding=padding,
         train_sides=train_sides, horizontal_flip=source.flip, ten_crop=bool(ten_crop),
     )
+    if recipe is not None:
+        modern.check_recipe_data(recipe, preprocessing)
+        if ten_crop:
+            raise InvalidArgument("`ten_crop` is the paper's test; it does not go with a modern `recipe`.")
     dataset = _pipeline(dataset, source, info, style, batch_size, training, seed, cache,
                         shuffle_buffer, input_context,
-                        training if drop_remainder is None else drop_remainder, deterministic)
+                        training if drop_remainder is None else drop_remainder, deterministic,
+                        recipe)
     return dataset, info
 
 
 def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, shuffle_buffer,
-              input_context, drop_remainder, deterministic):
+              input_context, drop_remainder, deterministic, recipe=None):
     """Decode, cache, shuffle, augment or preprocess, batch, shard and prefetch."""
     batch, pipeline_id = batch_size, 0
     if input_context is not None:
@@ -333,10 +347,18 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if training and info.augmentation is not None:
-        augment_seed = None
-        if seed is not None:
-            augment_seed = zlib.crc32(f"{seed}/augment/{pipeline_id}".encode()) & 0x7FFFFFFF
+    modern_training = training and recipe is not None
+    if modern_training and info.num_examples:
+        dataset = modern.repeated(dataset, recipe.repeated_augmentation, info.num_examples)
+    augment_seed = None
+    if seed is not None:
+        augment_seed = zlib.crc32(f"{seed}/augment/{pipeline_id}".encode()) & 0x7FFFFFFF
+    if modern_training:
+        augmentation = modern.ImageAugmentation(recipe, info.preprocessing, info.horizontal_flip)
+        seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
+        transform = lambda example, s: (augmentation(example[0], s), example[1])
+    elif training and info.augmentation is not None:
         seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
         transform = lambda example, s: (_train_one(example[0], s, info), example[1])
@@ -346,6 +368,15 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
         transform = lambda image, label: (preprocess(image[None], info)[0], label)
     dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch, drop_remainder=drop_remainder)
+    if modern_training:
+        mixing = modern.BatchTransform(recipe, info.num_classes, info.multilabel)
+        batch_seeds = tf.data.Dataset.random(
+            seed=None if augment_seed is None else augment_seed + 1, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, batch_seeds.batch(2)).map(
+            lambda example, s: mixing(example[0], example[1], s), num_parallel_calls=AUTOTUNE)
+    elif recipe is not None and not info.multilabel:  # evaluation splits of a modern run
+        dataset = dataset.map(lambda images, labels: (
+            images, modern.smoothed_targets(labels, info.num_classes, 0.0)))
     if info.ten_crop:
         dataset = dataset.map(
             lambda images, labels: (tf.reshape(images, (-1, *info.image_shape)), labels)
