@@ -148,13 +148,19 @@ def _distinct_batch(n=8, size=16, classes=8):
     return tf.constant(images), tf.constant(np.arange(n) % classes)
 
 
-def test_mixup_targets_sum_to_one_and_equal_the_images_mixing_ratio():
-    keras.utils.set_random_seed(1)
+def _mixed(seed, **off):
+    """A batch of distinct images through torchvision's batch transform with ``off`` fields
+    at 0; the targets sum to 1 in every row."""
+    keras.utils.set_random_seed(seed)
     images, labels = _distinct_batch()
-    mix = modern.BatchTransform(recipes.get_recipe("torchvision_v2", {"cutmix_alpha": 0.0,
-                                                                       "random_erasing": 0.0}), 8)
+    mix = modern.BatchTransform(recipes.get_recipe("torchvision_v2", {"random_erasing": 0.0, **off}), 8)
     mixed, targets = (t.numpy() for t in mix(images, labels, tf.constant([0, 0])))
     np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+    return mixed, targets
+
+
+def test_mixup_targets_sum_to_one_and_equal_the_images_mixing_ratio():
+    mixed, targets = _mixed(1, cutmix_alpha=0.0)
     for i in range(8):
         weights = targets[i][targets[i] > 0]
         partners = np.flatnonzero(targets[i])
@@ -165,12 +171,7 @@ def test_mixup_targets_sum_to_one_and_equal_the_images_mixing_ratio():
 
 
 def test_cutmix_targets_equal_the_area_each_image_covers():
-    keras.utils.set_random_seed(2)
-    images, labels = _distinct_batch()
-    mix = modern.BatchTransform(recipes.get_recipe("torchvision_v2", {"mixup_alpha": 0.0,
-                                                                       "random_erasing": 0.0}), 8)
-    mixed, targets = (t.numpy() for t in mix(images, labels, tf.constant([0, 0])))
-    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+    mixed, targets = _mixed(2, mixup_alpha=0.0)
     for i in range(8):
         area = np.bincount(mixed[i, :, :, 0].astype(int).ravel() - 1, minlength=8) / 16 ** 2
         np.testing.assert_allclose(targets[i], area, atol=1e-6)

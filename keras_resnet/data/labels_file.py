@@ -10,16 +10,12 @@ import csv
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from keras_resnet.data.sources import (
     STANDARD_SPLITS,
-    Source,
-    decode_encoded,
-    fingerprint,
+    files_source,
     hash_split,
     readable_images,
-    split_error,
 )
 from keras_resnet.errors import InvalidArgument
 
@@ -91,27 +87,10 @@ def labels_file_source(path, skip_unreadable):
     for index in keep:
         _, image, _, split = rows[index]
         by_split.setdefault(split or hash_split(root, image), []).append(index)
-
-    def make(split):
-        if split not in STANDARD_SPLITS:
-            raise split_error(split, path, STANDARD_SPLITS)
-        chosen = by_split.get(split, [])
-        if not chosen:
-            raise InvalidArgument(
-                f"`split` {split!r} of labels file {path!r} has no images (rows without a "
-                "split column are split 80/10/10 by a hash of their path); give rows that split."
-            )
-        paths = [rows[i][1] for i in chosen]
-        return tf.data.Dataset.from_tensor_slices((paths, multi_hot[chosen])), len(chosen)
-
-    return Source(
-        name=path,
-        class_names=class_names,
-        native_side=native_side,
-        from_files=False,
-        mean_key=f"labels_{fingerprint([rows[i][1] for i in by_split.get('train', [])])}",
-        make=make,
-        decode=lambda image_path: decode_encoded(tf.io.read_file(image_path)),
-        multilabel=True,
+    return files_source(
+        path, "labels", [image for _, image, _, _ in rows], multi_hot, by_split, STANDARD_SPLITS,
+        f"labels file {path!r} has no images (rows without a split column are split 80/10/10 "
+        "by a hash of their path); give rows that split.",
+        class_names=class_names, native_side=native_side, multilabel=True,
         one_label_each=bool(np.all(multi_hot.sum(axis=1) == 1)),
     )

@@ -384,29 +384,35 @@ def _folder_source(root, skip_unreadable):
         split_name = hash_split(root, path) if split_name == "all" else split_name
         by_split.setdefault(split_name, []).append(index)
     available = [s for s in STANDARD_SPLITS if "all" in split_roots or s in split_roots]
+    return files_source(
+        root, "folder", [path for _, path in files], np.asarray(labels, np.int32), by_split, available,
+        f"directory {root!r} has no images (files are split 80/10/10 by a hash of their path); "
+        "add images, or make root/train and root/test folders.",
+        class_names=class_names, native_side=native_side,
+    )
+
+
+def files_source(name, kind, paths, labels, by_split, available, empty, **fields):
+    """The :class:`Source` of image files of a ``kind`` ("folder", "labels"): ``paths`` and
+    ``labels`` (rows indexed alike), the indices of each split, the splits there may be, and
+    what to say of an empty split."""
 
     def make(split):
         if split not in available:
-            raise split_error(split, root, available)
+            raise split_error(split, name, available)
         chosen = by_split.get(split, [])
         if not chosen:
-            raise InvalidArgument(
-                f"`split` {split!r} of directory {root!r} has no images (files are split "
-                "80/10/10 by a hash of their path); add images, or make root/train and "
-                "root/test folders."
-            )
-        paths = [files[i][1] for i in chosen]
-        split_labels = np.asarray([labels[i] for i in chosen], np.int32)
-        return tf.data.Dataset.from_tensor_slices((paths, split_labels)), len(chosen)
+            raise InvalidArgument(f"`split` {split!r} of {empty}")
+        return (tf.data.Dataset.from_tensor_slices(([paths[i] for i in chosen], labels[chosen])),
+                len(chosen))
 
     return Source(
-        name=root,
-        class_names=class_names,
-        native_side=native_side,
+        name=name,
         from_files=False,
-        mean_key=f"folder_{fingerprint([files[i][1] for i in by_split.get('train', [])])}",
+        mean_key=f"{kind}_{fingerprint([paths[i] for i in by_split.get('train', [])])}",
         make=make,
         decode=lambda path: decode_encoded(tf.io.read_file(path)),
+        **fields,
     )
 
 
