@@ -183,4 +183,5 @@ def repeated(dataset, repeats, num_examples):
         return dataset
     dataset = dataset.flat_map(lambda *example: tf.data.Dataset.from_tensors(example).repeat(repeats))
     dataset = dataset.map(lambda *example: example if len(example) > 1 else example[0])
-    return dataset.take(num_examples)
+    # The count is known: Keras then sizes the epoch instead of finding its end.
+    return dataset.take(num_examples).apply(tf.data.experimental.assert_cardinality(num_examples))
