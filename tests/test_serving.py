@@ -1096,7 +1096,7 @@ def test_an_idle_flood_at_a_hard_open_files_limit_does_not_starve_a_request(expo
 
 def test_connection_cap_follows_the_open_files_it_has():
     assert serving.connection_cap(2048, open_files=1024, open_now=100) == 1024 - 100 - 128
-    assert serving.connection_cap(2048, open_files=256, open_now=100) == 256 - 100 - 32
+    assert serving.connection_cap(2048, open_files=256, open_now=100) == 256 - 100 - 64
     assert serving.connection_cap(500, open_files=10**6, open_now=100) == 500
     assert serving.connection_cap(2048, open_files=64, open_now=100) == 1
 

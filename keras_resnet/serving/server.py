@@ -25,8 +25,10 @@ from keras_resnet.extras import require
 from keras_resnet.serving.app import create_app
 
 _SPARE_FILES = 256  # open files asked for beyond max_connections (model files, pipes, TF's own)
-# Open files kept free beyond those held when serving starts, for what serving opens itself.
-_MIN_MARGIN_FILES = 32
+# Open files kept free beyond those held when serving starts, for what serving opens itself
+# (TensorFlow's first predictions, and a burst of accepts before idle connections close:
+# with 32 at a limit of 256, a flood on a busy CPU once ran accept() out of descriptors).
+_MIN_MARGIN_FILES = 64
 _SHUTDOWN_TIMEOUT = 10  # seconds requests in flight get to finish once the server is stopped
 
 
@@ -124,7 +126,7 @@ def connection_cap(max_connections, open_files=None, open_now=None):
     """How many connections the server holds at most: ``max_connections``, within the open-file
     limit it has (``open_files``, default: the soft limit now) less the files it holds
     (``open_now``, default: counted) and a margin for what serving opens (an eighth of the
-    limit, at least 32), so accepting a connection never runs out of descriptors.
+    limit, at least 64), so accepting a connection never runs out of descriptors.
 
     Example:
         >>> connection_cap(2048, open_files=1024, open_now=100)
