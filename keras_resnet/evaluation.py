@@ -6,8 +6,6 @@ Example:
     ['top1', 'top5']
 """
 
-import os
-
 import keras
 import numpy as np
 
@@ -15,7 +13,7 @@ from keras_resnet import data
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.multilabel import choose_thresholds, multilabel_report
-from keras_resnet.saving import load_model, save_model
+from keras_resnet.saving import load_model
 from keras_resnet.training import metrics
 
 
@@ -112,17 +110,15 @@ def with_thresholds(net, validation):
     return preprocessing_lib.attach(net, preprocessing_lib.of(net).with_thresholds(thresholds))
 
 
-def multilabel_test(net, best_path, validation, test, loss):
-    """A multi-label run's end: thresholds chosen on ``validation`` for ``net`` and for the
-    model in ``best_path`` (rewritten with its own), then the ``test`` report at ``net``'s.
+def multilabel_test(net, validation, test, loss):
+    """A multi-label run's end: thresholds chosen on ``validation`` for ``net``, then the
+    ``test`` report at them.
 
     Returns:
         ``(net carrying its thresholds, {"test": {"mAP", "f1_macro", "f1_micro", "loss",
         "per_class"}})``; ``loss`` is recorded as given.
     """
     net = with_thresholds(net, validation)
-    if os.path.exists(best_path):
-        save_model(with_thresholds(load_model(best_path, compile=False), validation), best_path)
     recipe = preprocessing_lib.of(net)
     scores, labels = scores_and_labels(net, test)
     report = multilabel_report(labels, scores, recipe.thresholds, recipe.class_names)

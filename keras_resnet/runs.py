@@ -24,7 +24,7 @@ import keras
 
 from keras_resnet import data, devices, distribute
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet.evaluation import check_fits_dataset, multilabel_test
+from keras_resnet.evaluation import check_fits_dataset, multilabel_test, with_thresholds
 from keras_resnet.models import get_model, parse_model_name
 from keras_resnet.saving import load_model, save_model, write_json
 from keras_resnet.recipes import peak_learning_rate
@@ -109,11 +109,9 @@ def _build_model(model, info, options, recipe):
         return get_model(model, input_shape=shape, classes=info.num_classes,
                          preprocessing=info.preprocessing, **options)
     if recipe.train_size_fraction != 1.0 or recipe.drop_path_rate:
-        raise InvalidArgument(
-            f"Recipe {recipe.name!r} trains at smaller crops (FixRes) or drops paths, which a "
-            "built model cannot take up; give a model name, or --set train_size_fraction=1 "
-            "drop_path_rate=0."
-        )
+        raise InvalidArgument(f"Recipe {recipe.name!r} trains at smaller crops (FixRes) or drops "
+                              "paths, which a built model cannot take up; give a model name, or "
+                              "--set train_size_fraction=1 --set drop_path_rate=0.")
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, compile=False)
     check_fits_dataset(model, info)
@@ -238,11 +236,14 @@ def _finish(net, run_dir, splits, result, export, data_dir):
     test = net.evaluate(splits.test, return_dict=True, verbose=0)
     net = _at_input_size(net, splits.info)
     best_path = os.path.join(run_dir, "best.keras")
-    if os.path.exists(best_path) and load_model(best_path, compile=False).input_shape != net.input_shape:
-        save_model(_at_input_size(load_model(best_path, compile=False), splits.info), best_path)
+    if os.path.exists(best_path):  # read and rewritten once: its input size, its thresholds
+        best = load_model(best_path, compile=False)
+        fixed = _at_input_size(best, splits.info)
+        fixed = with_thresholds(fixed, splits.validation) if splits.info.multilabel else fixed
+        if fixed is not best:
+            save_model(fixed, best_path)
     if splits.info.multilabel:
-        net, scored = multilabel_test(net, os.path.join(run_dir, "best.keras"), splits.validation,
-                                      splits.test, test["loss"])
+        net, scored = multilabel_test(net, splits.validation, splits.test, test["loss"])
         scored["thresholds_split"] = splits.validation_split
     else:
         scored = {"test": {"top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}}

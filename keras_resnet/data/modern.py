@@ -74,10 +74,10 @@ def _normalize_at(image, preprocessing):
 
 class ImageAugmentation:
     """The per-image training transform of a modern recipe: ``augment(image, seed)`` on a
-    uint8 ``(h, w, c)`` image gives a normalised float32 crop of the training size."""
+    uint8 ``(h, w, c)`` image gives a normalised float32 crop of the training size (the
+    images' fit to the recipe is checked by ``load``: :func:`check_recipe_data`)."""
 
     def __init__(self, recipe, preprocessing, flip):
-        check_recipe_data(recipe, preprocessing)
         self.recipe, self.preprocessing, self.flip = recipe, preprocessing, flip
         self.size = train_size(recipe, preprocessing.image_size[0])
         self.auto_augment = _auto_augment(recipe) if recipe.auto_augment else None
