@@ -25,10 +25,12 @@ from keras_resnet.extras import require
 from keras_resnet.serving.app import create_app
 
 _SPARE_FILES = 256  # open files asked for beyond max_connections (model files, pipes, TF's own)
-# Open files kept free beyond those held when serving starts, for what serving opens itself
-# (TensorFlow's first predictions, and a burst of accepts before idle connections close:
-# with 32 at a limit of 256, a flood on a busy CPU once ran accept() out of descriptors).
+# Open files kept free beyond those held when serving starts (see _accept_burst).
 _MIN_MARGIN_FILES = 64
+# Event-loop turns from asyncio accepting a connection to the descriptor of the idle connection
+# it displaces being closed: the accepting task runs, then connection_made closes the idle one,
+# then connection_lost closes its socket.
+_ACCEPT_TURNS = 3
 _SHUTDOWN_TIMEOUT = 10  # seconds requests in flight get to finish once the server is stopped
 
 
@@ -122,6 +124,21 @@ def _margin(open_files):
     return max(_MIN_MARGIN_FILES, open_files // 8)
 
 
+def _accept_burst(open_files):
+    """How many connections asyncio may accept in one turn of the loop (its ``backlog``) when
+    the open files cap the connections.
+
+    A flood past the cap keeps ``_ACCEPT_TURNS`` bursts of new sockets open before the idle
+    connections they displace give their descriptors back: three quarters of the margin, so
+    the last quarter is left for what serving opens itself and ``accept()`` never fails.
+
+    Example:
+        >>> _accept_burst(256), _accept_burst(1024)
+        (16, 32)
+    """
+    return max(1, _margin(open_files) // (_ACCEPT_TURNS + 1))
+
+
 def connection_cap(max_connections, open_files=None, open_now=None):
     """How many connections the server holds at most: ``max_connections``, within the open-file
     limit it has (``open_files``, default: the soft limit now) less the files it holds
@@ -150,9 +167,7 @@ def _uvicorn_config(app, **settings):
     cap = connection_cap(limits.max_connections, open_files, open_now)
     backlog = limits.backlog
     if cap < limits.max_connections:
-        # asyncio accepts up to `backlog` connections in a row before the idle ones they close
-        # give back their descriptors: keep that burst within the margin.
-        backlog = min(backlog, max(8, _margin(open_files) // 2))
+        backlog = min(backlog, _accept_burst(open_files))
     app.state.connection_cap = cap
     return uvicorn.Config(
         app,
@@ -163,6 +178,8 @@ def _uvicorn_config(app, **settings):
         backlog=backlog,
         timeout_keep_alive=limits.keep_alive_timeout,
         timeout_graceful_shutdown=_SHUTDOWN_TIMEOUT,
+        # asyncio's own loop, even where uvloop is installed: the accept bursts above are its.
+        loop="asyncio",
         **settings,
     )
 
