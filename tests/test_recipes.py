@@ -16,6 +16,7 @@ import tensorflow as tf
 import keras_resnet
 from keras_resnet import data, recipes, training
 from keras_resnet.data import modern
+from keras_resnet.data.auto_augment import AutoAugment
 from keras_resnet.errors import InvalidArgument
 
 # The command of torchvision's blog post "How to Train State-Of-The-Art Models Using
@@ -315,6 +316,56 @@ def test_random_erasing_erases_the_recipes_share_of_images():
     share = float(np.mean(np.any(erased.numpy() == 0.0, axis=(1, 2, 3))))
     # Binomial(2000, 0.25): a standard deviation of 0.0097; the bound is 5 of them.
     assert abs(share - 0.25) < 0.05
+
+
+def _dot_centroid(image, size):
+    """(x, y) of a bright dot's intensity centroid, from the image's centre."""
+    weights = image[..., 0]
+    ys, xs = np.mgrid[:size, :size]
+    return (float((weights * xs).sum() / weights.sum()) - (size - 1) / 2,
+            float((weights * ys).sum() / weights.sum()) - (size - 1) / 2)
+
+
+@pytest.mark.parametrize("kind,magnitude,degrees,shift", [
+    ("rand_augment", 0.7, 30 * 0.7, 0.45 * 0.7),   # timm's RandAugment, RSB's magnitude 7
+    ("trivial_augment", 1.0, 135.0, 32 / 224),     # torchvision's TrivialAugmentWide
+])
+def test_auto_augment_rotates_and_translates_as_far_as_its_source_and_no_further(
+        kind, magnitude, degrees, shift):
+    keras.utils.set_random_seed(3)
+    augment = AutoAugment(kind, num_ops=2, magnitude=magnitude)
+    size, radius = 64, 20
+    dot_right = np.zeros((size, size, 3), np.float32)
+    dot_right[31:33, 31 + radius:33 + radius] = 255.0
+    dot_centre = np.zeros((size, size, 3), np.float32)
+    dot_centre[31:33, 31:33] = 255.0
+    angles, shifts = [], []
+    for _ in range(60):
+        x, y = _dot_centroid(augment.ops["rotate"](dot_right).numpy(), size)
+        angles.append(abs(math.degrees(math.atan2(y, x))))
+        x, y = _dot_centroid(augment.ops["translate_x"](dot_centre).numpy(), size)
+        assert abs(y) < 0.5  # along x only
+        shifts.append(abs(x))
+    # Strengths are drawn uniformly up to the source's: 60 draws reach past 70% of it.
+    assert 0.7 * degrees < max(angles) <= degrees + 1.0
+    assert 0.7 * shift * size < max(shifts) <= shift * size + 1.0
+    # (Keras' own RandAugment at factor 0.7 rotates by up to 252 degrees.)
+    assert len(augment.ops) == 14
+
+
+def test_auto_augment_applies_its_ops_to_each_image_from_its_seed():
+    keras.utils.set_random_seed(4)
+    augment = AutoAugment("rand_augment", num_ops=2, magnitude=0.7)
+    image = tf.constant(np.random.RandomState(0).uniform(0, 255, (16, 16, 3)), tf.float32)
+    changed = [not np.allclose(augment(image, tf.constant([i, 0])).numpy(), image.numpy())
+               for i in range(40)]
+    out = augment(image, tf.constant([0, 0]))
+    assert out.shape == (16, 16, 3) and out.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
+    # Two of 14 ops (one the identity) per image: most images change, some may not.
+    assert sum(changed) >= 30
+    with pytest.raises(InvalidArgument, match="auto_augment"):
+        AutoAugment("auto_augment_v0")
 
 
 def test_repeated_augmentation_repeats_each_image_and_keeps_the_epoch_length():

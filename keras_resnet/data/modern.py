@@ -2,11 +2,11 @@
 layers where Keras has them.
 
 Per image (training): an Inception-style random-resized crop at the recipe's training size
-(FixRes), the horizontal flip, Keras' ``RandAugment`` (TrivialAugment: one op of a magnitude
-drawn uniformly), normalisation, Keras' ``RandomErasing``. Per batch: one-hot targets (label
-smoothing put into them for binary cross-entropy, as timm does), then Keras' ``MixUp`` or
-``CutMix``, one of the two per batch, equally likely (torchvision's ``RandomChoice``, timm's
-switch probability 0.5). Per epoch: repeated augmentation (each image ``k`` times, the epoch
+(FixRes), the horizontal flip, TrivialAugment or RandAugment (``data.auto_augment``: Keras'
+image layers at the sources' ranges), normalisation, Keras' ``RandomErasing``. Per batch:
+one-hot targets (label smoothing put into them for binary cross-entropy, as timm does), then
+Keras' ``MixUp`` or ``CutMix``, one of the two per batch, equally likely (torchvision's
+``RandomChoice``, timm's switch probability 0.5). Per epoch: repeated augmentation (each image ``k`` times, the epoch
 as long as before).
 
 Written here, as Keras has no layer for them: the random-resized crop (TensorFlow's
@@ -18,6 +18,7 @@ its continuous box, up to a pixel per side off), and the repetition.
 import keras
 import tensorflow as tf
 
+from keras_resnet.data.auto_augment import AutoAugment
 from keras_resnet.data.images import normalize
 from keras_resnet.errors import InvalidArgument
 
@@ -53,13 +54,6 @@ def check_recipe_data(recipe, preprocessing):
         )
 
 
-def _auto_augment(recipe):
-    if recipe.auto_augment == "trivial_augment":  # one op, its magnitude uniform in [0, 1]
-        return keras.layers.RandAugment(value_range=(0, 255), num_ops=1, factor=(0.0, 1.0))
-    return keras.layers.RandAugment(value_range=(0, 255), num_ops=recipe.rand_augment_ops,
-                                    factor=recipe.rand_augment_magnitude)
-
-
 def _normalize_at(image, preprocessing):
     """Normalise a crop of any size: a per-pixel mean image (§4.2) is resized to it."""
     if preprocessing.mean.ndim != 3:
@@ -80,15 +74,20 @@ class ImageAugmentation:
     def __init__(self, recipe, preprocessing, flip):
         self.recipe, self.preprocessing, self.flip = recipe, preprocessing, flip
         self.size = train_size(recipe, preprocessing.image_size[0])
-        self.auto_augment = _auto_augment(recipe) if recipe.auto_augment else None
+        self.auto_augment = None
+        if recipe.auto_augment == "trivial_augment":  # one op, of a uniformly drawn strength
+            self.auto_augment = AutoAugment("trivial_augment")
+        elif recipe.auto_augment == "rand_augment":
+            self.auto_augment = AutoAugment("rand_augment", recipe.rand_augment_ops,
+                                            recipe.rand_augment_magnitude)
 
     def __call__(self, image, seed):
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
         image = random_resized_crop(image, crop_seed, self.size, self.preprocessing.interpolation)
         if self.flip:
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         if self.auto_augment is not None:  # per image: each draws its own ops
-            image = tf.clip_by_value(self.auto_augment(image, training=True), 0.0, 255.0)
+            image = self.auto_augment(image, augment_seed)
         return _normalize_at(image, self.preprocessing)
 
 
