@@ -11,6 +11,7 @@ Commands:
 
     python -m benchmarks.recipes                         # all rows, seeds 0 1 2
     python -m benchmarks.recipes --rows paper torchvision_v2 --seeds 0
+    python -m benchmarks.recipes --rows paper torchvision_v2 --no-ablations --epochs 60
 """
 
 import argparse
@@ -43,13 +44,16 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=None,
                         help="recipe names (every row of those recipes); default: all rows")
+    parser.add_argument("--no-ablations", action="store_true",
+                        help="only the recipes as they are, no ingredient removed")
     parser.add_argument("--json", default=None, help="write every run's figures here")
     args = parser.parse_args(argv)
     import keras_resnet  # noqa: F401  (first, quietly: this package sets KERAS_RESNET_QUIET)
 
     from keras_resnet import runs
 
-    rows = [row for row in ROWS if args.rows is None or row[1] in args.rows]
+    rows = [row for row in ROWS if (args.rows is None or row[1] in args.rows)
+            and not (args.no_ablations and row[2])]
     results = []
     for label, recipe, overrides in rows:
         for seed in args.seeds:
