@@ -92,7 +92,8 @@ class AutoAugment:
 
     def __init__(self, kind, num_ops=1, magnitude=1.0):
         if kind not in KINDS:
-            raise InvalidArgument(f"`auto_augment` must be one of {', '.join(KINDS)}; got {kind!r}.")
+            raise InvalidArgument(
+                f"`auto_augment` must be one of {', '.join(KINDS)}; got {kind!r}.")
         self.kind, self.num_ops = kind, num_ops
         self.ops = _ops(kind, magnitude)
 

@@ -6,8 +6,8 @@ Per image (training): an Inception-style random-resized crop at the recipe's tra
 image layers at the sources' ranges), normalisation, Keras' ``RandomErasing``. Per batch:
 one-hot targets (label smoothing put into them for binary cross-entropy, as timm does), then
 Keras' ``MixUp`` or ``CutMix``, one of the two per batch, equally likely (torchvision's
-``RandomChoice``, timm's switch probability 0.5). Per epoch: repeated augmentation (each image ``k`` times, the epoch
-as long as before).
+``RandomChoice``, timm's switch probability 0.5). Per epoch: repeated augmentation (each image
+``k`` times, the epoch as long as before).
 
 Written here, as Keras has no layer for them: the random-resized crop (TensorFlow's
 ``stateless_sample_distorted_bounding_box``), the per-batch choice between MixUp and CutMix,
@@ -82,7 +82,8 @@ class ImageAugmentation:
                                             recipe.rand_augment_magnitude)
 
     def __call__(self, image, seed):
-        crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        crop_seed, flip_seed, augment_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 3))
         image = random_resized_crop(image, crop_seed, self.size, self.preprocessing.interpolation)
         if self.flip:
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
