@@ -353,17 +353,28 @@ def test_auto_augment_rotates_and_translates_as_far_as_its_source_and_no_further
     assert len(augment.ops) == 14
 
 
-def test_auto_augment_applies_its_ops_to_each_image_from_its_seed():
+def test_auto_augment_applies_the_ops_its_seed_picks_in_order():
     keras.utils.set_random_seed(4)
     augment = AutoAugment("rand_augment", num_ops=2, magnitude=0.7)
+    names = list(augment.ops)
     image = tf.constant(np.random.RandomState(0).uniform(0, 255, (16, 16, 3)), tf.float32)
-    changed = [not np.allclose(augment(image, tf.constant([i, 0])).numpy(), image.numpy())
-               for i in range(40)]
-    out = augment(image, tf.constant([0, 0]))
-    assert out.shape == (16, 16, 3) and out.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
-    # Two of 14 ops (one the identity) per image: most images change, some may not.
-    assert sum(changed) >= 30
+    picks = {seed: tuple(augment.choose(tf.constant([seed, 0])).numpy()) for seed in range(3000)}
+    assert picks[7] == tuple(augment.choose(tf.constant([7, 0])).numpy())  # the seed decides
+    counts = np.bincount([i for pair in picks.values() for i in pair], minlength=len(names))
+    assert len(names) == 14 and counts.min() > 0.7 * 6000 / 14  # each op, about equally often
+    # Identity twice gives the image back; auto-contrast then equalize (neither random) give
+    # exactly those two ops applied in that order.
+    identity = next(s for s, p in picks.items() if p == (0, 0))
+    np.testing.assert_array_equal(augment(image, tf.constant([identity, 0])).numpy(), image.numpy())
+    pair = (names.index("auto_contrast"), names.index("equalize"))
+    seed = next(s for s, p in picks.items() if p == pair)
+    expected = augment.ops["equalize"](augment.ops["auto_contrast"](image))
+    np.testing.assert_allclose(augment(image, tf.constant([seed, 0])).numpy(),
+                               np.clip(expected.numpy(), 0, 255), atol=1e-4)
+    for seed in range(40):
+        out = augment(image, tf.constant([seed, 0]))
+        assert out.shape == (16, 16, 3) and out.dtype == tf.float32
+        assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
     with pytest.raises(InvalidArgument, match="auto_augment"):
         AutoAugment("auto_augment_v0")
 

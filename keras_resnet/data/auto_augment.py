@@ -97,11 +97,15 @@ class AutoAugment:
         self.kind, self.num_ops = kind, num_ops
         self.ops = _ops(kind, magnitude)
 
+    def choose(self, seed):
+        """The positions in ``ops`` of the ``num_ops`` ops that ``seed`` picks, in the order
+        they apply (each uniformly, with replacement)."""
+        return tf.random.stateless_uniform((self.num_ops,), seed, 0, len(self.ops), dtype=tf.int32)
+
     def __call__(self, image, seed):
         image = tf.cast(image, tf.float32)
-        seeds = tf.random.experimental.stateless_split(seed, self.num_ops)
+        indices = self.choose(seed)
         for i in range(self.num_ops):
-            index = tf.random.stateless_uniform((), seeds[i], 0, len(self.ops), dtype=tf.int32)
             branches = [functools.partial(_branch, op, image) for op in self.ops.values()]
-            image = tf.ensure_shape(tf.switch_case(index, branches), image.shape)
+            image = tf.ensure_shape(tf.switch_case(indices[i], branches), image.shape)
         return tf.clip_by_value(image, 0.0, 255.0)
