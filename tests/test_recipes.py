@@ -326,12 +326,14 @@ def _dot_centroid(image, size):
             float((weights * ys).sum() / weights.sum()) - (size - 1) / 2)
 
 
-@pytest.mark.parametrize("kind,magnitude,degrees,shift", [
-    ("rand_augment", 0.7, 30 * 0.7, 0.45 * 0.7),   # timm's RandAugment, RSB's magnitude 7
-    ("trivial_augment", 1.0, 135.0, 32 / 224),     # torchvision's TrivialAugmentWide
+@pytest.mark.parametrize("kind,magnitude,degrees,shift,bits", [
+    # timm's RandAugment at RSB's magnitude 7: PosterizeIncreasing keeps 4 - int(4 * 0.7) = 2
+    # bits at most strength, 4 at none
+    ("rand_augment", 0.7, 30 * 0.7, 0.45 * 0.7, {2, 3, 4}),
+    ("trivial_augment", 1.0, 135.0, 32 / 224, set(range(2, 8))),  # TrivialAugmentWide: 8..2
 ])
-def test_auto_augment_rotates_and_translates_as_far_as_its_source_and_no_further(
-        kind, magnitude, degrees, shift):
+def test_auto_augment_rotates_translates_and_posterizes_as_far_as_its_source_and_no_further(
+        kind, magnitude, degrees, shift, bits):
     keras.utils.set_random_seed(3)
     augment = AutoAugment(kind, num_ops=2, magnitude=magnitude)
     size, radius = 64, 20
@@ -351,6 +353,10 @@ def test_auto_augment_rotates_and_translates_as_far_as_its_source_and_no_further
     assert 0.7 * shift * size < max(shifts) <= shift * size + 1.0
     # (Keras' own RandAugment at factor 0.7 rotates by up to 252 degrees.)
     assert len(augment.ops) == 14
+    ramp = tf.constant(np.arange(256, dtype=np.float32).reshape(16, 16, 1).repeat(3, -1))
+    kept = {int(np.log2(len(np.unique(augment.ops["posterize"](ramp).numpy()))))
+            for _ in range(60)}
+    assert kept == bits  # 60 draws of at most 6 values: every one appears
 
 
 def test_auto_augment_applies_the_ops_its_seed_picks_in_order():

@@ -33,7 +33,7 @@ from keras_resnet.errors import InvalidArgument
 
 # Each op's strength at full magnitude, in its Keras layer's terms: (torchvision's
 # TrivialAugmentWide, timm's RandAugment). Degrees; translation as a fraction of the side
-# (torchvision: 32 pixels of 224); shear and colour factors; bits taken off by posterize.
+# (torchvision: 32 pixels of 224); shear and colour factors.
 OP_RANGES = {
     "shear": (0.99, 0.3),
     "translate": (32 / 224, 0.45),
@@ -42,8 +42,10 @@ OP_RANGES = {
     "color": (0.99, 0.9),
     "contrast": (0.99, 0.9),
     "sharpness": (0.99, 0.9),
-    "posterize_bits": (6, 4),
 }
+# Posterize's bits kept, at no strength and at full strength: torchvision 8 down to 2, timm's
+# PosterizeIncreasing 4 down to 0 (Keras keeps at least 1).
+POSTERIZE_BITS = ((8, 2), (4, 0))
 KINDS = ("trivial_augment", "rand_augment")
 _FILL = {"fill_mode": "constant", "fill_value": 0.0}  # black borders, as PIL's affine ops
 
@@ -52,7 +54,8 @@ def _ops(kind, magnitude):
     """{name: op} for the 14 ops, each a callable of a float32 (h, w, c) image in 0..255."""
     strength = {op: ranges[KINDS.index(kind)] * magnitude for op, ranges in OP_RANGES.items()}
     value = {"value_range": (0, 255)}
-    bits_kept = max(1, round(8 - strength["posterize_bits"]))
+    most, fewest = POSTERIZE_BITS[KINDS.index(kind)]
+    bits_kept = max(1, most - int((most - fewest) * magnitude))  # timm's int()
     layers = {
         "shear_x": keras.layers.RandomShear(x_factor=strength["shear"], **_FILL),
         "shear_y": keras.layers.RandomShear(y_factor=strength["shear"], **_FILL),
@@ -63,8 +66,8 @@ def _ops(kind, magnitude):
         "color": keras.layers.RandomColorDegeneration(strength["color"], **value),
         "contrast": keras.layers.RandomContrast(strength["contrast"], **value),
         "sharpness": keras.layers.RandomSharpness(strength["sharpness"], **value),
-        # bits kept drawn in [kept, 8); none taken off at low magnitudes
-        "posterize": keras.layers.RandomPosterization((bits_kept, 8), **value)
+        # bits kept drawn from bits_kept up to `most` (8: none taken off)
+        "posterize": keras.layers.RandomPosterization((bits_kept, min(8, most + 1)), **value)
         if bits_kept < 8 else None,
         "solarize": keras.layers.Solarization(threshold_factor=1.0, **value),  # threshold U(0, 255)
         "auto_contrast": keras.layers.AutoContrast(**value),
