@@ -9,12 +9,11 @@ Example:
 import keras
 import numpy as np
 
-from keras_resnet import data
+from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.multilabel import choose_thresholds, multilabel_report
 from keras_resnet.saving import load_model
-from keras_resnet.training import metrics
 
 
 def evaluate_ten_crop(model, dataset):
@@ -58,8 +57,8 @@ def scores_and_labels(model, dataset):
 def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=False,
              data_dir=None, download=True):
     """Top-1 and top-5 accuracy of a model (or ``.keras`` file) on a dataset split, with the
-    model's own preprocessing; for a multi-label model, ``multilabel_report`` at the
-    thresholds it carries (mAP, F1 macro and micro, per class).
+    model's own preprocessing; for a multi-label model (its Task says, ``keras_resnet.tasks``),
+    ``multilabel_report`` at the thresholds it carries (mAP, F1 macro and micro, per class).
 
     Example:
         >>> sorted(evaluate(keras_resnet.ResNet20(), "digits", "validation", batch_size=144))
@@ -68,7 +67,11 @@ def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=
     if not isinstance(model, keras.Model):
         model = load_model(model, compile=False)
     preprocessing = preprocessing_lib.of(model)
-    multilabel = preprocessing is not None and preprocessing.multilabel
+    task = tasks.task_of(model)
+    if task is None:
+        raise InvalidArgument(f"`model` {model.name!r} has no class scores to evaluate (a "
+                              "backbone or feature extractor); give a classifier.")
+    multilabel = task.multilabel
     if multilabel and ten_crop:
         raise InvalidArgument("`ten_crop` averages single-label predictions; this model is multi-label.")
     dataset_, info = data.load(dataset, split, batch_size, training=False, data_dir=data_dir,
@@ -77,10 +80,10 @@ def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=
     check_fits_dataset(model, info)
     if multilabel:
         scores, labels = scores_and_labels(model, dataset_)
-        return multilabel_report(labels, scores, preprocessing.thresholds, info.class_names)
+        return multilabel_report(labels, scores, task.thresholds, info.class_names)
     if ten_crop:
         return evaluate_ten_crop(model, dataset_)
-    model.compile(metrics=metrics())
+    model.compile(metrics=task.metrics())
     scores = model.evaluate(dataset_, return_dict=True, verbose=0)
     return {"top1": scores["top1"], "top5": scores["top5"]}
 
@@ -100,14 +103,14 @@ def check_fits_dataset(model, info):
 
 def with_thresholds(net, validation):
     """``net`` carrying the per-class thresholds with the best F1 on ``validation`` (a
-    dataset of images and multi-hot labels): a new model sharing ``net``'s layers.
+    dataset of images and multi-hot labels) in its Task: a new model sharing ``net``'s layers.
 
     Example:
         >>> tuned = with_thresholds(model, data.load("digit_canvases", "validation", 100)[0])  # doctest: +SKIP
     """
     scores, labels = scores_and_labels(net, validation)
     thresholds = choose_thresholds(labels, scores).tolist()
-    return preprocessing_lib.attach(net, preprocessing_lib.of(net).with_thresholds(thresholds))
+    return tasks.attach(net, tasks.task_of(net).with_thresholds(thresholds))
 
 
 def multilabel_test(net, validation, test, loss):
@@ -119,9 +122,9 @@ def multilabel_test(net, validation, test, loss):
         "per_class"}})``; ``loss`` is recorded as given.
     """
     net = with_thresholds(net, validation)
-    recipe = preprocessing_lib.of(net)
     scores, labels = scores_and_labels(net, test)
-    report = multilabel_report(labels, scores, recipe.thresholds, recipe.class_names)
+    report = multilabel_report(labels, scores, tasks.task_of(net).thresholds,
+                               preprocessing_lib.of(net).class_names)
     return net, {"test": {"mAP": report["mAP"], "f1_macro": report["f1_macro"],
                           "f1_micro": report["f1_micro"], "loss": loss,
                           "per_class": report["per_class"]}}

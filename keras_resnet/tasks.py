@@ -46,9 +46,10 @@ TASK_NAMES = {"single_label": "classification", "classification": "classificatio
 
 def _checked_thresholds(thresholds, classes):
     values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if values.shape != (classes,) or not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
+    # Finite, not bounded: a class best predicted always gets one below every score.
+    if values.shape != (classes,) or not np.all(np.isfinite(values)):
         raise InvalidArgument(
-            f"`thresholds` must be {classes} numbers in [0, 1], one per class; got {thresholds!r}."
+            f"`thresholds` must be {classes} finite numbers, one per class; got {thresholds!r}."
         )
     return tuple(float(value) for value in values)
 
@@ -249,7 +250,8 @@ def _activation_name(layer):
 def _derived(model):
     """The Task of a model that carries none (saved before Tasks, or a head built by hand):
     multi-label when its preprocessing holds thresholds (how such models were marked),
-    else classification by its head's activation; None when it has no class scores."""
+    else classification by its head's activation; None when it has no class scores (its
+    last layer has no activation: a pooled backbone, an embedding model)."""
     output_shape = model.output_shape
     if not isinstance(output_shape, tuple) or len(output_shape) != 2 or output_shape[-1] is None:
         return None
@@ -258,8 +260,8 @@ def _derived(model):
     thresholds = getattr(preprocessing, "thresholds", None)
     if thresholds is not None and len(thresholds) == classes:
         return Task("multilabel", classes, "sigmoid", tuple(thresholds))
-    activation = _activation_name(model.layers[-1]) or "softmax"
-    return Task("classification", classes, activation)
+    activation = _activation_name(model.layers[-1])
+    return None if activation is None else Task("classification", classes, activation)
 
 
 def task_of(model):
@@ -328,6 +330,8 @@ def from_export(metadata, preprocessing=None):
     task = metadata.get("task")
     if isinstance(task, dict):
         return Task.from_config(task)
+    if task is None and metadata.get("outputs") == "embeddings":
+        return None  # a file of pooled features answers no task
     classes = len(preprocessing.class_names) if preprocessing is not None and preprocessing.class_names else None
     if task == "multilabel":
         return Task("multilabel", classes, "sigmoid", tuple(preprocessing.thresholds))

@@ -271,7 +271,7 @@ def _scores(model, split):
 def test_a_multilabel_run_chooses_thresholds_on_validation_and_reports_the_test_split(multilabel_run):
     import keras
 
-    from keras_resnet import evaluation, preprocessing
+    from keras_resnet import evaluation, tasks
 
     run_dir, result = multilabel_run
     assert result["task"] == "multilabel" and result["thresholds_split"] == "validation"
@@ -279,13 +279,13 @@ def test_a_multilabel_run_chooses_thresholds_on_validation_and_reports_the_test_
         model = keras.saving.load_model(f"{run_dir}/{name}")
         assert model.layers[-1].activation.__name__ == "sigmoid"
         scores, labels = _scores(model, "validation")
-        np.testing.assert_allclose(preprocessing.of(model).thresholds,
+        np.testing.assert_allclose(tasks.task_of(model).thresholds,
                                    multilabel.choose_thresholds(labels, scores), atol=1e-5)
     model = keras.saving.load_model(f"{run_dir}/model.keras")
     scores, labels = _scores(model, "test")
     test = result["test"]
     assert test["mAP"] == pytest.approx(average_precision_score(labels, scores, average="macro"), abs=1e-6)
-    predicted = scores >= np.asarray(preprocessing.of(model).thresholds)
+    predicted = scores >= np.asarray(tasks.task_of(model).thresholds)
     assert test["f1_macro"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0), abs=1e-3)
     assert 0.3 < test["mAP"] <= 1 and set(test["per_class"]) == {str(d) for d in range(10)}
     assert evaluation.evaluate(f"{run_dir}/model.keras", "digit_canvases")["mAP"] == pytest.approx(test["mAP"], abs=1e-6)
@@ -304,23 +304,24 @@ def test_multilabel_exports_say_so_and_predict_and_serve_every_label_over_its_th
     import keras
     from PIL import Image
 
-    from keras_resnet import export, preprocessing, serving
+    from keras_resnet import export, preprocessing, serving, tasks
     from keras_resnet.export.runtimes import over_thresholds
 
     run_dir, _ = multilabel_run
     saved_model = f"{run_dir}/export/resnet8/1"
     tflite = f"{run_dir}/export/resnet8/tflite/model_float32.tflite"
-    assert export.read_export_metadata(saved_model)["task"] == "multilabel"
-    assert json.load(open(tflite + ".json"))["task"] == "multilabel"
+    model = keras.saving.load_model(f"{run_dir}/model.keras")
+    task = tasks.task_of(model)
+    assert task.multilabel and export.read_export_metadata(saved_model)["task"] == task.to_config()
+    assert json.load(open(tflite + ".json"))["task"] == task.to_config()
     images, _, _ = digit_canvases("test", count=4, seed=11)
     paths = []
     for n, image in enumerate(images):
         paths.append(str(tmp_path / f"{n}.png"))
         Image.fromarray(image).save(paths[-1])
-    model = keras.saving.load_model(f"{run_dir}/model.keras")
     recipe = preprocessing.of(model)
     probabilities = model.predict(recipe.normalize(images), verbose=0)
-    expected = [[e["label"] for e in over_thresholds(p, recipe.class_names, recipe.thresholds)]
+    expected = [[e["label"] for e in over_thresholds(p, recipe.class_names, task.thresholds)]
                 for p in probabilities]
     for source in (f"{run_dir}/model.keras", saved_model, tflite):
         found = export.predict_files(source, paths)
@@ -332,7 +333,7 @@ def test_multilabel_exports_say_so_and_predict_and_serve_every_label_over_its_th
     rows = response.json()["predictions"]
     assert [row["predicted_labels"] for row in rows] == [";".join(labels) for labels in expected]
     for row, p in zip(rows, probabilities):
-        np.testing.assert_array_equal(row["predicted"], (p >= np.asarray(recipe.thresholds)).astype(int))
+        np.testing.assert_array_equal(row["predicted"], (p >= np.asarray(task.thresholds)).astype(int))
         np.testing.assert_allclose(row["probabilities"], p, atol=1e-5)
 
 
@@ -340,7 +341,7 @@ def test_multilabel_exports_say_so_and_predict_and_serve_every_label_over_its_th
 def test_fine_tuning_on_multilabel_data_puts_a_sigmoid_head_with_thresholds(tiny_run, tmp_path):
     import keras
 
-    from keras_resnet import preprocessing, runs
+    from keras_resnet import runs, tasks
 
     run_dir, _ = tiny_run
     result = runs.fine_tune(weights=f"{run_dir}/model.keras", dataset="digit_canvases", epochs=2,
@@ -348,7 +349,7 @@ def test_fine_tuning_on_multilabel_data_puts_a_sigmoid_head_with_thresholds(tiny
                             export=False, verbose=0)
     model = keras.saving.load_model(tmp_path / "ft" / "model.keras")
     assert model.layers[-1].activation.__name__ == "sigmoid"
-    assert preprocessing.of(model).multilabel and result["task"] == "multilabel"
+    assert tasks.task_of(model).multilabel and result["task"] == "multilabel"
     assert 0 < result["test"]["mAP"] <= 1
 
 

@@ -97,8 +97,3 @@ def check_writable(argument, folder):
             f"`{argument}` {folder!r} is not writable ({probe!r}: {error.strerror or error})."
         ) from None
 
-
-def task_of(preprocessing):
-    """What an export's scores mean, as its metadata says: "multilabel" (a sigmoid per class,
-    a label predicted at or over its threshold in the preprocessing) or "single_label"."""
-    return "multilabel" if preprocessing.multilabel else "single_label"

@@ -13,6 +13,7 @@ import keras
 
 from keras_resnet import data
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import walk_layers
 from keras_resnet.saving import load_model
@@ -59,6 +60,20 @@ def resolve_model(model, preprocessing=None):
         or preprocessing_lib.default_for(model)
     )
     return float32_model(model), preprocessing
+
+
+def task_for(model):
+    """The Task an export of ``model`` records and answers by (``keras_resnet.tasks``); a model
+    without class scores (an embedding model) exports as a classifier of its outputs.
+
+    Example:
+        >>> task_for(keras_resnet.ResNet20()).kind
+        'classification'
+    """
+    task = tasks.task_of(model)
+    if task is None:
+        return tasks.Task("classification", int(model.output_shape[-1]), "linear")
+    return task
 
 
 def _float32_policies(config):

@@ -21,9 +21,9 @@ from keras_resnet.export.formats import (
     OUTPUT_NAME,
     RUNTIMES,
 )
-from keras_resnet.export.resolve import resolve_model
+from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.features import embedding_model
-from keras_resnet.export.saved_model import read_export_preprocessing
+from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
 from keras_resnet.export.writers import read_sidecar
 from keras_resnet.extras import require
 
@@ -34,6 +34,11 @@ def _file_preprocessing(path):
     if sidecar is None:
         raise InvalidArgument(f"{path!r} has no preprocessing file {path + '.json'!r} beside it.")
     return sidecar["preprocessing"]
+
+
+def _file_task(path):
+    """The Task in ``path + ".json"`` (``keras_resnet.tasks``), or None."""
+    return (read_sidecar(path) or {}).get("task")
 
 
 def _file_outputs(path):
@@ -107,6 +112,7 @@ class TFLiteModel:
         self.output = self.interpreter.get_output_details()[0]
         sidecar = read_sidecar(path)
         self.preprocessing = sidecar and sidecar["preprocessing"]
+        self.task = sidecar and sidecar["task"]
         self.outputs = _file_outputs(path)
 
     def _run_one(self, image):
@@ -139,6 +145,7 @@ class ONNXRunner:
         self.path = path
         self.precision = choose_precision(path, "onnx", precision)
         self.preprocessing = _file_preprocessing(path)
+        self.task = _file_task(path)
         self.outputs = _file_outputs(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
@@ -170,6 +177,7 @@ class OpenVINORunner:
         ov = require("openvino", "Running an OpenVINO .xml model")
         self.path = path
         self.preprocessing = _file_preprocessing(path)
+        self.task = _file_task(path)
         self.outputs = _file_outputs(path)
         self.precision = choose_precision(path, "openvino", precision)
         hint = {"float32": "f32", "bfloat16": "bf16"}[self.precision]
@@ -213,6 +221,7 @@ class SavedModelRunner:
             self.loaded = tf.saved_model.load(path)
             self.signature = self.loaded.signatures["serving_default"]
             self.preprocessing = read_export_preprocessing(path)
+            self.task = read_export_task(path)
         except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
             raise _load_error("SavedModel", path, error) from None
 
@@ -244,6 +253,7 @@ class KerasRunner:
         self.path = path
         self.precision = choose_precision(path, "keras", precision)
         self.model, self.preprocessing = resolve_model(path)
+        self.task = task_for(self.model)
 
     outputs = OUTPUT_NAME
 
@@ -402,7 +412,7 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False, precision=
     results = []
     for image_path, p in zip(image_paths, probabilities):
         result = {"image": image_path}
-        if preprocessing.multilabel:
-            result["labels"] = over_thresholds(p, class_names, preprocessing.thresholds)
+        if runner.task is not None and runner.task.multilabel:
+            result["labels"] = over_thresholds(p, class_names, runner.task.thresholds)
         results.append({**result, "top_k": _top_k(p, class_names, top_k)})
     return results

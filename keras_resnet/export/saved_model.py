@@ -20,7 +20,8 @@ Every serving signature (``serving_*``) returns ``probabilities``, ``top_k_indic
 threshold) and ``predicted_labels`` (one string per image: those classes' names, highest score
 first, joined by ";" as in a labels file; "" for none). ``assets.extra/keras_resnet.json``
 holds the preprocessing recipe as JSON for clients that prepare inputs themselves, and
-``task`` ("single_label" or "multilabel").
+``task``: the model's Task (``keras_resnet.tasks.Task.to_config``: kind, classes, activation,
+thresholds), which decides the multi-label outputs above.
 
 Example:
     >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
@@ -37,9 +38,10 @@ import tensorflow as tf
 from keras_resnet import data
 from keras_resnet.features import embedding_model
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
-from keras_resnet.export.formats import check_writable, task_of
-from keras_resnet.export.resolve import resolve_model
+from keras_resnet.export.formats import check_writable
+from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.saving import atomic_path, write_json
 
 METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")
@@ -60,6 +62,99 @@ def _over_thresholds(probabilities, thresholds, labels):
                                    tf.gather(over, order, batch_dims=1))
     return {"predicted": tf.cast(over, tf.int32),
             "predicted_labels": tf.strings.reduce_join(names, axis=-1, separator=";")}
+
+
+def _version_path(export_dir, model_name, version, overwrite):
+    """``export_dir/model_name/version``, checked (a new version unless ``overwrite``)."""
+    model_dir = os.path.join(export_dir, model_name)
+    version = _next_version(model_dir) if version is None else version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidArgument(f"`version` must be a positive integer; got {version!r}.")
+    path = os.path.join(model_dir, str(version))
+    if os.path.exists(path) and not overwrite:
+        raise InvalidArgument(f"Export {path!r} already exists; pick another `version`.")
+    check_writable("export_dir", export_dir)
+    return path, version
+
+
+def _labels_table(class_names, folder):
+    """A lookup table from class id to class name, read from ``folder/labels.txt``."""
+    labels_path = os.path.join(folder, "labels.txt")
+    with open(labels_path, "w") as f:
+        f.write("\n".join(class_names) + "\n")
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+        ),
+        default_value="",
+    )
+
+
+def _predict_function(model, task, labels, k):
+    """What every serving signature returns for preprocessed images (the module doc): the
+    scores, the top k, and for a multi-label Task the labels over its thresholds."""
+
+    def predict(images):
+        probabilities = tf.cast(model(images, training=False), tf.float32)
+        scores, indices = tf.math.top_k(probabilities, k=k)
+        outputs = {
+            "probabilities": probabilities,
+            "top_k_indices": indices,
+            "top_k_scores": scores,
+            "top_k_labels": labels.lookup(tf.cast(indices, tf.int64)),
+        }
+        if task.multilabel:
+            outputs.update(_over_thresholds(probabilities, task.thresholds, labels))
+        return outputs
+
+    return predict
+
+
+def _from_bytes_function(predict, info, input_shape):
+    """``serving_bytes``: encoded images decode to RGB (RGBA for a 4-channel stacked model),
+    then to the model's channels, size and normalisation."""
+    decoded_channels = 4 if info.channels == 4 else 3
+
+    def from_bytes(image_bytes):
+        def decode(encoded):
+            image = tf.io.decode_image(encoded, channels=decoded_channels, expand_animations=False)
+            return data.preprocess(image[None], info)[0]
+
+        images = tf.map_fn(decode, image_bytes,
+                           fn_output_signature=tf.TensorSpec(input_shape, tf.float32))
+        return predict(images)
+
+    return from_bytes
+
+
+def _archive(model, info, task, labels, k):
+    """The export archive with every signature of the module doc."""
+    predict = _predict_function(model, task, labels, k)
+    embedder = embedding_model(model)
+
+    def embed(images):
+        return {"embeddings": tf.cast(embedder(images, training=False), tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    for tracked in (model, embedder, labels):
+        archive.track(tracked)
+    float_spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="images")
+    uint8_spec = tf.TensorSpec((None, None, None, None), tf.uint8, name="images")
+    archive.add_endpoint("serving_default", predict, input_signature=[float_spec])
+    archive.add_endpoint("serving_images", lambda images: predict(data.preprocess(images, info)),
+                         input_signature=[uint8_spec])
+    archive.add_endpoint("serving_bytes", _from_bytes_function(predict, info, model.input_shape[1:]),
+                         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    archive.add_endpoint(
+        "probabilities",
+        lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)},
+        input_signature=[float_spec],
+    )
+    archive.add_endpoint("embeddings", embed, input_signature=[float_spec])
+    archive.add_endpoint("embeddings_images", lambda images: embed(data.preprocess(images, info)),
+                         input_signature=[uint8_spec])
+    return archive
 
 
 def export_saved_model(model, export_dir, *, model_name=None, version=None, top_k=5,
@@ -84,101 +179,21 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
         >>> export_saved_model("runs/resnet20-digits", "exports")  # exports/resnet20/1  # doctest: +SKIP
     """
     model, info = resolve_model(model, preprocessing)
+    task = task_for(model)
     model_name = model_name or model.name
-    model_dir = os.path.join(export_dir, model_name)
-    version = _next_version(model_dir) if version is None else version
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidArgument(f"`version` must be a positive integer; got {version!r}.")
-    path = os.path.join(model_dir, str(version))
-    if os.path.exists(path) and not overwrite:
-        raise InvalidArgument(f"Export {path!r} already exists; pick another `version`.")
-    check_writable("export_dir", export_dir)
-
-    height, width, channels = model.input_shape[1:]
+    path, version = _version_path(export_dir, model_name, version, overwrite)
     classes = model.output_shape[-1]
     if len(info.class_names) != classes:
         raise InvalidArgument(
             f"The preprocessing names {len(info.class_names)} classes; the model predicts {classes}."
         )
     k = min(top_k, classes)
-
     with tempfile.TemporaryDirectory() as tmp:
-        labels_path = os.path.join(tmp, "labels.txt")
-        with open(labels_path, "w") as f:
-            f.write("\n".join(info.class_names) + "\n")
-        labels = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-                tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-            ),
-            default_value="",
-        )
-
-        def predict(images):
-            probabilities = tf.cast(model(images, training=False), tf.float32)
-            scores, indices = tf.math.top_k(probabilities, k=k)
-            outputs = {
-                "probabilities": probabilities,
-                "top_k_indices": indices,
-                "top_k_scores": scores,
-                "top_k_labels": labels.lookup(tf.cast(indices, tf.int64)),
-            }
-            if info.multilabel:
-                outputs.update(_over_thresholds(probabilities, info.thresholds, labels))
-            return outputs
-
-        # Encoded images decode to RGB (RGBA for a 4-channel stacked model), then to the
-        # model's channels.
-        decoded_channels = 4 if info.channels == 4 else 3
-
-        def from_bytes(image_bytes):
-            def decode(encoded):
-                image = tf.io.decode_image(
-                    encoded, channels=decoded_channels, expand_animations=False
-                )
-                return data.preprocess(image[None], info)[0]
-
-            images = tf.map_fn(
-                decode, image_bytes,
-                fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
-            )
-            return predict(images)
-
-        embedder = embedding_model(model)
-
-        def embed(images):
-            return {"embeddings": tf.cast(embedder(images, training=False), tf.float32)}
-
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.track(embedder)
-        archive.track(labels)
-        float_spec = tf.TensorSpec((None, height, width, channels), tf.float32, name="images")
-        archive.add_endpoint("serving_default", predict, input_signature=[float_spec])
-        archive.add_endpoint(
-            "serving_images",
-            lambda images: predict(data.preprocess(images, info)),
-            input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")],
-        )
-        archive.add_endpoint(
-            "serving_bytes", from_bytes,
-            input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
-        )
-        archive.add_endpoint(
-            "probabilities",
-            lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)},
-            input_signature=[float_spec],
-        )
-        archive.add_endpoint("embeddings", embed, input_signature=[float_spec])
-        archive.add_endpoint(
-            "embeddings_images",
-            lambda images: embed(data.preprocess(images, info)),
-            input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")],
-        )
+        archive = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
         with atomic_path(path) as staging:
             archive.write_out(staging, verbose=False)
             write_json(os.path.join(staging, METADATA_FILE), {
-                "model_name": model_name, "version": version, "top_k": k, "task": task_of(info),
+                "model_name": model_name, "version": version, "top_k": k, "task": task.to_config(),
                 "preprocessing": json.loads(info.to_json()),
             })
             if os.path.isdir(path):  # overwrite: the old version goes just before the new lands
@@ -206,3 +221,15 @@ def read_export_preprocessing(saved_model_dir):
         ['0', '1']
     """
     return preprocessing_lib.from_any_config(read_export_metadata(saved_model_dir)["preprocessing"])
+
+
+def read_export_task(saved_model_dir):
+    """The Task an export answers by (exports written before Tasks existed record the kind
+    alone; the thresholds were in their preprocessing).
+
+    Example:
+        >>> read_export_task("exports/resnet20/1").kind  # doctest: +SKIP
+        'classification'
+    """
+    metadata = read_export_metadata(saved_model_dir)
+    return tasks.from_export(metadata, preprocessing_lib.from_any_config(metadata["preprocessing"]))

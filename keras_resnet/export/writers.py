@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_resnet import logs
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import (
     INPUT_NAME,
@@ -35,10 +36,9 @@ from keras_resnet.export.formats import (
     check_quantization,
     check_writable,
     require_format,
-    task_of,
 )
-from keras_resnet.export.resolve import resolve_model
-from keras_resnet.export.saved_model import read_export_preprocessing
+from keras_resnet.export.resolve import resolve_model, task_for
+from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
 from keras_resnet.extras import MissingExtra, require
 from keras_resnet.saving import atomic_path, write_json
 
@@ -57,12 +57,14 @@ def _check_output(output):
     return output
 
 
-def _sidecar(path, fmt, quantization, info, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
              output=OUTPUT_NAME):
     """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs
-    (``output_name``: the output tensor's name; ``output``: what it holds)."""
+    (``output_name``: the output tensor's name; ``output``: what it holds; ``task``: the
+    model's Task, ``keras_resnet.tasks``)."""
     sidecar = {"format": fmt, "quantization": quantization, "input": input_name,
-               "output": output_name, "outputs": output, "task": task_of(info),
+               "output": output_name, "outputs": output,
+               "task": task.to_config() if output == OUTPUT_NAME else None,
                "preprocessing": json.loads(info.to_json())}
     write_json(path + ".json",
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})
@@ -84,7 +86,8 @@ def record_bfloat16_parity(path, row):
 
 def read_sidecar(path):
     """The ``FILE.json`` beside an exported file, with ``preprocessing`` as an
-    ``ImagePreprocessing``; None when there is none.
+    ``ImagePreprocessing`` and ``task`` as a ``keras_resnet.tasks.Task``; None when there is
+    none.
 
     Example:
         >>> read_sidecar("exports/resnet20/onnx/model_int8.onnx")["quantization"]  # doctest: +SKIP
@@ -94,7 +97,9 @@ def read_sidecar(path):
         return None
     with open(path + ".json") as f:
         sidecar = json.load(f)
-    return {**sidecar, "preprocessing": preprocessing_lib.from_any_config(sidecar["preprocessing"])}
+    preprocessing = preprocessing_lib.from_any_config(sidecar["preprocessing"])
+    return {**sidecar, "preprocessing": preprocessing,
+            "task": tasks.from_export(sidecar, preprocessing)}
 
 
 def _checked_path(fmt, path, quantization, representative_data):
@@ -222,14 +227,15 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
         model_or_savedmodel, (str, os.PathLike)) else None
     with atomic_path(path, suffix=".tflite") as staging:
         if source and os.path.exists(os.path.join(source, "saved_model.pb")):
-            info = read_export_preprocessing(source)
+            info, task = read_export_preprocessing(source), read_export_task(source)
             with open(staging, "wb") as f:
                 f.write(_convert_saved_model(source, options))
         else:
             model, info = resolve_model(model_or_savedmodel, preprocessing)
+            task = task_for(model)
             with _exporter_errors(model, "litert"):
                 _keras_export(model, staging, "litert", **options)
-        _sidecar(path, "tflite", quantization, info, input_name=None, output_name=None,
+        _sidecar(path, "tflite", quantization, info, task, input_name=None, output_name=None,
                  output=output)
     return path
 
@@ -326,7 +332,8 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
             _name_onnx_io(float_path, output)  # also checks the graph (unsupported ops)
         if quantization == "int8":
             _quantize_onnx(float_path, staging, representative_data, activations)
-        _sidecar(path, "onnx", quantization, info, output_name=output, output=output)
+        _sidecar(path, "onnx", quantization, info, task_for(model), output_name=output,
+                 output=output)
     return path
 
 
@@ -385,7 +392,8 @@ def export_openvino(model, path, quantization=None, representative_data=None,
                 ov_model = _quantize_openvino(ov_model, representative_data)
             ov.save_model(ov_model, staging, compress_to_fp16=False)
             del ov_model  # release the memory-mapped weights of `exported`
-            _sidecar(path, "openvino", quantization, info, output_name=output, output=output)
+            _sidecar(path, "openvino", quantization, info, task_for(model), output_name=output,
+                     output=output)
             os.replace(staging_bin, path[: -len(".xml")] + ".bin")  # the .xml follows last
         finally:
             if os.path.exists(staging_bin):
