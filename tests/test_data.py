@@ -1,7 +1,11 @@
+import ast
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from PIL import Image
 
 from keras_resnet import data
 from keras_resnet.data import sources
+from keras_resnet.errors import InvalidArgument
 from keras_resnet.preprocessing import ImagePreprocessing
 
 
@@ -436,3 +441,203 @@ def test_a_pretrained_models_preprocessing_drives_the_pipeline(tmp_path):
     assert next(train.as_numpy_iterator())[0].shape == (2, 64, 64, 3)
     with pytest.raises(ValueError, match="`image_size` 32 differs"):
         data.load(str(tmp_path), "test", batch_size=2, preprocessing=recipe, image_size=32)
+
+
+# The package's layout -------------------------------------------------------------------------
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPOSITORY, "keras_resnet", "data")
+# Each module of keras_resnet.data by level: it imports only modules of lower levels (a
+# package's __init__ sits above the modules it gathers), so there is no import circle.
+DATA_LEVELS = {
+    "images": 0, "sources.base": 0, "sources.registry": 0,
+    "sources.files": 1, "sources.digits": 1, "sources.tfds": 1, "means": 1,
+    "augment.paper": 1, "augment.auto_augment": 1, "augment.mixing": 1,
+    "sources.folders": 2, "sources.labels_file": 2, "sources.canvases": 2, "augment.modern": 2,
+    "info": 2,
+    "sources": 3, "augment": 3,
+    "pipeline": 4,
+    "": 5,
+}
+
+
+def _data_modules():
+    """``{relative dotted name: path}`` of every module of keras_resnet.data ("" for its
+    __init__)."""
+    found = {}
+    for directory, _, names in os.walk(DATA):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                parts = os.path.relpath(path, DATA)[:-3].split(os.sep)
+                found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _data_imports(path, modules):
+    """The keras_resnet.data modules ``path`` imports, anywhere in it (inside functions too)."""
+    imported = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            if node.module == "keras_resnet":
+                names += [f"keras_resnet.{alias.name}" for alias in node.names]
+        for name in names:
+            if name == "keras_resnet.data" or name.startswith("keras_resnet.data."):
+                relative = "" if name == "keras_resnet.data" else name[len("keras_resnet.data."):]
+                if relative in modules:
+                    imported.add(relative)
+    return imported
+
+
+def test_every_data_module_has_a_level_and_imports_only_lower_ones():
+    modules = _data_modules()
+    assert set(modules) == set(DATA_LEVELS), sorted(set(modules) ^ set(DATA_LEVELS))
+    upward = [
+        f"{name or '__init__'} imports {target or 'keras_resnet.data'}"
+        for name, path in modules.items()
+        for target in _data_imports(path, modules) - {name}
+        if DATA_LEVELS[target] >= DATA_LEVELS[name]
+    ]
+    assert not upward, "\n".join(upward)
+    # The registry and the Source record are the bottom of the sources: they import none.
+    assert _data_imports(modules["sources.registry"], modules) == set()
+    assert _data_imports(modules["sources.base"], modules) == set()
+
+
+def test_data_functions_and_modules_stay_short():
+    too_long = []
+    for name, path in _data_modules().items():
+        text = open(path, encoding="utf-8").read()
+        if len(text.splitlines()) > 450:
+            too_long.append(f"{path}: {len(text.splitlines())} lines")
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                code = [
+                    line for line in lines[body[0].lineno - 1:node.end_lineno]
+                    if line.strip() and not line.strip().startswith("#")
+                ] if body else []
+                if len(code) + 1 > 60:  # with its def line
+                    too_long.append(f"{name}.{node.name}: {len(code) + 1} lines of code")
+    assert not too_long, "\n".join(too_long)
+
+
+_IMPORT_EACH_ALONE = """
+import importlib, multiprocessing, sys
+import keras, numpy, PIL.Image, sklearn.datasets, sklearn.model_selection, tensorflow
+import tensorflow_datasets
+assert not [m for m in sys.modules if m.startswith("keras_resnet")]
+
+def load(names):
+    for name in names:
+        importlib.import_module(name)
+
+failed = []
+names = sys.argv[1:]
+context = multiprocessing.get_context("fork")
+for order in [[name] for name in names] + [names[::-1]]:
+    child = context.Process(target=load, args=(order,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        failed.append(order[0] if len(order) == 1 else "all, in reverse order")
+print("FAILED:", failed)
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_every_data_module_imports_first_in_a_fresh_interpreter():
+    """Each module of keras_resnet.data imported first in a process with nothing of
+    keras_resnet loaded (children forked from one interpreter that holds only TensorFlow and
+    the other third-party packages, each a fresh keras_resnet), then all in reverse order:
+    no import circle, whatever the order."""
+    names = sorted("keras_resnet.data" + (f".{name}" if name else "") for name in _data_modules())
+    environment = {**os.environ, "PYTHONPATH": REPOSITORY, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_ALONE, *names], cwd=REPOSITORY,
+                            env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAILED: []" in result.stdout
+
+
+# The registry of sources ----------------------------------------------------------------------
+
+
+def test_the_registry_lists_every_source_and_finds_each_by_name_or_kind(tmp_path):
+    assert sources.registered() == ("digit_canvases", "digits", "labels_file", "folder", "tfds")
+    assert sources.registered("dataset") == ("digit_canvases", "digits")
+    (tmp_path / "cats").mkdir()
+    for name, expected in [("digits", "digits"), ("digit_canvases", "digit_canvases"),
+                           (str(tmp_path), "folder"), (tmp_path, "folder"),
+                           (str(tmp_path / "labels.csv"), "labels_file"),
+                           ("cifar10", "tfds"), ("imagenette/160px", "tfds")]:
+        assert sources.lookup(name).name == expected, name
+    for source in ("digits", "digit_canvases"):
+        assert sources.get_source(source).name == source
+    with pytest.raises(ValueError, match="`kind` must be None or one of dataset, kind"):
+        sources.registered("source")
+
+
+def test_the_registry_refuses_an_unknown_dataset_in_one_line_listing_what_is_allowed(tmp_path):
+    allowed = ("'digit_canvases', 'digits', a labels file (*.csv), a directory of class folders, "
+               "a tensorflow-datasets name")
+    assert sources.allowed() == allowed
+    missing = str(tmp_path / "missing")
+    for name, reason in [(missing, "no directory at"), ("no_such_dataset_xyz", "list_builders")]:
+        with pytest.raises(InvalidArgument) as error:
+            data.load(name)
+        message = str(error.value)
+        assert "\n" not in message and repr(name) in message and reason in message
+        assert message.endswith(f"allowed: {allowed}."), message
+    with pytest.raises(InvalidArgument, match="`name` 'nope' is not registered"):
+        sources.unregister("nope")
+    with pytest.raises(TypeError, match="`make` must be callable"):
+        sources.register("nope", None)
+
+
+def test_a_registered_source_loads_like_the_others():
+    def make(name, **options):
+        return dataclasses.replace(sources.digits_source(), name=name, mean_key=name)
+
+    sources.register("digits_again", make)
+    try:
+        assert "digits_again" in sources.registered("dataset")
+        assert "'digits_again'" in sources.allowed()
+        again, info = data.load("digits_again", "test", 512)
+        expected, _ = data.load("digits", "test", 512)
+        assert info.name == "digits_again" and info.num_examples == 360
+        np.testing.assert_array_equal(_arrays(again)[0], _arrays(expected)[0])
+    finally:
+        sources.unregister("digits_again")
+    assert "digits_again" not in sources.registered()
+
+
+# The labels' format -----------------------------------------------------------------------------
+
+
+def test_the_label_format_follows_the_task_and_the_recipe():
+    from keras_resnet import recipes
+
+    digits, canvases = sources.digits_source(), sources.canvas_source()
+    modern, paper = recipes.get_recipe("torchvision_v2"), recipes.get_recipe("cifar")
+    assert data.label_format(digits, "auto", None) == "sparse"
+    assert data.label_format(digits, "single_label", paper) == "sparse"
+    assert data.label_format(digits, "auto", modern) == "one_hot"
+    assert data.label_format(digits, "multilabel", None) == "multi_hot"
+    assert data.label_format(digits, "multilabel", modern) == "multi_hot"
+    assert data.label_format(canvases, "auto", modern) == "multi_hot"
+    with pytest.raises(ValueError, match="`task` 'single_label' needs one label per image"):
+        data.label_format(canvases, "single_label", None)
+    with pytest.raises(ValueError, match="`task` must be one of"):
+        data.label_format(digits, "regression", None)
+    labels = {fmt: next(data.load("digits", "test", 4, **kw)[0].as_numpy_iterator())[1]
+              for fmt, kw in [("sparse", {}), ("one_hot", {"recipe": modern}),
+                              ("multi_hot", {"task": "multilabel"})]}
+    assert labels["sparse"].dtype == np.int32 and labels["sparse"].shape == (4,)
+    for fmt in ("one_hot", "multi_hot"):
+        assert labels[fmt].dtype == np.float32 and labels[fmt].shape == (4, 10)
+        np.testing.assert_array_equal(labels[fmt], np.eye(10)[labels["sparse"]])

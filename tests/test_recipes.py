@@ -15,8 +15,8 @@ import tensorflow as tf
 
 import keras_resnet
 from keras_resnet import data, recipes, training
-from keras_resnet.data import modern
-from keras_resnet.data.auto_augment import AutoAugment
+from keras_resnet.data.augment import mixing, modern
+from keras_resnet.data.augment.auto_augment import AutoAugment
 from keras_resnet.errors import InvalidArgument
 
 # The command of torchvision's blog post "How to Train State-Of-The-Art Models Using
@@ -200,7 +200,7 @@ def test_label_smoothing_loss_equals_the_closed_form():
     closed = np.mean(0.9 * -np.log(probabilities[np.arange(6), labels])
                      + 0.1 * np.mean(-np.log(probabilities), axis=1))
     assert float(loss(one_hot, probabilities)) == pytest.approx(closed, rel=1e-5)
-    smoothed = modern.smoothed_targets(tf.constant(labels), 5, 0.1).numpy()
+    smoothed = mixing.smoothed_targets(tf.constant(labels), 5, 0.1).numpy()
     np.testing.assert_allclose(smoothed, 0.9 * one_hot + 0.1 / 5, atol=1e-7)
 
 

@@ -50,6 +50,11 @@ Two preprocessing styles, picked by ``augment="auto"`` from the images' native s
 ``(batch * 10, s, s, 3)``, image-major (rows ``10*i .. 10*i+9`` belong to image ``i``), with
 labels ``(batch,)``; :func:`average_crops` turns ``(batch * 10, classes)`` scores back into
 ``(batch, classes)``.
+
+Layout: ``sources/`` (one module per source, behind one registry), ``augment/`` (the paper's,
+the modern recipes' and the mixing augmentations), ``images.py`` (TF image ops and the
+evaluation preprocessing), ``means.py`` (the mean image cache), ``info.py``
+(:class:`DatasetInfo`) and ``pipeline.py`` (:func:`load`: the ``tf.data`` plumbing).
 """
 
 from keras_resnet.extras import require
@@ -57,51 +62,55 @@ from keras_resnet.extras import require
 require("tensorflow", "keras_resnet.data (tf.data pipelines)")
 
 from keras_resnet.data.images import (  # noqa: E402
-    CIFAR_PADDING,
     CIFAR_SIZE,
     IMAGENET_CROP,
-    IMAGENET_EIGENVALUES,
-    IMAGENET_EIGENVECTORS,
     IMAGENET_EVAL_SIDE,
     IMAGENET_MEAN,
-    IMAGENET_TRAIN_SIDES,
     SCALE,
     average_crops,
     center_crop,
-    cifar_augment,
-    imagenet_augment,
-    imagenet_sides,
     normalize,
-    pca_lighting,
     preprocess,
     resize_shorter_side,
     resize_to_uint8,
     ten_crop,
     to_model_channels,
 )
-from keras_resnet.data.canvases import digit_canvases
-from keras_resnet.data.pipeline import (
+from keras_resnet.data.augment.paper import (  # noqa: E402
+    CIFAR_PADDING,
+    IMAGENET_EIGENVALUES,
+    IMAGENET_EIGENVECTORS,
+    IMAGENET_TRAIN_SIDES,
+    augment_image,
+    cifar_augment,
+    imagenet_augment,
+    imagenet_sides,
+    pca_lighting,
+)
+from keras_resnet.data.info import DatasetInfo  # noqa: E402
+from keras_resnet.data.pipeline import (  # noqa: E402
     AUGMENTATIONS,
+    LABEL_FORMATS,
     TASKS,
     TRAINING_SPLITS,
-    DatasetInfo,
     as_numpy,
-    augment_image,
+    label_format,
     load,
 )
-from keras_resnet.data.sources import (
+from keras_resnet.data.sources import (  # noqa: E402
     IMAGE_EXTENSIONS,
     SPLIT_ALIASES,
     STANDARD_SPLITS,
+    digit_canvases,
     tfds_split,
 )
 
 __all__ = [
     "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DatasetInfo", "IMAGENET_CROP",
     "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN",
-    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "SCALE", "SPLIT_ALIASES", "STANDARD_SPLITS",
-    "TASKS", "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops", "center_crop",
-    "cifar_augment", "digit_canvases", "imagenet_augment", "imagenet_sides", "load", "normalize",
-    "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
-    "tfds_split", "to_model_channels",
+    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "LABEL_FORMATS", "SCALE", "SPLIT_ALIASES",
+    "STANDARD_SPLITS", "TASKS", "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops",
+    "center_crop", "cifar_augment", "digit_canvases", "imagenet_augment", "imagenet_sides",
+    "label_format", "load", "normalize", "pca_lighting", "preprocess", "resize_shorter_side",
+    "resize_to_uint8", "ten_crop", "tfds_split", "to_model_channels",
 ]

@@ -1,6 +1,7 @@
 """Image operations in TensorFlow, usable inside ``tf.data``, ``tf.function`` and SavedModel
-signatures: the resize policies and normalisation of ``ImagePreprocessing``, and the paper's
-augmentations (§3.4, §4.2) and 10-crop testing.
+signatures: the channels, resize policies and normalisation of ``ImagePreprocessing``, the
+evaluation preprocessing, and §3.4's 10-crop testing. The training augmentations are in
+``keras_resnet.data.augment``.
 """
 
 import tensorflow as tf
@@ -9,23 +10,10 @@ from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing  # noqa
 from keras_resnet.errors import InvalidArgument, InvalidType
 
 SCALE = 1.0 / 255.0
-# ImageNet pixel covariance in [0, 1] units (RGB): eigenvalues and eigenvectors (columns), for
-# AlexNet-style PCA colour augmentation.
-IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGENVECTORS = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
-PCA_STDDEV = 0.1
-
 # §3.4 lengths at the paper's 224 crop; ``image_size`` scales them.
 IMAGENET_CROP = 224
-IMAGENET_TRAIN_SIDES = (256, 480)
 IMAGENET_EVAL_SIDE = 256
 CIFAR_SIZE = 32
-CIFAR_PADDING = 4
-
 
 
 def to_rgb(images):
@@ -182,97 +170,6 @@ def average_crops(predictions, num_crops=10):
     shape = tf.shape(predictions)
     grouped = tf.reshape(predictions, tf.concat([[-1, num_crops], shape[1:]], axis=0))
     return tf.reduce_mean(grouped, axis=1)
-
-
-def cifar_augment(image, seed, *, padding=CIFAR_PADDING, flip=True):
-    """§4.2: zero-pad ``padding`` pixels per side, random crop back, random horizontal flip.
-
-    Args:
-        image: ``(h, w, c)`` float image (already mean-subtracted: the padding is zeros).
-        seed: shape ``[2]`` int seed of the stateless random ops.
-        padding: pixels added per side (the crop moves by at most this much).
-        flip: whether to flip left-right with probability 1/2.
-
-    Returns:
-        An ``(h, w, c)`` tensor: ``image`` translated by at most ``padding`` pixels.
-
-    Example:
-        >>> cifar_augment(tf.zeros((32, 32, 3)), seed=[0, 1]).shape
-        TensorShape([32, 32, 3])
-    """
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    shape = tf.shape(image)
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    image = tf.image.stateless_random_crop(padded, shape, seed=crop_seed)
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    return image
-
-
-def imagenet_sides(image_size=IMAGENET_CROP):
-    """§3.4's lengths scaled to ``image_size``: ((min, max) train shorter side, eval side).
-
-    Example:
-        >>> imagenet_sides(64)
-        ((73, 137), 73)
-    """
-    factor = image_size / IMAGENET_CROP
-    low, high = (int(round(side * factor)) for side in IMAGENET_TRAIN_SIDES)
-    return (low, high), int(round(IMAGENET_EVAL_SIDE * factor))
-
-
-def imagenet_augment(image, seed, *, image_size=IMAGENET_CROP, sides=None, flip=True):
-    """§3.4: shorter side resized to a random length in ``sides``, random square crop, flip.
-
-    Args:
-        image: ``(h, w, c)`` image (any size).
-        seed: shape ``[2]`` int seed of the stateless random ops.
-        image_size: side of the crop.
-        sides: ``(min, max)`` shorter side; defaults to [256, 480] scaled by image_size/224.
-        flip: whether to flip left-right with probability 1/2.
-
-    Returns:
-        float32 ``(image_size, image_size, c)`` tensor in the input's units.
-
-    Example:
-        >>> imagenet_augment(tf.zeros((375, 500, 3), tf.uint8), [0, 1]).shape
-        TensorShape([224, 224, 3])
-    """
-    low, high = sides or imagenet_sides(image_size)[0]
-    side_seed, crop_seed, flip_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3)
-    )
-    side = tf.random.stateless_uniform(
-        [], side_seed, minval=low, maxval=high + 1, dtype=tf.int32
-    )
-    image = resize_shorter_side(image, side)
-    channels = tf.shape(image)[-1]
-    image = tf.image.stateless_random_crop(
-        image, tf.stack([image_size, image_size, channels]), seed=crop_seed
-    )
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    return image
-
-
-def pca_lighting(image, seed, stddev=PCA_STDDEV):
-    """AlexNet-style PCA colour augmentation (§3.4, after Krizhevsky et al. 2012).
-
-    Adds ``eigenvectors @ (alpha * eigenvalues)`` with ``alpha ~ N(0, stddev)`` (one draw per
-    image) to every pixel of an RGB image in [0, 1] units, using ImageNet's eigenvalues and
-    eigenvectors (:data:`IMAGENET_EIGENVALUES`, :data:`IMAGENET_EIGENVECTORS`).
-
-    Example:
-        >>> shifted = pca_lighting(tf.zeros((224, 224, 3)), seed=[0, 1]).numpy()
-        >>> bool((shifted == shifted[0, 0]).all())  # the same colour shift on every pixel
-        True
-    """
-    alpha = tf.random.stateless_normal([3], seed, stddev=stddev)
-    shift = tf.linalg.matvec(
-        tf.constant(IMAGENET_EIGENVECTORS, tf.float32),
-        alpha * tf.constant(IMAGENET_EIGENVALUES, tf.float32),
-    )
-    return image + shift
 
 
 def normalize(images, preprocessing):

@@ -1,29 +1,26 @@
-"""``load``: a source, the preprocessing, the paper's augmentation and ``tf.data`` plumbing."""
+"""``load``: a source, the preprocessing, the augmentation and the ``tf.data`` plumbing (load ->
+decode -> augment -> batch), and the one decision of the labels' format (:func:`label_format`).
+"""
 
-import dataclasses
 import os
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
+from keras_resnet.data.augment import modern
+from keras_resnet.data.augment.paper import CIFAR_PADDING, imagenet_sides, paper_augment
 from keras_resnet.data.images import (
-    CIFAR_PADDING,
     CIFAR_SIZE,
     IMAGENET_CROP,
-    SCALE,
-    cifar_augment,
-    imagenet_augment,
-    imagenet_sides,
     normalize,
-    pca_lighting,
     preprocess,
     resize_shorter_side,
     resize_to_uint8,
     ten_crop,
     to_model_channels,
 )
-from keras_resnet.data import modern
+from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
 from keras_resnet.multilabel import DEFAULT_THRESHOLD, TASKS
@@ -34,76 +31,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTATIONS = ("auto", "cifar", "imagenet", None)
 TRAINING_SPLITS = ("train", "train45k")
 CIFAR_MAX_SIDE = 64
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class DatasetInfo:
-    """What :func:`load` made: the dataset's metadata and the model's preprocessing.
-
-    Attributes:
-        name: the dataset: "digits", a tfds name or a directory path.
-        split: the split as given to :func:`load`.
-        num_examples: images in the split (before sharding), or None if unknown.
-        preprocessing: the ``ImagePreprocessing`` the images follow (what a model trained on
-            them carries): size, resize policy, mean (the per-pixel mean image for CIFAR-style
-            data, §4.2), class names.
-        augmentation: "cifar", "imagenet" or None (the training augmentation applied).
-        padding: CIFAR-style zero padding before the random crop (and for 10-crop).
-        train_sides: ImageNet-style ``(min, max)`` random shorter side, or None.
-        horizontal_flip: whether training flips images.
-        ten_crop: whether each batch holds 10 crops per image (see ``ten_crop``).
-    """
-
-    name: str
-    split: str
-    num_examples: object
-    preprocessing: ImagePreprocessing
-    augmentation: object = None
-    padding: int = CIFAR_PADDING
-    train_sides: object = None
-    horizontal_flip: bool = True
-    ten_crop: bool = False
-
-    @property
-    def class_names(self):
-        return self.preprocessing.class_names
-
-    @property
-    def num_classes(self):
-        return self.preprocessing.num_classes
-
-    @property
-    def multilabel(self):
-        """True when labels are multi-hot rows (the preprocessing carries thresholds)."""
-        return self.preprocessing.multilabel
-
-    @property
-    def image_shape(self):
-        return (*self.preprocessing.image_size, self.preprocessing.channels)
-
-    @property
-    def mean(self):
-        return self.preprocessing.mean
-
-    def to_config(self):
-        """A JSON-serializable dict; ``DatasetInfo.from_config(info.to_config())`` rebuilds it.
-
-        Example:
-            >>> info = load("digits", "test", 32)[1]
-            >>> DatasetInfo.from_config(info.to_config()).num_classes
-            10
-        """
-        config = dataclasses.asdict(self)
-        config["preprocessing"] = self.preprocessing.get_config()
-        config["train_sides"] = None if self.train_sides is None else list(self.train_sides)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild a ``DatasetInfo`` from :meth:`to_config`'s dict."""
-        config = dict(config)
-        config["preprocessing"] = ImagePreprocessing.from_config(config["preprocessing"])
-        return cls(**config)
+# How labels leave the pipeline: int32 (batch,), or float32 (batch, classes) rows.
+LABEL_FORMATS = ("sparse", "one_hot", "multi_hot")
 
 
 def _check_arguments(name, split, batch_size, training, augment, image_size, seed,
@@ -178,17 +107,33 @@ def _make_preprocessing(source, style, image_size, data_dir, multilabel):
     )
 
 
-def _resolve_task(source, task):
-    """True for multi-label labels; a single-label task on several labels per image raises."""
+def label_format(source, task, recipe):
+    """How the labels leave the pipeline, decided from the task and the recipe: "multi_hot"
+    (float32 ``(batch, classes)``) for a multi-label task, "one_hot" (float32 rows) for a
+    single-label task under a modern recipe, else "sparse" (int32 ``(batch,)``).
+
+    Args:
+        source: the dataset's ``Source`` (its own labels: one per image, or multi-hot rows).
+        task: "single_label", "multilabel", or "auto" (the dataset's own); a single-label task
+            on a dataset with images of none or several labels raises.
+        recipe: a training recipe or None (only a modern one makes one-hot labels).
+
+    Returns:
+        One of :data:`LABEL_FORMATS`.
+
+    Example:
+        >>> label_format(keras_resnet.data.sources.digits_source(), "auto", None)
+        'sparse'
+    """
     check_choice("task", task, TASKS)
-    if task == "auto":
-        return source.multilabel
     if task == "single_label" and source.multilabel and not source.one_label_each:
         raise InvalidArgument(
             f"`task` 'single_label' needs one label per image; dataset {str(source.name)!r} "
             "has images with none or several. Use task='multilabel'."
         )
-    return task == "multilabel"
+    if source.multilabel if task == "auto" else task == "multilabel":
+        return "multi_hot"
+    return "one_hot" if recipe is not None and recipe.modern else "sparse"
 
 
 def _labelled(preprocessing, source, multilabel):
@@ -274,7 +219,7 @@ def load(
             single-label dataset's as one-hot rows) and a recipe with thresholds (0.5 each).
         recipe: a modern training recipe (``keras_resnet.recipes``; None or a paper recipe:
             the paper's pipeline): every split's labels become one-hot float32 rows, and
-            training takes the recipe's augmentation (``keras_resnet.data.modern``): random-
+            training takes the recipe's augmentation (``keras_resnet.data.augment``): random-
             resized crops at its training size, flip, RandAugment/TrivialAugment, random
             erasing, MixUp/CutMix targets, repeated augmentation.
 
@@ -299,9 +244,10 @@ def load(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training, seed=seed, skip_unreadable=skip_unreadable,
     )
-    multilabel = _resolve_task(source, task)
     if recipe is not None and not recipe.modern:
         recipe = None  # the paper's recipes: the paper's pipeline
+    labels = label_format(source, task, recipe)
+    multilabel = labels == "multi_hot"
     style = _style(source, augment, preprocessing)
     if preprocessing is None:
         preprocessing = _make_preprocessing(source, style, image_size, data_dir, multilabel)
@@ -318,23 +264,49 @@ def load(
         modern.check_recipe_data(recipe, preprocessing)
         if ten_crop:
             raise InvalidArgument("`ten_crop` is the paper's test; it does not go with a modern `recipe`.")
-    dataset = _pipeline(dataset, source, info, style, batch_size, training, seed, cache,
+    dataset = _pipeline(dataset, source, info, style, labels, batch_size, training, seed, cache,
                         shuffle_buffer, input_context,
                         training if drop_remainder is None else drop_remainder, deterministic,
                         recipe)
     return dataset, info
 
 
-def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, shuffle_buffer,
-              input_context, drop_remainder, deterministic, recipe=None):
-    """Decode, cache, shuffle, augment or preprocess, batch, shard and prefetch."""
+def _pipeline(dataset, source, info, style, labels, batch_size, training, seed, cache,
+              shuffle_buffer, input_context, drop_remainder, deterministic, recipe=None):
+    """Shard, decode, cache, shuffle, augment or preprocess, batch, mix and prefetch."""
     batch, pipeline_id = batch_size, 0
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(batch_size)
         pipeline_id = input_context.input_pipeline_id
         dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
+    dataset = _decoded(dataset, source, info, style, labels)
+    if cache and style == "cifar":
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    modern_recipe = recipe if training else None
+    if modern_recipe is not None and info.num_examples:
+        dataset = modern.repeated(dataset, recipe.repeated_augmentation, info.num_examples)
+    augment_seed = None
+    if seed is not None:
+        augment_seed = zlib.crc32(f"{seed}/augment/{pipeline_id}".encode()) & 0x7FFFFFFF
+    dataset = _augmented(dataset, info, training, modern_recipe, augment_seed)
+    dataset = dataset.batch(batch, drop_remainder=drop_remainder)
+    if modern_recipe is not None:
+        dataset = _mixed(dataset, modern_recipe, info, augment_seed)
+    if info.ten_crop:
+        dataset = dataset.map(
+            lambda images, labels: (tf.reshape(images, (-1, *info.image_shape)), labels)
+        )
+    options = _options(source, training, deterministic, input_context)
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _decoded(dataset, source, info, style, labels):
+    """Images decoded to the model's channels (CIFAR style: resized once, before the cache),
+    labels in format ``labels``."""
     size = info.preprocessing.image_size
-    convert_label = _label_converter(source, info)
+    convert_label = _label_converter(source, labels, info.num_classes)
 
     def decode(encoded, label):
         image = to_model_channels(source.decode(encoded), info.preprocessing)
@@ -342,106 +314,59 @@ def _pipeline(dataset, source, info, style, batch_size, training, seed, cache, s
             image = resize_to_uint8(image, size, info.preprocessing.interpolation)
         return image, convert_label(label)
 
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if cache and style == "cifar":
-        dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    modern_training = training and recipe is not None
-    if modern_training and info.num_examples:
-        dataset = modern.repeated(dataset, recipe.repeated_augmentation, info.num_examples)
-    augment_seed = None
-    if seed is not None:
-        augment_seed = zlib.crc32(f"{seed}/augment/{pipeline_id}".encode()) & 0x7FFFFFFF
-    if modern_training:
-        augmentation = modern.ImageAugmentation(recipe, info.preprocessing, info.horizontal_flip)
-        seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _augmented(dataset, info, training, recipe, seed):
+    """Each image augmented for training (a modern ``recipe``'s way, else the paper's), cut
+    into its ten crops, or preprocessed for evaluation."""
+    if training and (recipe is not None or info.augmentation is not None):
+        if recipe is not None:
+            augment = modern.ImageAugmentation(recipe, info.preprocessing, info.horizontal_flip)
+        else:
+            augment = lambda image, s: paper_augment(image, s, info)  # noqa: E731
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
-        transform = lambda example, s: (augmentation(example[0], s), example[1])
-    elif training and info.augmentation is not None:
-        seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
-        transform = lambda example, s: (_train_one(example[0], s, info), example[1])
+        transform = lambda example, s: (augment(example[0], s), example[1])  # noqa: E731
     elif info.ten_crop:
-        transform = lambda image, label: (_ten_crop_one(image, info), label)
+        transform = lambda image, label: (_ten_crop_one(image, info), label)  # noqa: E731
     else:
-        transform = lambda image, label: (preprocess(image[None], info)[0], label)
-    dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.batch(batch, drop_remainder=drop_remainder)
-    if modern_training:
-        mixing = modern.BatchTransform(recipe, info.num_classes, info.multilabel)
-        batch_seeds = tf.data.Dataset.random(
-            seed=None if augment_seed is None else augment_seed + 1, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, batch_seeds.batch(2)).map(
-            lambda example, s: mixing(example[0], example[1], s), num_parallel_calls=AUTOTUNE)
-    elif recipe is not None and not info.multilabel:  # evaluation splits of a modern run
-        dataset = dataset.map(lambda images, labels: (
-            images, modern.smoothed_targets(labels, info.num_classes, 0.0)))
-    if info.ten_crop:
-        dataset = dataset.map(
-            lambda images, labels: (tf.reshape(images, (-1, *info.image_shape)), labels)
-        )
+        transform = lambda image, label: (preprocess(image[None], info)[0], label)  # noqa: E731
+    return dataset.map(transform, num_parallel_calls=AUTOTUNE)
+
+
+def _mixed(dataset, recipe, info, seed):
+    """Batches through a modern recipe's per-batch transform (erasing, targets, MixUp/CutMix)."""
+    mixing = modern.BatchTransform(recipe, info.num_classes, info.multilabel)
+    batch_seeds = tf.data.Dataset.random(
+        seed=None if seed is None else seed + 1, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(dataset, batch_seeds.batch(2)).map(
+        lambda example, s: mixing(example[0], example[1], s), num_parallel_calls=AUTOTUNE)
+
+
+def _options(source, training, deterministic, input_context):
+    """Determinism (always when evaluating) and the auto-shard policy the source allows."""
     options = tf.data.Options()
     options.deterministic = bool(deterministic or not training)
-    if input_context is not None:  # already sharded above
+    if input_context is not None:  # already sharded
         policy = tf.data.experimental.AutoShardPolicy.OFF
     elif source.from_files:
         policy = tf.data.experimental.AutoShardPolicy.AUTO
     else:  # in-memory arrays or lists of paths: shard the elements
         policy = tf.data.experimental.AutoShardPolicy.DATA
     options.experimental_distribute.auto_shard_policy = policy
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return options
 
 
-def _label_converter(source, info):
-    """The source's labels (int32 class ids, or multi-hot rows) as the task wants them."""
-    if info.multilabel:
-        if source.multilabel:
-            return lambda label: tf.cast(label, tf.float32)
-        return lambda label: tf.one_hot(tf.cast(label, tf.int32), info.num_classes)
-    if source.multilabel:  # one label each, checked by _resolve_task
-        return lambda label: tf.cast(tf.argmax(label), tf.int32)
-    return lambda label: tf.cast(label, tf.int32)
-
-
-def _train_one(image, seed, info):
-    """The training augmentation of one uint8 image, per ``info`` (§4.2 or §3.4)."""
-    preprocessing = info.preprocessing
-    if preprocessing.resize == "direct":
-        image = resize_to_uint8(image, preprocessing.image_size, preprocessing.interpolation)
-        image = normalize(image, preprocessing)  # then pad with zeros = the mean (§4.2)
-        return cifar_augment(image, seed, padding=info.padding, flip=info.horizontal_flip)
-    geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = imagenet_augment(
-        image, geometry_seed, image_size=preprocessing.image_size[0], sides=info.train_sides,
-        flip=info.horizontal_flip,
-    )
-    if preprocessing.channels == 3:  # §3.4's colour augmentation needs RGB
-        image = pca_lighting(image * SCALE, colour_seed) / SCALE  # in [0, 1] units
-    return normalize(image, preprocessing)
-
-
-def augment_image(image, seed, info):
-    """Training augmentation of one ``(h, w, c)`` uint8 image as :func:`load` does it.
-
-    Args:
-        image: ``(h, w, c)`` uint8 image.
-        seed: shape ``[2]`` int seed of the stateless random ops.
-        info: the :class:`DatasetInfo` of the dataset.
-
-    Returns:
-        float32 ``info.image_shape`` tensor, normalised (the evaluation preprocessing when
-        ``info.augmentation`` is None).
-
-    Example:
-        >>> info = load("digits", "train", 32)[1]
-        >>> augment_image(tf.zeros((8, 8, 1), tf.uint8), [0, 1], info).shape
-        TensorShape([32, 32, 3])
-    """
-    image = to_model_channels(tf.convert_to_tensor(image), info.preprocessing)
-    if info.augmentation is None:
-        return preprocess(image[None], info)[0]
-    return _train_one(image, seed, info)
+def _label_converter(source, labels, classes):
+    """The source's labels (int32 class ids, or multi-hot rows) in format ``labels``."""
+    if labels == "sparse":
+        if source.multilabel:  # one label each, checked by label_format
+            return lambda label: tf.cast(tf.argmax(label), tf.int32)
+        return lambda label: tf.cast(label, tf.int32)
+    if source.multilabel:  # multi-hot rows (one-hot ones when one label each)
+        return lambda label: tf.cast(label, tf.float32)
+    return lambda label: tf.one_hot(tf.cast(label, tf.int32), classes)
 
 
 def _ten_crop_one(image, info):

@@ -4,7 +4,9 @@ labelled with the digits present (``keras_resnet.data.load("digit_canvases", ...
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.data.sources import Source, digits_arrays
+from keras_resnet.data.sources.base import Source, split_error
+from keras_resnet.data.sources.digits import digits_arrays
+from keras_resnet.data.sources.registry import register
 from keras_resnet.errors import InvalidArgument
 
 CANVAS_SIZE, CELL = 32, 16  # a 2x2 grid of 16x16 cells, each a digit upscaled 2x
@@ -61,15 +63,18 @@ def digit_canvases(split, count=None, seed=None):
 _CANVAS_CACHE = {}
 
 
-def canvas_source():
-    """The "digit_canvases" source: each split's canvases made once per process."""
+def canvas_source(name="digit_canvases", **options):
+    """The "digit_canvases" source: each split's canvases made once per process
+    (``options`` of the registry: none used).
+
+    Example:
+        >>> canvas_source().multilabel
+        True
+    """
 
     def make(split):
         if split not in CANVAS_COUNTS:
-            raise InvalidArgument(
-                f"`split` {split!r} does not exist for dataset 'digit_canvases'; available: "
-                f"{', '.join(map(repr, CANVAS_COUNTS))}."
-            )
+            raise split_error(split, "digit_canvases", CANVAS_COUNTS)
         if split not in _CANVAS_CACHE:
             _CANVAS_CACHE[split] = digit_canvases(split)[:2]
         images, labels = _CANVAS_CACHE[split]
@@ -91,3 +96,6 @@ def canvas_source():
         one_label_each=False,
         cache_mean=False,  # made in a second: no file
     )
+
+
+register("digit_canvases", canvas_source)

@@ -2,23 +2,20 @@
 layers where Keras has them.
 
 Per image (training): an Inception-style random-resized crop at the recipe's training size
-(FixRes), the horizontal flip, TrivialAugment or RandAugment (``data.auto_augment``: Keras'
-image layers at the sources' ranges), normalisation, Keras' ``RandomErasing``. Per batch:
-one-hot targets (label smoothing put into them for binary cross-entropy, as timm does), then
-Keras' ``MixUp`` or ``CutMix``, one of the two per batch, equally likely (torchvision's
-``RandomChoice``, timm's switch probability 0.5). Per epoch: repeated augmentation (each image
+(FixRes), the horizontal flip, TrivialAugment or RandAugment (:mod:`.auto_augment`: Keras'
+image layers at the sources' ranges), normalisation. Per batch: Keras' ``RandomErasing``, the
+targets, then MixUp or CutMix (:mod:`.mixing`). Per epoch: repeated augmentation (each image
 ``k`` times, the epoch as long as before).
 
 Written here, as Keras has no layer for them: the random-resized crop (TensorFlow's
-``stateless_sample_distorted_bounding_box``), the per-batch choice between MixUp and CutMix,
-the smoothed targets, CutMix's targets weighed by the pixels it pastes (Keras' own weigh by
-its continuous box, up to a pixel per side off), and the repetition.
+``stateless_sample_distorted_bounding_box``) and the repetition.
 """
 
 import keras
 import tensorflow as tf
 
-from keras_resnet.data.auto_augment import AutoAugment
+from keras_resnet.data.augment.auto_augment import AutoAugment
+from keras_resnet.data.augment.mixing import MixUpOrCutMix, smoothed_targets
 from keras_resnet.data.images import normalize
 from keras_resnet.errors import InvalidArgument
 
@@ -109,26 +106,18 @@ def random_resized_crop(image, seed, size, interpolation="bilinear"):
     return tf.image.resize(tf.cast(crop, tf.float32), (size, size), method=interpolation)
 
 
-def smoothed_targets(labels, classes, smoothing):
-    """One-hot rows ``(1 - s) * y + s / classes`` of int labels (or of rows already one-hot).
-
-    Example:
-        >>> smoothed_targets(tf.constant([1]), 4, 0.1).numpy().round(3)
-        array([[0.025, 0.925, 0.025, 0.025]], dtype=float32)
-    """
-    if labels.shape.rank == 1:
-        labels = tf.one_hot(tf.cast(labels, tf.int32), classes)
-    labels = tf.cast(labels, tf.float32)
-    return labels * (1.0 - smoothing) + smoothing / classes if smoothing else labels
-
-
 class BatchTransform:
     """The per-batch training transform of a modern recipe on ``(images, labels)``: Keras'
     ``RandomErasing`` (each image with the recipe's probability, filled with 0, the mean),
-    targets (one-hot, smoothed here for binary cross-entropy), then MixUp or CutMix (Keras'
-    layers; one of the two per batch with equal odds when both are on; MixUp's ratio is
-    Beta(alpha, alpha) per image, CutMix's box lies inside the image and the targets follow
-    the area it pastes, counted in pixels)."""
+    targets (one-hot, smoothed here for binary cross-entropy), then MixUp or CutMix
+    (:class:`~keras_resnet.data.augment.mixing.MixUpOrCutMix`).
+
+    Example:
+        >>> from keras_resnet.recipes import get_recipe
+        >>> mix = BatchTransform(get_recipe("torchvision_v2"), 4)
+        >>> mix(tf.zeros((4, 8, 8, 3)), tf.range(4), tf.constant([0, 1]))[1].shape
+        TensorShape([4, 4])
+    """
 
     def __init__(self, recipe, classes, multilabel=False):
         self.classes, self.multilabel = classes, multilabel
@@ -138,35 +127,14 @@ class BatchTransform:
             self.erasing = keras.layers.RandomErasing(
                 factor=(recipe.random_erasing, recipe.random_erasing), scale=ERASING_AREA,
                 fill_value=0.0, value_range=(-1e9, 1e9))
-        self.mixup = keras.layers.MixUp(alpha=recipe.mixup_alpha) if recipe.mixup_alpha else None
-        self.cutmix = None
-        if recipe.cutmix_alpha:  # a (a, a) factor: alpha exactly a (a single float means U(0, a))
-            alpha = min(1.0, recipe.cutmix_alpha)
-            self.cutmix = keras.layers.CutMix(factor=(alpha, alpha))
-
-    def _mix(self, layer, images, targets):
-        batch = {"images": images, "labels": targets}
-        transformation = layer.get_random_transformation(batch, training=True)
-        if layer is self.cutmix:
-            # Keras weighs CutMix's targets by its continuous box, up to a pixel per side off
-            # the pixels it pastes; the CutMix paper's ratio is the pasted area.
-            pasted = tf.reduce_mean(tf.cast(transformation["batch_masks"], tf.float32), [1, 2, 3])
-            transformation = {**transformation, "mix_weight": 1.0 - pasted}
-        return (layer.transform_images(images, transformation, training=True),
-                layer.transform_labels(targets, transformation, training=True))
+        self.mixing = MixUpOrCutMix(recipe.mixup_alpha, recipe.cutmix_alpha)
 
     def __call__(self, images, labels, seed):
         if self.erasing is not None:
             images = self.erasing(images, training=True)
         targets = tf.cast(labels, tf.float32) if self.multilabel else smoothed_targets(
             labels, self.classes, self.smoothing)
-        if self.mixup is None and self.cutmix is None:
-            return images, targets
-        if self.mixup is None or self.cutmix is None:
-            return self._mix(self.mixup or self.cutmix, images, targets)
-        coin = tf.random.stateless_uniform((), seed)
-        return tf.cond(coin < 0.5, lambda: self._mix(self.mixup, images, targets),
-                       lambda: self._mix(self.cutmix, images, targets))
+        return self.mixing(images, targets, seed)
 
 
 def repeated(dataset, repeats, num_examples):

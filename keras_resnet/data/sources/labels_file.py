@@ -11,12 +11,9 @@ import os
 
 import numpy as np
 
-from keras_resnet.data.sources import (
-    STANDARD_SPLITS,
-    files_source,
-    hash_split,
-    readable_images,
-)
+from keras_resnet.data.sources.base import STANDARD_SPLITS
+from keras_resnet.data.sources.files import files_source, hash_split, readable_images
+from keras_resnet.data.sources.registry import register
 from keras_resnet.errors import InvalidArgument
 
 LABEL_SEPARATOR = ";"
@@ -70,8 +67,16 @@ def _read_labels_file(path):
     return rows
 
 
-def labels_file_source(path, skip_unreadable):
-    """The source of a labels file: multi-hot labels, the images checked as folders' are."""
+def labels_file_source(path, *, skip_unreadable=False, **options):
+    """The source of a labels file: multi-hot labels, the images checked as folders' are
+    (``options`` of the registry: only ``skip_unreadable`` used).
+
+    Example:
+        >>> labels_file_source("photos/labels.csv").multilabel  # doctest: +SKIP
+        True
+    """
+    if not os.path.isfile(os.path.expanduser(os.fspath(path))):
+        raise InvalidArgument(f"`name`: labels file {os.fspath(path)!r} does not exist.")
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     rows = _read_labels_file(path)
     class_names = sorted({label for _, _, labels, _ in rows for label in labels})
@@ -94,3 +99,12 @@ def labels_file_source(path, skip_unreadable):
         class_names=class_names, native_side=native_side, multilabel=True,
         one_label_each=bool(np.all(multi_hot.sum(axis=1) == 1)),
     )
+
+
+def is_labels_file(name):
+    """Whether dataset ``name`` names a labels file (``*.csv``; it need not exist yet)."""
+    return isinstance(name, (str, os.PathLike)) and os.fspath(name).lower().endswith(".csv")
+
+
+register("labels_file", labels_file_source, matches=is_labels_file,
+         description="a labels file (*.csv)")

@@ -1,0 +1,54 @@
+"""Where images come from: every source gives uint8 ``(h, w, 3)`` images and int32 labels (or
+multi-hot rows) for a split, behind one registry (:mod:`.registry`).
+
+- ``"digits"`` (:mod:`.digits`): scikit-learn's bundled 8x8 digits, offline.
+- ``"digit_canvases"`` (:mod:`.canvases`): the offline multi-label dataset, canvases of two or
+  three digits each.
+- a labels file ``*.csv`` (:mod:`.labels_file`) of rows ``path,label;label;...[,split]``.
+- a directory of class folders (:mod:`.folders`).
+- any tensorflow-datasets image classification dataset by name (:mod:`.tfds`).
+
+Layers: :mod:`.base` (the ``Source`` record) and :mod:`.registry` at the bottom, :mod:`.files`
+(what file-backed sources share) above them, the sources on top; each source registers itself
+when this package is imported, exact names first, then the kinds in the order below (a
+``.csv`` name is a labels file before it is anything else; tfds takes what is left).
+"""
+
+from keras_resnet.data.sources.base import STANDARD_SPLITS, Source, decode_encoded, split_error
+from keras_resnet.data.sources.registry import (
+    allowed,
+    get_source,
+    lookup,
+    register,
+    registered,
+    unknown_dataset,
+    unregister,
+)
+from keras_resnet.data.sources.files import (
+    FOLDER_SPLIT_PERCENT,
+    IMAGE_EXTENSIONS,
+    check_images,
+    files_source,
+    fingerprint,
+    hash_split,
+    readable_images,
+)
+from keras_resnet.data.sources.digits import DIGITS_SPLIT_SEED, digits_arrays, digits_source
+from keras_resnet.data.sources.canvases import CANVAS_COUNTS, canvas_source, digit_canvases
+from keras_resnet.data.sources.labels_file import LABEL_SEPARATOR, labels_file_source
+from keras_resnet.data.sources.folders import folder_source
+from keras_resnet.data.sources.tfds import (
+    SPLIT_ALIAS_DATASETS,
+    SPLIT_ALIASES,
+    tfds_source,
+    tfds_split,
+)
+
+__all__ = [
+    "CANVAS_COUNTS", "DIGITS_SPLIT_SEED", "FOLDER_SPLIT_PERCENT", "IMAGE_EXTENSIONS",
+    "LABEL_SEPARATOR", "SPLIT_ALIASES", "SPLIT_ALIAS_DATASETS", "STANDARD_SPLITS", "Source",
+    "allowed", "canvas_source", "check_images", "decode_encoded", "digit_canvases",
+    "digits_arrays", "digits_source", "files_source", "fingerprint", "folder_source",
+    "get_source", "hash_split", "labels_file_source", "lookup", "readable_images", "register",
+    "registered", "split_error", "tfds_source", "tfds_split", "unknown_dataset", "unregister",
+]
