@@ -12,6 +12,8 @@
   its benchmarks, and nothing reaches into Keras' private API.
 - Benchmarks are a package run with ``python -m benchmarks.X``: no ``sys.path`` edits.
 - Functions stay short (60 lines of code) and modules too (450 lines): one concern each.
+- The suite's schedule (tests/conftest.py) keeps the tests that share a fixture made once per
+  worker on one worker.
 
 Everything here reads source text; nothing imports keras_resnet or TensorFlow.
 """
@@ -398,3 +400,26 @@ def test_the_checks_see_a_violation(tmp_path):
     assert _upward(_import_graph(package, "pkg"), levels, tmp_path) == [
         "pkg/low.py:2: low (level 0) imports pkg.sub.b (level 1)",
         "pkg/sub/b.py:1: sub.b (level 1) imports pkg.sub.a (level 2)"]
+
+
+def test_tests_that_share_a_fixture_made_per_worker_share_a_worker(tmp_path):
+    """The suite's schedule (tests/conftest.py): tests that share a fixture of scope module or
+    session, directly or through other fixtures, are one unit of work; the others are free."""
+    from conftest import unit_of
+
+    harness = "tests/test_constructors.py::test_constructor_end_to_end[resnet20]"
+    assert unit_of(harness, REPO) == "tests/test_constructors.py::prepared"
+    assert unit_of("tests/test_cli.py::test_default_train_learns_digits", REPO) == "tests/test_cli.py::default_run"
+    free = "tests/test_blocks.py::test_anything[1]"
+    assert unit_of(free, REPO) == free
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session')\ndef made(tmp_path_factory):\n    return 1\n\n"
+        "@pytest.mark.slow\n@pytest.fixture(scope='module', params=[1, 2])\ndef read(made):\n    return made\n\n"
+        "@pytest.fixture\ndef each(read):\n    return read\n\n"
+        "@pytest.fixture(scope='module')\ndef other():\n    return 2\n\n"
+        "def test_a(made):\n    pass\n\n@pytest.mark.parametrize('x', [1])\ndef test_b(each, x):\n    pass\n\n"
+        "def test_c(other, tiny_run):\n    pass\n\ndef test_d(tmp_path, tiny_run):\n    pass\n")
+    units = {name: unit_of(f"test_sample.py::test_{name}[1]", tmp_path) for name in "abcd"}
+    assert units == {"a": "test_sample.py::made", "b": "test_sample.py::made",
+                     "c": "test_sample.py::other", "d": "test_sample.py::test_d[1]"}
