@@ -3,7 +3,8 @@
 Plain ``pytest`` is the fast tier: every module with small models and data. ``pytest --all``
 (the README's test command, CI's) adds the end-to-end tests marked ``slow``: the main job's
 ``keras-resnet train``, kills and resumes, notebooks, tuner searches, multi-process strategies,
-full-size builds and exports.
+full-size builds and exports. Two workers run them on a schedule that keeps both busy to the
+end (below: units of tests that share a fixture, longest first).
 """
 
 import ast
@@ -36,10 +37,14 @@ def pytest_addoption(parser):
 # the module's rank below), and the many short free tests last, so both workers keep busy to the
 # end instead of one ending alone on a long module. (pytest-xdist's own loadgroup reads
 # xdist_group marks, which it cannot attach under pytest 9, and orders units by test count.)
-LONGEST_FIRST = ("test_constructors.py", "test_notebooks.py", "test_tuning.py", "test_cli.py",
+# The README's longest: the harness (its preparation, then each case's exports) first, the
+# single longest unit; the notebooks after the tuner searches and the main job's run, so that
+# their two kernels miss the harness's preparation (both hold gigabytes).
+LONGEST_FIRST = ("test_constructors.py", "test_tuning.py", "test_cli.py", "test_notebooks.py",
                  "test_export.py", "test_interrupts.py", "test_serving.py", "test_backends.py",
                  "test_features.py", "test_family.py", "test_weights.py", "test_multilabel.py",
-                 "test_explain.py", "test_distribute.py", "test_docstrings.py", "test_models.py")
+                 "test_explain.py", "test_distribute.py", "test_recipes.py", "test_docstrings.py",
+                 "test_models.py", "test_training.py")
 # Fixtures of scope module or session that may be made on both workers: made in seconds, or
 # shared across workers already (`made_once`). A test that uses only these is free.
 REPEATABLE_FIXTURES = frozenset({
