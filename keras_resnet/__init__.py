@@ -2,8 +2,9 @@
 Recognition", as registered Keras 3 layers and functional models.
 
 Importing it needs Keras and NumPy only, on any Keras backend, and registers the layers, so
-``keras.saving.load_model`` reads our ``.keras`` files afterwards. The submodules that need
-TensorFlow (``data``, ``distribute``, ``runs``, ``export``, ``serving``) load on first use.
+``keras.saving.load_model`` reads our ``.keras`` files afterwards. Every public module of the
+package is an attribute (``keras_resnet.explain``), imported on first use; those that need
+TensorFlow (``data``, ``distribute``, ``runs``, ``export``, ``serving``, ...) load only then.
 
 Example:
     >>> import keras_resnet
@@ -13,6 +14,7 @@ Example:
 
 import importlib
 import os
+import pkgutil
 import sys
 
 # The `keras-resnet` command's Ctrl-C and SIGTERM handlers go in first, so no moment of its
@@ -46,13 +48,18 @@ _PUBLIC = {
     "save_model": "saving",
     "count_multiply_adds": "summary",
     "summary_table": "summary",
+    "grad_cam": "explain",
+    "get_recipe": "recipes",
 }
-# Submodules reached as attributes (``keras_resnet.data.load``), imported on first use.
-_SUBMODULES = (
-    "analysis", "architectures", "blocks", "builder", "data", "devices", "distribute", "export", "features",
-    "models",
-    "preprocessing", "runs", "saving", "serving", "summary", "training", "tuning", "weights",
-)
+# Modules that import TensorFlow, or modules that do: their public names above load on first
+# use only, so that `import keras_resnet` on JAX or torch loads no TensorFlow.
+_NEEDS_TENSORFLOW = frozenset({
+    "data", "distribute", "evaluation", "export", "runs", "serving", "train", "training", "tuning",
+})
+# Submodules reached as attributes (``keras_resnet.data.load``), imported on first use: every
+# public module and package in this folder, read from its files, so new ones are reachable.
+_SUBMODULES = frozenset(module.name for module in pkgutil.iter_modules(__path__)
+                        if not module.name.startswith("_"))
 __all__ = sorted(_PUBLIC)
 
 
@@ -64,6 +71,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC) | _SUBMODULES)
+
+
 # KERAS_RESNET_QUIET=1 turns quiet output on before Keras loads (logs.quiet: no TensorFlow C++
 # log lines), for scripts whose first keras_resnet import would load it.
 if os.environ.get("KERAS_RESNET_QUIET") == "1":
@@ -72,6 +83,7 @@ if os.environ.get("KERAS_RESNET_QUIET") == "1":
 # The `keras-resnet` command imports this package before keras_resnet.cli; it loads Keras only
 # for the commands that need it, so `keras-resnet --help` prints at once, with no TensorFlow.
 if os.path.basename(sys.argv[0] if sys.argv else "") != "keras-resnet":
-    for _module in sorted(set(_PUBLIC.values())):
+    for _module in sorted(set(_PUBLIC.values()) - _NEEDS_TENSORFLOW):
         importlib.import_module(f"keras_resnet.{_module}")
-    globals().update({name: __getattr__(name) for name in _PUBLIC})
+    globals().update({name: __getattr__(name) for name, module in _PUBLIC.items()
+                      if module not in _NEEDS_TENSORFLOW})

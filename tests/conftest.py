@@ -3,12 +3,16 @@
 Plain ``pytest`` is the fast tier: every module with small models and data. ``pytest --all``
 (the README's test command, CI's) adds the end-to-end tests marked ``slow``: the main job's
 ``keras-resnet train``, kills and resumes, notebooks, tuner searches, multi-process strategies,
-full-size builds and exports.
+full-size builds and exports. Two workers run them on a schedule that keeps both busy to the
+end (below: units of tests that share a fixture, longest first).
 """
 
+import ast
 import fcntl
+import functools
 import json
 import os
+import pathlib
 import subprocess
 import time
 
@@ -24,10 +28,31 @@ def pytest_addoption(parser):
                      help="also run the end-to-end tests marked slow (the README's test command)")
 
 
-# The longest modules first, so the two workers (each takes whole modules, in collection
-# order) start on them and finish together, instead of one ending alone on a long module.
-LONGEST_FIRST = ("test_export.py", "test_constructors.py", "test_notebooks.py", "test_cli.py",
-                 "test_features.py", "test_serving.py", "test_tuning.py", "test_backends.py")
+# The schedule of `pytest -n 2` (setup.cfg: `--dist loadgroup --no-loadscope-reorder`, with the
+# units below as the groups): each worker takes one unit of work at a time, in collection
+# order, and the next when it is almost done. A unit is every test of a module that shares a
+# fixture made once per worker (scope module or session): it runs whole on one worker, so the
+# fixture is made once. Any other test is a unit of its own, free to go to whichever worker is
+# free first. The units run longest first (as far as known: those with end-to-end tests, then
+# the module's rank below), and the many short free tests last, so both workers keep busy to the
+# end instead of one ending alone on a long module. (pytest-xdist's own loadgroup reads
+# xdist_group marks, which it cannot attach under pytest 9, and orders units by test count.)
+# The README's longest: the harness (its preparation, then each case's exports) first, the
+# single longest unit; the notebooks after the tuner searches and the main job's run, so that
+# their two kernels miss the harness's preparation (both hold gigabytes).
+LONGEST_FIRST = ("test_constructors.py", "test_tuning.py", "test_cli.py", "test_notebooks.py",
+                 "test_export.py", "test_interrupts.py", "test_serving.py", "test_backends.py",
+                 "test_features.py", "test_family.py", "test_weights.py", "test_multilabel.py",
+                 "test_explain.py", "test_distribute.py", "test_recipes.py", "test_docstrings.py",
+                 "test_models.py", "test_training.py")
+# Fixtures of scope module or session that may be made on both workers: made in seconds, or
+# shared across workers already (`made_once`). A test that uses only these is free.
+REPEATABLE_FIXTURES = frozenset({
+    "shared_dir", "tiny_run",  # made once for all workers
+    "trained", "digits_test", "raw_digits", "digit_pngs",  # tests/test_export.py: tiny_run read
+    "export_dir", "reference", "china",  # tests/test_serving.py: a ResNet-8 SavedModel, a photo
+    "digits_model",  # tests/test_explain.py: tiny_run's model loaded
+})
 
 
 def _module_rank(item):
@@ -35,8 +60,94 @@ def _module_rank(item):
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
+@functools.lru_cache(maxsize=None)
+def _definitions(path):
+    """Read from the source of the test module at ``path``: its fixtures ``{name: (scope,
+    arguments)}`` and its tests ``{name: arguments}``."""
+    fixtures, tests = {}, {}
+    for node in ast.walk(ast.parse(pathlib.Path(path).read_text())):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        arguments = [argument.arg for argument in node.args.args]
+        for decorator in node.decorator_list:
+            function = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if getattr(function, "attr", getattr(function, "id", "")) == "fixture":
+                keywords = {k.arg: k.value.value for k in getattr(decorator, "keywords", [])
+                            if isinstance(k.value, ast.Constant)}
+                fixtures[keywords.get("name", node.name)] = (keywords.get("scope", "function"), arguments)
+        if node.name.startswith("test_") and node.name not in fixtures:
+            tests[node.name] = arguments
+    return fixtures, tests
+
+
+@functools.lru_cache(maxsize=None)
+def _module_units(path):
+    """``{test name: unit}`` of a test module: the tests that share a fixture made once per
+    worker, through their arguments and the fixtures those name, get one unit (named after a
+    fixture); the others None."""
+    module_fixtures, tests = _definitions(path)
+    fixtures = {**_definitions(__file__)[0], **module_fixtures}
+    owner = {}  # union-find over the shared fixtures: fixture -> the unit it joined
+
+    def root(name):
+        while owner.get(name, name) != name:
+            name = owner[name]
+        return name
+
+    bound = {}
+    for test, arguments in tests.items():
+        used, pending = set(), list(arguments)
+        while pending:
+            name = pending.pop()
+            if name in fixtures and name not in used:
+                used.add(name)
+                pending.extend(fixtures[name][1])
+        bound[test] = {root(name) for name in used - REPEATABLE_FIXTURES
+                       if fixtures[name][0] in ("module", "package", "session")}
+        for name in bound[test]:
+            owner[name] = min(bound[test])
+    return {test: root(min(names)) if names else None for test, names in bound.items()}
+
+
+def unit_of(nodeid, rootdir):
+    """The unit of work of the test ``nodeid``: ``"file::fixture"`` or the nodeid itself."""
+    path, _, rest = nodeid.partition("::")
+    test = rest.split("::")[-1].split("[")[0]
+    unit = _module_units(str(pathlib.Path(rootdir) / path)).get(test) if path.endswith(".py") else None
+    return f"{path}::{unit}" if unit else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: pytest-xdist's scheduling of whole units, with the units above."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):  # as pytest-xdist's loadfile and loadgroup do
+            return unit_of(nodeid, config.rootpath)
+
+    return UnitScheduling(config, log)
+
+
+def _schedule(config, items):
+    """Orders the items longest unit first (the order in which the workers take them)."""
+    units = {item.nodeid: unit_of(item.nodeid, config.rootpath) for item in items}
+    end_to_end = config.getoption("--all") or bool(config.getoption("-m"))
+    slow_units = {units[item.nodeid] for item in items if end_to_end and "slow" in item.keywords}
+
+    def order(indexed):
+        index, item = indexed
+        unit = units[item.nodeid]
+        shared = unit != item.nodeid
+        tier = (0 if shared else 1) if unit in slow_units else (2 if shared else 3)
+        return tier, _module_rank(item), unit if shared else "", index
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=order)]
+
+
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_module_rank)  # stable: the order within a module stays
+    _schedule(config, items)
     if config.getoption("--all") or config.getoption("-m"):
         return  # `--all`, or an explicit -m expression, decides for itself
     skip = pytest.mark.skip(reason="end-to-end: runs with `pytest --all`")
