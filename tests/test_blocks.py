@@ -433,3 +433,8 @@ def test_outputs_preactivation_taps_the_blocks_bn_relu_input_in_a_functional_mod
     for got, expected in zip(loaded(x, training=False), (y, tap)):
         np.testing.assert_allclose(got, expected, atol=1e-6)
     assert loaded.get_layer("b2").get_config() == block.get_config()
+
+
+def test_the_old_batch_norm_names_still_read_the_settings():
+    block = ResidualBlock(8, bn_momentum=0.97, bn_epsilon=1e-3, bn_synchronized=True)
+    assert (block.momentum, block.epsilon, block.synchronized) == (0.97, 1e-3, True)

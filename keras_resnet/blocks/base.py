@@ -101,6 +101,12 @@ class ResidualUnit(keras.layers.Layer):
         """Channels of the residual branch's inner convolutions."""
         return self.filters
 
+    # The batch-norm settings under their older names, for code that reads them (read-only).
+    momentum = property(lambda self: self.bn_momentum, doc="``bn_momentum``'s older name.")
+    epsilon = property(lambda self: self.bn_epsilon, doc="``bn_epsilon``'s older name.")
+    synchronized = property(lambda self: self.bn_synchronized,
+                            doc="``bn_synchronized``'s older name.")
+
     @property
     def batch_norms(self):
         """The block's BatchNormalization layers (residual branch, then shortcut)."""
