@@ -315,14 +315,15 @@ def test_a_saved_file_stores_the_weights_where_old_files_have_them(tmp_path):
 
 @pytest.mark.parametrize("cls", [ResidualBlock, BottleneckBlock])
 def test_batch_norm_options_take_either_spelling_and_write_the_bn_one(cls):
-    new = cls(8, bn_momentum=0.97, bn_epsilon=1e-3, bn_synchronized=True, name="b")
-    old = cls(8, momentum=0.97, epsilon=1e-3, synchronized=True, name="b")
+    synced = keras.backend.backend() == "tensorflow"  # synchronized BN is TensorFlow's only
+    new = cls(8, bn_momentum=0.97, bn_epsilon=1e-3, bn_synchronized=synced, name="b")
+    old = cls(8, momentum=0.97, epsilon=1e-3, synchronized=synced, name="b")
     assert new.get_config() == old.get_config()
     config = new.get_config()
-    assert (config["bn_momentum"], config["bn_epsilon"], config["bn_synchronized"]) == (0.97, 1e-3, True)
+    assert (config["bn_momentum"], config["bn_epsilon"], config["bn_synchronized"]) == (0.97, 1e-3, synced)
     assert not {"momentum", "epsilon", "synchronized"} & set(config)
     old.build((None, 8, 8, 8 * cls.expansion))
-    assert all((bn.momentum, bn.epsilon, bn.synchronized) == (0.97, 1e-3, True)
+    assert all((bn.momentum, bn.epsilon, bn.synchronized) == (0.97, 1e-3, synced)
                for bn in old.batch_norms)
     defaults = cls(8).get_config()
     assert (defaults["bn_momentum"], defaults["bn_epsilon"], defaults["bn_synchronized"]) == (0.9, 1e-5, False)
@@ -436,5 +437,13 @@ def test_outputs_preactivation_taps_the_blocks_bn_relu_input_in_a_functional_mod
 
 
 def test_the_old_batch_norm_names_still_read_the_settings():
-    block = ResidualBlock(8, bn_momentum=0.97, bn_epsilon=1e-3, bn_synchronized=True)
-    assert (block.momentum, block.epsilon, block.synchronized) == (0.97, 1e-3, True)
+    block = ResidualBlock(8, bn_momentum=0.97, bn_epsilon=1e-3)
+    assert (block.momentum, block.epsilon, block.synchronized) == (0.97, 1e-3, False)
+
+
+def test_synchronized_batch_norm_off_tensorflow_is_refused_at_construction(monkeypatch):
+    from keras_resnet.errors import InvalidArgument
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(InvalidArgument, match="`bn_synchronized=True`.*'jax'"):
+        ResidualBlock(8, synchronized=True)

@@ -1,6 +1,8 @@
 """Checks of a residual block's arguments, each error naming the argument, the value given and
 what is allowed; and the batch-norm keywords' two spellings."""
 
+import keras
+
 from keras_resnet.errors import InvalidArgument, check_fraction, check_positive_int
 
 # The batch-norm options as the model constructors name them, and their older spellings
@@ -50,8 +52,8 @@ def check_numbers(block):
 
 
 def check_flags(block):
-    """The block's True/False options, and ``outputs_preactivation``'s need of a
-    pre-activation block.
+    """The block's True/False options, ``bn_synchronized``'s need of TensorFlow and
+    ``outputs_preactivation``'s need of a pre-activation block.
 
     Example:
         >>> check_flags(block)
@@ -60,6 +62,12 @@ def check_flags(block):
         value = getattr(block, flag)
         if not isinstance(value, bool):
             raise InvalidArgument(f"`{flag}` must be True or False; got {value!r}.")
+    if block.bn_synchronized and keras.backend.backend() != "tensorflow":
+        raise InvalidArgument(
+            "`bn_synchronized=True` synchronizes BN statistics through a TensorFlow "
+            f"distribution strategy; Keras' backend is {keras.backend.backend()!r}. Use "
+            "bn_synchronized=False (JAX's data parallelism averages them itself)."
+        )
     if block.outputs_preactivation and not block.preactivation:
         raise InvalidArgument(
             "`outputs_preactivation=True` returns the block's BN-ReLU of its input, which "
