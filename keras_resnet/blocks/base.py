@@ -28,7 +28,7 @@ class ResidualUnit(keras.layers.Layer):
     paths and order are the same for every way of asking for the same block.
 
     Example:
-        >>> y = ResidualBlock(64, strides=2, shortcut="B")(keras.Input((32, 32, 32)))
+        >>> y = keras_resnet.ResidualBlock(64, strides=2, shortcut="B")(keras.Input((32, 32, 32)))
     """
 
     expansion = 1
@@ -178,7 +178,7 @@ class ResidualUnit(keras.layers.Layer):
         plain block) and, in a pre-activation block, ``preactivated`` (BN-ReLU of the input).
 
         Example:
-            >>> block = ResidualBlock(16)
+            >>> block = keras_resnet.ResidualBlock(16)
             >>> sorted(block.branch_outputs(keras.ops.zeros((1, 8, 8, 16))))
             ['bn1', 'bn2', 'residual', 'shortcut']
         """
@@ -229,7 +229,7 @@ class ResidualUnit(keras.layers.Layer):
         """Multiply-adds of the block's convolutions for one image of ``input_shape``.
 
         Example:
-            >>> ResidualBlock(64).multiply_adds((None, 56, 56, 64))
+            >>> keras_resnet.ResidualBlock(64).multiply_adds((None, 56, 56, 64))
             231211008
         """
         total, shape = 0, input_shape

@@ -28,7 +28,9 @@ def make_squeeze_excite(owner, channels, ratio):
     squeeze-and-excitation unit on ``channels`` with ``ratio``.
 
     Example:
-        >>> make_squeeze_excite(block, 256, 1 / 16)  # 256 -> 16 -> 256
+        >>> block = keras_resnet.ResidualBlock(256)
+        >>> make_squeeze_excite(block, 256, 1 / 16); block.se_reduce.filters  # 256 -> 16 -> 256
+        16
     """
     reduced = se_channels(channels, ratio)
     owner.se_reduce = make_conv(owner, ConvSpec("se_reduce", None, reduced, 1, 1, 1, 1),
@@ -41,7 +43,9 @@ def build_squeeze_excite(owner, batch, channels):
     """Build ``owner``'s unit for a branch of ``channels`` channels.
 
     Example:
-        >>> build_squeeze_excite(block, None, 256)
+        >>> block = keras_resnet.ResidualBlock(256); make_squeeze_excite(block, 256, 1 / 16)
+        >>> build_squeeze_excite(block, None, 256); tuple(block.se_expand.kernel.shape)
+        (1, 1, 16, 256)
     """
     owner.se_reduce.build((batch, 1, 1, channels))
     owner.se_expand.build((batch, 1, 1, owner.se_reduce.filters))
@@ -51,7 +55,9 @@ def squeeze_excite(x, reduce, expand):
     """``x`` with each channel scaled by its excitation (Hu et al. 2018, Eq. 2-4).
 
     Example:
-        >>> y = squeeze_excite(x, block.se_reduce, block.se_expand)
+        >>> reduce, expand = keras.layers.Conv2D(8, 1), keras.layers.Conv2D(16, 1)
+        >>> tuple(squeeze_excite(np.ones((1, 4, 4, 16), "float32"), reduce, expand).shape)
+        (1, 4, 4, 16)
     """
     squeezed = ops.mean(x, axis=(1, 2), keepdims=True)
     scale = expand(ops.relu(reduce(squeezed)))

@@ -33,7 +33,7 @@ def check_numbers(block):
     """The block's sizes, rates and the stride-or-dilation rule.
 
     Example:
-        >>> check_numbers(block)
+        >>> check_numbers(keras_resnet.ResidualBlock(8))
     """
     check_positive_int("filters", block.filters)
     check_positive_int("strides", block.strides)
@@ -56,7 +56,7 @@ def check_flags(block):
     ``outputs_preactivation``'s need of a pre-activation block.
 
     Example:
-        >>> check_flags(block)
+        >>> check_flags(keras_resnet.ResidualBlock(8, preactivation=True))
     """
     for flag in ("preactivation", "avg_down", "outputs_preactivation"):
         value = getattr(block, flag)
@@ -81,7 +81,7 @@ def check_shortcut_options(block):
     He et al. 2019).
 
     Example:
-        >>> check_shortcut_options(block)
+        >>> check_shortcut_options(keras_resnet.ResidualBlock(8, shortcut="B", avg_down=True))
     """
     shortcut = block.shortcut
     if block.drop_path_rate and shortcut == "none":

@@ -56,7 +56,8 @@ def make_conv(owner, spec, use_bias=None):
     "same" would pad only bottom/right when the input size is even.
 
     Example:
-        >>> conv = make_conv(block, ConvSpec("conv1", "bn1", 64, 3, 2, 1, 1))
+        >>> make_conv(keras_resnet.ResidualBlock(8), ConvSpec("conv1", "bn1", 64, 3, 2, 1, 1)).padding
+        'valid'
     """
     padding = "valid" if (spec.kernel_size > 1 and spec.strides > 1) else "same"
     return keras.layers.Conv2D(
@@ -79,7 +80,8 @@ def make_batch_norm(owner, name, zero_gamma=False):
     ``bn_synchronized``; ``zero_gamma`` starts it at 0 (a block that starts as identity).
 
     Example:
-        >>> bn = make_batch_norm(block, "bn1")
+        >>> make_batch_norm(keras_resnet.ResidualBlock(8, bn_momentum=0.99), "bn1").momentum
+        0.99
     """
     return keras.layers.BatchNormalization(
         momentum=owner.bn_momentum,
@@ -105,7 +107,9 @@ def build_conv(conv, input_shape):
     """Build ``conv`` for ``input_shape`` as it will see it, padding included.
 
     Example:
-        >>> build_conv(conv, (None, 56, 56, 64))
+        >>> conv = keras.layers.Conv2D(8, 3, strides=2, padding="valid")
+        >>> build_conv(conv, (None, 56, 56, 64)); tuple(conv.kernel.shape)
+        (3, 3, 64, 8)
     """
     pad = explicit_padding(conv)
     batch, height, width, channels = input_shape
@@ -122,7 +126,9 @@ def apply_conv(conv, x):
     TensorFlow (:func:`grouped_conv`).
 
     Example:
-        >>> y = apply_conv(block.conv2, x)
+        >>> conv = keras.layers.Conv2D(8, 3, strides=2, padding="valid")
+        >>> tuple(apply_conv(conv, np.ones((1, 8, 8, 4), "float32")).shape)
+        (1, 4, 4, 8)
     """
     pad = explicit_padding(conv)
     if pad:
@@ -139,7 +145,10 @@ def grouped_conv(conv, x):
     than this on ResNeXt-50's stages (2-core CPU, batch 8).
 
     Example:
-        >>> y = grouped_conv(block.conv2, x)  # the same as block.conv2(x)
+        >>> conv = keras.layers.Conv2D(8, 3, groups=2, padding="same")
+        >>> x = np.ones((1, 6, 6, 4), "float32"); conv.build(x.shape)
+        >>> np.allclose(grouped_conv(conv, x), conv(x), atol=1e-5)
+        True
     """
     kernel = ops.cast(conv.kernel, x.dtype)
     outputs = [
@@ -170,6 +179,7 @@ def make_drop_path(rate, dtype):
     branch; identity at inference.
 
     Example:
-        >>> drop = make_drop_path(0.1, "float32")
+        >>> make_drop_path(0.1, "float32").noise_shape
+        (None, 1, 1, 1)
     """
     return keras.layers.Dropout(rate, noise_shape=(None, 1, 1, 1), dtype=dtype, name="drop_path")

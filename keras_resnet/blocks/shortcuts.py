@@ -78,7 +78,7 @@ def zero_pad(x, strides, out_channels):
     """§3.3, option A: ``x`` subsampled by ``strides``, its new channels zero-padded.
 
     Example:
-        >>> zero_pad(keras.ops.ones((1, 8, 8, 16)), 2, 32).shape
+        >>> tuple(zero_pad(keras.ops.ones((1, 8, 8, 16)), 2, 32).shape)
         (1, 4, 4, 32)
     """
     if strides > 1:
@@ -96,7 +96,7 @@ def average_down(x, strides, dilation_rate):
     zero-padded bottom and right edge (the zeros counted), so its weights give its outputs.
 
     Example:
-        >>> average_down(keras.ops.ones((1, 8, 8, 16)), 2, 1).shape
+        >>> tuple(average_down(keras.ops.ones((1, 8, 8, 16)), 2, 1).shape)
         (1, 4, 4, 16)
     """
     if strides > 1:
@@ -113,7 +113,9 @@ def make_projection(owner, normalized):
     strides in its average pool instead.
 
     Example:
-        >>> make_projection(block, normalized=True)
+        >>> block = keras_resnet.ResidualBlock(8, strides=2, shortcut="projection")
+        >>> make_projection(block, normalized=True); block.shortcut_conv.strides
+        (2, 2)
     """
     strides = 1 if owner.avg_down else owner.strides
     spec = ConvSpec("shortcut_conv", "shortcut_bn", owner.output_channels, 1, strides, 1, 1)
@@ -126,7 +128,10 @@ def build_projection(owner, input_shape):
     """Build ``owner``'s projection for the block input ``input_shape``.
 
     Example:
-        >>> build_projection(block, (None, 56, 56, 64))
+        >>> block = keras_resnet.ResidualBlock(8, strides=2, shortcut="projection")
+        >>> make_projection(block, normalized=True)
+        >>> build_projection(block, (None, 56, 56, 4)); tuple(block.shortcut_conv.kernel.shape)
+        (1, 1, 4, 8)
     """
     pooled = spatial_shape(input_shape, owner.strides, input_shape[-1])
     owner.shortcut_conv.build(pooled if owner.avg_down else input_shape)
@@ -138,7 +143,10 @@ def apply_projection(owner, x, training):
     """``owner``'s projection of ``x`` (already BN-ReLU'd in a pre-activation block).
 
     Example:
-        >>> y = apply_projection(block, x, training=False)
+        >>> block = keras_resnet.ResidualBlock(8, strides=2, shortcut="projection")
+        >>> make_projection(block, normalized=True)
+        >>> tuple(apply_projection(block, np.ones((1, 8, 8, 4), "float32"), False).shape)
+        (1, 4, 4, 8)
     """
     if owner.avg_down:
         x = average_down(x, owner.strides, owner.dilation_rate)
