@@ -199,3 +199,251 @@ def test_branch_outputs_add_up_to_the_block_output(cls, shortcut):
     assert (outputs["shortcut"] is None) == (shortcut == "none")
     assert set(block.responses_3x3) <= set(outputs) and y.shape == outputs["residual"].shape
     assert len(block.batch_norms) == (2 if cls is ResidualBlock else 3) + (shortcut == "projection")
+
+
+# --- weight paths and files of today's blocks ---------------------------------------------
+
+# The sublayers of a block named "b" built on 8x8 inputs, in weight order, as the blocks wrote
+# them before they were made of parts: "conv:k" is conv/kernel, "conv:kb" adds conv/bias, and
+# "bn:bn" is bn/gamma, bn/beta, bn/moving_mean, bn/moving_variance. Old .keras files and the
+# weight converters (keras_resnet.weights) rely on these paths.
+R, B = ResidualBlock, BottleneckBlock
+POST = "conv1:k bn1:bn conv2:k bn2:bn"
+PRE = "conv1:k bn1:bn conv2:kb"
+POST3 = "conv1:k bn1:bn conv2:k bn2:bn conv3:k bn3:bn"
+PRE3 = "conv1:k bn1:bn conv2:k bn2:bn conv3:kb"
+SE, PROJ, PREACT = "se_reduce:kb se_expand:kb", "shortcut_conv:k shortcut_bn:bn", "preact_bn:bn"
+WEIGHT_PATHS = []
+for _cls, (_post, _pre) in ((R, (POST, PRE)), (B, (POST3, PRE3))):
+    for _shortcut in ("identity", "zero_pad", "projection", "none"):
+        _proj = _shortcut == "projection"
+        WEIGHT_PATHS += [
+            (_cls, dict(shortcut=_shortcut), " ".join([PROJ] * _proj + [_post])),
+            (_cls, dict(shortcut=_shortcut, se_ratio=0.25), " ".join([PROJ] * _proj + [SE, _post])),
+            (_cls, dict(shortcut=_shortcut, preactivation=True),
+             " ".join([PREACT] + ["shortcut_conv:kb"] * _proj + [_pre])),
+            (_cls, dict(shortcut=_shortcut, preactivation=True, se_ratio=0.25),
+             " ".join([PREACT] + ["shortcut_conv:kb"] * _proj + [SE, _pre])),
+        ]
+WEIGHT_PATHS += [
+    (R, dict(shortcut="projection", avg_down=True, strides=2), f"{PROJ} {POST}"),
+    (B, dict(shortcut="projection", avg_down=True, se_ratio=0.25, strides=2), f"{PROJ} {SE} {POST3}"),
+    (R, dict(shortcut="projection", drop_path_rate=0.1, use_bias=True, strides=2),
+     "shortcut_conv:kb shortcut_bn:bn conv1:kb bn1:bn conv2:kb bn2:bn"),
+    (B, dict(shortcut="projection", groups=2, base_width=32, stride_position="3x3", strides=2,
+             zero_init_residual=True), f"{PROJ} {POST3}"),
+    (B, dict(shortcut="projection", preactivation=True, use_bias=True, drop_path_rate=0.2),
+     "preact_bn:bn shortcut_conv:kb conv1:kb bn1:bn conv2:kb bn2:bn conv3:kb"),
+    (R, dict(shortcut="zero_pad", preactivation=True, use_bias=True, strides=2),
+     "preact_bn:bn conv1:kb bn1:bn conv2:kb"),
+]
+VARIABLES = {"k": ["kernel"], "kb": ["kernel", "bias"],
+             "bn": ["gamma", "beta", "moving_mean", "moving_variance"]}
+
+
+def _expand(paths):
+    return [f"b/{layer}/{variable}" for token in paths.split()
+            for layer, kind in [token.split(":")] for variable in VARIABLES[kind]]
+
+
+@pytest.mark.parametrize("cls,kwargs,paths", WEIGHT_PATHS,
+                         ids=[f"{c.__name__}-{sorted(k.items())}" for c, k, _ in WEIGHT_PATHS])
+def test_weight_paths_and_order_are_those_of_the_blocks_before_parts(cls, kwargs, paths):
+    block = cls(8, name="b", **kwargs)
+    in_channels = 8 * cls.expansion if kwargs["shortcut"] == "identity" else 4 * cls.expansion
+    block.build((None, 8, 8, in_channels))
+    assert [w.path for w in block.weights] == _expand(paths)
+
+
+def test_weight_paths_of_option_b_and_c_are_those_of_the_kinds_they_give():
+    for option, kind, in_channels, strides in (("B", "projection", 4, 2), ("b", "identity", 8, 1),
+                                               ("C", "projection", 8, 1), ("a", "zero_pad", 4, 2)):
+        asked, explicit = (ResidualBlock(8, strides=strides, shortcut=s, name="b")
+                           for s in (option, kind))
+        for block in (asked, explicit):
+            block.build((None, 8, 8, in_channels))
+        assert asked.shortcut_kind == kind and asked.shortcut == option.upper()
+        assert [w.path for w in asked.weights] == [w.path for w in explicit.weights]
+
+
+def _legacy_blocks_model():
+    """The model of tests/fixtures/legacy/blocks.keras, as make_legacy_fixtures builds it."""
+    inputs = keras.Input((16, 16, 8))
+    x = ResidualBlock(8, name="basic_identity")(inputs)
+    x = ResidualBlock(16, strides=2, shortcut="zero_pad", name="basic_zero_pad")(x)
+    x = ResidualBlock(16, shortcut="none", name="basic_plain")(x)
+    x = ResidualBlock(24, strides=2, shortcut="projection", se_ratio=0.25, drop_path_rate=0.1,
+                      zero_init_residual=True, name="basic_se")(x)
+    x = BottleneckBlock(4, strides=1, shortcut="projection", groups=2, base_width=32,
+                        stride_position="3x3", dilation_rate=2, first_dilation_rate=1,
+                        name="bottleneck_grouped")(x)
+    x = BottleneckBlock(4, strides=2, shortcut="projection", avg_down=True, se_ratio=0.25,
+                        name="bottleneck_d")(x)
+    x = BottleneckBlock(4, shortcut="identity", preactivation=True, momentum=0.99,
+                        epsilon=1.001e-5, name="bottleneck_preact")(x)
+    x = ResidualBlock(16, strides=1, shortcut="projection", preactivation=True, use_bias=True,
+                      name="basic_preact_projection")(x)
+    return keras.Model(inputs, x, name="legacy_blocks")
+
+
+def _h5_datasets(keras_file, folder):
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as archive:
+        archive.extract("model.weights.h5", folder)
+    found = {}
+    with h5py.File(folder / "model.weights.h5") as store:
+        store.visititems(lambda name, item: found.update(
+            {name: item.shape} if isinstance(item, h5py.Dataset) else {}))
+    return found
+
+
+def test_a_saved_file_stores_the_weights_where_old_files_have_them(tmp_path):
+    import pathlib
+
+    legacy = pathlib.Path(__file__).resolve().parent / "fixtures" / "legacy" / "blocks.keras"
+    _legacy_blocks_model().save(tmp_path / "new.keras")
+    old = _h5_datasets(legacy, tmp_path / "old")
+    assert _h5_datasets(tmp_path / "new.keras", tmp_path / "new") == old
+    assert any("/batch_norms/" in name for name in old)  # the BNs' place in the file
+
+
+# --- one vocabulary for batch norm ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ResidualBlock, BottleneckBlock])
+def test_batch_norm_options_take_either_spelling_and_write_the_bn_one(cls):
+    synced = keras.backend.backend() == "tensorflow"  # synchronized BN is TensorFlow's only
+    new = cls(8, bn_momentum=0.97, bn_epsilon=1e-3, bn_synchronized=synced, name="b")
+    old = cls(8, momentum=0.97, epsilon=1e-3, synchronized=synced, name="b")
+    assert new.get_config() == old.get_config()
+    config = new.get_config()
+    assert (config["bn_momentum"], config["bn_epsilon"], config["bn_synchronized"]) == (0.97, 1e-3, synced)
+    assert not {"momentum", "epsilon", "synchronized"} & set(config)
+    old.build((None, 8, 8, 8 * cls.expansion))
+    assert all((bn.momentum, bn.epsilon, bn.synchronized) == (0.97, 1e-3, synced)
+               for bn in old.batch_norms)
+    defaults = cls(8).get_config()
+    assert (defaults["bn_momentum"], defaults["bn_epsilon"], defaults["bn_synchronized"]) == (0.9, 1e-5, False)
+
+
+@pytest.mark.parametrize("new,old", [("bn_momentum", "momentum"), ("bn_epsilon", "epsilon"),
+                                     ("bn_synchronized", "synchronized")])
+def test_both_spellings_of_one_batch_norm_option_are_refused(new, old):
+    from keras_resnet.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=f"`{new}` and `{old}` are one option") as error:
+        ResidualBlock(8, **{new: 0.5, old: 0.5})
+    assert "\n" not in str(error.value)
+
+
+def test_an_old_config_with_old_spellings_gives_the_same_block():
+    block = BottleneckBlock(4, shortcut="projection", bn_momentum=0.99, bn_epsilon=1.001e-5)
+    config = block.get_config()
+    old_config = {k: v for k, v in config.items() if not k.startswith(("bn_", "outputs_"))}
+    old_config.update(momentum=0.99, epsilon=1.001e-5, synchronized=False)
+    assert BottleneckBlock.from_config(old_config).get_config() == config
+
+
+# --- the shortcut options of §3.3 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("option,in_channels,strides,kind", [
+    ("A", 8, 1, "identity"), ("A", 4, 1, "zero_pad"), ("A", 8, 2, "zero_pad"),
+    ("B", 8, 1, "identity"), ("B", 4, 1, "projection"), ("B", 8, 2, "projection"),
+    ("C", 8, 1, "projection"), ("c", 4, 2, "projection"), ("b", 8, 1, "identity"),
+])
+def test_options_a_b_c_decide_the_shortcut_from_the_input(option, in_channels, strides, kind):
+    block = ResidualBlock(8, strides=strides, shortcut=option)
+    x = _random_input((2, 8, 8, in_channels))
+    y = block(x)
+    assert block.shortcut_kind == kind and block.shortcut == option.upper()
+    assert hasattr(block, "shortcut_conv") == (kind == "projection")
+    # The same block as the kind asked for by name, given the same weights.
+    explicit = ResidualBlock(8, strides=strides, shortcut=kind)
+    explicit(x)
+    explicit.set_weights(block.get_weights())
+    np.testing.assert_allclose(explicit(x), y, atol=1e-6)
+    assert block.multiply_adds(x.shape) == explicit.multiply_adds(x.shape)
+    rebuilt = ResidualBlock.from_config(block.get_config())
+    assert rebuilt.get_config() == block.get_config()
+
+
+def test_option_b_in_a_functional_model_round_trips_through_a_keras_file(tmp_path):
+    inputs = keras.Input((8, 8, 16))
+    x = BottleneckBlock(4, shortcut="B", name="keeps")(inputs)
+    x = BottleneckBlock(8, strides=2, shortcut="B", avg_down=True, name="changes")(x)
+    model = keras.Model(inputs, x)
+    assert [layer.shortcut_kind for layer in model.layers[1:]] == ["identity", "projection"]
+    x = _random_input((2, 8, 8, 16))
+    model.save(tmp_path / "b.keras")
+    loaded = keras.saving.load_model(tmp_path / "b.keras")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(shortcut="D"), r"`shortcut` must be one of .*'A', 'B', 'C'.*got 'D'"),
+    (dict(shortcut="A", avg_down=True), r"`avg_down=True`.*got shortcut='A'"),
+    (dict(shortcut="identity", strides=2), r"`shortcut='identity'` needs `strides=1`"),
+])
+def test_bad_shortcut_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ResidualBlock(8, **kwargs)
+
+
+# --- the pre-activated input as a second output -----------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ResidualBlock, BottleneckBlock])
+def test_outputs_preactivation_needs_a_pre_activation_block(cls):
+    from keras_resnet.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="`outputs_preactivation=True`.*preactivation=False"):
+        cls(8, outputs_preactivation=True)
+    with pytest.raises(InvalidArgument, match="`outputs_preactivation` must be True or False"):
+        cls(8, preactivation=True, outputs_preactivation="yes")
+
+
+def _preactivation_model():
+    """A pre-activation stage whose strided block's BN-ReLU'd input is tapped (ResNet-50 V2)."""
+    inputs = keras.Input((8, 8, 16))
+    x = BottleneckBlock(4, shortcut="identity", preactivation=True, name="b1")(inputs)
+    y, tap = BottleneckBlock(8, strides=2, shortcut="B", preactivation=True,
+                             outputs_preactivation=True, name="b2")(x)
+    return keras.Model(inputs, [y, tap])
+
+
+def test_outputs_preactivation_taps_the_blocks_bn_relu_input_in_a_functional_model(tmp_path):
+    model = _preactivation_model()
+    assert model.output_shape == [(None, 4, 4, 32), (None, 8, 8, 16)]
+    block = model.get_layer("b2")
+    assert block.compute_output_shape((None, 8, 8, 16)) == ((None, 4, 4, 32), (None, 8, 8, 16))
+    _randomize_batch_norms(block, seed=5)
+    x = _random_input((2, 8, 8, 16))
+    y, tap = model(x, training=False)
+    first = model.get_layer("b1")(x, training=False)
+    np.testing.assert_allclose(tap, ops.relu(block.preact_bn(first, training=False)), atol=1e-5)
+    plain = BottleneckBlock.from_config({**block.get_config(), "outputs_preactivation": False})
+    plain(first)
+    plain.set_weights(block.get_weights())
+    np.testing.assert_allclose(y, plain(first, training=False), atol=1e-5)
+    model.save(tmp_path / "tap.keras")
+    loaded = keras.saving.load_model(tmp_path / "tap.keras")
+    for got, expected in zip(loaded(x, training=False), (y, tap)):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert loaded.get_layer("b2").get_config() == block.get_config()
+
+
+def test_the_old_batch_norm_names_still_read_the_settings():
+    block = ResidualBlock(8, bn_momentum=0.97, bn_epsilon=1e-3)
+    assert (block.momentum, block.epsilon, block.synchronized) == (0.97, 1e-3, False)
+
+
+def test_synchronized_batch_norm_off_tensorflow_is_refused_at_construction(monkeypatch):
+    from keras_resnet.errors import InvalidArgument
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(InvalidArgument, match="`bn_synchronized=True`.*'jax'"):
+        ResidualBlock(8, synchronized=True)
