@@ -53,7 +53,19 @@ def _print_run(result):
 
 def train_config(args):
     """The :class:`~keras_resnet.train.config.RunConfig` of parsed ``train`` flags: the one
-    place the command line's flags become a run (``--weights`` makes it a fine-tuning run)."""
+    place the command line's flags become a run (``--weights`` makes it a fine-tuning run).
+
+    Args:
+        args: ``build_parser().parse_args(["train", ...])``.
+
+    Returns:
+        The RunConfig; ``keras_resnet.runs.train``/``fine_tune`` build the same from the same
+        options.
+
+    Example:
+        >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
+        2
+    """
     from keras_resnet.recipes import parse_overrides
     from keras_resnet.train.config import (DataConfig, FineTuneConfig, HardwareConfig,
                                            OutputConfig, RecipeConfig, RunConfig)
