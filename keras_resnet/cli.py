@@ -51,34 +51,56 @@ def _print_run(result):
     print(f"run directory: {result['run_dir']}")
 
 
-def _train(args):
-    from keras_resnet import runs
+def train_config(args):
+    """The :class:`~keras_resnet.train.config.RunConfig` of parsed ``train`` flags: the one
+    place the command line's flags become a run (``--weights`` makes it a fine-tuning run).
+
+    Args:
+        args: ``build_parser().parse_args(["train", ...])``.
+
+    Returns:
+        The RunConfig; ``keras_resnet.runs.train``/``fine_tune`` build the same from the same
+        options.
+
+    Example:
+        >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
+        2
+    """
+    from keras_resnet.recipes import parse_overrides
+    from keras_resnet.train.config import (DataConfig, FineTuneConfig, HardwareConfig,
+                                           OutputConfig, RecipeConfig, RunConfig)
 
     options = {}
     if args.shortcut:
         options["shortcut"] = args.shortcut
     if args.plain:
         options["residual"] = False
-    common = dict(
-        run_dir=args.output_dir, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, strategy=args.strategy, precision=args.precision,
-        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        steps_per_execution=args.steps_per_execution, fast_path=args.fast_path,
-        resume=args.resume, data_dir=args.data_dir, download=args.download, seed=args.seed,
-        model_options=options, export=args.export, task=args.task,
-    )
-    from keras_resnet.recipes import parse_overrides
-
-    common["recipe_overrides"] = parse_overrides(args.set)
+    recipe = args.recipe
+    if args.weights and recipe in (None, "paper"):
+        recipe = "imagenet"  # the paper's recipe of a pretrained (ImageNet) backbone
+    fine_tune = None
     if args.weights:
-        if args.recipe not in (None, "paper"):
-            common["recipe"] = args.recipe
-        result = runs.fine_tune(args.model, args.dataset, weights=args.weights,
-                                unfreeze=args.unfreeze, head_epochs=args.head_epochs, **common)
-    else:
-        result = runs.train(args.model, args.dataset, recipe=args.recipe,
-                            weight_decay=args.weight_decay, **common)
-    _print_run(result)
+        fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
+                                   unfreeze=args.unfreeze)
+    return RunConfig(
+        model=args.model, task=args.task, seed=args.seed, model_options=options,
+        data=DataConfig(args.dataset, data_dir=args.data_dir, download=args.download),
+        recipe=RecipeConfig(recipe, parse_overrides(args.set), epochs=args.epochs,
+                            batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            weight_decay=args.weight_decay),
+        hardware=HardwareConfig(
+            args.strategy, args.precision,
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+            steps_per_execution=args.steps_per_execution, fast_path=args.fast_path),
+        output=OutputConfig(args.output_dir, resume=args.resume, export=args.export),
+        fine_tune=fine_tune,
+    )
+
+
+def _train(args):
+    from keras_resnet.train import flow
+
+    _print_run(flow.run(train_config(args)))
 
 
 def _evaluate(args):

@@ -84,3 +84,47 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"`run_dir`.*is a file"):
         runs.train("resnet8", "digits", run_dir=str(tmp_path / "file"), epochs=1)
+
+
+@pytest.fixture
+def phases_run(monkeypatch):
+    """The phases each run hands to the one phase flow (which then runs them as usual)."""
+    from keras_resnet.train import flow
+
+    seen, run_phases = [], flow.run_phases
+
+    def spy(net, phases, **kwargs):
+        seen.append(list(phases))
+        return run_phases(net, phases, **kwargs)
+
+    monkeypatch.setattr(flow, "run_phases", spy)
+    return seen
+
+
+def test_fine_tuning_is_training_in_phases_and_run_json_says_what_ran(source_model, tmp_path, phases_run):
+    from keras_resnet.train.config import RunConfig, resolve
+
+    run_dir = str(tmp_path / "run")
+    result = runs.fine_tune("resnet8", "digits", weights=source_model[0], run_dir=run_dir,
+                            epochs=2, head_epochs=1, unfreeze="conv4", verbose=0, export=False)
+    [phases] = phases_run
+    assert [(p.name, p.first_epoch, p.last_epoch, p.unfreeze) for p in phases] == [
+        ("head", 0, 1, "none"), ("backbone", 1, 2, "conv4")]
+    assert phases[1].learning_rate == pytest.approx(phases[0].learning_rate / 10)
+    assert phases[0].backup_dir == os.path.join(run_dir, "backup", "head")
+    recorded = json.load(open(os.path.join(run_dir, "run.json")))
+    assert recorded["config"] == result["config"]
+    assert RunConfig.from_dict(recorded["config"]) == resolve(RunConfig.from_options(
+        "resnet8", "digits", weights=source_model[0], run_dir=run_dir, epochs=2, head_epochs=1,
+        unfreeze="conv4", verbose=0, export=False, recipe="imagenet"))
+    assert (recorded["head_epochs"], recorded["unfreeze"], recorded["epochs"]) == (1, "conv4", 2)
+
+
+def test_plain_training_is_one_phase_of_the_same_flow(tmp_path, phases_run):
+    result = runs.train("resnet8", "digits", run_dir=str(tmp_path / "r"), epochs=1, verbose=0,
+                        export=False)
+    [[phase]] = phases_run
+    assert (phase.name, phase.first_epoch, phase.last_epoch, phase.unfreeze) == ("train", 0, 1, None)
+    assert phase.learning_rate == result["learning_rate"] == pytest.approx(0.1 * 32 / 128)
+    assert result["config"]["recipe"]["epochs"] == 1 and result["config"]["fine_tune"] is None
+    assert len(result["history"]) == 1 and not os.path.exists(tmp_path / "r" / "backup")

@@ -1,0 +1,136 @@
+"""The network a run trains: a model for the dataset, or a pretrained backbone with a new
+classifier and the stages fine-tuning unfreezes (Table 1: conv2_x ... conv5_x).
+
+Example:
+    >>> model = keras_resnet.ResNet20()
+    >>> set_trainable(model, None)  # phase 1: the classifier alone
+    >>> [layer.name for layer in model.layers if layer.trainable]
+    ['predictions']
+"""
+
+import os
+
+import keras
+
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.evaluation import check_fits_dataset
+from keras_resnet.models import get_model
+from keras_resnet.saving import load_model
+from keras_resnet.train.compile import head_activation
+from keras_resnet.train.config import UNFREEZE
+
+
+def build_model(model, info, options, recipe):
+    """A model for the dataset, carrying its preprocessing: a model name, a ``.keras`` file
+    or a model (a sigmoid head for multi-label data and binary cross-entropy recipes; the
+    recipe's stochastic depth; any input size while it trains at FixRes' smaller crops)."""
+    if isinstance(model, str) and not model.endswith(".keras"):
+        options = {"classifier_activation": head_activation(recipe, info.multilabel), **options}
+        if recipe.drop_path_rate:
+            options.setdefault("drop_path_rate", recipe.drop_path_rate)
+        shape = tuple(info.image_shape)
+        if recipe.train_size_fraction != 1.0:
+            shape = (None, None, shape[-1])
+        return get_model(model, input_shape=shape, classes=info.num_classes,
+                         preprocessing=info.preprocessing, **options)
+    if recipe.train_size_fraction != 1.0 or recipe.drop_path_rate:
+        raise InvalidArgument(f"Recipe {recipe.name!r} trains at smaller crops (FixRes) or drops "
+                              "paths, which a built model cannot take up; give a model name, or "
+                              "--set train_size_fraction=1 --set drop_path_rate=0.")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, compile=False)
+    check_fits_dataset(model, info)
+    return preprocessing_lib.attach(model, info.preprocessing)
+
+
+def at_input_size(net, info):
+    """``net`` (sharing its layers) with the dataset's fixed input size: a model trained on
+    FixRes' smaller crops is saved and exported at the size it is evaluated at."""
+    if tuple(net.input_shape[1:]) == tuple(info.image_shape):
+        return net
+    return keras.models.clone_model(net, input_tensors=keras.Input(shape=info.image_shape),
+                                    clone_function=lambda layer: layer)
+
+
+def pretrained_backbone(model, weights, options):
+    """The pretrained network up to its global average pooling, with its preprocessing:
+    ``weights`` a weight set name or file for model ``model``, or a ``.keras`` classifier."""
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".keras"):
+        source = load_model(weights, compile=False)
+        try:
+            pooled = source.get_layer("avg_pool").output
+        except ValueError:
+            raise InvalidArgument(
+                f"`weights` model {os.fspath(weights)!r} has no 'avg_pool' layer to put a new "
+                "classifier on; use a model built by keras_resnet."
+            ) from None
+        return keras.Model(source.inputs, pooled, name=source.name)
+    if not isinstance(model, str):
+        raise InvalidArgument(f"`model` must be a model name with `weights={weights!r}`; got {model!r}.")
+    return get_model(model, weights=weights, include_top=False, pooling="avg", **options)
+
+
+def classifier(backbone, info, activation="softmax"):
+    """``backbone`` with a new ``predictions`` layer for the dataset's classes (softmax, or
+    sigmoid for multi-label data and binary cross-entropy; the paper's weight decay on its
+    kernel), carrying the dataset's class names (and thresholds)."""
+    outputs = keras.layers.Dense(
+        info.num_classes, activation=activation,
+        name="predictions", kernel_regularizer=keras.regularizers.L2(5e-5), dtype="float32",
+    )(backbone.output)
+    net = keras.Model(backbone.inputs, outputs, name=backbone.name)
+    preprocessing = preprocessing_lib.of(net).with_class_names(
+        info.class_names, info.preprocessing.thresholds)
+    return preprocessing_lib.attach(net, preprocessing)
+
+
+def _stage_number(name):
+    """2 .. 5 for the layers of conv2_x .. conv5_x (Table 1), 1 for the stem, None for the head."""
+    if name == "predictions":
+        return None
+    stem = name.split("_")[0]
+    if stem.startswith("conv") and stem[4:].isdigit():
+        return int(stem[4:])
+    return 1
+
+
+def check_unfreeze(net, unfreeze):
+    if unfreeze not in UNFREEZE:
+        raise InvalidArgument(f"`unfreeze` must be one of {', '.join(UNFREEZE)}; got {unfreeze!r}.")
+    if unfreeze in ("all", "none"):
+        return
+    stages = sorted({_stage_number(layer.name) for layer in net.layers} - {None, 1})
+    if int(unfreeze[4:]) not in stages:
+        raise InvalidArgument(
+            f"`unfreeze` {unfreeze!r} names no stage of {net.name!r}; its stages are "
+            f"{', '.join(f'conv{s}' for s in stages)} (or 'all')."
+        )
+
+
+def set_trainable(net, unfreeze, train_bn=False):
+    """Phase 1 (``unfreeze=None``): only the classifier trains. Phase 2: also the stages from
+    ``unfreeze`` on ("conv4": conv4_x and conv5_x; "all": every layer). Frozen layers, and every
+    BatchNormalization unless ``train_bn``, run in inference mode: moving statistics stay.
+
+    Example:
+        >>> model = keras_resnet.ResNet20()
+        >>> set_trainable(model, "conv4")
+        >>> [layer.name for layer in model.layers if layer.trainable]
+        ['conv4_block1', 'conv4_block2', 'conv4_block3', 'predictions']
+    """
+    first = {"all": 1, "none": None, None: None}.get(unfreeze)
+    if first is None and unfreeze not in (None, "none"):
+        first = int(unfreeze[4:])
+    for layer in net.layers:
+        stage = _stage_number(layer.name)
+        layer.trainable = stage is None or (first is not None and stage >= first)
+        if layer.trainable and not train_bn:
+            for sublayer in _batch_norms(layer):
+                sublayer.trainable = False
+
+
+def _batch_norms(layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer]
+    return list(getattr(layer, "batch_norms", []))

@@ -1,0 +1,236 @@
+"""Compiling a model with a recipe: optimizer, the paper's weight decay, loss and metrics.
+
+§3.4 (ImageNet): SGD, mini-batch 256, momentum 0.9, weight decay 1e-4, learning rate 0.1
+divided by 10 when the error plateaus. §4.2 (CIFAR-10): mini-batch 128, learning rate 0.1.
+
+Weight decay is the paper's: an L2 term whose gradient is ``1e-4 * w``, i.e. Keras
+``L2(5e-5)`` on every conv and dense kernel. It is *not* ``SGD(weight_decay=...)``, which is
+decoupled decay applied outside the momentum. It has one source: the model's regularizers, set
+when the model is built (``ResNet20(weight_decay=1e-4)``, the default, or any
+``kernel_regularizer``); :func:`compile_model` replaces them only when given ``weight_decay``.
+
+What the task decides (single-label or multi-label: the head's activation, the loss, the
+metrics, the watched metric) is gathered in one section below, each function taking the
+multi-label decision as its one task argument.
+
+Backend-neutral (Keras and NumPy only).
+
+Example:
+    >>> model = keras_resnet.ResNet20()
+    >>> _ = compile_model(model, "cifar", global_batch_size=128)
+    >>> round(float(model.optimizer.learning_rate), 3)
+    0.1
+"""
+
+import dataclasses
+
+import keras
+
+from keras_resnet import devices
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.models import walk_layers
+from keras_resnet.multilabel import TASKS
+from keras_resnet.recipes import (
+    PAPER,
+    get_recipe,
+    learning_rate_schedule,
+    make_optimizer,
+    peak_learning_rate,
+)
+
+
+def apply_weight_decay(model, weight_decay, *, bias=False, norm=False):
+    """Put the paper's weight decay on every conv and dense kernel of ``model``.
+
+    Sets ``L2(weight_decay / 2)`` (gradient ``weight_decay * w``) on the kernel variables and in
+    the layers' configs, so a saved model keeps it. Replaces any earlier kernel regularizer;
+    ``weight_decay=0`` removes it. ``bias`` and ``norm`` put it on biases and on
+    BatchNormalization's gamma and beta too (torchvision's recipe decays biases); otherwise
+    they carry none.
+
+    Example:
+        >>> model = apply_weight_decay(keras_resnet.ResNet20(weight_decay=0), 1e-4)
+        >>> float(model.get_layer("conv1").kernel_regularizer.l2)
+        5e-05
+    """
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise InvalidArgument(f"`weight_decay` must be a number >= 0; got {weight_decay!r}.")
+    regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    decayed = {"kernel": regularizer, "bias": regularizer if bias else None,
+               "gamma": regularizer if norm else None, "beta": regularizer if norm else None}
+    for layer in walk_layers(model):
+        if hasattr(layer, "kernel_regularizer"):
+            layer.kernel_regularizer = regularizer  # the config (blocks pass it to their convs)
+        for kind in ("bias", "gamma", "beta"):
+            if hasattr(layer, f"{kind}_regularizer"):
+                setattr(layer, f"{kind}_regularizer", decayed[kind])
+        for variable in layer.trainable_weights:
+            kind = variable.path.rsplit("/", 1)[-1]
+            if kind in decayed:  # kernels always; biases and BN's gamma/beta when asked
+                variable.regularizer = decayed[kind]
+    return model
+
+
+def metrics(one_hot=False):
+    """The paper's measures: top-1 and top-5 accuracy (Tables 3-5 report their errors), of
+    class ids, or of one-hot (or mixed) targets as modern recipes give them."""
+    if one_hot:
+        return [keras.metrics.CategoricalAccuracy(name="top1"),
+                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="top1"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+    ]
+
+
+def multilabel_metrics():
+    """Measures of a multi-label model while it trains: ``pr_auc``, the precision-recall AUC
+    averaged over classes (Keras' interpolated estimate of mAP; ``keras_resnet.multilabel``
+    computes the exact mAP once training ends), and ``f1``, macro F1 at 0.5."""
+    return [
+        keras.metrics.AUC(curve="PR", multi_label=True, num_thresholds=200, name="pr_auc"),
+        keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The task's decisions. Each takes the multi-label decision (``multilabel``) as its one task
+# argument; :func:`is_multilabel` makes that decision from a model, a task name and a recipe.
+
+def head_activation(recipe, multilabel):
+    """The output activation a task and recipe train: a sigmoid per class for multi-label
+    data and for binary cross-entropy (RSB), else softmax."""
+    return "sigmoid" if multilabel or get_recipe(recipe).loss == "binary_cross_entropy" else "softmax"
+
+
+def is_multilabel(model, task="auto", recipe="cifar"):
+    """Whether ``model`` trains as a multi-label classifier: ``task`` "multilabel" or
+    "single_label", or "auto": multi-label when its preprocessing carries thresholds. The
+    output activation must fit (:func:`head_activation`): sigmoid for multi-label and for a
+    binary cross-entropy recipe, softmax otherwise.
+
+    Example:
+        >>> is_multilabel(keras_resnet.ResNet20())
+        False
+    """
+    if task not in TASKS:
+        raise InvalidArgument(f"`task` must be one of {', '.join(map(repr, TASKS))}; got {task!r}.")
+    if task == "auto":
+        recipe_of_inputs = preprocessing_lib.of(model)
+        multilabel = recipe_of_inputs is not None and recipe_of_inputs.multilabel
+    else:
+        multilabel = task == "multilabel"
+    expected = head_activation(recipe, multilabel)
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+    wrong = {"sigmoid": "softmax", "softmax": "sigmoid"}[expected]
+    if activation == wrong:
+        kind = "multi-label task" if multilabel else (
+            "binary cross-entropy recipe" if expected == "sigmoid" else "single-label task")
+        raise InvalidArgument(
+            f"Model {model.name!r} ends in a {wrong}, which does not fit a {kind}; build it "
+            f"with classifier_activation={expected!r}."
+        )
+    return multilabel
+
+
+def monitored_metric(multilabel):
+    """The validation metric the plateau schedule and the best checkpoint watch."""
+    return "val_pr_auc" if multilabel else "val_top1"
+
+
+def loss_and_metrics(recipe, multilabel):
+    """The loss and metrics a task trains with under ``recipe`` (a Recipe).
+
+    A multi-label task or a binary cross-entropy recipe: binary cross-entropy (smoothing, if
+    any, is in the targets); a modern recipe: categorical cross-entropy of one-hot (mixed)
+    targets with its label smoothing; the paper's: sparse categorical cross-entropy. Metrics:
+    :func:`multilabel_metrics` for a multi-label task, else top-1/top-5 (:func:`metrics`).
+
+    Example:
+        >>> loss, _ = loss_and_metrics(get_recipe("cifar"), multilabel=False)
+        >>> type(loss).__name__
+        'SparseCategoricalCrossentropy'
+    """
+    if multilabel and recipe.label_smoothing:
+        raise InvalidArgument(f"Recipe {recipe.name!r} smooths labels, which is for "
+                              "single-label classes; set label_smoothing=0 for a multi-label task.")
+    if multilabel or recipe.loss == "binary_cross_entropy":
+        loss = keras.losses.BinaryCrossentropy()  # smoothing, if any, is in the targets
+    elif recipe.modern:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    return loss, multilabel_metrics() if multilabel else metrics(one_hot=recipe.modern)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def compile_model(
+    model,
+    recipe="cifar",
+    global_batch_size=None,
+    *,
+    learning_rate=None,
+    weight_decay=None,
+    momentum=None,
+    jit_compile="auto",
+    steps_per_execution="auto",
+    fast_path=True,
+    task="auto",
+    total_steps=None,
+):
+    """Compile ``model`` with a recipe's optimisation (the paper's unless told).
+
+    Args:
+        model: a Keras model with softmax outputs (sigmoid for a multi-label task or a binary
+            cross-entropy recipe).
+        recipe: a name of ``keras_resnet.recipes.RECIPES`` ("cifar", "imagenet",
+            "torchvision_v2", "rsb_a1", ...) or a :class:`Recipe`.
+        global_batch_size: the global batch; the learning rate is scaled from the recipe's
+            (linearly, or by the square root for LAMB recipes). Default: the recipe's.
+        learning_rate, momentum: override the recipe's (peak) values.
+        weight_decay: for the paper's recipes None keeps the model's own regularizers (set when
+            it was built) and a number replaces them with the paper's L2 of that strength (see
+            :func:`apply_weight_decay`); other recipes put their own (or this) decay where the
+            recipe says: L2 regularizers, or the optimizer's decoupled decay.
+        jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
+            measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
+        fast_path: False lets "auto" mean Keras' defaults instead.
+        task: "single_label", "multilabel" or "auto" (:func:`is_multilabel`).
+        total_steps: the run's training steps; cosine schedules and EMA need it.
+
+    Returns:
+        The model, compiled: the paper's recipes with SGD, sparse categorical cross-entropy
+        and ``top1``/``top5`` accuracy; modern ones with one-hot (mixed) targets, categorical
+        or binary cross-entropy (label smoothing in the loss for the former, in the targets
+        for the latter) and the same ``top1``/``top5``; a multi-label task with binary
+        cross-entropy and :func:`multilabel_metrics`.
+
+    Example:
+        >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
+        >>> round(float(model.optimizer.learning_rate), 3)
+        0.2
+    """
+    recipe = get_recipe(recipe)
+    settings = devices.fast_path(fast_path)
+    jit_compile = settings["jit_compile"] if jit_compile == "auto" else jit_compile
+    if steps_per_execution == "auto":
+        steps_per_execution = settings["steps_per_execution"]
+    batch = recipe.base_batch_size if global_batch_size is None else global_batch_size
+    peak = peak_learning_rate(recipe, batch) if learning_rate is None else learning_rate
+    if recipe.name not in PAPER or weight_decay is not None:
+        if weight_decay is not None:
+            recipe = dataclasses.replace(recipe, weight_decay=weight_decay)
+        coupled = recipe.weight_decay if recipe.weight_decay_style == "l2" else 0
+        apply_weight_decay(model, coupled, bias=recipe.decay_bias, norm=recipe.decay_norm)
+    loss, measures = loss_and_metrics(recipe, is_multilabel(model, task, recipe))
+    model.compile(
+        optimizer=make_optimizer(model, recipe, learning_rate_schedule(recipe, peak, total_steps),
+                                 momentum=momentum, total_steps=total_steps),
+        loss=loss,
+        metrics=measures,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return model

@@ -1,0 +1,269 @@
+"""The train/fine-tune flow: one run is a list of phases over one network.
+
+Plain training is one phase: the whole model, the recipe's learning rate. Fine-tuning is two:
+phase 1 trains a new classifier on the frozen backbone (BatchNormalization in inference mode),
+phase 2 unfreezes the backbone from a named stage at a lower learning rate. Each phase
+compiles, restores its own backup (its optimizer state fits its trainable layers), and fits
+from where the run is. Both write a run directory (``model.keras``, ``best.keras``,
+``history.csv``, ``training_curves.png``, ``logs/``, ``run.json``, ``export/``), resume after a
+kill from ``backup/``, and finish their saving and export on a rerun without training again
+when they were killed after the last epoch.
+
+Example:
+    >>> result = run(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
+    >>> result["config"]["recipe"]["epochs"]  # doctest: +SKIP
+    1
+"""
+
+import dataclasses
+import os
+import time
+
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.models import parse_model_name
+from keras_resnet.recipes import get_recipe, peak_learning_rate
+from keras_resnet.train.backup import restore_backup
+from keras_resnet.train.build import (
+    build_model,
+    check_unfreeze,
+    classifier,
+    pretrained_backbone,
+    set_trainable,
+)
+from keras_resnet.train.callbacks import BestCheckpoint, paper_callbacks
+from keras_resnet.train.compile import compile_model, head_activation, monitored_metric
+from keras_resnet.train.config import RunConfig, resolve
+from keras_resnet.train.results import finish
+from keras_resnet.train.setup import load_splits, set_up_run
+
+# The CIFAR nets that warm up (§4.2: ResNet-110 at 0.01 until the training error is < 80%).
+WARMUP_MODELS = ("resnet110", "resnet1202")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of a run: epochs ``first_epoch`` to ``last_epoch`` (of the run's) at one
+    learning rate, backed up to its own ``backup_dir``.
+
+    Fields:
+        unfreeze: None trains the model as built (plain training); "none" the classifier
+            alone; "conv2" .. "conv5" or "all" also the backbone from that stage on
+            (:func:`~keras_resnet.train.build.set_trainable`, with ``train_bn``).
+        warmup: add §4.2's warm-up.
+        scale_schedule: scale the CIFAR step schedule's milestones to this phase's iterations.
+
+    Example:
+        >>> Phase("head", 0, 5, 0.0125, "runs/x/backup/head", unfreeze="none").last_epoch
+        5
+    """
+
+    name: str
+    first_epoch: int
+    last_epoch: int
+    learning_rate: float
+    backup_dir: str
+    unfreeze: str = None
+    train_bn: bool = False
+    warmup: bool = False
+    scale_schedule: bool = False
+
+
+def run_phases(net, phases, *, config, setup, splits, recipe):
+    """Train ``net`` through ``phases``, resuming each from its backup.
+
+    Args:
+        net: the network (built in ``setup.strategy``'s scope).
+        phases: :class:`Phase` objects, in order.
+        config: the resolved :class:`~keras_resnet.train.config.RunConfig`.
+        setup: the run's :class:`~keras_resnet.train.setup.RunSetup`.
+        splits: the run's :class:`~keras_resnet.train.setup.Splits`.
+        recipe: the run's Recipe.
+
+    Returns:
+        The epochs the first resumed backup covered (0: nothing resumed).
+
+    Example:
+        >>> run_phases(net, [Phase("train", 0, 2, 0.1, "r/backup")], config=config, setup=setup, splits=splits, recipe=recipe)  # doctest: +SKIP
+        0
+    """
+    hardware, epochs = config.hardware, config.recipe.epochs
+    steps = splits.info.num_examples // setup.global_batch if splits.info.num_examples else None
+    monitor = monitored_metric(splits.info.multilabel)
+    resumed, best = 0, None
+    for phase in phases:
+        iterations = steps * (phase.last_epoch - phase.first_epoch) if steps else None
+        with setup.strategy.scope():
+            if phase.unfreeze is not None:
+                set_trainable(net, phase.unfreeze, phase.train_bn)
+            compile_model(net, recipe, setup.global_batch, learning_rate=phase.learning_rate,
+                          weight_decay=config.recipe.weight_decay,
+                          jit_compile=hardware.jit_compile,
+                          steps_per_execution=hardware.steps_per_execution,
+                          fast_path=hardware.fast_path, total_steps=iterations)
+        done = restore_backup(net, phase.backup_dir)
+        if done:
+            print(f"Resuming from the backup in {phase.backup_dir}: {done} of {epochs} epochs done.")
+            resumed = resumed or done
+        callbacks = paper_callbacks(
+            setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
+            warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir, monitor=monitor)
+        checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
+        checkpoint.best = best if checkpoint.best is None else checkpoint.best
+        if done < phase.last_epoch:
+            net.fit(splits.train, validation_data=splits.validation, epochs=phase.last_epoch,
+                    initial_epoch=max(phase.first_epoch, done), callbacks=callbacks,
+                    verbose=config.output.verbose, shuffle=False)  # the tf.data pipeline shuffles
+        best = checkpoint.best
+    return resumed
+
+
+def _family(model_name):
+    try:
+        return parse_model_name(model_name)[0]
+    except ValueError:  # a .keras path or a model object: CIFAR recipe unless told
+        return "cifar"
+
+
+def _load_splits(config, setup, recipe, preprocessing=None):
+    return load_splits(config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
+                       download=config.data.download, seed=config.seed,
+                       preprocessing=preprocessing, task=config.task, recipe=recipe)
+
+
+def _finish(net, config, setup, splits, result):
+    result["config"] = config.to_dict()
+    return finish(net, setup.run_dir, splits, result, config.output.export, config.data.data_dir)
+
+
+def train(config):
+    """Train a ResNet from scratch as ``config`` says: one phase, the whole model.
+
+    Args:
+        config: a :class:`~keras_resnet.train.config.RunConfig` without ``fine_tune``.
+
+    Returns:
+        dict: the run's configuration and final test metrics (also written to run.json).
+
+    Example:
+        >>> train(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
+    """
+    config = resolve(config)
+    family = "imagenet" if _family(config.model_name) == "imagenet" else "cifar"
+    recipe = get_recipe(config.recipe.recipe or "paper", config.recipe.recipe_overrides,
+                        family=family)
+    setup = set_up_run(config, family)
+    splits, test_examples = _load_splits(config, setup, recipe)
+    multilabel = splits.info.multilabel
+    with setup.strategy.scope():
+        net = build_model(config.model, splits.info, dict(config.model_options), recipe)
+    rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
+    # §4.2's warm-up waits for a training error below 80%: a single-label measure.
+    phase = Phase("train", 0, config.recipe.epochs, rate, os.path.join(setup.run_dir, "backup"),
+                  warmup=config.model_name in WARMUP_MODELS and not multilabel,
+                  scale_schedule=True)
+    started = time.time()
+    resumed = run_phases(net, [phase], config=config, setup=setup, splits=splits, recipe=recipe)
+    result = setup.record(
+        model=config.model_name, splits=splits, epochs=config.recipe.epochs, started=started,
+        resumed=resumed, test_examples=test_examples, jit_compile=net.jit_compile,
+        steps_per_execution=net.steps_per_execution, fast_path=config.hardware.fast_path,
+        recipe=dataclasses.asdict(recipe), learning_rate=rate,
+        task="multilabel" if multilabel else "single_label",
+    )
+    return _finish(net, config, setup, splits, result)
+
+
+def fine_tune_phases(config, run_dir, head_rate, tune_rate):
+    """Fine-tuning's phases: the new head on the frozen backbone, then (unless ``unfreeze`` is
+    "none" or no epochs are left) the backbone from stage ``unfreeze`` on at ``tune_rate``.
+
+    Example:
+        >>> config = resolve(RunConfig.from_options("resnet8", weights="imagenet", epochs=3, head_epochs=1))
+        >>> [(p.name, p.first_epoch, p.last_epoch) for p in fine_tune_phases(config, "r", 0.1, 0.01)]
+        [('head', 0, 1), ('backbone', 1, 3)]
+    """
+    tuned, epochs = config.fine_tune, config.recipe.epochs
+    # One backup folder a phase: its optimizer state fits that phase's trainable layers.
+    backup = os.path.join(run_dir, "backup")
+    phases = [Phase("head", 0, tuned.head_epochs, head_rate, os.path.join(backup, "head"),
+                    unfreeze="none", train_bn=tuned.train_bn)]
+    if tuned.unfreeze != "none" and epochs > tuned.head_epochs:
+        phases.append(Phase("backbone", tuned.head_epochs, epochs, tune_rate,
+                            os.path.join(backup, "backbone"), unfreeze=tuned.unfreeze,
+                            train_bn=tuned.train_bn))
+    return phases
+
+
+def _fine_tune_recipe(config):
+    """The recipe of a fine-tuning run and the model options it adds (stochastic depth)."""
+    recipe = get_recipe(config.recipe.recipe or "imagenet", config.recipe.recipe_overrides,
+                        family="imagenet")
+    if recipe.train_size_fraction != 1.0:
+        raise InvalidArgument(
+            f"Recipe {recipe.name!r} trains at {recipe.train_size_fraction:.3g} of the input size "
+            "(FixRes); a pretrained backbone keeps its input size. Pass "
+            "recipe_overrides={'train_size_fraction': 1} (--set train_size_fraction=1)."
+        )
+    options = dict(config.model_options)
+    if recipe.drop_path_rate:
+        if config.fine_tune.weights.endswith(".keras"):
+            raise InvalidArgument(f"Recipe {recipe.name!r} drops paths, which a built .keras "
+                                  "model cannot take up; --set drop_path_rate=0.")
+        options.setdefault("drop_path_rate", recipe.drop_path_rate)
+    return recipe, options
+
+
+def fine_tune(config):
+    """Fine-tune pretrained weights as ``config`` says: the phases of :func:`fine_tune_phases`.
+
+    Args:
+        config: a :class:`~keras_resnet.train.config.RunConfig` with ``fine_tune``.
+
+    Returns:
+        dict: the run's configuration and final test metrics (also written to run.json).
+
+    Example:
+        >>> fine_tune(RunConfig.from_options("resnet18", "path/to/images", weights="imagenet"))  # doctest: +SKIP
+    """
+    config = resolve(config)
+    tuned = config.fine_tune
+    recipe, options = _fine_tune_recipe(config)
+    setup = set_up_run(config, "imagenet")
+    with setup.strategy.scope():
+        backbone = pretrained_backbone(config.model, tuned.weights, options)
+    splits, test_examples = _load_splits(config, setup, recipe, preprocessing_lib.of(backbone))
+    multilabel = splits.info.multilabel
+    with setup.strategy.scope():
+        net = classifier(backbone, splits.info, head_activation(recipe, multilabel))
+    check_unfreeze(net, tuned.unfreeze)
+    head_rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
+    tune_rate = tuned.fine_tune_learning_rate or head_rate / 10
+    started = time.time()
+    resumed = run_phases(net, fine_tune_phases(config, setup.run_dir, head_rate, tune_rate),
+                         config=config, setup=setup, splits=splits, recipe=recipe)
+    result = setup.record(
+        model=net.name, splits=splits, epochs=config.recipe.epochs, started=started,
+        resumed=resumed, test_examples=test_examples, head_epochs=tuned.head_epochs,
+        unfreeze=tuned.unfreeze, train_bn=tuned.train_bn, weights=tuned.weights,
+        learning_rate=head_rate, fine_tune_learning_rate=tune_rate,
+        recipe=dataclasses.asdict(recipe), task="multilabel" if multilabel else "single_label",
+    )
+    return _finish(net, config, setup, splits, result)
+
+
+def run(config):
+    """Run ``config``: :func:`fine_tune` when it has a ``fine_tune`` part, else :func:`train`.
+
+    Args:
+        config: a :class:`~keras_resnet.train.config.RunConfig`.
+
+    Returns:
+        dict: the run's configuration and final test metrics (also written to run.json).
+
+    Example:
+        >>> run(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
+    """
+    if not isinstance(config, RunConfig):
+        raise InvalidArgument(f"`config` must be a RunConfig; got {type(config).__name__}.")
+    return fine_tune(config) if config.fine_tune is not None else train(config)

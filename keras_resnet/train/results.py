@@ -1,0 +1,82 @@
+"""The end of a run: evaluate, save, plot, export and write ``run.json``.
+
+Example:
+    >>> history_rows("runs/none/history.csv")
+    []
+"""
+
+import csv
+import os
+import shutil
+
+from keras_resnet.evaluation import multilabel_test, with_thresholds
+from keras_resnet.saving import load_model, save_model, write_json
+from keras_resnet.train.build import at_input_size
+from keras_resnet.train.compile import monitored_metric
+
+
+def history_rows(path):
+    """history.csv rows, one per epoch (a resumed run may repeat an epoch: keep the last)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(f) if row.get("epoch")}
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def plot_history(history_csv, path, metric="top1"):
+    """Training and validation error per epoch (the paper's Fig. 4/6 style) as a PNG:
+    ``1 - metric`` (top-1 error; for multi-label runs ``1 - pr_auc``)."""
+    # A bare Figure (no pyplot): no backend switch, so notebooks keep plotting inline.
+    from matplotlib.figure import Figure
+
+    from keras_resnet.saving import atomic_path
+
+    rows = history_rows(history_csv)
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    for key, style, label in ((metric, "--", "training"), (f"val_{metric}", "-", "validation")):
+        if rows and key in rows[0]:
+            axis.plot(epochs, [100 * (1 - float(row[key])) for row in rows], style, label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("top-1 error (%)" if metric == "top1" else f"1 - {metric} (%)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=100)
+
+
+def finish(net, run_dir, splits, result, export, data_dir):
+    """Evaluate, save, plot, export, write run.json, then drop the backup: in that order, so a
+    run killed at any point redoes only what is missing."""
+    test = net.evaluate(splits.test, return_dict=True, verbose=0)
+    net = at_input_size(net, splits.info)
+    best_path = os.path.join(run_dir, "best.keras")
+    if os.path.exists(best_path):  # read and rewritten once: its input size, its thresholds
+        best = load_model(best_path, compile=False)
+        fixed = at_input_size(best, splits.info)
+        fixed = with_thresholds(fixed, splits.validation) if splits.info.multilabel else fixed
+        if fixed is not best:
+            save_model(fixed, best_path)
+    if splits.info.multilabel:
+        net, scored = multilabel_test(net, splits.validation, splits.test, test["loss"])
+        scored["thresholds_split"] = splits.validation_split
+    else:
+        scored = {"test": {"top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}}
+    save_model(net, os.path.join(run_dir, "model.keras"))
+    plot_history(os.path.join(run_dir, "history.csv"),
+                 os.path.join(run_dir, "training_curves.png"),
+                 metric=monitored_metric(splits.info.multilabel)[len("val_"):])
+    result.update(scored, history=history_rows(os.path.join(run_dir, "history.csv")))
+    if export:
+        from keras_resnet import export as export_lib
+
+        result["export"] = export_lib.export_run(
+            os.path.join(run_dir, "model.keras"), os.path.join(run_dir, "export"),
+            dataset=splits.info.name, data_dir=data_dir, version=1,
+        )
+    write_json(os.path.join(run_dir, "run.json"), result)
+    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    return result
