@@ -7,12 +7,12 @@ traceback, ``--verbose`` TensorFlow's own log lines.
 """
 
 import argparse
-import os
 import sys
 
+from keras_resnet import commands as actions
 from keras_resnet.architectures import NAMED_MODELS
 from keras_resnet.devices import PRECISIONS, STRATEGIES
-from keras_resnet.errors import InvalidArgument
+from keras_resnet.commands import train_config  # noqa: F401 (the train flags' RunConfig)
 from keras_resnet.multilabel import TASKS
 
 # The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).
@@ -21,250 +21,6 @@ RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a
 UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
 
 
-def _summary(args):
-    from keras_resnet.summary import summary_table
-
-    from keras_resnet.models import MODEL_NAMES
-
-    unknown = [name for name in args.models if name not in MODEL_NAMES]
-    if unknown:
-        raise InvalidArgument(f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)}")
-    print(summary_table(args.models or None))
-
-
-def _print_run(result):
-    exported = result.get("export") or {}
-    if exported.get("saved_model"):
-        print(f"SavedModel: {exported['saved_model']}")
-    if exported.get("parity"):
-        from keras_resnet.export import format_parity
-
-        print(format_parity(exported["parity"]))
-    test = result["test"]
-    if "mAP" in test:
-        print(f"test mAP {test['mAP']:.4f}, F1 {test['f1_macro']:.4f} (macro) / "
-              f"{test['f1_micro']:.4f} (micro) at thresholds chosen on the "
-              f"{result['thresholds_split']} split")
-    else:
-        print(f"test top-1 accuracy {test['top1']:.4f} (error {1 - test['top1']:.2%}), "
-              f"top-5 accuracy {test['top5']:.4f} (error {1 - test['top5']:.2%})")
-    print(f"run directory: {result['run_dir']}")
-
-
-def train_config(args):
-    """The :class:`~keras_resnet.train.config.RunConfig` of parsed ``train`` flags: the one
-    place the command line's flags become a run (``--weights`` makes it a fine-tuning run).
-
-    Args:
-        args: ``build_parser().parse_args(["train", ...])``.
-
-    Returns:
-        The RunConfig; ``keras_resnet.runs.train``/``fine_tune`` build the same from the same
-        options.
-
-    Example:
-        >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
-        2
-    """
-    from keras_resnet.recipes import parse_overrides
-    from keras_resnet.train.config import (DataConfig, FineTuneConfig, HardwareConfig,
-                                           OutputConfig, RecipeConfig, RunConfig)
-
-    options = {}
-    if args.shortcut:
-        options["shortcut"] = args.shortcut
-    if args.plain:
-        options["residual"] = False
-    recipe = args.recipe
-    if args.weights and recipe in (None, "paper"):
-        recipe = "imagenet"  # the paper's recipe of a pretrained (ImageNet) backbone
-    fine_tune = None
-    if args.weights:
-        fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
-                                   unfreeze=args.unfreeze)
-    return RunConfig(
-        model=args.model, task=args.task, seed=args.seed, model_options=options,
-        data=DataConfig(args.dataset, data_dir=args.data_dir, download=args.download),
-        recipe=RecipeConfig(recipe, parse_overrides(args.set), epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            weight_decay=args.weight_decay),
-        hardware=HardwareConfig(
-            args.strategy, args.precision,
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            steps_per_execution=args.steps_per_execution, fast_path=args.fast_path),
-        output=OutputConfig(args.output_dir, resume=args.resume, export=args.export),
-        fine_tune=fine_tune,
-    )
-
-
-def _train(args):
-    from keras_resnet.train import flow
-
-    _print_run(flow.run(train_config(args)))
-
-
-def _evaluate(args):
-    from keras_resnet.evaluation import evaluate
-
-    metrics = evaluate(args.model, args.dataset, args.split, batch_size=args.batch_size,
-                       ten_crop=args.ten_crop, data_dir=args.data_dir, download=args.download)
-    crops = " (10-crop)" if args.ten_crop else ""
-    if "mAP" in metrics:
-        print(f"{args.dataset} {args.split}: mAP {metrics['mAP']:.4f}, F1 {metrics['f1_macro']:.4f} "
-              f"(macro) / {metrics['f1_micro']:.4f} (micro) at the model's thresholds")
-        return
-    print(f"{args.dataset} {args.split}{crops}: top-1 error {1 - metrics['top1']:.2%}, "
-          f"top-5 error {1 - metrics['top5']:.2%}")
-
-
-def _export(args):
-    from keras_resnet.export import export_run, format_parity
-
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    quantizations = [None if q.strip() in ("", "none", "float32") else q.strip()
-                     for q in args.quantize.split(",")]
-    result = export_run(args.model, args.output_dir, formats, quantizations,
-                        dataset=args.dataset, data_dir=args.data_dir, embeddings=args.embeddings)
-    if result["saved_model"]:
-        print(f"SavedModel: {result['saved_model']}")
-    if result["parity"]:
-        print(format_parity(result["parity"]))
-    written = [path for fmt in ("tflite", "onnx", "openvino") for path in result[fmt]]
-    embedders = [path for path in written if os.path.basename(path).startswith("embeddings_")]
-    if embedders:
-        print("Embeddings: " + ", ".join(embedders))
-    checked = {row["file"] for row in result["parity"]}  # file names
-    unchecked = [path for path in result["tflite"]
-                 if os.path.basename(path) not in checked and path not in embedders]
-    if unchecked:  # LiteRT, which runs .tflite files, is an extra
-        print("TFLite: " + ", ".join(unchecked) + " (install keras3-resnet[litert] for their "
-              "parity rows)")
-
-
-def _predict(args):
-    import json
-
-    from keras_resnet.export import predict_files
-
-    if args.stage and not args.explain:
-        raise InvalidArgument("`--stage` chooses the layer Grad-CAM reads; give `--explain DIR` with it.")
-    if args.embeddings and args.explain:
-        raise InvalidArgument("`--explain` explains predictions; it does not go with `--embeddings`.")
-    if args.embeddings:
-        from keras_resnet.saving import atomic_path
-
-        import numpy as np
-
-        from keras_resnet.export.formats import check_writable
-
-        if not args.embeddings.endswith(".npy"):
-            raise InvalidArgument(f"`--embeddings` must name a .npy file; got {args.embeddings!r}.")
-        check_writable("--embeddings", os.path.dirname(os.path.abspath(args.embeddings)))
-        embeddings = predict_files(args.model, args.images, embeddings=True,
-                                   precision=args.precision)
-        with atomic_path(args.embeddings, suffix=".npy") as tmp:
-            np.save(tmp, embeddings)
-        print(f"Embeddings {embeddings.shape[0]}x{embeddings.shape[1]} (one row per image, in "
-              f"order): {args.embeddings}")
-        return
-    if args.explain:
-        from keras_resnet.export.formats import check_writable
-
-        from keras_resnet.explain import check_explainable
-
-        check_explainable(args.model)
-        check_writable("--explain", os.path.abspath(args.explain))
-    results = predict_files(args.model, args.images, top_k=args.top_k, precision=args.precision)
-    if args.explain:
-        from keras_resnet.explain import explain_files
-
-        for result, explained in zip(results, explain_files(args.model, args.images, args.explain,
-                                                            stage=args.stage)):
-            result["explanation"] = {key: explained[key] for key in ("overlay", "label", "stage")}
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for result in results:
-        print(result["image"])
-        if "labels" in result:  # a multi-label model
-            found = ", ".join(f"{e['label']} ({e['score']:.4f})" for e in result["labels"])
-            print(f"  labels over their thresholds: {found or 'none'}")
-        for entry in result["top_k"]:
-            print(f"  {entry['score']:.4f}  {entry['label']}")
-        if "explanation" in result:
-            explanation = result["explanation"]
-            print(f"  Grad-CAM of {explanation['label']!r} at {explanation['stage']}: "
-                  f"{explanation['overlay']}")
-
-
-def _serve(args):
-    from keras_resnet.serving import serve
-
-    serve(args.export_dir, host=args.host, port=args.port)
-
-
-def _weights(args):
-    from keras_resnet.weights import format_table
-
-    print(format_table(args.model))
-
-
-def _values(flag, text, convert):
-    """``"20,32"`` -> (20, 32); names the flag when a value does not parse."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return tuple(convert(item) for item in items)
-    except ValueError:
-        raise InvalidArgument(f"`{flag}` must be a comma-separated list of {convert.__name__} values; "
-                         f"got {text!r}.") from None
-
-
-def _range(flag, text):
-    """``"0.01:0.3"`` -> (0.01, 0.3); a single number fixes the value."""
-    parts = text.split(":")
-    try:
-        values = tuple(float(part) for part in parts)
-    except ValueError:
-        values = ()
-    if len(values) not in (1, 2):
-        raise InvalidArgument(f"`{flag}` must be MIN:MAX (or one number); got {text!r}.")
-    return values if len(values) == 2 else values * 2
-
-
-def _flag_value(text):
-    lowered = text.lower()
-    if lowered not in ("true", "false"):
-        raise InvalidArgument(text)
-    return lowered == "true"
-
-
-_flag_value.__name__ = "true/false"
-
-
-def _tune(args):
-    from keras_resnet.tuning import SearchSpace, tune
-
-    space = SearchSpace(
-        families=_values("--families", args.families, str),
-        cifar_depths=_values("--cifar-depths", args.cifar_depths, int),
-        imagenet_depths=_values("--imagenet-depths", args.imagenet_depths, int),
-        shortcuts=_values("--shortcuts", args.shortcuts, str),
-        width_multipliers=_values("--width-multipliers", args.width_multipliers, float),
-        zero_init_residual=_values("--zero-init-residual", args.zero_init_residual, _flag_value),
-        learning_rate=_range("--learning-rate", args.learning_rate),
-        weight_decay=_range("--weight-decay", args.weight_decay),
-        batch_sizes=_values("--batch-sizes", args.batch_sizes, int),
-    )
-    result = tune(
-        args.dataset, args.tuner, output_dir=args.output_dir, max_trials=args.max_trials,
-        max_epochs=args.max_epochs, hyperband_factor=args.hyperband_factor, search_space=space,
-        seed=args.seed, strategy=args.strategy, overwrite=args.overwrite,
-        data_dir=args.data_dir, download=args.download, verbose=2,
-    )
-    with open(result["results_md"]) as f:
-        print(f.read(), end="")
-    print(f"results: {result['results_csv']}, {result['results_md']}")
-    print(f"best model: {result['best_model']} (val_top1 {result['best']['val_top1']:.4f})")
 
 
 def _auto_or_int(text):
@@ -334,7 +90,7 @@ def _add_train(commands):
     train.add_argument("--no-export", dest="export", action="store_false",
                        help="skip the SavedModel and float TFLite export at the end")
     _add_data_arguments(train)
-    train.set_defaults(run=_train)
+    train.set_defaults(run=actions.train)
 
 
 def _add_evaluate_export_predict(commands):
@@ -345,7 +101,7 @@ def _add_evaluate_export_predict(commands):
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing")
     _add_data_arguments(evaluate)
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=actions.evaluate)
 
     export = commands.add_parser(
         "export", help="SavedModel (TensorFlow Serving layout), TFLite, ONNX and OpenVINO IR, "
@@ -364,7 +120,7 @@ def _add_evaluate_export_predict(commands):
     export.add_argument("--embeddings", action="store_true",
                         help="also write an embeddings model (pooled features) per file format")
     _add_data_arguments(export)
-    export.set_defaults(run=_export)
+    export.set_defaults(run=actions.export)
 
     predict = commands.add_parser("predict", help="top-5 classes of images")
     predict.add_argument("model", help="a .keras file, a run directory, a SavedModel directory, "
@@ -382,7 +138,7 @@ def _add_evaluate_export_predict(commands):
                               "(.keras files and run directories)")
     predict.add_argument("--stage", default=None,
                          help="the stage Grad-CAM reads (conv2 ... conv5; default: the last)")
-    predict.set_defaults(run=_predict)
+    predict.set_defaults(run=actions.predict)
 
 
 def _add_tune(commands):
@@ -410,7 +166,7 @@ def _add_tune(commands):
     tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
     tune.add_argument("--seed", type=int, default=0)
     _add_data_arguments(tune)
-    tune.set_defaults(run=_tune)
+    tune.set_defaults(run=actions.tune)
 
 
 class _Subcommands:
@@ -446,7 +202,7 @@ def build_parser():
              "resnext50_32x4d, wide_resnet50_2, resnet50d, seresnet50, resnet50v2, "
              "preact_resnet164, ...)",
     )
-    summary.set_defaults(run=_summary)
+    summary.set_defaults(run=actions.summary)
     _add_train(commands)
     _add_evaluate_export_predict(commands)
     _add_tune(commands)
@@ -454,10 +210,10 @@ def build_parser():
     serve.add_argument("export_dir")
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=actions.serve)
     weights = commands.add_parser("weights", help="the pretrained weight sets of a model")
     weights.add_argument("model", nargs="?", default=None, help="e.g. resnet50 (default: all)")
-    weights.set_defaults(run=_weights)
+    weights.set_defaults(run=actions.weights)
     return parser
 
 

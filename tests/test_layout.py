@@ -41,10 +41,14 @@ LEVELS = {
     "weights": 4,
     "builder": 5,
     "models": 6,
-    "summary": 7, "features": 7, "data": 7, "training": 7, "distribute": 7,
-    "export": 8, "tuning": 8, "evaluation": 8,
-    "runs": 9, "serving": 9, "explain": 9,
-    "cli": 10,
+    "summary": 7, "features": 7, "data": 7, "distribute": 7,
+    # train/: its parts below evaluation and tuning, its set-up and flow above them
+    "train.compile": 7, "train.schedules": 7, "train.backup": 7, "train.config": 7,
+    "train.callbacks": 7.5,
+    "export": 8, "tuning": 8, "evaluation": 8, "train.setup": 8, "training": 8,
+    "train": 9, "serving": 9, "explain": 9,
+    "runs": 10, "commands": 10.5,
+    "cli": 11,
 }
 
 MAX_FUNCTION_LINES = 60
@@ -54,12 +58,8 @@ MAX_MODULE_LINES = 450
 # longer breaks its limit fails test_known_long_is_current, so this list only shrinks.
 KNOWN_LONG = {
     # functions: lines of code in the body
-    "runs.py:fine_tune": 67,  # train/ package: one flow, its set-up in the run config
     "serving/app.py:create_app": 67,  # routes apart from the app's set-up
     # modules: lines
-    "runs.py": 600,  # train/ package: run config and the train/fine-tune flow
-    "training.py": 597,  # train/ package: compile, callbacks, backup, schedules
-    "cli.py": 489,  # the commands' parsers apart from their actions
     "preprocessing.py": 461,  # inputs only
 }
 # Import circles being taken apart (their modules, as dotted names under keras_resnet): the
