@@ -50,6 +50,7 @@ def train_config(args):
         options.
 
     Example:
+        >>> from keras_resnet.cli import build_parser
         >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
         2
     """

@@ -21,10 +21,11 @@ Resize policies:
 - ``"shorter_side"``: resize the shorter side to ``resize_size``, then centre-crop the input
   size (ImageNet evaluation, §3.4: 256 then 224).
 
-The same object says what the outputs mean: ``class_names``, and for a multi-label model
-(a sigmoid per class, several labels per image) ``thresholds``, one decision threshold per
-class (a label is predicted when its score is at least its threshold); single-label models
-(softmax) carry ``thresholds=None``.
+It also names the classes the data labels (``class_names``), since the data that fixes the
+inputs names them. What the outputs are (classification or multi-label, the head's activation,
+a multi-label model's decision thresholds) is the model's Task (``keras_resnet.tasks``); models
+saved before Tasks existed kept a multi-label model's ``thresholds`` here, which still load
+(read-only: ``keras_resnet.tasks.task_of`` turns them into the model's Task).
 
 Nothing here imports TensorFlow; the ``tf.data`` and SavedModel versions of the same steps
 are in ``keras_resnet.data``.
@@ -109,8 +110,8 @@ class ImagePreprocessing(keras.layers.Layer):
         std: None, or one value per channel to divide by.
         class_names: the name of each output class (index = class id), or None.
         source: where the recipe comes from ("digits", "torchvision_v1", ...).
-        thresholds: None for a single-label model; for a multi-label one, the decision
-            threshold of each class (one per class name).
+        thresholds: read from models saved before Tasks existed (a multi-label model's
+            per-class thresholds, now in its Task); new code leaves it None.
 
     Example:
         >>> p = ImagePreprocessing((224, 224), "shorter_side", 256, mean=IMAGENET_MEAN,
@@ -238,7 +239,7 @@ class ImagePreprocessing(keras.layers.Layer):
 
     @property
     def multilabel(self):
-        """True for a multi-label model (it carries per-class ``thresholds``)."""
+        """True for a multi-label model saved before Tasks existed (it carried ``thresholds``)."""
         return self.thresholds is not None
 
     def normalize(self, pixels):
@@ -254,32 +255,17 @@ class ImagePreprocessing(keras.layers.Layer):
         x = x * self.scale - self.mean
         return x if self.std is None else x / self.std
 
-    def with_class_names(self, class_names, thresholds=None):
-        """A copy naming other classes (a new head after fine-tuning): single-label, or
-        multi-label with ``thresholds`` (one per class; the old thresholds never carry over).
+    def with_class_names(self, class_names):
+        """A copy naming other classes (a new head after fine-tuning); thresholds of an old
+        file never carry over (a model's Task holds them now).
 
         Example:
-            >>> ImagePreprocessing(32).with_class_names(["cat", "dog"], [0.5, 0.5]).multilabel
-            True
+            >>> ImagePreprocessing(32).with_class_names(["cat", "dog"]).class_names
+            ['cat', 'dog']
         """
-        return ImagePreprocessing(
-            **{**self.get_config(), "class_names": class_names, "thresholds": thresholds}
-        )
-
-    def with_thresholds(self, thresholds):
-        """A copy of a multi-label recipe with other decision thresholds (one per class).
-
-        Example:
-            >>> p = ImagePreprocessing(32, class_names=["a", "b"], thresholds=[0.5, 0.5])
-            >>> p.with_thresholds([0.3, 0.7]).thresholds
-            [0.3, 0.7]
-        """
-        if not self.multilabel:
-            raise InvalidArgument(
-                "`thresholds` belong to a multi-label recipe; this one is single-label "
-                "(thresholds=None). Use with_class_names(class_names, thresholds)."
-            )
-        return ImagePreprocessing(**{**self.get_config(), "thresholds": thresholds})
+        config = {**self.get_config(), "class_names": class_names}
+        config.pop("thresholds", None)
+        return ImagePreprocessing(**config)
 
     def get_config(self):
         config = super().get_config()
@@ -294,8 +280,9 @@ class ImagePreprocessing(keras.layers.Layer):
             std=None if self.std is None else self.std.tolist(),
             class_names=self.class_names,
             source=self.source,
-            thresholds=self.thresholds,
         )
+        if self.thresholds is not None:  # an old file's, kept as it was read
+            config["thresholds"] = self.thresholds
         return config
 
     def to_json(self):

@@ -197,6 +197,50 @@ class Task:
         return cls(**{**config, "thresholds": None if thresholds is None else tuple(thresholds)})
 
 
+def for_recipe(kind, classes, recipe=None):
+    """The Task a run trains: ``kind`` of the data's labels, ``classes`` outputs, and the head
+    the recipe's loss needs (a sigmoid per class for multi-label data and for binary
+    cross-entropy recipes, RSB's; else softmax).
+
+    Example:
+        >>> for_recipe("classification", 10, keras_resnet.get_recipe("rsb_a1")).activation
+        'sigmoid'
+    """
+    binary = getattr(recipe, "loss", None) == "binary_cross_entropy"
+    return Task(kind, classes, "sigmoid" if kind == "multilabel" or binary else "softmax")
+
+
+def for_model(model, task="auto", recipe=None):
+    """The Task ``model`` trains as under ``recipe``: the one it carries (``task="auto"``), the
+    kind a name says ("classification" or "single_label", "multilabel": its thresholds kept
+    when the model carries them), or a given Task. Raises when the model's head does not fit
+    (a softmax for a multi-label task or a binary cross-entropy recipe, a sigmoid otherwise).
+
+    Example:
+        >>> for_model(keras_resnet.ResNet20(), "single_label").kind
+        'classification'
+    """
+    carried = task_of(model)
+    if carried is None:
+        raise InvalidArgument(f"Model {model.name!r} has no class scores to train (a backbone "
+                              "or feature extractor): give it a classifier head.")
+    if isinstance(task, Task):
+        chosen = task
+    else:
+        check_choice("task", task, ("auto", *TASK_NAMES))
+        kind = carried.kind if task == "auto" else TASK_NAMES[task]
+        chosen = carried if kind == carried.kind else for_recipe(kind, carried.classes, recipe)
+    expected = for_recipe(chosen.kind, chosen.classes, recipe).activation
+    if carried.activation not in (expected, "linear"):
+        what = ("multi-label task" if chosen.multilabel else "binary cross-entropy recipe"
+                if expected == "sigmoid" else "single-label task")
+        raise InvalidArgument(f"Model {model.name!r} ends in a {carried.activation}, which does "
+                              f"not fit a {what}; build it with classifier_activation={expected!r}.")
+    chosen = dataclasses.replace(chosen, activation=carried.activation)
+    chosen.check_recipe(recipe)
+    return chosen
+
+
 def parse(task, classes, activation="softmax"):
     """The Task a name means: "classification" (or "single_label") or "multilabel", for a
     head of ``classes`` outputs with ``activation``; a Task is returned as it is.

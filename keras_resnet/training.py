@@ -28,12 +28,6 @@ from keras_resnet.train.callbacks import (  # noqa: F401
 from keras_resnet.train.compile import (  # noqa: F401
     apply_weight_decay,
     compile_model,
-    head_activation,
-    is_multilabel,
-    loss_and_metrics,
-    metrics,
-    monitored_metric,
-    multilabel_metrics,
 )
 from keras_resnet.train.schedules import (  # noqa: F401
     StepSchedule,

@@ -23,6 +23,8 @@ class DatasetInfo:
         train_sides: ImageNet-style ``(min, max)`` random shorter side, or None.
         horizontal_flip: whether training flips images.
         ten_crop: whether each batch holds 10 crops per image (see ``ten_crop``).
+        multilabel: whether labels are multi-hot rows (a multi-label task,
+            ``keras_resnet.tasks``).
     """
 
     name: str
@@ -34,6 +36,7 @@ class DatasetInfo:
     train_sides: object = None
     horizontal_flip: bool = True
     ten_crop: bool = False
+    multilabel: bool = False
 
     @property
     def class_names(self):
@@ -44,9 +47,9 @@ class DatasetInfo:
         return self.preprocessing.num_classes
 
     @property
-    def multilabel(self):
-        """True when labels are multi-hot rows (the preprocessing carries thresholds)."""
-        return self.preprocessing.multilabel
+    def task_kind(self):
+        """The kind of Task these labels train (``keras_resnet.tasks.KINDS``)."""
+        return "multilabel" if self.multilabel else "classification"
 
     @property
     def image_shape(self):
@@ -74,4 +77,6 @@ class DatasetInfo:
         """Rebuild a ``DatasetInfo`` from :meth:`to_config`'s dict."""
         config = dict(config)
         config["preprocessing"] = ImagePreprocessing.from_config(config["preprocessing"])
+        # Written before the kind was a field: multi-label data gave its preprocessing thresholds.
+        config.setdefault("multilabel", config["preprocessing"].multilabel)
         return cls(**config)

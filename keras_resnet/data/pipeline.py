@@ -23,7 +23,8 @@ from keras_resnet.data.images import (
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
-from keras_resnet.multilabel import DEFAULT_THRESHOLD, TASKS
+from keras_resnet.multilabel import TASKS
+from keras_resnet.tasks import Task
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
@@ -87,15 +88,10 @@ def _style(source, augment, preprocessing):
     return "cifar" if small else "imagenet"
 
 
-def _default_thresholds(source, multilabel):
-    return [DEFAULT_THRESHOLD] * len(source.class_names) if multilabel else None
-
-
-def _make_preprocessing(source, style, image_size, data_dir, multilabel):
+def _make_preprocessing(source, style, image_size, data_dir):
     """The dataset's own preprocessing: §4.2's per-pixel mean for CIFAR-style images, §3.4's
     resize 256 / crop 224 and per-channel mean for ImageNet-style ones."""
-    labels = dict(class_names=source.class_names, source=str(source.name),
-                  thresholds=_default_thresholds(source, multilabel))
+    labels = dict(class_names=source.class_names, source=str(source.name))
     if style == "cifar":
         size = image_size or CIFAR_SIZE
         return ImagePreprocessing(
@@ -131,18 +127,16 @@ def label_format(source, task, recipe):
             f"`task` 'single_label' needs one label per image; dataset {str(source.name)!r} "
             "has images with none or several. Use task='multilabel'."
         )
-    if source.multilabel if task == "auto" else task == "multilabel":
-        return "multi_hot"
-    return "one_hot" if recipe is not None and recipe.modern else "sparse"
+    multilabel = source.multilabel if task == "auto" else task == "multilabel"
+    kind = "multilabel" if multilabel else "classification"
+    return Task(kind, len(source.class_names), "sigmoid" if multilabel else "softmax").label_format(recipe)
 
 
-def _labelled(preprocessing, source, multilabel):
-    """A given recipe naming the dataset's classes: its own thresholds kept when it already
-    names them for the same task (a model's own), else fresh ones (or none)."""
-    if preprocessing.class_names == source.class_names and preprocessing.multilabel == multilabel:
+def _labelled(preprocessing, source):
+    """A given preprocessing naming the dataset's classes (a model's own, or renamed)."""
+    if preprocessing.class_names == source.class_names and preprocessing.thresholds is None:
         return preprocessing
-    return preprocessing.with_class_names(source.class_names,
-                                          _default_thresholds(source, multilabel))
+    return preprocessing.with_class_names(source.class_names)
 
 
 def _augmentation(style, preprocessing):
@@ -216,7 +210,7 @@ def load(
             warning) instead of raising.
         task: "single_label", "multilabel", or "auto": the dataset's own (multi-label for
             labels files and digit canvases). A multi-label task gives multi-hot labels (a
-            single-label dataset's as one-hot rows) and a recipe with thresholds (0.5 each).
+            single-label dataset's as one-hot rows).
         recipe: a modern training recipe (``keras_resnet.recipes``; None or a paper recipe:
             the paper's pipeline): every split's labels become one-hot float32 rows, and
             training takes the recipe's augmentation (``keras_resnet.data.augment``): random-
@@ -250,15 +244,16 @@ def load(
     multilabel = labels == "multi_hot"
     style = _style(source, augment, preprocessing)
     if preprocessing is None:
-        preprocessing = _make_preprocessing(source, style, image_size, data_dir, multilabel)
+        preprocessing = _make_preprocessing(source, style, image_size, data_dir)
     else:
-        preprocessing = _labelled(preprocessing, source, multilabel)
+        preprocessing = _labelled(preprocessing, source)
     padding, train_sides = _augmentation(style, preprocessing)
     dataset, num_examples = source.make(split)
     info = DatasetInfo(
         name=source.name, split=split, num_examples=num_examples, preprocessing=preprocessing,
         augmentation=style if augment is not None else None, padding=padding,
         train_sides=train_sides, horizontal_flip=source.flip, ten_crop=bool(ten_crop),
+        multilabel=multilabel,
     )
     if recipe is not None:
         modern.check_recipe_data(recipe, preprocessing)

@@ -13,27 +13,29 @@ import os
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.evaluation import check_fits_dataset
 from keras_resnet.models import get_model
 from keras_resnet.saving import load_model
-from keras_resnet.train.compile import head_activation
 from keras_resnet.train.config import UNFREEZE
 
 
-def build_model(model, info, options, recipe):
-    """A model for the dataset, carrying its preprocessing: a model name, a ``.keras`` file
-    or a model (a sigmoid head for multi-label data and binary cross-entropy recipes; the
-    recipe's stochastic depth; any input size while it trains at FixRes' smaller crops)."""
+def build_model(model, info, options, recipe, task):
+    """A model for the dataset, carrying its preprocessing and the run's ``task`` (a
+    ``keras_resnet.tasks.Task``): a model name, a ``.keras`` file or a model (the task's head
+    activation; the recipe's stochastic depth; any input size while it trains at FixRes'
+    smaller crops)."""
     if isinstance(model, str) and not model.endswith(".keras"):
-        options = {"classifier_activation": head_activation(recipe, info.multilabel), **options}
+        options = {"classifier_activation": task.activation, **options}
         if recipe.drop_path_rate:
             options.setdefault("drop_path_rate", recipe.drop_path_rate)
         shape = tuple(info.image_shape)
         if recipe.train_size_fraction != 1.0:
             shape = (None, None, shape[-1])
-        return get_model(model, input_shape=shape, classes=info.num_classes,
-                         preprocessing=info.preprocessing, **options)
+        net = get_model(model, input_shape=shape, classes=info.num_classes,
+                        preprocessing=info.preprocessing, **options)
+        return tasks.attach(net, task)
     if recipe.train_size_fraction != 1.0 or recipe.drop_path_rate:
         raise InvalidArgument(f"Recipe {recipe.name!r} trains at smaller crops (FixRes) or drops "
                               "paths, which a built model cannot take up; give a model name, or "
@@ -41,7 +43,9 @@ def build_model(model, info, options, recipe):
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, compile=False)
     check_fits_dataset(model, info)
-    return preprocessing_lib.attach(model, info.preprocessing)
+    model = preprocessing_lib.attach(model, info.preprocessing)
+    return tasks.attach(model, tasks.for_model(model, "multilabel" if task.multilabel else
+                                               "single_label", recipe))
 
 
 def at_input_size(net, info):
@@ -71,18 +75,17 @@ def pretrained_backbone(model, weights, options):
     return get_model(model, weights=weights, include_top=False, pooling="avg", **options)
 
 
-def classifier(backbone, info, activation="softmax"):
-    """``backbone`` with a new ``predictions`` layer for the dataset's classes (softmax, or
-    sigmoid for multi-label data and binary cross-entropy; the paper's weight decay on its
-    kernel), carrying the dataset's class names (and thresholds)."""
+def classifier(backbone, info, task):
+    """``backbone`` with a new ``predictions`` layer for the dataset's classes (the ``task``'s
+    activation; the paper's weight decay on its kernel), carrying the dataset's class names
+    and the task."""
     outputs = keras.layers.Dense(
-        info.num_classes, activation=activation,
+        info.num_classes, activation=task.activation,
         name="predictions", kernel_regularizer=keras.regularizers.L2(5e-5), dtype="float32",
     )(backbone.output)
     net = keras.Model(backbone.inputs, outputs, name=backbone.name)
-    preprocessing = preprocessing_lib.of(net).with_class_names(
-        info.class_names, info.preprocessing.thresholds)
-    return preprocessing_lib.attach(net, preprocessing)
+    preprocessing = preprocessing_lib.of(net).with_class_names(info.class_names)
+    return tasks.attach(preprocessing_lib.attach(net, preprocessing), task)
 
 
 def _stage_number(name):

@@ -9,9 +9,8 @@ decoupled decay applied outside the momentum. It has one source: the model's reg
 when the model is built (``ResNet20(weight_decay=1e-4)``, the default, or any
 ``kernel_regularizer``); :func:`compile_model` replaces them only when given ``weight_decay``.
 
-What the task decides (single-label or multi-label: the head's activation, the loss, the
-metrics, the watched metric) is gathered in one section below, each function taking the
-multi-label decision as its one task argument.
+What the task decides (the loss and the metrics) comes from the model's Task
+(``keras_resnet.tasks``).
 
 Backend-neutral (Keras and NumPy only).
 
@@ -26,11 +25,9 @@ import dataclasses
 
 import keras
 
-from keras_resnet import devices
-from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import devices, tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.models import walk_layers
-from keras_resnet.multilabel import TASKS
 from keras_resnet.recipes import (
     PAPER,
     get_recipe,
@@ -72,100 +69,6 @@ def apply_weight_decay(model, weight_decay, *, bias=False, norm=False):
     return model
 
 
-def metrics(one_hot=False):
-    """The paper's measures: top-1 and top-5 accuracy (Tables 3-5 report their errors), of
-    class ids, or of one-hot (or mixed) targets as modern recipes give them."""
-    if one_hot:
-        return [keras.metrics.CategoricalAccuracy(name="top1"),
-                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="top1"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-    ]
-
-
-def multilabel_metrics():
-    """Measures of a multi-label model while it trains: ``pr_auc``, the precision-recall AUC
-    averaged over classes (Keras' interpolated estimate of mAP; ``keras_resnet.multilabel``
-    computes the exact mAP once training ends), and ``f1``, macro F1 at 0.5."""
-    return [
-        keras.metrics.AUC(curve="PR", multi_label=True, num_thresholds=200, name="pr_auc"),
-        keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# The task's decisions. Each takes the multi-label decision (``multilabel``) as its one task
-# argument; :func:`is_multilabel` makes that decision from a model, a task name and a recipe.
-
-def head_activation(recipe, multilabel):
-    """The output activation a task and recipe train: a sigmoid per class for multi-label
-    data and for binary cross-entropy (RSB), else softmax."""
-    return "sigmoid" if multilabel or get_recipe(recipe).loss == "binary_cross_entropy" else "softmax"
-
-
-def is_multilabel(model, task="auto", recipe="cifar"):
-    """Whether ``model`` trains as a multi-label classifier: ``task`` "multilabel" or
-    "single_label", or "auto": multi-label when its preprocessing carries thresholds. The
-    output activation must fit (:func:`head_activation`): sigmoid for multi-label and for a
-    binary cross-entropy recipe, softmax otherwise.
-
-    Example:
-        >>> is_multilabel(keras_resnet.ResNet20())
-        False
-    """
-    if task not in TASKS:
-        raise InvalidArgument(f"`task` must be one of {', '.join(map(repr, TASKS))}; got {task!r}.")
-    if task == "auto":
-        recipe_of_inputs = preprocessing_lib.of(model)
-        multilabel = recipe_of_inputs is not None and recipe_of_inputs.multilabel
-    else:
-        multilabel = task == "multilabel"
-    expected = head_activation(recipe, multilabel)
-    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
-    wrong = {"sigmoid": "softmax", "softmax": "sigmoid"}[expected]
-    if activation == wrong:
-        kind = "multi-label task" if multilabel else (
-            "binary cross-entropy recipe" if expected == "sigmoid" else "single-label task")
-        raise InvalidArgument(
-            f"Model {model.name!r} ends in a {wrong}, which does not fit a {kind}; build it "
-            f"with classifier_activation={expected!r}."
-        )
-    return multilabel
-
-
-def monitored_metric(multilabel):
-    """The validation metric the plateau schedule and the best checkpoint watch."""
-    return "val_pr_auc" if multilabel else "val_top1"
-
-
-def loss_and_metrics(recipe, multilabel):
-    """The loss and metrics a task trains with under ``recipe`` (a Recipe).
-
-    A multi-label task or a binary cross-entropy recipe: binary cross-entropy (smoothing, if
-    any, is in the targets); a modern recipe: categorical cross-entropy of one-hot (mixed)
-    targets with its label smoothing; the paper's: sparse categorical cross-entropy. Metrics:
-    :func:`multilabel_metrics` for a multi-label task, else top-1/top-5 (:func:`metrics`).
-
-    Example:
-        >>> loss, _ = loss_and_metrics(get_recipe("cifar"), multilabel=False)
-        >>> type(loss).__name__
-        'SparseCategoricalCrossentropy'
-    """
-    if multilabel and recipe.label_smoothing:
-        raise InvalidArgument(f"Recipe {recipe.name!r} smooths labels, which is for "
-                              "single-label classes; set label_smoothing=0 for a multi-label task.")
-    if multilabel or recipe.loss == "binary_cross_entropy":
-        loss = keras.losses.BinaryCrossentropy()  # smoothing, if any, is in the targets
-    elif recipe.modern:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    return loss, multilabel_metrics() if multilabel else metrics(one_hot=recipe.modern)
-
-
-# ---------------------------------------------------------------------------------------------
-
 def compile_model(
     model,
     recipe="cifar",
@@ -197,7 +100,9 @@ def compile_model(
         jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
             measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
         fast_path: False lets "auto" mean Keras' defaults instead.
-        task: "single_label", "multilabel" or "auto" (:func:`is_multilabel`).
+        task: a ``keras_resnet.tasks.Task``, "single_label", "multilabel" or "auto" (the
+            Task the model carries); it decides the loss and metrics
+            (``keras_resnet.tasks.for_model``).
         total_steps: the run's training steps; cosine schedules and EMA need it.
 
     Returns:
@@ -205,7 +110,7 @@ def compile_model(
         and ``top1``/``top5`` accuracy; modern ones with one-hot (mixed) targets, categorical
         or binary cross-entropy (label smoothing in the loss for the former, in the targets
         for the latter) and the same ``top1``/``top5``; a multi-label task with binary
-        cross-entropy and :func:`multilabel_metrics`.
+        cross-entropy, ``pr_auc`` and ``f1`` (``keras_resnet.tasks.Task.metrics``).
 
     Example:
         >>> model = compile_model(keras_resnet.ResNet20(), "cifar", global_batch_size=256)
@@ -224,12 +129,12 @@ def compile_model(
             recipe = dataclasses.replace(recipe, weight_decay=weight_decay)
         coupled = recipe.weight_decay if recipe.weight_decay_style == "l2" else 0
         apply_weight_decay(model, coupled, bias=recipe.decay_bias, norm=recipe.decay_norm)
-    loss, measures = loss_and_metrics(recipe, is_multilabel(model, task, recipe))
+    task = tasks.for_model(model, task, recipe)
     model.compile(
         optimizer=make_optimizer(model, recipe, learning_rate_schedule(recipe, peak, total_steps),
                                  momentum=momentum, total_steps=total_steps),
-        loss=loss,
-        metrics=measures,
+        loss=task.loss(recipe),
+        metrics=task.metrics(recipe),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

@@ -20,6 +20,7 @@ import os
 import time
 
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.models import parse_model_name
 from keras_resnet.recipes import get_recipe, peak_learning_rate
@@ -32,7 +33,7 @@ from keras_resnet.train.build import (
     set_trainable,
 )
 from keras_resnet.train.callbacks import BestCheckpoint, paper_callbacks
-from keras_resnet.train.compile import compile_model, head_activation, monitored_metric
+from keras_resnet.train.compile import compile_model
 from keras_resnet.train.config import RunConfig, resolve
 from keras_resnet.train.results import finish
 from keras_resnet.train.setup import load_splits, set_up_run
@@ -89,7 +90,7 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
     """
     hardware, epochs = config.hardware, config.recipe.epochs
     steps = splits.info.num_examples // setup.global_batch if splits.info.num_examples else None
-    monitor = monitored_metric(splits.info.multilabel)
+    task = tasks.task_of(net)
     resumed, best = 0, None
     for phase in phases:
         iterations = steps * (phase.last_epoch - phase.first_epoch) if steps else None
@@ -100,14 +101,14 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
                           weight_decay=config.recipe.weight_decay,
                           jit_compile=hardware.jit_compile,
                           steps_per_execution=hardware.steps_per_execution,
-                          fast_path=hardware.fast_path, total_steps=iterations)
+                          fast_path=hardware.fast_path, task=task, total_steps=iterations)
         done = restore_backup(net, phase.backup_dir)
         if done:
             print(f"Resuming from the backup in {phase.backup_dir}: {done} of {epochs} epochs done.")
             resumed = resumed or done
         callbacks = paper_callbacks(
             setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
-            warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir, monitor=monitor)
+            warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir, monitor=task.monitor)
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
         if done < phase.last_epoch:
@@ -129,6 +130,11 @@ def _load_splits(config, setup, recipe, preprocessing=None):
     return load_splits(config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
                        download=config.data.download, seed=config.seed,
                        preprocessing=preprocessing, task=config.task, recipe=recipe)
+
+
+def _task_name(task):
+    """run.json's ``task``: "multilabel" or "single_label" (the Task itself is in the models)."""
+    return "multilabel" if task.multilabel else "single_label"
 
 
 def _finish(net, config, setup, splits, result):
@@ -154,13 +160,13 @@ def train(config):
                         family=family)
     setup = set_up_run(config, family)
     splits, test_examples = _load_splits(config, setup, recipe)
-    multilabel = splits.info.multilabel
+    task = tasks.for_recipe(splits.info.task_kind, splits.info.num_classes, recipe)
     with setup.strategy.scope():
-        net = build_model(config.model, splits.info, dict(config.model_options), recipe)
+        net = build_model(config.model, splits.info, dict(config.model_options), recipe, task)
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
     # §4.2's warm-up waits for a training error below 80%: a single-label measure.
     phase = Phase("train", 0, config.recipe.epochs, rate, os.path.join(setup.run_dir, "backup"),
-                  warmup=config.model_name in WARMUP_MODELS and not multilabel,
+                  warmup=config.model_name in WARMUP_MODELS and not task.multilabel,
                   scale_schedule=True)
     started = time.time()
     resumed = run_phases(net, [phase], config=config, setup=setup, splits=splits, recipe=recipe)
@@ -168,8 +174,7 @@ def train(config):
         model=config.model_name, splits=splits, epochs=config.recipe.epochs, started=started,
         resumed=resumed, test_examples=test_examples, jit_compile=net.jit_compile,
         steps_per_execution=net.steps_per_execution, fast_path=config.hardware.fast_path,
-        recipe=dataclasses.asdict(recipe), learning_rate=rate,
-        task="multilabel" if multilabel else "single_label",
+        recipe=dataclasses.asdict(recipe), learning_rate=rate, task=_task_name(task),
     )
     return _finish(net, config, setup, splits, result)
 
@@ -233,9 +238,9 @@ def fine_tune(config):
     with setup.strategy.scope():
         backbone = pretrained_backbone(config.model, tuned.weights, options)
     splits, test_examples = _load_splits(config, setup, recipe, preprocessing_lib.of(backbone))
-    multilabel = splits.info.multilabel
+    task = tasks.for_recipe(splits.info.task_kind, splits.info.num_classes, recipe)
     with setup.strategy.scope():
-        net = classifier(backbone, splits.info, head_activation(recipe, multilabel))
+        net = classifier(backbone, splits.info, task)
     check_unfreeze(net, tuned.unfreeze)
     head_rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
     tune_rate = tuned.fine_tune_learning_rate or head_rate / 10
@@ -247,7 +252,7 @@ def fine_tune(config):
         resumed=resumed, test_examples=test_examples, head_epochs=tuned.head_epochs,
         unfreeze=tuned.unfreeze, train_bn=tuned.train_bn, weights=tuned.weights,
         learning_rate=head_rate, fine_tune_learning_rate=tune_rate,
-        recipe=dataclasses.asdict(recipe), task="multilabel" if multilabel else "single_label",
+        recipe=dataclasses.asdict(recipe), task=_task_name(task),
     )
     return _finish(net, config, setup, splits, result)
 

@@ -9,10 +9,10 @@ import csv
 import os
 import shutil
 
+from keras_resnet import tasks
 from keras_resnet.evaluation import multilabel_test, with_thresholds
 from keras_resnet.saving import load_model, save_model, write_json
 from keras_resnet.train.build import at_input_size
-from keras_resnet.train.compile import monitored_metric
 
 
 def history_rows(path):
@@ -68,7 +68,7 @@ def finish(net, run_dir, splits, result, export, data_dir):
     save_model(net, os.path.join(run_dir, "model.keras"))
     plot_history(os.path.join(run_dir, "history.csv"),
                  os.path.join(run_dir, "training_curves.png"),
-                 metric=monitored_metric(splits.info.multilabel)[len("val_"):])
+                 metric=tasks.task_of(net).metric)
     result.update(scored, history=history_rows(os.path.join(run_dir, "history.csv")))
     if export:
         from keras_resnet import export as export_lib
