@@ -41,8 +41,8 @@ ARCHITECTURE_OPTIONS = {
     "se_ratio": "a number in [0, 1) (0: no squeeze-excitation)",
     "preactivation": "True or False",
     "avg_down": "True or False",
-    "stride_position": "'1x1' or '3x3'",
-    "downsample_in": "'first' or 'last'",
+    "stride_position": "one of '1x1', '3x3'",
+    "downsample_in": "one of 'first', 'last'",
 }
 
 
@@ -379,7 +379,7 @@ def with_stem(arch, stem):
     if arch.stem_reduction == 1:
         raise InvalidArgument(
             f"`stem={stem!r}` is for ImageNet nets; {arch.name} ({arch.family}) "
-            "keeps the input resolution in its one-conv stem."
+            "already keeps the input resolution in its stem."
         )
     if stem == "deep":
         return dataclasses.replace(
@@ -400,8 +400,8 @@ def canonical_shortcut(shortcut):
     canonical = "none" if canonical == "NONE" else canonical
     if canonical not in SHORTCUTS:
         raise InvalidArgument(
-            f"`shortcut` must be 'A' (zero-padding), 'B' (projections where dimensions "
-            f"increase), 'C' (all projections), any case, or 'none' (the plain net); got {shortcut!r}."
+            f"`shortcut` must be one of 'A', 'B', 'C' (§3.3: zero-padding, projections where "
+            f"dimensions increase, all projections; any case) or 'none' (the plain net); got {shortcut!r}."
         )
     return canonical
 

@@ -323,7 +323,7 @@ def _check_options(include_top, pooling, classes, width_multiplier, dropout=0.0,
                               "include_top=False there is none (add your own Dropout to your head).")
     if drop_path_rate and not residual:
         raise InvalidArgument(f"`drop_path_rate={drop_path_rate}` drops residual branches; a "
-                              "plain net (shortcut='none') has none.")
+                              "plain net (residual=False) has none.")
     check_choice("pooling", pooling, POOLINGS)
     check_positive_int("classes", classes)
     if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \

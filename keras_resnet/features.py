@@ -42,8 +42,8 @@ def _network(model):
         if stage_taps(candidate) or _legacy_stem_output({layer.name for layer in candidate.layers}):
             return candidate
     raise InvalidArgument(
-        f"`model` {model.name!r} is not a keras_resnet network: it has no StageTap layers and "
-        f"no {LEGACY_STEM_OUTPUT!r} layer (build it with keras_resnet or "
+        f"`model` {model.name!r} is not a keras_resnet network: it has no {LEGACY_STEM_OUTPUT!r} "
+        "layer and no StageTap layers (build it with keras_resnet or "
         "keras_resnet.from_keras_applications)."
     )
 
