@@ -71,9 +71,6 @@ class StageTap(keras.layers.Layer):
     def call(self, inputs):
         return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
 
-    def compute_output_shape(self, input_shape):
-        return input_shape[0] if isinstance(input_shape, list) else input_shape
-
     def get_config(self):
         return {**super().get_config(), "stage": self.stage, "reduction": self.reduction}
 

@@ -259,6 +259,7 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, channels=
     """
     if not isinstance(keras_model, keras.Model):
         raise InvalidType(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
+    check_option_names(options, "from_keras_applications")
     layout = weights_lib.keras_applications_layout(keras_model)
     v2 = layout["version"] == 2
     recipe = preprocessing_lib.tf_mode if v2 else preprocessing_lib.caffe
