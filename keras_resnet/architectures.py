@@ -1,8 +1,9 @@
 """The networks of He et al. 2015 as data: Table 1 (ImageNet) and §4.2 (CIFAR-10), and the
 family that grew from them (ResNeXt, Wide ResNet, ResNet-D, SE-ResNet, pre-activation nets).
 
-An :class:`Architecture` lists the stem, the stages and the block options;
-``keras_resnet.models`` turns it into a functional model. Nothing here imports Keras.
+An :class:`Architecture` lists the stem, the stages, the block options and where each
+stage's features are read (its :class:`Tap` list); ``keras_resnet.builder`` turns it into a
+functional model. Nothing here imports Keras.
 """
 
 import dataclasses
@@ -88,6 +89,10 @@ class Tap:
 
     stage: str
     at: str = "output"
+
+    def __post_init__(self):
+        if self.at not in TAP_POSITIONS:
+            raise InvalidArgument(f"`at` must be one of {TAP_POSITIONS}; got {self.at!r}.")
 
 
 # Table 1, conv1 and the start of conv2_x: 7x7, 64, stride 2; 3x3 max pool, stride 2.

@@ -160,6 +160,8 @@ def test_stage_tap_is_a_serializable_weightless_identity():
     for bad in ({"stage": "", "reduction": 4}, {"stage": "conv2", "reduction": 0}):
         with pytest.raises(InvalidArgument):
             builder.StageTap(**bad)
+    with pytest.raises(InvalidArgument, match="`at` must be one of .*'output'.*got 'inside'"):
+        architectures.Tap("conv2", "inside")
 
 
 def test_taps_follow_the_architecture_data_and_leave_counts_unchanged():
