@@ -1,8 +1,9 @@
 """The networks of He et al. 2015 as data: Table 1 (ImageNet) and §4.2 (CIFAR-10), and the
 family that grew from them (ResNeXt, Wide ResNet, ResNet-D, SE-ResNet, pre-activation nets).
 
-An :class:`Architecture` lists the stem, the stages and the block options;
-``keras_resnet.models`` turns it into a functional model. Nothing here imports Keras.
+An :class:`Architecture` lists the stem, the stages, the block options and where each
+stage's features are read (its :class:`Tap` list); ``keras_resnet.builder`` turns it into a
+functional model. Nothing here imports Keras.
 """
 
 import dataclasses
@@ -27,50 +28,23 @@ NAMED_MODELS = {
     **{f"resnet{depth}": ("cifar", depth) for depth in (20, 32, 44, 56, 110, 1202)},
 }
 
-# Published figures to compare against.
-#   ImageNet: multiply-adds from Table 1 ("FLOPs", 224x224); trainable parameters of the
-#   reference implementations (option B, no conv bias, 1000 classes).
-#   CIFAR: parameters from Table 6 (option A, 10 classes); the paper gives no FLOPs.
-PAPER_FIGURES = {
-    "resnet18": {"multiply_adds": 1.8e9, "params": 11_689_512},
-    "resnet34": {"multiply_adds": 3.6e9, "params": 21_797_672},
-    "resnet50": {"multiply_adds": 3.8e9, "params": 25_557_032},
-    "resnet101": {"multiply_adds": 7.6e9, "params": 44_549_160},
-    "resnet152": {"multiply_adds": 11.3e9, "params": 60_192_808},
-    "resnet20": {"multiply_adds": None, "params": 0.27e6},
-    "resnet32": {"multiply_adds": None, "params": 0.46e6},
-    "resnet44": {"multiply_adds": None, "params": 0.66e6},
-    "resnet56": {"multiply_adds": None, "params": 0.85e6},
-    "resnet110": {"multiply_adds": None, "params": 1.7e6},
-    "resnet1202": {"multiply_adds": None, "params": 19.4e6},
-    # The family, as its sources publish it. torchvision: its weights' num_params and _ops
-    # (multiply-adds at 224); timm: sum(p.numel()) of timm.create_model; keras.applications:
-    # the trainable weights of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50
-    # (stride in the 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
-    "resnext50_32x4d": {"multiply_adds": 4.23e9, "params": 25_028_904},
-    "resnext101_32x8d": {"multiply_adds": 16.414e9, "params": 88_791_336},
-    "resnext101_64x4d": {"multiply_adds": 15.46e9, "params": 83_455_272},
-    "wide_resnet50_2": {"multiply_adds": 11.398e9, "params": 68_883_240},
-    "wide_resnet101_2": {"multiply_adds": 22.753e9, "params": 126_886_696},
-    "resnet18d": {"multiply_adds": None, "params": 11_708_744},
-    "resnet34d": {"multiply_adds": None, "params": 21_816_904},
-    "resnet50d": {"multiply_adds": None, "params": 25_576_264},
-    "resnet101d": {"multiply_adds": None, "params": 44_568_392},
-    "resnet152d": {"multiply_adds": None, "params": 60_212_040},
-    "seresnet50": {"multiply_adds": 3.87e9, "params": 28_088_024},
-    "seresnet101": {"multiply_adds": None, "params": 49_326_872},
-    "seresnet152": {"multiply_adds": None, "params": 66_821_848},
-    "resnet50v2": {"multiply_adds": None, "params": 25_568_360},
-    "resnet101v2": {"multiply_adds": None, "params": 44_577_896},
-    "resnet152v2": {"multiply_adds": None, "params": 60_236_904},
-    "preact_resnet110": {"multiply_adds": None, "params": 1.7e6},
-    "preact_resnet164": {"multiply_adds": None, "params": 1.7e6},
-    "preact_resnet1001": {"multiply_adds": None, "params": 10.2e6},
-}
-
-
+# §3.3's shortcut options; the model-level vocabulary adds "none" (the plain net, Fig. 3 middle).
+SHORTCUT_OPTIONS = ("A", "B", "C")
+SHORTCUTS = (*SHORTCUT_OPTIONS, "none")
 OUTPUT_STRIDES = (8, 16, 32)
-STEMS = ("standard", "low_resolution")
+STEMS = ("standard", "low_resolution", "deep")
+# Where a tap reads its stage (see :class:`Tap`).
+TAP_POSITIONS = ("output", "preactivated_input")
+# The block options a model's constructor may change (``with_options``), with what each allows.
+ARCHITECTURE_OPTIONS = {
+    "groups": "a positive integer (bottleneck blocks)",
+    "base_width": "a positive integer (bottleneck blocks)",
+    "se_ratio": "a number in [0, 1) (0: no squeeze-excitation)",
+    "preactivation": "True or False",
+    "avg_down": "True or False",
+    "stride_position": "one of '1x1', '3x3'",
+    "downsample_in": "one of 'first', 'last'",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +77,24 @@ class Stem:
     normalized: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Tap:
+    """Where the features of stage ``stage`` ("conv1" .. "conv5") are read, as the builder
+    marks them (``keras_resnet.builder.StageTap``).
+
+    ``at="output"``: the stage's output (conv1: the stem's, before its max pool; a
+    pre-activation net's last stage: after its final BN-ReLU). ``at="preactivated_input"``:
+    the BN-ReLU'd input of the stage's strided block (He et al. 2016's pre-activation; the
+    layers keras.applications' V2 nets expose as ``conv2_block3_preact_relu``, ...)."""
+
+    stage: str
+    at: str = "output"
+
+    def __post_init__(self):
+        if self.at not in TAP_POSITIONS:
+            raise InvalidArgument(f"`at` must be one of {TAP_POSITIONS}; got {self.at!r}.")
+
+
 # Table 1, conv1 and the start of conv2_x: 7x7, 64, stride 2; 3x3 max pool, stride 2.
 IMAGENET_STEM = Stem(64, 7, 2, pool_size=3, pool_strides=2)
 # He et al. 2019, Fig. 2(b) (ResNet-C): three 3x3 convs, 32, 32, 64 channels, then the pool.
@@ -132,6 +124,12 @@ class Architecture:
     avg_down: bool = False
     stride_position: str = "1x1"
     downsample_in: str = "first"  # the block of a stage that strides: "first" or "last"
+    taps: tuple = ()  # a Tap per stage, conv1 first; () reads every stage's output
+
+    @property
+    def stage_taps(self):
+        """The :class:`Tap` of every stage: ``taps``, else each stage's output."""
+        return self.taps or (Tap("conv1"), *(Tap(stage.name) for stage in self.stages))
 
     @property
     def name(self):
@@ -162,6 +160,11 @@ class Architecture:
         return reduction
 
 
+# keras.applications' V2 nets expose conv2 .. conv4 at the pre-activated input of their strided
+# (last) block, reductions 4, 8, 16. Reading them there needs blocks that return that input;
+# until they do, conv2 .. conv4 are read at their outputs (reductions 8, 16, 32). The switch:
+#   V2_TAPS = (Tap("conv1"), *(Tap(f"conv{i}", "preactivated_input") for i in (2, 3, 4)), Tap("conv5"))
+V2_TAPS = (Tap("conv1"), Tap("conv2"), Tap("conv3"), Tap("conv4"), Tap("conv5"))
 # The family as data: name -> (the Table 1 or §4.2 network it changes, the changes, paper).
 _TORCH_STYLE = {"stride_position": "3x3"}  # the stride on the 3x3, as every family paper's
 FAMILY = {
@@ -182,7 +185,7 @@ FAMILY = {
     # He et al. 2016, "Identity Mappings": full pre-activation, in keras.applications' layout
     # (stride in a stage's last block, conv1 without BN, BN-ReLU after the last stage).
     **{f"resnet{depth}v2": (("imagenet", depth),
-                            {"preactivation": True, "downsample_in": "last",
+                            {"preactivation": True, "downsample_in": "last", "taps": V2_TAPS,
                              "stem": dataclasses.replace(IMAGENET_STEM, normalized=False)},
                             "He et al. 2016")
        for depth in (50, 101, 152)},
@@ -217,13 +220,61 @@ def family_architecture(name):
         changes = {**_TORCH_STYLE, **changes}
     if changes.get("preactivation") and "stem" not in changes:
         changes["stem"] = dataclasses.replace(base.stem, normalized=False)
-    if changes.get("downsample_in") == "last":  # conv5 keeps its size; conv2..4 halve at the end
-        stages = base.stages
-        changes["stages"] = tuple(
-            dataclasses.replace(stage, strides=next_stage.strides)
-            for stage, next_stage in zip(stages, stages[1:])
-        ) + (dataclasses.replace(stages[-1], strides=1),)
+    if changes.get("downsample_in") == "last":
+        changes["stages"] = _restrided(base.stages, "last")
     return dataclasses.replace(base, variant=name, **changes)
+
+
+def _restrided(stages, downsample_in):
+    """``stages`` striding in their first blocks ("first": conv2 keeps its size) or their last
+    ("last": conv5 keeps its size, conv2 .. conv4 halve at their ends)."""
+    strides = [stage.strides for stage in stages]
+    strides = strides[1:] + [1] if downsample_in == "last" else [1] + strides[:-1]
+    return tuple(dataclasses.replace(stage, strides=s) for stage, s in zip(stages, strides))
+
+
+def _check_option(option, value, arch):
+    """Raise unless ``value`` suits ``option`` of ``arch`` (see ``ARCHITECTURE_OPTIONS``)."""
+    if option in ("preactivation", "avg_down"):
+        valid = isinstance(value, bool)
+    elif option in ("stride_position", "downsample_in"):
+        valid = value in {"stride_position": ("1x1", "3x3"), "downsample_in": ("first", "last")}[option]
+    elif option == "se_ratio":
+        valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
+    else:  # groups, base_width: bottleneck blocks only (torchvision's BasicBlock refuses them too)
+        valid = (not isinstance(value, bool) and isinstance(value, int) and value >= 1
+                 and (arch.block == "bottleneck" or value == getattr(arch, option)))
+    if not valid:
+        raise InvalidArgument(
+            f"`{option}` must be {ARCHITECTURE_OPTIONS[option]}; got {value!r}"
+            + (f" ({arch.name} has basic blocks)." if option in ("groups", "base_width") else ".")
+        )
+
+
+def with_options(arch, **options):
+    """``arch`` with block options changed (``ARCHITECTURE_OPTIONS``; None keeps its own):
+    ``se_ratio=1/16`` adds squeeze-excitation to every block, ``avg_down=True`` ResNet-D's
+    average-pool projection shortcuts, ``preactivation=True`` He et al. 2016's blocks (conv1
+    without BN, BN-ReLU after the last stage), ``downsample_in="last"`` the stride in each
+    stage's last block, ``groups``/``base_width`` ResNeXt's cardinality and width.
+
+    Example:
+        >>> with_options(imagenet_architecture(50), se_ratio=1 / 16).block_options["se_ratio"]
+        0.0625
+    """
+    changes = {}
+    for option, value in options.items():
+        if option not in ARCHITECTURE_OPTIONS:
+            raise InvalidArgument(
+                f"`{option}` is not a block option; allowed: {', '.join(ARCHITECTURE_OPTIONS)}.")
+        if value is not None:
+            _check_option(option, value, arch)
+            changes[option] = value
+    if changes.get("downsample_in", arch.downsample_in) != arch.downsample_in:
+        changes["stages"] = _restrided(arch.stages, changes["downsample_in"])
+    if changes.get("preactivation", arch.preactivation) != arch.preactivation:
+        changes["stem"] = dataclasses.replace(arch.stem, normalized=not changes["preactivation"])
+    return dataclasses.replace(arch, **changes) if changes else arch
 
 
 def paper_of(name):
@@ -318,9 +369,9 @@ def with_output_stride(arch, output_stride):
 
 
 def with_stem(arch, stem):
-    """``arch`` with the stem ``stem`` names: "standard" (its own) or "low_resolution"
+    """``arch`` with the stem ``stem`` names: "standard" (its own), "low_resolution"
     (Table 1's conv1 at stride 1 and no max pool, for 32x32 to 64x64 images; the same
-    weights fit).
+    weights fit) or "deep" (ResNet-C's three 3x3 convs, He et al. 2019, §4.1).
 
     Example:
         >>> with_stem(imagenet_architecture(18), "low_resolution").output_stride
@@ -332,12 +383,59 @@ def with_stem(arch, stem):
         return arch
     if arch.stem_reduction == 1:
         raise InvalidArgument(
-            f"`stem='low_resolution'` is for ImageNet nets; {arch.name} ({arch.family}) "
+            f"`stem={stem!r}` is for ImageNet nets; {arch.name} ({arch.family}) "
             "already keeps the input resolution in its stem."
         )
+    if stem == "deep":
+        return dataclasses.replace(
+            arch, stem=dataclasses.replace(DEEP_STEM, normalized=arch.stem.normalized))
     return dataclasses.replace(
         arch, stem=dataclasses.replace(arch.stem, strides=1, pool_size=0, pool_strides=1)
     )
+
+
+def canonical_shortcut(shortcut):
+    """``shortcut`` in the model-level vocabulary: "A", "B", "C" (any case) or "none".
+
+    Example:
+        >>> canonical_shortcut("b"), canonical_shortcut("None")
+        ('B', 'none')
+    """
+    canonical = shortcut.upper() if isinstance(shortcut, str) else shortcut
+    canonical = "none" if canonical == "NONE" else canonical
+    if canonical not in SHORTCUTS:
+        raise InvalidArgument(
+            f"`shortcut` must be one of 'A', 'B', 'C' (§3.3: zero-padding, projections where "
+            f"dimensions increase, all projections; any case) or 'none' (the plain net); got {shortcut!r}."
+        )
+    return canonical
+
+
+def resolve_shortcut(arch, shortcut=None, residual=None):
+    """``(option, residual)`` of a model: §3.3's option its shortcuts follow ("A", "B", "C";
+    default the architecture's) and whether it has any (``shortcut="none"`` or
+    ``residual=False``: the plain net; both may be given if they agree).
+
+    Example:
+        >>> resolve_shortcut(cifar_architecture(20), "none")
+        ('A', False)
+    """
+    if residual is not None and not isinstance(residual, bool):
+        raise InvalidArgument(f"`residual` must be True or False; got {residual!r}.")
+    canonical = None if shortcut is None else canonical_shortcut(shortcut)
+    plain = canonical == "none" or residual is False
+    if canonical is not None and residual is not None and (canonical == "none") != (not residual):
+        raise InvalidArgument(
+            f"`shortcut={shortcut!r}` and `residual={residual!r}` disagree: shortcut='none' is "
+            "the plain net (residual=False); options A, B and C have shortcuts (residual=True)."
+        )
+    if plain and arch.variant:
+        raise InvalidArgument(
+            f"`shortcut='none'` (residual=False) builds the paper's plain nets; {arch.name} has "
+            "no plain counterpart (build resnetN with shortcut='none')."
+        )
+    option = arch.shortcut if canonical in (None, "none") else canonical
+    return option, not plain
 
 
 def architecture(family, depth):

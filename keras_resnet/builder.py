@@ -2,20 +2,26 @@
 
 :func:`build_resnet` turns an :class:`~keras_resnet.architectures.Architecture` (Table 1, §4.2
 or a family member) into a ``keras.Model`` of registered blocks; ``keras_resnet.models`` holds
-the named constructors that call it.
+the named constructors that call it. Each stage's features are marked at build by a
+:class:`StageTap` where the architecture's ``stage_taps`` say; ``keras_resnet.features`` reads
+them.
 """
 
 import dataclasses
+import inspect
 
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
-from keras_resnet.architectures import with_output_stride, with_stem
+# Re-exported: the shortcut vocabulary was this module's before architectures held it.
+from keras_resnet.architectures import (  # noqa: F401
+    SHORTCUT_OPTIONS, SHORTCUTS, canonical_shortcut, resolve_shortcut, with_options,
+    with_output_stride, with_stem,
+)
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock, check_channels_last
 from keras_resnet.errors import InvalidArgument, check_choice, check_fraction, check_positive_int
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
 POOLINGS = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
 # The block class of each ``Architecture.block``.
@@ -35,6 +41,53 @@ def walk_layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from walk_layers(layer)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class StageTap(keras.layers.Layer):
+    """Marks where a stage's features are read: the identity, weightless, never cast.
+
+    Called on one tensor it returns it (those are the stage's features); called on
+    ``[passing, features]`` it returns ``passing`` and marks ``features`` (a tensor off the
+    model's path, such as a block's pre-activated input). :func:`tap_features` reads either.
+
+    Args:
+        stage: the stage's name ("conv1" .. "conv5").
+        reduction: how many times smaller than the input the features are per side.
+
+    Example:
+        >>> StageTap("conv2", 4, name="tap_conv2").get_config()["reduction"]
+        4
+    """
+
+    def __init__(self, stage, reduction, **kwargs):
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)  # the identity keeps its input's dtype
+        if not isinstance(stage, str) or not stage:
+            raise InvalidArgument(f"`stage` must be a stage name such as 'conv2'; got {stage!r}.")
+        check_positive_int("reduction", reduction)
+        self.stage, self.reduction = stage, reduction
+
+    def call(self, inputs):
+        return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+    def get_config(self):
+        return {**super().get_config(), "stage": self.stage, "reduction": self.reduction}
+
+
+def tap_features(tap):
+    """The features a built :class:`StageTap` marks (a symbolic tensor of its model).
+
+    Example:
+        >>> tuple(tap_features(stage_taps(keras_resnet.ResNet20())[-1]).shape)
+        (None, 8, 8, 64)
+    """
+    return tap.input[1] if isinstance(tap.input, (list, tuple)) else tap.output
+
+
+def stage_taps(model):
+    """The :class:`StageTap` layers among ``model``'s own layers, in network order."""
+    return [layer for layer in model.layers if isinstance(layer, StageTap)]
 
 
 def _shortcut_kind(option, residual, dims_change, subsample=False):
@@ -141,10 +194,18 @@ def _stem_conv(x, filters, kernel_size, strides, name, settings, **overrides):
                                **{**settings.conv, **overrides})(x)
 
 
-def stem_layers(x, spec, settings):
+def _tapped(x, tap, reduction, features=None):
+    """``x`` through the :class:`StageTap` of ``tap`` (an ``architectures.Tap``), marking
+    ``features`` (default ``x`` itself)."""
+    layer = StageTap(tap.stage, reduction, name=f"tap_{tap.stage}")
+    return layer(x if features is None else [x, features])
+
+
+def stem_layers(x, spec, settings, tap=None):
     """conv1 (+ BN, ReLU) and pool1 of ``spec`` (an ``architectures.Stem``): Table 1's 7x7/2
     conv and 3x3/2 max pool for ImageNet, §4.2's single 3x3 conv for CIFAR, ResNet-C's three
-    3x3 convs (``conv1_1`` .. ``conv1_3``), or a pre-activation net's conv1 alone."""
+    3x3 convs (``conv1_1`` .. ``conv1_3``), or a pre-activation net's conv1 alone; ``tap``
+    (an ``architectures.Tap``) marks conv1's output, before the pool."""
     strides = spec.strides
     for index, width in enumerate(spec.deep_widths):
         name = f"conv1_{index + 1}"
@@ -160,52 +221,70 @@ def stem_layers(x, spec, settings):
     if spec.normalized:
         x = settings.batch_norm("conv1_bn")(x)
         x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    if tap is not None:
+        x = _tapped(x, tap, spec.strides)
     if spec.pool_size:
         x = keras.layers.ZeroPadding2D(spec.pool_size // 2, name="pool1_pad")(x)
         x = keras.layers.MaxPooling2D(spec.pool_size, strides=spec.pool_strides, name="pool1")(x)
     return x
 
 
-def stages(x, arch, settings, shortcut, residual, drop_path_rate=0.0, stride_position=None):
+def _block_options(arch, stage, index, kind, previous_dilation, drop_path_rate):
+    """The options of block ``index`` of ``stage`` besides filters, stride and shortcut."""
+    options = dict(arch.block_options)
+    if arch.avg_down and kind == "projection":
+        options["avg_down"] = True
+    if stage.dilation > 1 or previous_dilation > 1:
+        options["dilation_rate"] = stage.dilation
+        options["first_dilation_rate"] = previous_dilation if index == 0 else stage.dilation
+    if drop_path_rate:
+        options["drop_path_rate"] = drop_path_rate
+    return options
+
+
+def stages(x, arch, settings, shortcut, residual, drop_path_rate=0.0):
     """conv2_x ... conv5_x (Table 1) or the three stages of §4.2: ``repeats`` blocks each,
     the first of a stage with its stride (the last in keras.applications' V2 nets);
     shortcuts by option A/B/C (§3.3); the family's block options from ``arch``; a
-    pre-activation net ends with BN-ReLU (He et al. 2016, §3.1).
+    pre-activation net ends with BN-ReLU (He et al. 2016, §3.1). Each stage's
+    ``arch.stage_taps`` entry marks its features with a :class:`StageTap`.
 
     A dilated stage's first block keeps the previous stage's dilation in its first 3x3 (as
     timm and torchvision do); block ``i`` of ``n`` drops its branch with probability
     ``drop_path_rate * i / (n - 1)`` (stochastic depth's linear rule, timm's indexing)."""
     block = BLOCKS[arch.block]
-    block_options = dict(arch.block_options)
-    if stride_position is not None and block is BottleneckBlock:
-        block_options["stride_position"] = stride_position
-    channels = x.shape[-1]
+    taps = {tap.stage: tap for tap in arch.stage_taps}
+    channels, reduction = x.shape[-1], arch.stem_reduction
     total = sum(stage.repeats for stage in arch.stages)
     index_in_net, previous_dilation = 0, 1
     for stage in arch.stages:
-        filters = settings.width(stage.filters)
+        filters, tap = settings.width(stage.filters), taps.get(stage.name)
         out_channels = filters * block.expansion
         strided_block = 0 if arch.downsample_in == "first" else stage.repeats - 1
         for index in range(stage.repeats):
             strides = stage.strides if index == strided_block else 1
             dims_change = "channels" if channels != out_channels else "stride" if strides != 1 else ""
             kind = _shortcut_kind(shortcut, residual, dims_change, arch.downsample_in == "last")
-            options = dict(block_options)
-            if arch.avg_down and kind == "projection":
-                options["avg_down"] = True
-            if stage.dilation > 1 or previous_dilation > 1:
-                options["dilation_rate"] = stage.dilation
-                options["first_dilation_rate"] = previous_dilation if index == 0 else stage.dilation
-            if drop_path_rate:
-                options["drop_path_rate"] = drop_path_rate * index_in_net / max(1, total - 1)
+            options = _block_options(arch, stage, index, kind, previous_dilation,
+                                     drop_path_rate * index_in_net / max(1, total - 1))
+            # He et al. 2016: the pre-activated input of the strided block (V2 feature layers).
+            preactivated = tap is not None and tap.at == "preactivated_input" and index == strided_block
+            if preactivated:
+                options["outputs_preactivation"] = True
             x = settings.block(
                 block, filters, strides, kind, f"{stage.name}_block{index + 1}", **options
             )(x)
+            if preactivated:
+                x = _tapped(x[0], tap, reduction, features=x[1])
+            reduction *= strides
             channels, index_in_net = out_channels, index_in_net + 1
         previous_dilation = stage.dilation
-    if arch.preactivation:
-        x = settings.batch_norm("post_bn")(x)
-        x = keras.layers.Activation("relu", name="post_relu")(x)
+        last = stage is arch.stages[-1]
+        if last and arch.preactivation:
+            x = settings.batch_norm("post_bn")(x)
+            x = keras.layers.Activation("relu", name="post_relu")(x)
+        if tap is not None and tap.at == "output":
+            x = _tapped(x, tap, reduction)
     return x
 
 
@@ -230,7 +309,7 @@ def head(x, include_top, pooling, classes, classifier_activation, kernel_regular
     return x
 
 
-def _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout=0.0,
+def _check_options(include_top, pooling, classes, width_multiplier, dropout=0.0,
                    drop_path_rate=0.0, residual=True):
     if not isinstance(include_top, bool):
         raise InvalidArgument(f"`include_top` must be True or False; got {include_top!r}.")
@@ -244,47 +323,45 @@ def _check_options(include_top, pooling, classes, shortcut, width_multiplier, dr
                               "plain net (residual=False) has none.")
     check_choice("pooling", pooling, POOLINGS)
     check_positive_int("classes", classes)
-    check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
-    if (
-        isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, (int, float))
-        or width_multiplier <= 0
-    ):
-        raise InvalidArgument(
-            f"`width_multiplier` must be a positive number; got {width_multiplier!r}."
-        )
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \
+            or width_multiplier <= 0:
+        raise InvalidArgument(f"`width_multiplier` must be a positive number; got {width_multiplier!r}.")
+
+
+def configured_architecture(arch, stem="standard", output_stride=None, **options):
+    """``arch`` with a constructor's architecture options: ``stem``, ``output_stride`` and
+    the block options of ``architectures.with_options``.
+
+    Example:
+        >>> from keras_resnet.architectures import imagenet_architecture
+        >>> configured_architecture(imagenet_architecture(50), avg_down=True).avg_down
+        True
+    """
+    arch = with_stem(with_options(arch, **options), stem)
+    return arch if output_stride is None else with_output_stride(arch, output_stride)
+
+
+def _default_preprocessing(arch, inputs, classes, include_top):
+    """Resize to the input size, pixels / 255, classes named by index."""
+    return preprocessing_lib.plain(
+        inputs.shape[1:3] if None not in inputs.shape[1:3] else arch.input_shape[:2],
+        channels=inputs.shape[-1],
+        class_names=[str(i) for i in range(classes)] if include_top else None,
+    )
 
 
 def build_resnet(
-    arch,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    name=None,
-    *,
-    shortcut=None,
-    residual=True,
-    stride_position=None,
-    zero_init_residual=False,
-    use_bias=False,
-    weight_decay=None,
-    kernel_regularizer=None,
-    width_multiplier=1.0,
-    bn_momentum=0.9,
-    bn_epsilon=1e-5,
-    bn_synchronized=False,
-    preprocessing=None,
-    output_stride=None,
-    stem="standard",
-    drop_path_rate=0.0,
-    dropout=0.0,
+    arch, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", name=None, *,
+    shortcut=None, residual=None, stem="standard", output_stride=None,
+    groups=None, base_width=None, se_ratio=None, preactivation=None, avg_down=None,
+    stride_position=None, downsample_in=None,
+    zero_init_residual=False, use_bias=False, weight_decay=None, kernel_regularizer=None,
+    width_multiplier=1.0, bn_momentum=0.9, bn_epsilon=1e-5, bn_synchronized=False,
+    preprocessing=None, drop_path_rate=0.0, dropout=0.0,
 ):
     """Build the functional model of architecture ``arch``: input, preprocessing record,
-    stem, stages, head.
+    stem, stages (each marked by a :class:`StageTap`), head.
 
     Args:
         arch: an ``Architecture`` from ``keras_resnet.architectures``.
@@ -295,11 +372,17 @@ def build_resnet(
             the ``ResNetNN`` constructors. ``classes`` and ``input_shape`` default to the
             family's (1000 and 224x224x3 for ImageNet, 10 and 32x32x3 for CIFAR).
         shortcut: "A" (zero-padding), "B" (projection when dimensions increase) or "C" (all
-            projections), §3.3/§4.1. Defaults to B for ImageNet, A for CIFAR.
-        residual: False gives the plain counterpart (same layers, no shortcuts) of a paper's
-            net (the family's members have none).
-        stride_position: "1x1" or "3x3", where a bottleneck block puts its stride; default
-            the architecture's ("1x1" in the paper's nets, "3x3" in the family's).
+            projections), §3.3/§4.1, any case; "none": the plain counterpart (same layers, no
+            shortcuts) of a paper's net. Defaults to B for ImageNet, A for CIFAR.
+        residual: False is ``shortcut="none"``, an equivalent spelling.
+        stem: "standard" (the architecture's own), "low_resolution" (conv1 at stride 1 and no
+            max pool, for 32x32 to 64x64 images, with the same weights) or "deep" (ResNet-C's
+            three 3x3 convs, He et al. 2019).
+        output_stride: 8, 16 or 32 (ImageNet nets): the later stages keep their resolution
+            and dilate their 3x3 convolutions instead (``architectures.with_output_stride``).
+        groups, base_width, se_ratio, preactivation, avg_down, stride_position,
+            downsample_in: the block options of ``architectures.with_options`` (ResNeXt,
+            SE, pre-activation, ResNet-D, where the stride sits); default the architecture's.
         zero_init_residual: zero gamma on every residual branch's last BN.
         use_bias: biases on convolutions.
         weight_decay: the paper's weight decay (L2 coefficient in the gradient, §3.4),
@@ -311,10 +394,6 @@ def build_resnet(
         bn_synchronized: synchronized BN across the replicas of a multi-replica strategy.
         preprocessing: the ``ImagePreprocessing`` the model's inputs follow; default: resize
             to the input size, pixels / 255, classes named by index.
-        output_stride: 8, 16 or 32 (ImageNet nets): the later stages keep their resolution
-            and dilate their 3x3 convolutions instead (``architectures.with_output_stride``).
-        stem: "standard", or "low_resolution": conv1 at stride 1 and no max pool, for 32x32
-            to 64x64 images, with the same weights.
         drop_path_rate: stochastic depth: the last block drops its residual branch with this
             probability while training, earlier ones linearly less (the first never).
         dropout: dropout rate before the classifier while training.
@@ -328,20 +407,16 @@ def build_resnet(
         271098
     """
     check_channels_last(arch.name)
-    if arch.variant and not residual:
-        raise InvalidArgument(
-            f"`residual=False` builds the paper's plain nets; {arch.name} has no plain "
-            "counterpart (build resnetN with residual=False)."
-        )
-    if stride_position is not None:
-        check_choice("stride_position", stride_position, ("1x1", "3x3"))
+    shortcut, residual = resolve_shortcut(arch, shortcut, residual)
+    plain_name = arch.name if residual else f"plain{arch.depth}"
+    arch = configured_architecture(
+        arch, stem, output_stride, groups=groups, base_width=base_width, se_ratio=se_ratio,
+        preactivation=preactivation, avg_down=avg_down, stride_position=stride_position,
+        downsample_in=downsample_in,
+    )
     classes = arch.classes if classes is None else classes
-    shortcut = arch.shortcut if shortcut is None else str(shortcut).upper()
-    _check_options(include_top, pooling, classes, shortcut, width_multiplier, dropout,
-                   drop_path_rate, residual)
-    arch = with_stem(arch, stem)
-    if output_stride is not None:
-        arch = with_output_stride(arch, output_stride)
+    _check_options(include_top, pooling, classes, width_multiplier, dropout, drop_path_rate,
+                   residual)
     regularizer = kernel_regularizer_for(weight_decay, kernel_regularizer)
     settings = _LayerSettings(
         width_multiplier=width_multiplier,
@@ -351,19 +426,18 @@ def build_resnet(
         zero_init_residual=zero_init_residual,
     )
     inputs = _inputs(arch, input_tensor, input_shape)
-    if preprocessing is None:
-        preprocessing = preprocessing_lib.plain(
-            inputs.shape[1:3] if None not in inputs.shape[1:3] else arch.input_shape[:2],
-            channels=inputs.shape[-1],
-            class_names=[str(i) for i in range(classes)] if include_top else None,
-        )
-    x = preprocessing(inputs)
-    x = stem_layers(x, arch.stem, settings)
-    x = stages(x, arch, settings, shortcut, residual, drop_path_rate, stride_position)
+    preprocessing = preprocessing or _default_preprocessing(arch, inputs, classes, include_top)
+    x = stem_layers(preprocessing(inputs), arch.stem, settings, arch.stage_taps[0])
+    x = stages(x, arch, settings, shortcut, residual, drop_path_rate)
     x = head(x, include_top, pooling, classes, classifier_activation, regularizer, dropout)
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
-    if name is None:
-        name = arch.name if residual else f"plain{arch.depth}"
-    model = keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=plain_name if name is None else name)
     return weights_lib.load_weights(model, weights)
+
+
+# Every keyword option of ``build_resnet`` (after keras.applications' arguments).
+BUILD_OPTIONS = tuple(
+    parameter.name for parameter in inspect.signature(build_resnet).parameters.values()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from keras_resnet.errors import InvalidArgument, InvalidType
-from keras_resnet.features import feature_info
+from keras_resnet.features import feature_info, stage_outputs
 from keras_resnet.saving import atomic_path
 
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")  # undone to reach the class score
@@ -69,17 +69,18 @@ def _stage(model, stage):
     return info[names.index(canonical)]
 
 
-def _score_model(model, layer_name):
-    """``(features, scores)``: two models, input -> the stage's output, and that output -> the
-    class scores before the output activation."""
-    names = {layer.name for layer in model.layers}
-    if layer_name not in names:
+def _score_model(model, chosen):
+    """``(features, scores)``: two models, input -> the stage ``chosen`` (a feature_info
+    entry) where its StageTap marks it, and that -> the class scores before the output
+    activation."""
+    stage = chosen["name"]
+    if chosen["layer"] not in {layer.name for layer in model.layers}:
         raise InvalidArgument(
             f"`model` {model.name!r} holds its ResNet as a nested model; Grad-CAM reads a flat "
             "functional model (a keras_resnet constructor's, `keras_resnet.fine_tune`'s, or one "
             "built on `model.output`)."
         )
-    stage_output = model.get_layer(layer_name).output
+    stage_output = stage_outputs(model)[stage]
     last = model.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", None)
     if not isinstance(last, keras.layers.Dense) or activation not in OUTPUT_ACTIVATIONS:
@@ -88,7 +89,13 @@ def _score_model(model, layer_name):
             f"activation (its class scores); it ends in {type(last).__name__} {last.name!r}."
         )
     features = keras.Model(model.input, stage_output)
-    penultimate = keras.Model(stage_output, last.input)
+    try:
+        penultimate = keras.Model(stage_output, last.input)
+    except ValueError:  # features marked off the model's path (a block's pre-activated input)
+        raise InvalidArgument(
+            f"`stage={stage!r}`: Grad-CAM weighs a stage whose output the classifier reads; "
+            f"{model.name!r} marks {stage} inside a block (choose the last stage)."
+        ) from None
 
     def scores(stage_values):
         inputs = penultimate(stage_values, training=False)
@@ -178,7 +185,7 @@ def grad_cam(model, images, class_index=None, stage=None):
             f"images for this model; got shape {images.shape}."
         )
     chosen = _stage(model, stage)
-    features, scores = _score_model(model, chosen["layer"])
+    features, scores = _score_model(model, chosen)
     probabilities = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
     indices = _class_indices(class_index, probabilities)
     activations = features(images, training=False)

@@ -3,12 +3,16 @@
 A ResNet's stages are the rows of the paper's Table 1: ``conv1`` (after its ReLU, before the
 max pool), then ``conv2`` .. ``conv5`` (ImageNet nets) or ``conv2`` .. ``conv4`` (the CIFAR
 nets of §4.2), each the output of its last block. In a pre-activation (v2) net ``conv1`` is
-the stem's convolution and the last stage is read after the final BN-ReLU (``post_relu``). keras-hub's ``pyramid_outputs`` ``P2`` ..
-``P5`` are ``conv2`` .. ``conv5``; both names are accepted.
+the stem's convolution and the last stage is read after the final BN-ReLU (``post_relu``).
+keras-hub's ``pyramid_outputs`` ``P2`` .. ``P5`` are ``conv2`` .. ``conv5``; both names are
+accepted. Where each stage is read is the architecture's (``architectures.Tap``); the builder
+marks it with a ``StageTap`` layer, which this module reads (models saved before taps existed
+are read by their layer names instead).
 
 - :func:`feature_info`: each stage's channels and reduction (how much smaller than the input).
 - :func:`feature_extractor`: a functional model whose outputs are a dict of stage outputs.
 - :func:`embedding_model`: a functional model whose output is the pooled features.
+- :func:`create_model`: timm's entry point: a named model, or its feature extractor.
 
 Both read the model's layers, so they work on a model built, loaded from ``.keras``,
 fine-tuned or built with ``output_stride``, on every Keras backend.
@@ -23,14 +27,10 @@ import re
 
 import keras
 from keras_resnet.errors import InvalidArgument, InvalidType
-from keras_resnet.models import walk_layers
+from keras_resnet.builder import stage_taps, tap_features
+from keras_resnet.models import MODEL_NAMES, close_match, get_model, parse_model_name, walk_layers
 
-STEM_OUTPUT = "conv1_relu"
-# A pre-activation net's stem output and final BN-ReLU (keras_resnet.builder.stages).
-PREACT_STEM_OUTPUT, PREACT_OUTPUT = "conv1", "post_relu"
-_STEM_CONV = re.compile(r"^conv1(_\d+)?$")
 POOLING_LAYERS = ("avg_pool", "max_pool")  # keras_resnet.builder.head's global pooling
-_BLOCK = re.compile(r"^(conv\d+)_block(\d+)$")
 
 
 def _network(model):
@@ -39,31 +39,66 @@ def _network(model):
         raise InvalidType(f"`model` must be a keras.Model; got {type(model).__name__}.")
     candidates = [model] + [layer for layer in walk_layers(model) if isinstance(layer, keras.Model)]
     for candidate in candidates:
-        if _stem_output({layer.name for layer in candidate.layers}):
+        if stage_taps(candidate) or _legacy_stem_output({layer.name for layer in candidate.layers}):
             return candidate
     raise InvalidArgument(
-        f"`model` {model.name!r} is not a keras_resnet network: it has no {STEM_OUTPUT!r} "
-        "layer (build it with keras_resnet or keras_resnet.from_keras_applications)."
+        f"`model` {model.name!r} is not a keras_resnet network: it has no {LEGACY_STEM_OUTPUT!r} "
+        "layer and no StageTap layers (build it with keras_resnet or "
+        "keras_resnet.from_keras_applications)."
     )
 
 
-def _stem_output(names):
-    if STEM_OUTPUT in names:
-        return STEM_OUTPUT
-    return PREACT_STEM_OUTPUT if PREACT_OUTPUT in names else None
+def _source_layer(network, tensor):
+    """The name of the layer of ``network`` that computes ``tensor``."""
+    for layer in network.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        if any(output is tensor for output in outputs):
+            return layer.name
+    return None
 
 
-def _stage_layers(network):
+def _stages(network):
+    """``[(info, tensor)]``: each stage's :func:`feature_info` entry and its symbolic output,
+    read from the model's :class:`~keras_resnet.builder.StageTap` layers (the legacy name-based
+    reading for models saved before them)."""
+    taps = stage_taps(network)
+    if not taps:
+        return _legacy_stages(network)
+    stages = []
+    for tap in taps:
+        tensor = tap_features(tap)  # the tap's own output when it sits on the model's path
+        source = tap.input[1] if isinstance(tap.input, (list, tuple)) else tap.input
+        stages.append(({"name": tap.stage, "channels": int(tensor.shape[-1]),
+                        "reduction": tap.reduction, "layer": _source_layer(network, source)},
+                       tensor))
+    return stages
+
+
+# --- legacy: models saved before StageTap (no taps) are read by their layer names -----------
+LEGACY_STEM_OUTPUT = "conv1_relu"
+# A pre-activation net's stem output and final BN-ReLU (keras_resnet.builder.stages).
+LEGACY_PREACT_STEM_OUTPUT, LEGACY_PREACT_OUTPUT = "conv1", "post_relu"
+_STEM_CONV = re.compile(r"^conv1(_\d+)?$")
+_BLOCK = re.compile(r"^(conv\d+)_block(\d+)$")
+
+
+def _legacy_stem_output(names):
+    if LEGACY_STEM_OUTPUT in names:
+        return LEGACY_STEM_OUTPUT
+    return LEGACY_PREACT_STEM_OUTPUT if LEGACY_PREACT_OUTPUT in names else None
+
+
+def _legacy_stage_layers(network):
     """``{stage name: layer}`` in network order: conv1's ReLU, then each stage's last block
     (the final BN-ReLU for a pre-activation net's last stage)."""
     names = {layer.name for layer in network.layers}
-    layers = {"conv1": network.get_layer(_stem_output(names))}
+    layers = {"conv1": network.get_layer(_legacy_stem_output(names))}
     for layer in network.layers:
         match = _BLOCK.match(layer.name)
         if match and hasattr(layer, "shortcut"):
             layers[match[1]] = layer  # later blocks of a stage replace earlier ones
-    if PREACT_OUTPUT in names:
-        layers[list(layers)[-1]] = network.get_layer(PREACT_OUTPUT)
+    if LEGACY_PREACT_OUTPUT in names:
+        layers[list(layers)[-1]] = network.get_layer(LEGACY_PREACT_OUTPUT)
     return layers
 
 
@@ -72,12 +107,36 @@ def _strides(layer):
     return strides[0] if isinstance(strides, (tuple, list)) else strides
 
 
+def _legacy_stages(network):
+    """:func:`_stages` of a model without taps, from its layer names and strides."""
+    stage_layers = _legacy_stage_layers(network)
+    reduction = 1
+    for layer in network.layers:
+        if _STEM_CONV.match(layer.name):
+            reduction *= _strides(layer)
+    reductions = {"conv1": reduction}
+    if "pool1" in {layer.name for layer in network.layers}:
+        reduction *= _strides(network.get_layer("pool1"))
+    for name in list(stage_layers)[1:]:
+        for block in network.layers:  # a stage strides in its first block, a V2 net's in its last
+            match = _BLOCK.match(block.name)
+            if match and match[1] == name:
+                reduction *= block.strides
+        reductions[name] = reduction
+    return [({"name": name, "channels": int(layer.output.shape[-1]),
+              "reduction": reductions[name], "layer": layer.name}, layer.output)
+            for name, layer in stage_layers.items()]
+
+
+# --- reading the stages ------------------------------------------------------------------------
+
+
 def feature_info(model):
     """Each stage of ``model``: its name, channels, reduction and the layer it is read from.
 
     The reduction is the product of the strides up to that stage (the input is that many
     times larger per side): 2, 4, 8, 16, 32 for Table 1's conv1 .. conv5; 1, 1, 2, 4 for §4.2;
-    ``output_stride`` caps it.
+    ``output_stride`` caps it. The stages are where the model's ``StageTap`` layers mark them.
 
     Returns:
         A list of dicts ``{"name", "channels", "reduction", "layer"}``, in network order.
@@ -86,25 +145,17 @@ def feature_info(model):
         >>> [(f["name"], f["reduction"]) for f in feature_info(keras_resnet.ResNet20())]
         [('conv1', 1), ('conv2', 1), ('conv3', 2), ('conv4', 4)]
     """
-    network = _network(model)
-    stage_layers = _stage_layers(network)
-    names = {layer.name for layer in network.layers}
-    reduction = 1
-    for layer in network.layers:
-        if _STEM_CONV.match(layer.name):
-            reduction *= _strides(layer)
-    info = [{"name": "conv1", "channels": int(stage_layers["conv1"].output.shape[-1]),
-             "reduction": reduction, "layer": stage_layers["conv1"].name}]
-    if "pool1" in names:
-        reduction *= _strides(network.get_layer("pool1"))
-    for name, layer in list(stage_layers.items())[1:]:
-        for block in network.layers:  # a stage strides in its first block, a V2 net's in its last
-            match = _BLOCK.match(block.name)
-            if match and match[1] == name:
-                reduction *= block.strides
-        info.append({"name": name, "channels": int(layer.output.shape[-1]),
-                     "reduction": reduction, "layer": layer.name})
-    return info
+    return [info for info, _ in _stages(_network(model))]
+
+
+def stage_outputs(model):
+    """``{stage name: symbolic tensor}`` of ``model``'s (possibly nested) network, in order.
+
+    Example:
+        >>> tuple(stage_outputs(keras_resnet.ResNet20())["conv4"].shape)
+        (None, 8, 8, 64)
+    """
+    return {info["name"]: tensor for info, tensor in _stages(_network(model))}
 
 
 def _stage_name(name, available):
@@ -138,8 +189,8 @@ def feature_extractor(model, stages=None, name=None):
         ['conv3', 'conv4']
     """
     network = _network(model)
-    stage_layers = _stage_layers(network)
-    available = list(stage_layers)
+    tensors = {info["name"]: tensor for info, tensor in _stages(network)}
+    available = list(tensors)
     if stages is None:
         stages = available
     if isinstance(stages, str) or not isinstance(stages, (list, tuple)) or not stages:
@@ -147,7 +198,7 @@ def feature_extractor(model, stages=None, name=None):
             f"`stages` must be None or a non-empty list of stage names ({', '.join(available)}); "
             f"got {stages!r}."
         )
-    outputs = {key: stage_layers[_stage_name(key, available)].output for key in stages}
+    outputs = {key: tensors[_stage_name(key, available)] for key in stages}
     return keras.Model(network.input, outputs, name=name or f"{network.name}_features")
 
 
@@ -171,6 +222,67 @@ def embedding_model(model, name=None):
     names = {layer.name for layer in network.layers}
     pooled = next((network.get_layer(n).output for n in POOLING_LAYERS if n in names), None)
     if pooled is None:
-        last = list(_stage_layers(network).values())[-1].output
+        last = _stages(network)[-1][1]
         pooled = keras.layers.GlobalAveragePooling2D(name="embedding_pool")(last)
     return keras.Model(network.input, pooled, name=name or f"{network.name}_embeddings")
+
+
+def _selected_stages(info, out_indices):
+    """The stage names ``out_indices`` picks from ``info`` (timm's: indices into it)."""
+    if out_indices is None:
+        return [entry["name"] for entry in info]
+    count = len(info)
+    valid = isinstance(out_indices, (list, tuple)) and out_indices and all(
+        isinstance(i, int) and not isinstance(i, bool) and -count <= i < count for i in out_indices)
+    if not valid:
+        raise InvalidArgument(
+            f"`out_indices` must be None or a non-empty list of indices into feature_info "
+            f"(0..{count - 1}, or negative from the end: {', '.join(e['name'] for e in info)}); "
+            f"got {out_indices!r}."
+        )
+    return [info[i]["name"] for i in out_indices]
+
+
+def create_model(model_name, weights=None, features_only=False, out_indices=None, **overrides):
+    """A model by name with any constructor option as a keyword (timm's ``create_model``).
+
+    Args:
+        model_name: a name of ``keras_resnet.models.list_models()`` ("resnet50",
+            "resnext50_32x4d", "resnet20", ...) or resnetN for a CIFAR depth 6n+2.
+        weights: None, a weights file or a weight set name (as the constructors take).
+        features_only: return the :func:`feature_extractor` of the headless model instead.
+        out_indices: with ``features_only``, the stages to output, as indices into
+            :func:`feature_info` (timm's meaning); default every stage.
+        **overrides: the constructor's other arguments and options (``se_ratio=1/16``,
+            ``stem="deep"``, ``shortcut="A"``, ``input_shape=...``).
+
+    Returns:
+        A ``keras.Model``; with ``features_only``, its outputs are ``{stage name: tensor}``.
+
+    Example:
+        >>> sorted(create_model("resnet20", features_only=True, out_indices=[-1]).output)
+        ['conv4']
+    """
+    if model_name not in MODEL_NAMES:
+        try:
+            parse_model_name(model_name)
+        except InvalidArgument:
+            raise InvalidArgument(
+                f"`model_name` {model_name!r} is not a model{close_match(model_name, MODEL_NAMES)}; "
+                "see keras_resnet.models.list_models()."
+            ) from None
+    if not isinstance(features_only, bool):
+        raise InvalidArgument(f"`features_only` must be True or False; got {features_only!r}.")
+    if out_indices is not None and not features_only:
+        raise InvalidArgument(
+            f"`out_indices={out_indices!r}` selects feature maps; it needs features_only=True.")
+    if not features_only:
+        return get_model(model_name, weights=weights, **overrides)
+    for head_argument in ("include_top", "pooling"):
+        if overrides.get(head_argument):
+            raise InvalidArgument(
+                f"`{head_argument}={overrides[head_argument]!r}`: features_only=True builds the "
+                "model without its head; leave it unset.")
+    overrides.update(include_top=False, pooling=None)
+    model = get_model(model_name, weights=weights, **overrides)
+    return feature_extractor(model, _selected_stages(feature_info(model), out_indices))

@@ -6,17 +6,48 @@ and the family (``ResNeXt50_32x4d``, ``WideResNet50_2``, ``ResNet50D``, ``SEResN
 :func:`keras_resnet.builder.build_resnet`, and load pretrained weight sets.
 """
 
+import difflib
+import fnmatch
+
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
-from keras_resnet.architectures import FAMILY, NAMED_MODELS, architecture, family_architecture
+from keras_resnet.architectures import (
+    ARCHITECTURE_OPTIONS, FAMILY, NAMED_MODELS, architecture, family_architecture,
+)
 # Re-exported: the builder's names were this module's before it had one of its own.
-from keras_resnet.builder import SHORTCUT_OPTIONS, build_resnet, walk_layers  # noqa: F401
+from keras_resnet.builder import (  # noqa: F401
+    BUILD_OPTIONS, SHORTCUT_OPTIONS, build_resnet, canonical_shortcut, walk_layers,
+)
 from keras_resnet.errors import InvalidArgument, InvalidType
 
 # Every name ``get_model`` and the command line take.
 MODEL_NAMES = (*NAMED_MODELS, *FAMILY)
+# keras.applications' arguments of every constructor, before our options (``BUILD_OPTIONS``).
+APPLICATION_ARGUMENTS = ("include_top", "weights", "input_tensor", "input_shape", "pooling",
+                         "classes", "classifier_activation", "name")
+
+
+def close_match(value, allowed):
+    """" (did you mean 'x'?)" for the closest of ``allowed`` to ``value``, else ""."""
+    match = difflib.get_close_matches(str(value), list(allowed), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_option_names(options, what):
+    """Raise a one-line :class:`InvalidArgument` naming the first of ``options`` that no
+    constructor takes, the allowed ones and the closest match.
+
+    Example:
+        >>> check_option_names({"se_ratio": 0.0625}, "ResNet50")
+    """
+    for option in options:
+        if option not in BUILD_OPTIONS:
+            raise InvalidArgument(
+                f"`{option}` is not an option of {what}{close_match(option, BUILD_OPTIONS)}; "
+                f"options: {', '.join(BUILD_OPTIONS)}."
+            )
 
 
 def ImageNetResNet(
@@ -54,6 +85,7 @@ def ImageNetResNet(
 def _pretrained_or_built(arch, include_top, weights, input_tensor, input_shape, pooling,
                          classes, classifier_activation, name, options):
     """Build ``arch``; with a weight set name, the set's variant with its weights."""
+    check_option_names(options, arch.name)
     if arch.family != "imagenet" and weights_lib.is_name(weights):
         raise InvalidArgument(
             f"`weights={weights!r}`: pretrained weight sets exist for ImageNet nets only; "
@@ -65,7 +97,7 @@ def _pretrained_or_built(arch, include_top, weights, input_tensor, input_shape, 
             arch, include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name, **options,
         )
-    _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options)
+    _check_weight_set_options(arch, weight_set, weights, include_top, classes, options)
     if weight_set.layout == "keras_applications":
         return _from_imagenet_weights(
             arch, weight_set, include_top, input_tensor, input_shape, pooling, classes,
@@ -104,7 +136,19 @@ def CifarResNet(
 
 
 
-def _check_weight_set_options(weight_set, weights, include_top, classes, input_shape, options):
+def _required_options(arch, weight_set):
+    """The options ``weight_set`` fixes: its variant's, and ``arch``'s own block options."""
+    required = {option: getattr(arch, option) for option in ARCHITECTURE_OPTIONS}
+    return {**required, **weight_set.build_options()}
+
+
+def _same(option, given, required):
+    if option == "shortcut":
+        return canonical_shortcut(given) == canonical_shortcut(required)
+    return given == required
+
+
+def _check_weight_set_options(arch, weight_set, weights, include_top, classes, options):
     """Raise unless the constructor's arguments fit the pretrained ``weight_set``."""
     if include_top and classes != 1000:
         raise InvalidArgument(
@@ -118,8 +162,13 @@ def _check_weight_set_options(weight_set, weights, include_top, classes, input_s
             f"`weights={weights!r}` fixes the preprocessing ({weight_set.preprocessing()!r}); "
             "leave `preprocessing` unset (keras_resnet.preprocessing.attach replaces it later)."
         )
-    for option, required in weight_set.build_options().items():
-        if option in options and options[option] != required:
+    if options.get("stem") == "deep" and not arch.stem.deep_widths:
+        raise InvalidArgument(
+            f"`weights={weights!r}` are {arch.name}'s, whose stem is one 7x7 conv; got "
+            "stem='deep' (use stem='standard' or 'low_resolution', or no weights)."
+        )
+    for option, required in _required_options(arch, weight_set).items():
+        if option in options and not _same(option, options[option], required):
             raise InvalidArgument(
                 f"`weights={weights!r}` needs `{option}={required!r}`; got {options[option]!r}."
             )
@@ -210,6 +259,7 @@ def from_keras_applications(keras_model, input_tensor=None, name=None, channels=
     """
     if not isinstance(keras_model, keras.Model):
         raise InvalidType(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}.")
+    check_option_names(options, "from_keras_applications")
     layout = weights_lib.keras_applications_layout(keras_model)
     v2 = layout["version"] == 2
     recipe = preprocessing_lib.tf_mode if v2 else preprocessing_lib.caffe
@@ -328,6 +378,19 @@ FAMILY_CONSTRUCTORS = {
 }
 
 
+def list_models(pattern="*"):
+    """Every name :func:`get_model` takes that matches ``pattern`` (``fnmatch``), sorted (timm's
+    ``list_models``; any other CIFAR depth 6n+2, "resnet8", "resnet74", ..., is taken too).
+
+    Example:
+        >>> list_models("resnext*")
+        ['resnext101_32x8d', 'resnext101_64x4d', 'resnext50_32x4d']
+    """
+    if not isinstance(pattern, str):
+        raise InvalidType(f"`pattern` must be a string (fnmatch, e.g. 'resnet*'); got {pattern!r}.")
+    return sorted(fnmatch.filter(MODEL_NAMES, pattern))
+
+
 def parse_model_name(model_name):
     """``(family, depth)`` of a model name: a named model ("resnet50", "resnet20",
     "resnext50_32x4d", ...; family "imagenet" or "cifar") or ``resnetN`` for any other CIFAR
@@ -344,7 +407,7 @@ def parse_model_name(model_name):
             return "cifar", depth
     raise InvalidArgument(
         f"`model_name` must be one of {', '.join(MODEL_NAMES)} or resnetN with N = 6n+2 "
-        f"(a CIFAR depth); got {model_name!r}."
+        f"(a CIFAR depth); got {model_name!r}{close_match(model_name, MODEL_NAMES)}."
     )
 
 
@@ -357,6 +420,7 @@ def get_model(model_name, **kwargs):
         (None, 4)
     """
     family, depth = parse_model_name(model_name)
+    check_option_names([k for k in kwargs if k not in APPLICATION_ARGUMENTS], model_name)
     if model_name in FAMILY_CONSTRUCTORS:
         return FAMILY_CONSTRUCTORS[model_name](**kwargs)
     constructor = ImageNetResNet if family == "imagenet" else CifarResNet

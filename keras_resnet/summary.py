@@ -2,8 +2,49 @@
 
 import keras
 
-from keras_resnet.architectures import NAMED_MODELS, PAPER_FIGURES
+from keras_resnet.architectures import NAMED_MODELS
 from keras_resnet.models import get_model, parse_model_name
+
+# Published figures to compare against.
+#   ImageNet: multiply-adds from Table 1 ("FLOPs", 224x224); trainable parameters of the
+#   reference implementations (option B, no conv bias, 1000 classes).
+#   CIFAR: parameters from Table 6 (option A, 10 classes); the paper gives no FLOPs.
+PAPER_FIGURES = {
+    "resnet18": {"multiply_adds": 1.8e9, "params": 11_689_512},
+    "resnet34": {"multiply_adds": 3.6e9, "params": 21_797_672},
+    "resnet50": {"multiply_adds": 3.8e9, "params": 25_557_032},
+    "resnet101": {"multiply_adds": 7.6e9, "params": 44_549_160},
+    "resnet152": {"multiply_adds": 11.3e9, "params": 60_192_808},
+    "resnet20": {"multiply_adds": None, "params": 0.27e6},
+    "resnet32": {"multiply_adds": None, "params": 0.46e6},
+    "resnet44": {"multiply_adds": None, "params": 0.66e6},
+    "resnet56": {"multiply_adds": None, "params": 0.85e6},
+    "resnet110": {"multiply_adds": None, "params": 1.7e6},
+    "resnet1202": {"multiply_adds": None, "params": 19.4e6},
+    # The family, as its sources publish it. torchvision: its weights' num_params and _ops
+    # (multiply-adds at 224); timm: sum(p.numel()) of timm.create_model; keras.applications:
+    # the trainable weights of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50
+    # (stride in the 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
+    "resnext50_32x4d": {"multiply_adds": 4.23e9, "params": 25_028_904},
+    "resnext101_32x8d": {"multiply_adds": 16.414e9, "params": 88_791_336},
+    "resnext101_64x4d": {"multiply_adds": 15.46e9, "params": 83_455_272},
+    "wide_resnet50_2": {"multiply_adds": 11.398e9, "params": 68_883_240},
+    "wide_resnet101_2": {"multiply_adds": 22.753e9, "params": 126_886_696},
+    "resnet18d": {"multiply_adds": None, "params": 11_708_744},
+    "resnet34d": {"multiply_adds": None, "params": 21_816_904},
+    "resnet50d": {"multiply_adds": None, "params": 25_576_264},
+    "resnet101d": {"multiply_adds": None, "params": 44_568_392},
+    "resnet152d": {"multiply_adds": None, "params": 60_212_040},
+    "seresnet50": {"multiply_adds": 3.87e9, "params": 28_088_024},
+    "seresnet101": {"multiply_adds": None, "params": 49_326_872},
+    "seresnet152": {"multiply_adds": None, "params": 66_821_848},
+    "resnet50v2": {"multiply_adds": None, "params": 25_568_360},
+    "resnet101v2": {"multiply_adds": None, "params": 44_577_896},
+    "resnet152v2": {"multiply_adds": None, "params": 60_236_904},
+    "preact_resnet110": {"multiply_adds": None, "params": 1.7e6},
+    "preact_resnet164": {"multiply_adds": None, "params": 1.7e6},
+    "preact_resnet1001": {"multiply_adds": None, "params": 10.2e6},
+}
 
 
 def count_multiply_adds(model):
@@ -40,7 +81,7 @@ def model_statistics(model_name):
         dict with ``model``, ``family``, ``depth``, ``input_shape``, ``params``,
         ``multiply_adds`` and the published ``paper_params`` / ``paper_multiply_adds`` (the
         paper's for its nets; torchvision's, timm's, keras.applications' or the family papers'
-        for the family: ``architectures.PAPER_FIGURES``).
+        for the family: ``PAPER_FIGURES``).
     """
     family, depth = parse_model_name(model_name)
     model = get_model(model_name)

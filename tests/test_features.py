@@ -251,7 +251,7 @@ def test_a_dilated_net_takes_the_same_weights():
     (lambda: keras_resnet.ResNet20(output_stride=8), r"larger than resnet20's own output stride \(4\)"),
     (lambda: keras_resnet.ResNet18(stem="low_resolution", output_stride=16), r"own output stride \(8\)"),
     (lambda: keras_resnet.ResNet20(stem="low_resolution"), "already keeps the input resolution"),
-    (lambda: keras_resnet.ResNet18(stem="tiny"), r"`stem` must be one of \('standard', 'low_resolution'\)"),
+    (lambda: keras_resnet.ResNet18(stem="tiny"), r"`stem` must be one of \('standard', 'low_resolution', 'deep'\)"),
     (lambda: keras_resnet.ResidualBlock(8, strides=2, dilation_rate=2, shortcut="projection"),
      "A block either strides or dilates"),
 ])

@@ -14,12 +14,13 @@ def _blocks(model):
 def test_layer_names_read_like_table_1(named_model):
     model = named_model("resnet50")
     names = [layer.name for layer in model.layers]
-    assert names[1:8] == [
-        "preprocessing", "conv1_pad", "conv1", "conv1_bn", "conv1_relu", "pool1_pad", "pool1"
+    assert names[1:9] == [  # tap_conv1 marks conv1's output (feature_info) before the pool
+        "preprocessing", "conv1_pad", "conv1", "conv1_bn", "conv1_relu", "tap_conv1", "pool1_pad",
+        "pool1",
     ]
     expected = [f"conv{s + 2}_block{b + 1}" for s, n in enumerate((3, 4, 6, 3)) for b in range(n)]
     assert [block.name for block in _blocks(model)] == expected
-    assert names[-2:] == ["avg_pool", "predictions"]
+    assert names[-3:] == ["tap_conv5", "avg_pool", "predictions"]
     assert model.output_shape == (None, 1000)
     assert model.get_layer("pool1").output.shape[1:] == (56, 56, 64)  # Table 1: 56x56 after pool
     assert model.get_layer("conv5_block3").output.shape[1:] == (7, 7, 2048)
