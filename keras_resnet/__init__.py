@@ -40,6 +40,12 @@ _PUBLIC = {
             "PreActResNet1001",
         )
     },
+    "create_model": "features",
+    "list_models": "models",
+    "StageTap": "builder",
+    "Task": "tasks",
+    "TaskLayer": "tasks",
+    "task_of": "tasks",
     "embedding_model": "features",
     "feature_extractor": "features",
     "feature_info": "features",
@@ -75,14 +81,13 @@ def __dir__():
     return sorted(set(globals()) | set(_PUBLIC) | _SUBMODULES)
 
 
-# KERAS_RESNET_QUIET=1 turns quiet output on before Keras loads (logs.quiet: no TensorFlow C++
-# log lines), for scripts whose first keras_resnet import would load it.
-if os.environ.get("KERAS_RESNET_QUIET") == "1":
-    importlib.import_module("keras_resnet.logs").quiet()
-
 # The `keras-resnet` command imports this package before keras_resnet.cli; it loads Keras only
-# for the commands that need it, so `keras-resnet --help` prints at once, with no TensorFlow.
+# for the commands that need it (quietly unless --verbose), so `keras-resnet --help` prints at
+# once, with no TensorFlow. Elsewhere KERAS_RESNET_QUIET=1 turns quiet output on before Keras
+# loads (logs.quiet: no TensorFlow C++ log lines), for scripts whose first import loads it.
 if os.path.basename(sys.argv[0] if sys.argv else "") != "keras-resnet":
+    if os.environ.get("KERAS_RESNET_QUIET") == "1":
+        importlib.import_module("keras_resnet.logs").quiet()
     for _module in sorted(set(_PUBLIC.values()) - _NEEDS_TENSORFLOW):
         importlib.import_module(f"keras_resnet.{_module}")
     globals().update({name: __getattr__(name) for name, module in _PUBLIC.items()

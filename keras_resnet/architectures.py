@@ -33,17 +33,14 @@ SHORTCUT_OPTIONS = ("A", "B", "C")
 SHORTCUTS = (*SHORTCUT_OPTIONS, "none")
 OUTPUT_STRIDES = (8, 16, 32)
 STEMS = ("standard", "low_resolution", "deep")
-# Where a tap reads its stage (see :class:`Tap`).
-TAP_POSITIONS = ("output", "preactivated_input")
+TAP_POSITIONS = ("output", "preactivated_input")  # where a Tap reads its stage
 # The block options a model's constructor may change (``with_options``), with what each allows.
 ARCHITECTURE_OPTIONS = {
     "groups": "a positive integer (bottleneck blocks)",
     "base_width": "a positive integer (bottleneck blocks)",
     "se_ratio": "a number in [0, 1) (0: no squeeze-excitation)",
-    "preactivation": "True or False",
-    "avg_down": "True or False",
-    "stride_position": "one of '1x1', '3x3'",
-    "downsample_in": "one of 'first', 'last'",
+    "preactivation": "True or False", "avg_down": "True or False",
+    "stride_position": "one of '1x1', '3x3'", "downsample_in": "one of 'first', 'last'",
 }
 
 
@@ -128,8 +125,18 @@ class Architecture:
 
     @property
     def stage_taps(self):
-        """The :class:`Tap` of every stage: ``taps``, else each stage's output."""
-        return self.taps or (Tap("conv1"), *(Tap(stage.name) for stage in self.stages))
+        """The :class:`Tap` of every stage: ``taps``; else each stage's output, or for He et al.
+        2016's nets striding in a stage's last block (keras.applications' V2 layout) where
+        keras.applications shows them, at reductions 2, 4, 8, 16, 32: conv1's convolution,
+        the pre-activated input of each strided block (``conv2_block3_preact_relu``), and
+        ``post_relu``."""
+        if self.taps:
+            return self.taps
+        if self.preactivation and self.downsample_in == "last":
+            *strided, last = self.stages
+            return (Tap("conv1"), *(Tap(stage.name, "preactivated_input") for stage in strided),
+                    Tap(last.name))
+        return (Tap("conv1"), *(Tap(stage.name) for stage in self.stages))
 
     @property
     def name(self):
@@ -160,11 +167,6 @@ class Architecture:
         return reduction
 
 
-# keras.applications' V2 nets expose conv2 .. conv4 at the pre-activated input of their strided
-# (last) block, reductions 4, 8, 16. Reading them there needs blocks that return that input;
-# until they do, conv2 .. conv4 are read at their outputs (reductions 8, 16, 32). The switch:
-#   V2_TAPS = (Tap("conv1"), *(Tap(f"conv{i}", "preactivated_input") for i in (2, 3, 4)), Tap("conv5"))
-V2_TAPS = (Tap("conv1"), Tap("conv2"), Tap("conv3"), Tap("conv4"), Tap("conv5"))
 # The family as data: name -> (the Table 1 or §4.2 network it changes, the changes, paper).
 _TORCH_STYLE = {"stride_position": "3x3"}  # the stride on the 3x3, as every family paper's
 FAMILY = {
@@ -185,7 +187,7 @@ FAMILY = {
     # He et al. 2016, "Identity Mappings": full pre-activation, in keras.applications' layout
     # (stride in a stage's last block, conv1 without BN, BN-ReLU after the last stage).
     **{f"resnet{depth}v2": (("imagenet", depth),
-                            {"preactivation": True, "downsample_in": "last", "taps": V2_TAPS,
+                            {"preactivation": True, "downsample_in": "last",
                              "stem": dataclasses.replace(IMAGENET_STEM, normalized=False)},
                             "He et al. 2016")
        for depth in (50, 101, 152)},

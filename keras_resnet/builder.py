@@ -13,6 +13,7 @@ import inspect
 import keras
 
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet import tasks
 from keras_resnet import weights as weights_lib
 # Re-exported: the shortcut vocabulary was this module's before architectures held it.
 from keras_resnet.architectures import (  # noqa: F401
@@ -166,8 +167,8 @@ class _LayerSettings:
 
     def block(self, kind, filters, strides, shortcut, name, **options):
         return kind(
-            filters, strides=strides, shortcut=shortcut, momentum=self.momentum,
-            epsilon=self.epsilon, synchronized=self.synchronized,
+            filters, strides=strides, shortcut=shortcut, bn_momentum=self.momentum,
+            bn_epsilon=self.epsilon, bn_synchronized=self.synchronized,
             zero_init_residual=self.zero_init_residual, name=name, **self.conv, **options,
         )
 
@@ -427,7 +428,9 @@ def build_resnet(
     )
     inputs = _inputs(arch, input_tensor, input_shape)
     preprocessing = preprocessing or _default_preprocessing(arch, inputs, classes, include_top)
-    x = stem_layers(preprocessing(inputs), arch.stem, settings, arch.stage_taps[0])
+    x = preprocessing(inputs)
+    task = tasks.layer_for(classes, classifier_activation) if include_top else None  # what it predicts
+    x = stem_layers(x if task is None else task(x), arch.stem, settings, arch.stage_taps[0])
     x = stages(x, arch, settings, shortcut, residual, drop_path_rate)
     x = head(x, include_top, pooling, classes, classifier_activation, regularizer, dropout)
     if input_tensor is not None:

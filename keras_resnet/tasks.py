@@ -285,6 +285,19 @@ class TaskLayer(keras.layers.Layer):
         return {**super().get_config(), **self.task.to_config()}
 
 
+def layer_for(classes, activation):
+    """The :class:`TaskLayer` a classifier of ``classes`` outputs with this output
+    ``activation`` (a name, None or a function) carries, or None when the activation is not
+    one a Task knows (the model's Task is then derived: :func:`task_of`).
+
+    Example:
+        >>> layer_for(10, "softmax").task.kind
+        'classification'
+    """
+    name = "linear" if activation is None else getattr(activation, "__name__", activation)
+    return TaskLayer("classification", classes, name) if name in ACTIVATIONS else None
+
+
 def _activation_name(layer):
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", None)

@@ -14,9 +14,10 @@ def _blocks(model):
 def test_layer_names_read_like_table_1(named_model):
     model = named_model("resnet50")
     names = [layer.name for layer in model.layers]
-    assert names[1:9] == [  # tap_conv1 marks conv1's output (feature_info) before the pool
-        "preprocessing", "conv1_pad", "conv1", "conv1_bn", "conv1_relu", "tap_conv1", "pool1_pad",
-        "pool1",
+    assert names[1:10] == [  # the model's Task after its preprocessing; tap_conv1 marks
+        # conv1's output (feature_info) before the pool
+        "preprocessing", "task", "conv1_pad", "conv1", "conv1_bn", "conv1_relu", "tap_conv1",
+        "pool1_pad", "pool1",
     ]
     expected = [f"conv{s + 2}_block{b + 1}" for s, n in enumerate((3, 4, 6, 3)) for b in range(n)]
     assert [block.name for block in _blocks(model)] == expected

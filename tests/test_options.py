@@ -174,9 +174,14 @@ def test_taps_follow_the_architecture_data_and_leave_counts_unchanged():
     # Taps are weightless and compute nothing: counts as Table 1's (test_models has the exact ones).
     assert count_trainable_params(keras_resnet.ResNet50()) == PAPER_FIGURES["resnet50"]["params"]
     assert abs(count_multiply_adds(keras_resnet.ResNet50()) / 3.8e9 - 1) < 0.03
-    # V2: today's positions, structured for the pre-activated inputs (architectures.V2_TAPS).
+    # V2 (keras.applications' layout): the pre-activated input of conv2 .. conv4's strided block;
+    # built as a V1 net (preactivation=False, stride first), the stages' outputs again.
     v2 = architectures.family_architecture("resnet50v2")
-    assert v2.stage_taps == architectures.V2_TAPS and {t.at for t in v2.stage_taps} == {"output"}
+    assert [(t.stage, t.at) for t in v2.stage_taps] == [
+        ("conv1", "output"), ("conv2", "preactivated_input"), ("conv3", "preactivated_input"),
+        ("conv4", "preactivated_input"), ("conv5", "output")]
+    v1 = architectures.with_options(v2, preactivation=False, downsample_in="first")
+    assert {t.at for t in v1.stage_taps} == {"output"}
 
 
 def test_stage_shapes_match_keras_applications_resnet50():

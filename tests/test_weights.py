@@ -92,9 +92,12 @@ def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(appl
     ours = keras_resnet.from_keras_applications(source)
     assert ours.name == application.lower() and ours.count_params() == source.count_params()
     x = rng.uniform(-1, 1, size=(2, 67, 75, 3)).astype("float32")
+    last_conv3 = {"ResNet50V2": 4, "ResNet101V2": 4, "ResNet152V2": 8}[application]
     last_conv4 = {"ResNet50V2": 6, "ResNet101V2": 23, "ResNet152V2": 36}[application]
-    stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_out",
-              "conv4": f"conv4_block{last_conv4}_out", "conv5": "post_relu"}
+    # The pre-activated input of each stage's strided (last) block: reductions 4, 8, 16.
+    stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_preact_relu",
+              "conv3": f"conv3_block{last_conv3}_preact_relu",
+              "conv4": f"conv4_block{last_conv4}_preact_relu", "conv5": "post_relu"}
     theirs = keras.Model(source.input, [source.get_layer(n).output for n in stages.values()]
                          + [source.output]).predict(x, verbose=0)
     mine = keras_resnet.feature_extractor(ours).predict(x, verbose=0)
@@ -102,7 +105,7 @@ def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(appl
         assert np.abs(mine[stage] - expected).max() <= 1e-5 * np.abs(expected).max(), stage
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs[-1], atol=1e-6, rtol=0)
     info = {f["name"]: f["reduction"] for f in keras_resnet.feature_info(ours)}
-    assert info == {"conv1": 2, "conv2": 8, "conv3": 16, "conv4": 32, "conv5": 32}
+    assert info == {"conv1": 2, "conv2": 4, "conv3": 8, "conv4": 16, "conv5": 32}
 
 
 def test_from_keras_applications_rejects_other_models():
