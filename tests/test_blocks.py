@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from keras_resnet import BottleneckBlock, ResidualBlock
+from fixtures.make_legacy_fixtures import legacy_blocks_model
 
 
 def _random_input(shape, seed=0):
@@ -266,26 +267,6 @@ def test_weight_paths_of_option_b_and_c_are_those_of_the_kinds_they_give():
         assert [w.path for w in asked.weights] == [w.path for w in explicit.weights]
 
 
-def _legacy_blocks_model():
-    """The model of tests/fixtures/legacy/blocks.keras, as make_legacy_fixtures builds it."""
-    inputs = keras.Input((16, 16, 8))
-    x = ResidualBlock(8, name="basic_identity")(inputs)
-    x = ResidualBlock(16, strides=2, shortcut="zero_pad", name="basic_zero_pad")(x)
-    x = ResidualBlock(16, shortcut="none", name="basic_plain")(x)
-    x = ResidualBlock(24, strides=2, shortcut="projection", se_ratio=0.25, drop_path_rate=0.1,
-                      zero_init_residual=True, name="basic_se")(x)
-    x = BottleneckBlock(4, strides=1, shortcut="projection", groups=2, base_width=32,
-                        stride_position="3x3", dilation_rate=2, first_dilation_rate=1,
-                        name="bottleneck_grouped")(x)
-    x = BottleneckBlock(4, strides=2, shortcut="projection", avg_down=True, se_ratio=0.25,
-                        name="bottleneck_d")(x)
-    x = BottleneckBlock(4, shortcut="identity", preactivation=True, momentum=0.99,
-                        epsilon=1.001e-5, name="bottleneck_preact")(x)
-    x = ResidualBlock(16, strides=1, shortcut="projection", preactivation=True, use_bias=True,
-                      name="basic_preact_projection")(x)
-    return keras.Model(inputs, x, name="legacy_blocks")
-
-
 def _h5_datasets(keras_file, folder):
     import zipfile
 
@@ -304,7 +285,7 @@ def test_a_saved_file_stores_the_weights_where_old_files_have_them(tmp_path):
     import pathlib
 
     legacy = pathlib.Path(__file__).resolve().parent / "fixtures" / "legacy" / "blocks.keras"
-    _legacy_blocks_model().save(tmp_path / "new.keras")
+    legacy_blocks_model().save(tmp_path / "new.keras")
     old = _h5_datasets(legacy, tmp_path / "old")
     assert _h5_datasets(tmp_path / "new.keras", tmp_path / "new") == old
     assert any("/batch_norms/" in name for name in old)  # the BNs' place in the file

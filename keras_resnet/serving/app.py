@@ -136,10 +136,20 @@ def create_app(export_dir, *, version_policy="latest", **limits):
         >>> uvicorn.run(create_app("exports", max_batch=16), port=8501)  # doctest: +SKIP
     """
     require("fastapi", "The REST server (keras_resnet.serving)")
-    from fastapi import FastAPI, Request
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
+    from fastapi import FastAPI
 
+    limits = _checked_limits(version_policy, limits)
+    registry = Registry(str(export_dir), version_policy)
+    app = FastAPI(title="keras_resnet serving", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.models = registry.models
+    app.state.limits = limits
+    _add_error_handlers(app)
+    _add_routes(app, registry, limits)
+    return app
+
+
+def _checked_limits(version_policy, limits):
+    """The :class:`Limits` of ``limits`` (keyword fields), after checking ``version_policy``."""
     if version_policy not in VERSION_POLICIES:
         raise InvalidArgument(
             f"`version_policy` must be one of {', '.join(map(repr, VERSION_POLICIES))}; "
@@ -151,14 +161,12 @@ def create_app(export_dir, *, version_policy="latest", **limits):
             f"Unknown limits {unknown}; allowed: "
             f"{', '.join(field.name for field in dataclasses.fields(Limits))}."
         )
-    limits = Limits(**limits)
-    registry = Registry(str(export_dir), version_policy)
-    budget = _ByteBudget(limits.max_pending_bytes)
-    predictions = asyncio.Semaphore(limits.max_concurrent_predictions)
+    return Limits(**limits)
 
-    app = FastAPI(title="keras_resnet serving", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.models = registry.models
-    app.state.limits = limits
+
+def _add_error_handlers(app):
+    """Every error answers JSON: ours with its status, HTTP's with the path, others as 500."""
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(ServingError)
     async def _serving_error(request, error):
@@ -173,15 +181,25 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     async def _internal_error(request, error):
         return _json_response({"error": f"Internal error: {type(error).__name__}: {error}"}, 500)
 
-    def route(path):
-        match = _URL.match(path)
-        if match is None:
-            raise ServingError(404, f"Malformed request: {clip('/v1/models/' + path)}.")
-        return match.group("name", "version", "label", "verb")
+
+def _route(path):
+    match = _URL.match(path)
+    if match is None:
+        raise ServingError(404, f"Malformed request: {clip('/v1/models/' + path)}.")
+    return match.group("name", "version", "label", "verb")
+
+
+def _add_routes(app, registry, limits):
+    """TensorFlow Serving's GET (status, metadata) and POST (:predict) routes."""
+    from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
+
+    budget = _ByteBudget(limits.max_pending_bytes)
+    predictions = asyncio.Semaphore(limits.max_concurrent_predictions)
 
     @app.get("/v1/models/{path:path}")
     async def _get(path: str):
-        name, version, label, verb = route(path)
+        name, version, label, verb = _route(path)
         if verb not in (None, "/metadata"):
             raise ServingError(405, f"{verb[1:]} needs POST; got GET.")
         servable = registry.get(name, version, label)
@@ -193,7 +211,7 @@ def create_app(export_dir, *, version_policy="latest", **limits):
 
     @app.post("/v1/models/{path:path}")
     async def _post(path: str, request: Request):
-        name, version, label, verb = route(path)
+        name, version, label, verb = _route(path)
         if verb in (":classify", ":regress"):
             raise ServingError(
                 400, f"{verb[1:]} needs a tensorflow/serving/{verb[1:]} signature; these exports "
@@ -209,5 +227,3 @@ def create_app(export_dir, *, version_policy="latest", **limits):
         finally:
             budget.give(len(body))
         return _json_response(response)
-
-    return app
