@@ -69,6 +69,22 @@ _SUBMODULES = frozenset(module.name for module in pkgutil.iter_modules(__path__)
 __all__ = sorted(_PUBLIC)
 
 
+# The modules that register the layers a ``.keras`` file of ours may hold.
+LAYER_MODULES = ("blocks", "builder", "preprocessing", "tasks")
+
+
+def register_layers():
+    """Import every module that registers a layer with Keras, so ``keras.saving.load_model``
+    reads our files; ``import keras_resnet`` does it, except under the ``keras-resnet``
+    command, whose loads call it (``keras_resnet.saving.load_model``).
+
+    Example:
+        >>> register_layers()
+    """
+    for module in LAYER_MODULES:
+        importlib.import_module(f"keras_resnet.{module}")
+
+
 def __getattr__(name):
     if name in _PUBLIC:
         return getattr(importlib.import_module(f"keras_resnet.{_PUBLIC[name]}"), name)

@@ -123,7 +123,9 @@ def load_model(path, compile=True):
         >>> preprocessing_lib.of(load_model("r20.keras")).source
         'default'
     """
-    import keras_resnet  # noqa: F401  (registers the layers)
+    import keras_resnet
+
+    keras_resnet.register_layers()
 
     check_model_file(path)
     try:

@@ -130,11 +130,11 @@ def test_compile_picks_the_loss_from_the_task_and_refuses_a_head_that_does_not_f
     import keras
 
     import keras_resnet
-    from keras_resnet import preprocessing, training
+    from keras_resnet import tasks, training
 
-    recipe = preprocessing.ImagePreprocessing(32, class_names=list("abc"), thresholds=[0.5] * 3)
-    sigmoid = keras_resnet.CifarResNet(8, classes=3, classifier_activation="sigmoid", preprocessing=recipe)
-    training.compile_model(sigmoid)  # task "auto": the recipe's thresholds say multi-label
+    sigmoid = keras_resnet.CifarResNet(8, classes=3, classifier_activation="sigmoid")
+    sigmoid = tasks.attach(sigmoid, tasks.Task("multilabel", 3, "sigmoid"))
+    training.compile_model(sigmoid)  # task "auto": the Task the model carries says multi-label
     assert isinstance(sigmoid.loss, keras.losses.BinaryCrossentropy)
     x, y = np.zeros((4, 32, 32, 3), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0]]
     assert sorted(sigmoid.evaluate(x, y, return_dict=True, verbose=0)) == ["f1", "loss", "pr_auc"]

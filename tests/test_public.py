@@ -77,3 +77,20 @@ print(json.dumps(dict(before=before, recipe=keras_resnet.get_recipe("paper").__c
 """, backend="jax", argv0="/usr/local/bin/keras-resnet")
     assert found["before"] == ["keras_resnet.interrupts"]
     assert found["recipe"] == "Recipe" and found["after"]
+
+
+def test_the_command_loads_a_model_with_every_layer_of_ours(tmp_path):
+    """Under `keras-resnet` nothing is imported up front; a load still knows every registered
+    layer (blocks, stage taps, preprocessing, the Task)."""
+    import keras_resnet
+
+    path = str(tmp_path / "m.keras")
+    keras_resnet.ResNet50V2(input_shape=(32, 32, 3), classes=3, width_multiplier=0.125).save(path)
+    found = _run(f"""
+import json
+from keras_resnet import saving, tasks
+model = saving.load_model({path!r}, compile=False)
+print(json.dumps(dict(task=tasks.task_of(model).to_config(), layers=len(model.layers))))
+""", argv0="/usr/local/bin/keras-resnet")
+    assert found["task"] == {"kind": "classification", "classes": 3, "activation": "softmax",
+                             "thresholds": None}
