@@ -551,6 +551,7 @@ sys.exit(1 if failed else 0)
 """
 
 
+@pytest.mark.slow
 def test_every_data_module_imports_first_in_a_fresh_interpreter():
     """Each module of keras_resnet.data imported first in a process with nothing of
     keras_resnet loaded (children forked from one interpreter that holds only TensorFlow and

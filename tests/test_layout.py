@@ -19,6 +19,7 @@ Everything here reads source text; nothing imports keras_resnet or TensorFlow.
 """
 
 import ast
+import functools
 import io
 import pathlib
 import tokenize
@@ -125,6 +126,12 @@ def _import_graph(root=PACKAGE, name="keras_resnet"):
     return graph
 
 
+@functools.lru_cache(maxsize=1)
+def _package_graph():
+    """The package's import graph, read once for the tests that check it."""
+    return _import_graph()
+
+
 def _cycles(graph):
     """Each import circle of ``graph``: the modules of one strongly connected part (two or
     more modules that all reach each other) and one closed path through it, ``[a, b, a]``."""
@@ -183,7 +190,7 @@ def _describe(graph, members, cycle, root=REPO):
 
 
 def test_no_import_circle_anywhere():
-    graph = _import_graph()
+    graph = _package_graph()
     assert "keras_resnet.data.sources" in graph["keras_resnet.data"]  # it sees inside packages
     known = [{f"keras_resnet.{module}" for module in circle} for circle in KNOWN_CIRCLES]
     cycles = _cycles(graph)
@@ -214,7 +221,7 @@ def _upward(graph, levels, root=REPO):
 
 
 def test_every_top_level_module_has_a_level():
-    modules = {module.partition(".")[2] for module in _import_graph()} - {"", "__main__"}
+    modules = {module.partition(".")[2] for module in _package_graph()} - {"", "__main__"}
     units = {module.split(".")[0] for module in modules}
     missing = units - set(LEVELS)
     stale = {entry for entry in LEVELS if entry not in modules}
@@ -222,7 +229,7 @@ def test_every_top_level_module_has_a_level():
 
 
 def test_imports_point_downwards():
-    upward = _upward(_import_graph(), LEVELS)
+    upward = _upward(_package_graph(), LEVELS)
     assert not upward, "\n".join(upward)
 
 

@@ -31,6 +31,7 @@ def test_resnet50_takes_se_and_average_pool_shortcuts_as_keywords():
     assert all(block.get_config()["avg_down"] for block in projections)
 
 
+@pytest.mark.slow  # five full-size builds (test_family checks the named members in the fast tier)
 @pytest.mark.parametrize("options, reference", [
     # The family's published parameter counts (timm, torchvision, keras.applications), reached
     # from ResNet50 by keywords alone.

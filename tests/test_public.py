@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Every public module and package of keras_resnet, read from its files.
 MODULES = sorted(path.stem if path.suffix == ".py" else path.name
@@ -25,6 +27,7 @@ def _run(code, backend="tensorflow", argv0=None):
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_every_public_module_and_name_is_reachable():
     assert {"explain", "recipes", "evaluation", "errors", "data", "export"} <= set(MODULES)
     found = _run(f"""
@@ -79,6 +82,7 @@ print(json.dumps(dict(before=before, recipe=keras_resnet.get_recipe("paper").__c
     assert found["recipe"] == "Recipe" and found["after"]
 
 
+@pytest.mark.slow
 def test_the_command_loads_a_model_with_every_layer_of_ours(tmp_path):
     """Under `keras-resnet` nothing is imported up front; a load still knows every registered
     layer (blocks, stage taps, preprocessing, the Task)."""

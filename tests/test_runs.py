@@ -101,6 +101,7 @@ def phases_run(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_fine_tuning_is_training_in_phases_and_run_json_says_what_ran(source_model, tmp_path, phases_run):
     from keras_resnet.train.config import RunConfig, resolve
 
@@ -120,6 +121,7 @@ def test_fine_tuning_is_training_in_phases_and_run_json_says_what_ran(source_mod
     assert (recorded["head_epochs"], recorded["unfreeze"], recorded["epochs"]) == (1, "conv4", 2)
 
 
+@pytest.mark.slow
 def test_plain_training_is_one_phase_of_the_same_flow(tmp_path, phases_run):
     result = runs.train("resnet8", "digits", run_dir=str(tmp_path / "r"), epochs=1, verbose=0,
                         export=False)
