@@ -11,7 +11,7 @@ From the Task alone follow the label format a data pipeline makes
 (:meth:`Task.label_format`), the loss and metrics training compiles (:meth:`Task.loss`,
 :meth:`Task.metrics`), the validation metric the schedules and the best checkpoint watch
 (:attr:`Task.monitor`), what ``evaluate`` reports, and what exports, ``predict`` and ``serve``
-return (:meth:`Task.decide`). Segmentation and detection join ``KINDS`` with their heads.
+return (its ``thresholds``). Segmentation and detection join ``KINDS`` with their heads.
 
 The Task travels inside the model, like the preprocessing: a :class:`TaskLayer` (an identity,
 right after the ``ImagePreprocessing`` layer, so the head stays the model's last layer as in
@@ -164,20 +164,6 @@ class Task:
             raise InvalidArgument(f"`thresholds` belong to a multi-label task; this one is {self.kind}.")
         return dataclasses.replace(self, thresholds=_checked_thresholds(thresholds, self.classes))
 
-    def decide(self, scores):
-        """The predictions of ``scores`` ``(n, classes)``: class ids ``(n,)`` for
-        classification; for a multi-label task a boolean ``(n, classes)``, a label where its
-        score is at least its threshold.
-
-        Example:
-            >>> Task("multilabel", 2, "sigmoid", (0.3, 0.9)).decide(np.array([[0.5, 0.5]])).tolist()
-            [[True, False]]
-        """
-        scores = np.asarray(scores)
-        if self.multilabel:
-            return scores >= np.asarray(self.thresholds)
-        return np.argmax(scores, axis=-1)
-
     def to_config(self):
         """A JSON-ready dict (what ``.keras`` files and export metadata hold)."""
         return {"kind": self.kind, "classes": self.classes, "activation": self.activation,
@@ -239,21 +225,6 @@ def for_model(model, task="auto", recipe=None):
     chosen = dataclasses.replace(chosen, activation=carried.activation)
     chosen.check_recipe(recipe)
     return chosen
-
-
-def parse(task, classes, activation="softmax"):
-    """The Task a name means: "classification" (or "single_label") or "multilabel", for a
-    head of ``classes`` outputs with ``activation``; a Task is returned as it is.
-
-    Example:
-        >>> parse("multilabel", 4, "sigmoid").thresholds
-        (0.5, 0.5, 0.5, 0.5)
-    """
-    if isinstance(task, Task):
-        return task
-    check_choice("task", task, tuple(TASK_NAMES))
-    kind = TASK_NAMES[task]
-    return Task(kind, classes, "sigmoid" if kind == "multilabel" else activation)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
@@ -392,5 +363,5 @@ def from_export(metadata, preprocessing=None):
     classes = len(preprocessing.class_names) if preprocessing is not None and preprocessing.class_names else None
     if task == "multilabel":
         return Task("multilabel", classes, "sigmoid", tuple(preprocessing.thresholds))
-    return Task("classification", classes or 1, metadata.get("activation", "softmax"))
+    return Task("classification", classes or 1, "softmax")
 

@@ -30,13 +30,6 @@ def test_a_task_decides_labels_loss_metrics_and_monitor():
     assert single.monitor == "val_top1"
 
 
-def test_a_task_decides_predictions_at_its_thresholds():
-    scores = np.array([[0.2, 0.5, 0.9], [0.7, 0.1, 0.3]])
-    assert Task("classification", 3).decide(scores).tolist() == [2, 0]
-    multi = Task("multilabel", 3, "sigmoid", (0.3, 0.5, 0.95))
-    assert multi.decide(scores).tolist() == [[False, True, False], [True, False, False]]
-
-
 @pytest.mark.parametrize("bad, message", [
     (dict(kind="segmentation"), "`kind`"),
     (dict(kind="classification", classes=0), "`classes`"),
@@ -95,6 +88,7 @@ def test_a_task_config_round_trips_and_refuses_unknown_fields():
     assert Task.from_config(task.to_config()) == task
     with pytest.raises(InvalidArgument, match="bogus"):
         Task.from_config({"kind": "classification", "classes": 2, "bogus": 1})
-    assert tasks.parse("single_label", 5) == Task("classification", 5)
-    with pytest.raises(InvalidArgument, match="`task`"):
-        tasks.parse("regression", 5)
+    model = keras_resnet.ResNet20(classes=5)
+    assert tasks.for_model(model, "single_label") == Task("classification", 5)
+    with pytest.raises(InvalidArgument, match="`task` must be one of"):
+        tasks.for_model(model, "regression")

@@ -24,7 +24,7 @@ from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
 from keras_resnet.multilabel import TASKS
-from keras_resnet.tasks import Task
+from keras_resnet.tasks import LABEL_FORMATS, Task  # noqa: F401 (re-exported by data)
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
@@ -33,7 +33,6 @@ AUGMENTATIONS = ("auto", "cifar", "imagenet", None)
 TRAINING_SPLITS = ("train", "train45k")
 CIFAR_MAX_SIDE = 64
 # How labels leave the pipeline: int32 (batch,), or float32 (batch, classes) rows.
-LABEL_FORMATS = ("sparse", "one_hot", "multi_hot")
 
 
 def _check_arguments(name, split, batch_size, training, augment, image_size, seed,
