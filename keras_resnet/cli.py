@@ -48,6 +48,13 @@ def _add_train(commands):
                             "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
+    train.add_argument("--validation", choices=("auto", "none"), default="auto",
+                       help="auto: the dataset's validation split, else a share of each class "
+                            "held out of the training split (never the test split); none: "
+                            "train on the whole training split (a final run)")
+    train.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="the share of each class held out when the dataset has no "
+                            "validation split (CIFAR: 0.1, the paper's 45k/5k)")
     train.add_argument("--weights", default=None,
                        help="fine-tune from these weights: 'imagenet', a weight set name "
                             "(keras-resnet weights MODEL lists them) or a file")

@@ -72,7 +72,8 @@ def train_config(args):
                                    unfreeze=args.unfreeze)
     return RunConfig(
         model=args.model, task=args.task, seed=args.seed, model_options=options,
-        data=DataConfig(args.dataset, data_dir=args.data_dir, download=args.download),
+        data=DataConfig(args.dataset, data_dir=args.data_dir, download=args.download,
+                        validation=args.validation, validation_fraction=args.validation_fraction),
         recipe=RecipeConfig(recipe, parse_overrides(args.set), epochs=args.epochs,
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             weight_decay=args.weight_decay),

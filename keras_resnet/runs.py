@@ -48,6 +48,8 @@ def train(
     resume=True,
     data_dir=None,
     download=True,
+    validation="auto",
+    validation_fraction=0.1,
     seed=0,
     model_options=None,
     export=True,
@@ -60,7 +62,8 @@ def train(
         model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.
         dataset: "digits", a tensorflow-datasets name or an image-folder path.
         Other arguments: the fields of :class:`~keras_resnet.train.config.RunConfig` and its
-            groups, by name (``DataConfig``: data_dir, download; ``RecipeConfig``: recipe,
+            groups, by name (``DataConfig``: data_dir, download, validation,
+            validation_fraction; ``RecipeConfig``: recipe,
             recipe_overrides, epochs, batch_size, learning_rate, weight_decay;
             ``HardwareConfig``: strategy, precision, jit_compile, steps_per_execution,
             fast_path; ``OutputConfig``: run_dir, resume, export, verbose; and task, seed,
@@ -100,6 +103,8 @@ def fine_tune(
     resume=True,
     data_dir=None,
     download=True,
+    validation="auto",
+    validation_fraction=0.1,
     seed=0,
     model_options=None,
     export=True,

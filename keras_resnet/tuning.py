@@ -195,9 +195,13 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         self.seed = seed
         self.data_dir = data_dir
         self.download = download
-        self.info = None
+        self.info, self.holdout = None, None
         self._datasets = {}
         if dataset is not None:
+            try:
+                self._load("validation", self.search_space.batch_sizes[0], False)
+            except data.MissingSplit:  # validation held out of the training split, never test
+                self.holdout = data.Holdout()
             _, self.info = self._load("train", self.search_space.batch_sizes[0], True)
             input_shape = input_shape or tuple(self.info.image_shape)
             classes = classes or self.info.num_classes
@@ -213,6 +217,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
                 self.dataset, split, batch_size, training=training, seed=self.seed,
                 data_dir=self.data_dir, download=self.download,
                 task="single_label",  # the search scores top-1: single-label classifiers
+                holdout=self.holdout,
             )
         return self._datasets[key]
 
@@ -252,10 +257,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         if self.dataset is not None and not args and "x" not in kwargs:
             batch_size = _choice(hp, "batch_size", self.search_space.batch_sizes)
             train, _ = self._load("train", batch_size, True)
-            try:
-                validation, _ = self._load("validation", batch_size, False)
-            except ValueError:  # no validation split: validate on the test split
-                validation, _ = self._load("test", batch_size, False)
+            validation, _ = self._load("validation", batch_size, False)
             args, kwargs = (train,), {**kwargs, "validation_data": validation}
         elif args and hasattr(args[0], "shape") and "batch_size" not in kwargs:
             kwargs["batch_size"] = _choice(hp, "batch_size", self.search_space.batch_sizes)

@@ -642,3 +642,16 @@ def test_the_label_format_follows_the_task_and_the_recipe():
     for fmt in ("one_hot", "multi_hot"):
         assert labels[fmt].dtype == np.float32 and labels[fmt].shape == (4, 10)
         np.testing.assert_array_equal(labels[fmt], np.eye(10)[labels["sparse"]])
+
+
+@pytest.mark.parametrize("recipe, size, resize", [
+    (None, 224, 256), ("torchvision_v2", 224, 232),  # torchvision's --val-resize-size 232
+    ("rsb_a1", 224, 235), ("rsb_a3", 224, 235), ("rsb_a3", 160, 168),  # timm: floor(size / 0.95)
+])
+def test_evaluation_resizes_as_the_recipe_says(tmp_path, recipe, size, resize):
+    from keras_resnet.recipes import get_recipe
+
+    with tfds.testing.mock_data(num_examples=2):
+        _, info = data.load("imagenette", "validation", batch_size=2, image_size=size,
+                            data_dir=tmp_path, recipe=recipe and get_recipe(recipe))
+    assert info.preprocessing.resize == "shorter_side" and info.preprocessing.resize_size == resize

@@ -28,11 +28,16 @@ trained on them carries). A dataset's own normalisation is ``image_uint8 / 255 -
 CIFAR-style data (§4.2), the per-channel ImageNet mean for ImageNet-style data (§3.4; the
 paper's per-pixel mean of a 224 crop is not published, and per-channel is what it reduces to
 under random crops; used for every ImageNet-style dataset). No division by a standard
-deviation: the paper only subtracts the mean. The mean image always comes from the dataset's
-whole "train" split (also for "train45k"/"val5k": the 5k held-out images add to it, a
-negligible leak that keeps one mean per dataset); for tfds and folders it is computed in one
+deviation: the paper only subtracts the mean. The mean image comes from the training split
+(with a hold-out, from the images that train; for "train45k"/"val5k" from the whole "train"
+split: the 5k held-out images add to it, a negligible leak); for tfds and folders it is computed in one
 pass and cached as ``.npy`` under ``data_dir/keras_resnet`` or ``$KERAS_HOME/keras_resnet``
 (default ``~/.keras/keras_resnet``).
+
+Data without a validation split get one held out of the training split
+(``load(..., holdout=Holdout())``, :mod:`.holdout`: 10% of each class, the same images for
+every run; CIFAR: the paper's 45k/5k). ``keras-resnet train`` never validates on the test
+split.
 
 Two preprocessing styles, picked by ``augment="auto"`` from the images' native size:
 
@@ -87,6 +92,7 @@ from keras_resnet.data.augment.paper import (  # noqa: E402
     imagenet_sides,
     pca_lighting,
 )
+from keras_resnet.data.holdout import DEFAULT_FRACTION, Holdout  # noqa: E402
 from keras_resnet.data.info import DatasetInfo  # noqa: E402
 from keras_resnet.data.pipeline import (  # noqa: E402
     AUGMENTATIONS,
@@ -100,15 +106,16 @@ from keras_resnet.data.pipeline import (  # noqa: E402
 from keras_resnet.data.sources import (  # noqa: E402
     IMAGE_EXTENSIONS,
     SPLIT_ALIASES,
+    MissingSplit,
     STANDARD_SPLITS,
     digit_canvases,
     tfds_split,
 )
 
 __all__ = [
-    "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DatasetInfo", "IMAGENET_CROP",
+    "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DEFAULT_FRACTION", "DatasetInfo", "Holdout", "IMAGENET_CROP",
     "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN",
-    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "LABEL_FORMATS", "SCALE", "SPLIT_ALIASES",
+    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "LABEL_FORMATS", "MissingSplit", "SCALE", "SPLIT_ALIASES",
     "STANDARD_SPLITS", "TASKS", "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops",
     "center_crop", "cifar_augment", "digit_canvases", "imagenet_augment", "imagenet_sides",
     "label_format", "load", "normalize", "pca_lighting", "preprocess", "resize_shorter_side",

@@ -2,6 +2,7 @@
 decode -> augment -> batch), and the one decision of the labels' format (:func:`label_format`).
 """
 
+import math
 import os
 import zlib
 
@@ -20,6 +21,7 @@ from keras_resnet.data.images import (
     ten_crop,
     to_model_channels,
 )
+from keras_resnet.data.holdout import Holdout, with_holdout
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
@@ -87,9 +89,10 @@ def _style(source, augment, preprocessing):
     return "cifar" if small else "imagenet"
 
 
-def _make_preprocessing(source, style, image_size, data_dir):
+def _make_preprocessing(source, style, image_size, data_dir, recipe=None):
     """The dataset's own preprocessing: §4.2's per-pixel mean for CIFAR-style images, §3.4's
-    resize 256 / crop 224 and per-channel mean for ImageNet-style ones."""
+    resize 256 / crop 224 and per-channel mean for ImageNet-style ones (a modern recipe's
+    evaluation resize instead: torchvision's 232, timm's crop / 0.95, floored as timm does)."""
     labels = dict(class_names=source.class_names, source=str(source.name))
     if style == "cifar":
         size = image_size or CIFAR_SIZE
@@ -97,8 +100,11 @@ def _make_preprocessing(source, style, image_size, data_dir):
             (size, size), "direct", mean=mean_image(source, size, data_dir), **labels
         )
     size = image_size or IMAGENET_CROP
+    resize = imagenet_sides(size)[1]
+    if recipe is not None:
+        resize = math.floor(size * recipe.eval_resize_fraction + 1e-6)
     return ImagePreprocessing(
-        (size, size), "shorter_side", imagenet_sides(size)[1], mean=IMAGENET_MEAN, **labels
+        (size, size), "shorter_side", resize, mean=IMAGENET_MEAN, **labels
     )
 
 
@@ -169,6 +175,7 @@ def load(
     skip_unreadable=False,
     task="auto",
     recipe=None,
+    holdout=None,
 ):
     """A batched, prefetched dataset of ``(images, labels)`` and its :class:`DatasetInfo`.
 
@@ -215,6 +222,9 @@ def load(
             training takes the recipe's augmentation (``keras_resnet.data.augment``): random-
             resized crops at its training size, flip, RandAugment/TrivialAugment, random
             erasing, MixUp/CutMix targets, repeated augmentation.
+        holdout: a :class:`~keras_resnet.data.holdout.Holdout`: ``"validation"`` is that
+            share of each class held out of the training split, and ``"train"`` the rest
+            (for data without a validation split; ``keras-resnet train`` does this).
 
     Returns:
         ``(dataset, info)``: images float32 ``(batch,) + info.image_shape`` normalised by
@@ -233,17 +243,21 @@ def load(
                      preprocessing)
     if ten_crop and training:
         raise InvalidArgument("`ten_crop=True` is for evaluation; got training=True.")
-    source = get_source(
+    if holdout is not None and not isinstance(holdout, Holdout):
+        raise InvalidType(f"`holdout` must be None or a Holdout; got {type(holdout).__name__}.")
+    source = get_source(  # a hold-out needs the training split in a fixed order
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
-        training=training, seed=seed, skip_unreadable=skip_unreadable,
+        training=training and holdout is None, seed=seed, skip_unreadable=skip_unreadable,
     )
+    if holdout is not None:
+        source = with_holdout(source, holdout)
     if recipe is not None and not recipe.modern:
         recipe = None  # the paper's recipes: the paper's pipeline
     labels = label_format(source, task, recipe)
     multilabel = labels == "multi_hot"
     style = _style(source, augment, preprocessing)
     if preprocessing is None:
-        preprocessing = _make_preprocessing(source, style, image_size, data_dir)
+        preprocessing = _make_preprocessing(source, style, image_size, data_dir, recipe)
     else:
         preprocessing = _labelled(preprocessing, source)
     padding, train_sides = _augmentation(style, preprocessing)

@@ -143,6 +143,10 @@ def paper_callbacks(
     if recipe.ema:  # first: the callbacks after it see the EMA weights at each epoch's end
         callbacks.append(EMAWeights())
     if warmup:
+        if recipe.schedule == "cosine":  # the optimizer's rate is a schedule: nothing to set
+            raise InvalidArgument(
+                f"`warmup` (§4.2's 0.01 until 80% training error) is the paper's; recipe "
+                f"{recipe.name!r} warms up in its cosine schedule (`warmup_epochs`).")
         callbacks.append(WarmupUntilError())
     if recipe.schedule == "step":
         if total_iterations is None:

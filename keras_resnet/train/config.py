@@ -43,6 +43,7 @@ FINE_TUNE_DEFAULTS = {"epochs": 15, "head_epochs": 5, "batch_size": 32}
 UNFREEZE = ("conv2", "conv3", "conv4", "conv5", "all", "none")
 RECIPE_NAMES = ("paper", *RECIPES)
 VERBOSITY = ("auto", 0, 1, 2)
+VALIDATION = ("auto", "none")
 
 
 def _fail(field, value, allowed):
@@ -89,15 +90,23 @@ class DataConfig:
         dataset: "digits", a tensorflow-datasets name or an image-folder path.
         data_dir: the tensorflow-datasets data directory (None: its default).
         download: let tensorflow-datasets download a dataset it does not find.
+        validation: "auto": the data set's own validation split, else ``validation_fraction``
+            of each class held out of the training split (the same images every run; CIFAR:
+            the paper's 45k/5k, §4.2); never the test split. "none": train on the whole
+            training split without validation (a final run, once its settings are chosen):
+            the plateau schedule and ``best.keras`` then follow the training metric.
+        validation_fraction: the share of each class held out (``keras_resnet.data.holdout``).
 
     Example:
-        >>> DataConfig("digits").download
-        True
+        >>> DataConfig("digits").validation
+        'auto'
     """
 
     dataset: str = "digits"
     data_dir: str = None
     download: bool = True
+    validation: str = "auto"
+    validation_fraction: float = 0.1  # keras_resnet.data.holdout.DEFAULT_FRACTION
 
     def __post_init__(self):
         _path(self, "dataset")
@@ -105,6 +114,9 @@ class DataConfig:
             _fail("dataset", self.dataset, "a dataset name or a folder")
         _path(self, "data_dir")
         _check_bool("download", self.download)
+        _check_choice("validation", self.validation, VALIDATION)
+        if not (_is_number(self.validation_fraction) and 0 < self.validation_fraction < 1):
+            _fail("validation_fraction", self.validation_fraction, "a number in (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

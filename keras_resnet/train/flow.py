@@ -108,7 +108,8 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
             resumed = resumed or done
         callbacks = paper_callbacks(
             setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
-            warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir, monitor=task.monitor)
+            warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir,
+            monitor=task.monitor if splits.validation is not None else task.metric)
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
         if done < phase.last_epoch:
@@ -127,9 +128,16 @@ def _family(model_name):
 
 
 def _load_splits(config, setup, recipe, preprocessing=None):
-    return load_splits(config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
-                       download=config.data.download, seed=config.seed,
-                       preprocessing=preprocessing, task=config.task, recipe=recipe)
+    splits = load_splits(
+        config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
+        download=config.data.download, seed=config.seed, preprocessing=preprocessing,
+        task=config.task, recipe=recipe, validation=config.data.validation,
+        validation_fraction=config.data.validation_fraction)
+    if splits[0].validation is None and splits[0].info.multilabel:
+        raise InvalidArgument(
+            "`validation` 'none' does not go with a multi-label run: it chooses each class's "
+            "threshold on validation images. Use validation 'auto'.")
+    return splits
 
 
 def _task_name(task):
@@ -164,9 +172,12 @@ def train(config):
     with setup.strategy.scope():
         net = build_model(config.model, splits.info, dict(config.model_options), recipe, task)
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
-    # §4.2's warm-up waits for a training error below 80%: a single-label measure.
+    # §4.2's warm-up waits for a training error below 80%: a single-label measure, and the
+    # paper's recipe's (a cosine recipe warms up in its schedule, `warmup_epochs`).
+    warmup = (config.model_name in WARMUP_MODELS and not task.multilabel
+              and recipe.schedule != "cosine")
     phase = Phase("train", 0, config.recipe.epochs, rate, os.path.join(setup.run_dir, "backup"),
-                  warmup=config.model_name in WARMUP_MODELS and not task.multilabel,
+                  warmup=warmup,
                   scale_schedule=True)
     started = time.time()
     resumed = run_phases(net, [phase], config=config, setup=setup, splits=splits, recipe=recipe)

@@ -37,7 +37,8 @@ def plot_history(history_csv, path, metric="top1"):
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
     for key, style, label in ((metric, "--", "training"), (f"val_{metric}", "-", "validation")):
-        if rows and key in rows[0]:
+        # Keras' CSVLogger writes "NA" in the validation columns of a run without validation
+        if rows and key in rows[0] and rows[0][key] != "NA":
             axis.plot(epochs, [100 * (1 - float(row[key])) for row in rows], style, label=label)
     axis.set_xlabel("epoch")
     axis.set_ylabel("top-1 error (%)" if metric == "top1" else f"1 - {metric} (%)")

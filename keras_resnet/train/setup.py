@@ -18,45 +18,72 @@ from keras_resnet.errors import InvalidArgument
 RUN_FILES = ("model.keras", "best.keras", "history.csv", "run.json", "training_curves.png")
 
 
+VALIDATION_CHOICES = ("auto", "none")
+
+
 @dataclasses.dataclass
 class Splits:
-    """The training, validation and test datasets of a run, and what the data says of itself."""
+    """The training, validation (None: none) and test datasets of a run, what the data says of
+    itself, and where validation comes from: ``validation_split`` "validation" (the data
+    set's own), "holdout" (held out of the training split) or None; ``validation_record``
+    what run.json says of it."""
 
     train: object
     validation: object
     test: object
     info: object
-    validation_split: str
+    validation_split: object
+    validation_record: dict = dataclasses.field(default_factory=dict)
 
 
 def load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessing=None,
-                task="auto", recipe=None):
-    """The run's :class:`Splits` (validating on the test split where there is no validation
-    split) and the number of test images.
+                task="auto", recipe=None, validation="auto", validation_fraction=data.DEFAULT_FRACTION):
+    """The run's :class:`Splits` and the number of test images. Validation is never the test
+    split: the data set's own validation split, else ``validation_fraction`` of each class
+    held out of the training split (§4.2's 45k/5k for CIFAR; :mod:`keras_resnet.data.holdout`),
+    or none at all when ``validation="none"`` (training on the whole training split, the
+    explicit choice of a final run).
 
     Example:
         >>> splits, test_examples = load_splits("digits", 32, data_dir=None, download=False, seed=0)
+        >>> splits.validation_split, test_examples
+        ('validation', 360)
     """
-    def load(split, training):
+    if validation not in VALIDATION_CHOICES:
+        raise InvalidArgument(
+            f"`validation` must be one of {', '.join(VALIDATION_CHOICES)}; got {validation!r}.")
+
+    def load(split, training, holdout=None):
         return data.load(dataset, split, global_batch, training=training, data_dir=data_dir,
                          download=download, seed=seed, preprocessing=preprocessing, task=task,
-                         recipe=recipe)
+                         recipe=recipe, holdout=holdout)
 
-    train_ds, info = load("train", True)
+    holdout, val_ds, validation_split = None, None, None
+    if validation == "auto":
+        try:
+            val_ds, _ = load("validation", False)
+            validation_split = "validation"
+        except data.MissingSplit:  # none of its own: held out of the training split
+            holdout = data.Holdout(validation_fraction)
+            val_ds, val_info = load("validation", False, holdout)
+            validation_split = "holdout"
+    train_ds, info = load("train", True, holdout)
+    _check_batch(global_batch, info)
+    test_ds, test_info = load("test", False)
+    record = {"split": validation_split}
+    if holdout is not None:
+        record.update(holdout.to_config(), examples=val_info.num_examples, of="train")
+    return (Splits(train_ds, val_ds, test_ds, info, validation_split, record),
+            test_info.num_examples)
+
+
+def _check_batch(global_batch, info):
     if info.num_examples is not None and global_batch > info.num_examples:
         raise InvalidArgument(
             f"`batch_size` {global_batch} is larger than the {info.num_examples} training images "
             f"of {info.name!r}: no full batch to train on. Use a batch of at most "
             f"{info.num_examples}."
         )
-    try:
-        val_ds, _ = load("validation", False)
-        validation_split = "validation"
-    except ValueError:  # the dataset has no validation split: validate on its test split
-        val_ds, _ = load("test", False)
-        validation_split = "test"
-    test_ds, test_info = load("test", False)
-    return Splits(train_ds, val_ds, test_ds, info, validation_split), test_info.num_examples
 
 
 def prepare_run_dir(run_dir, resume):
@@ -96,7 +123,8 @@ class RunSetup:
             "strategy": self.strategy_name, "precision": self.policy, "seed": self.seed,
             "resumed_from_epoch": resumed or None,
             "train_seconds": round(time.time() - started, 1), "data": splits.info.to_config(),
-            "validation_split": splits.validation_split, "test_examples": test_examples,
+            "validation_split": splits.validation_split, "validation": splits.validation_record,
+            "test_examples": test_examples,
         }
 
 

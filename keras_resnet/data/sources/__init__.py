@@ -14,7 +14,13 @@ when this package is imported, exact names first, then the kinds in the order be
 ``.csv`` name is a labels file before it is anything else; tfds takes what is left).
 """
 
-from keras_resnet.data.sources.base import STANDARD_SPLITS, Source, decode_encoded, split_error
+from keras_resnet.data.sources.base import (
+    STANDARD_SPLITS,
+    MissingSplit,
+    Source,
+    decode_encoded,
+    split_error,
+)
 from keras_resnet.data.sources.registry import (
     allowed,
     get_source,
@@ -46,7 +52,7 @@ from keras_resnet.data.sources.tfds import (
 
 __all__ = [
     "CANVAS_COUNTS", "DIGITS_SPLIT_SEED", "FOLDER_SPLIT_PERCENT", "IMAGE_EXTENSIONS",
-    "LABEL_SEPARATOR", "SPLIT_ALIASES", "SPLIT_ALIAS_DATASETS", "STANDARD_SPLITS", "Source",
+    "LABEL_SEPARATOR", "MissingSplit", "SPLIT_ALIASES", "SPLIT_ALIAS_DATASETS", "STANDARD_SPLITS", "Source",
     "allowed", "canvas_source", "check_images", "decode_encoded", "digit_canvases",
     "digits_arrays", "digits_source", "files_source", "fingerprint", "folder_source",
     "get_source", "hash_split", "labels_file_source", "lookup", "readable_images", "register",

@@ -30,6 +30,10 @@ class Source:
     cache_mean: bool = True  # cache the mean image in a file (False: quick to recompute)
 
 
+class MissingSplit(InvalidArgument):
+    """A split the data set does not have (or has no images in)."""
+
+
 def split_error(split, name, available):
     """The error for a split that ``name`` lacks, listing the ones it has.
 
@@ -37,7 +41,7 @@ def split_error(split, name, available):
         >>> str(split_error("val", "digits", STANDARD_SPLITS))[:31]
         "`split` 'val' does not exist fo"
     """
-    return InvalidArgument(
+    return MissingSplit(
         f"`split` {split!r} does not exist for dataset {name!r}; available: "
         f"{', '.join(map(repr, available))}."
     )

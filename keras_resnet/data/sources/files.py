@@ -10,7 +10,7 @@ import warnings
 
 import tensorflow as tf
 
-from keras_resnet.data.sources.base import Source, decode_encoded, split_error
+from keras_resnet.data.sources.base import MissingSplit, Source, decode_encoded, split_error
 from keras_resnet.errors import InvalidArgument
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -104,7 +104,7 @@ def files_source(name, kind, paths, labels, by_split, available, empty, **fields
             raise split_error(split, name, available)
         chosen = by_split.get(split, [])
         if not chosen:
-            raise InvalidArgument(f"`split` {split!r} of {empty}")
+            raise MissingSplit(f"`split` {split!r} of {empty}")
         return (tf.data.Dataset.from_tensor_slices(([paths[i] for i in chosen], labels[chosen])),
                 len(chosen))
 

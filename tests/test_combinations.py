@@ -1,0 +1,85 @@
+"""What the command line offers works together: §4.2's warm-up belongs to the paper's recipe
+(a cosine recipe warms up in its schedule), and a grid of ``--model``, ``--recipe`` and
+``--set`` each trains a step, or stops at a one-line error, never a traceback."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_resnet import cli, recipes
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.train import flow
+from keras_resnet.train.callbacks import paper_callbacks
+from keras_resnet.train.schedules import WarmupUntilError
+
+
+@pytest.fixture(scope="module")
+def one_batch_folder(tmp_path_factory):
+    """Two classes of 9 training and 2 test images: with 10% of each class held out for
+    validation, 16 images train, one batch of 16."""
+    root = tmp_path_factory.mktemp("one_batch")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 9), ("test", 2)):
+        for name in ("a", "b"):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return str(root)
+
+
+def _train(folder, run_dir, *flags):
+    return cli.main(["train", "--dataset", folder, "--epochs", "1", "--batch-size", "16",
+                     "--no-export", "--output-dir", str(run_dir), *flags])
+
+
+def test_the_papers_warmup_is_refused_with_a_cosine_recipe(tmp_path):
+    cosine = recipes.get_recipe("torchvision_v2")
+    with pytest.raises(InvalidArgument, match="warms up in its cosine schedule"):
+        paper_callbacks(str(tmp_path), cosine, total_iterations=10, warmup=True)
+    paper = paper_callbacks(str(tmp_path), recipes.get_recipe("cifar"), warmup=True)
+    assert any(isinstance(c, WarmupUntilError) for c in paper)
+
+
+@pytest.mark.slow
+def test_a_warmup_model_trains_with_a_cosine_recipe(one_batch_folder, tmp_path, monkeypatch):
+    # resnet110's warm-up on a net that builds in seconds: the combination that crashed
+    monkeypatch.setattr(flow, "WARMUP_MODELS", ("resnet8",))
+    assert _train(one_batch_folder, tmp_path / "cosine", "--model", "resnet8",
+                  "--recipe", "torchvision_v2") == 0
+    assert _train(one_batch_folder, tmp_path / "paper", "--model", "resnet8") == 0
+    for run in ("cosine", "paper"):
+        with open(tmp_path / run / "run.json") as file:
+            assert json.load(file)["validation_split"] == "holdout"
+
+
+# Each model, each recipe and several fields of --set at least once (one step each).
+GRID = [
+    ("resnet110", "torchvision_v2", []),
+    ("resnet20", "paper", ["label_smoothing=0.1"]),
+    ("resnet50", "rsb_a1", []),
+    ("resnext50_32x4d", "rsb_a3", ["ema=true", "train_size_fraction=1"]),
+    ("resnet50v2", "imagenet", []),
+    ("seresnet50", "rsb_a2", ["mixup_alpha=0.2", "cutmix_alpha=2.0"]),
+    ("resnet50d", "cifar", ["schedule=cosine"]),
+    ("resnet18", "torchvision_v2", ["repeated_augmentation=1", "drop_path_rate=0.1"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, recipe, fields", GRID, ids=[f"{m}-{r}" for m, r, _ in GRID])
+def test_every_model_recipe_and_field_trains_a_step_or_says_why(one_batch_folder, tmp_path,
+                                                                  model, recipe, fields, capsys):
+    flags = ["--model", model, "--recipe", recipe]
+    for field in fields:
+        flags += ["--set", field]
+    status = _train(one_batch_folder, tmp_path, *flags)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 0, error[-1:]
+    with open(tmp_path / "run.json") as file:
+        record = json.load(file)
+    assert record["recipe"]["name"] == (recipe if recipe != "paper" else "cifar")
+    assert np.isfinite(record["test"]["loss"]) and record["history"][0]["epoch"] == "0"
