@@ -216,12 +216,12 @@ def _enhance_wide(level, sign, _size):
 
 
 # torchvision's TrivialAugmentWide._augmentation_space (level = bin / 30); translations in
-# whole pixels (``int(magnitude)``)
+# whole pixels (``int(magnitude)``), F.affine's moving the content by +t (PIL's offset -t)
 TRIVIAL_AUGMENT_ARGS = {
     "shear_x": lambda level, sign, _size: 0.99 * level * sign,
     "shear_y": lambda level, sign, _size: 0.99 * level * sign,
-    "translate_x": lambda level, sign, _size: tf.floor(32.0 * level) * sign,
-    "translate_y": lambda level, sign, _size: tf.floor(32.0 * level) * sign,
+    "translate_x": lambda level, sign, _size: -tf.floor(32.0 * level) * sign,
+    "translate_y": lambda level, sign, _size: -tf.floor(32.0 * level) * sign,
     "rotate": lambda level, sign, _size: 135.0 * level * sign,
     "posterize": lambda level, _sign, _size: 8.0 - tf.round(level * 6.0),
     "solarize": lambda level, _sign, _size: 255.0 * (1.0 - level),

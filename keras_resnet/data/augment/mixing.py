@@ -92,51 +92,56 @@ class MixUpOrCutMix:
             if not alpha >= 0:
                 raise InvalidArgument(f"`{name}` must be >= 0 (0 turns it off); got {alpha!r}.")
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
-        self.mixup = keras.layers.MixUp() if mixup_alpha else None
-        self.cutmix = keras.layers.CutMix() if cutmix_alpha else None
+        # Keras' layers apply the mix; their own draws (one ratio per image) are not used.
+        self.mixup_layer, self.cutmix_layer = keras.layers.MixUp(), keras.layers.CutMix()
 
     @property
     def active(self):
         """Whether it mixes at all (MixUp or CutMix on)."""
-        return self.mixup is not None or self.cutmix is not None
+        return bool(self.mixup_alpha or self.cutmix_alpha)
 
     def draw(self, seed, height, width):
-        """The batch's draws: ``{"cutmix": bool, "ratio": the share of each image kept,
-        "box": (top, bottom, left, right)}`` (the box empty for MixUp)."""
+        """The batch's draws: ``{"cutmix": bool, "drawn": the Beta draw, "ratio": the share
+        of each image kept (for CutMix, after its box), "box": (top, bottom, left, right)}``
+        (the box empty for MixUp)."""
         coin_seed, mixup_seed, cutmix_seed, box_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, 4))
-        if self.mixup is None or self.cutmix is None:
-            use_cutmix = tf.constant(self.mixup is None)
+        if not (self.mixup_alpha and self.cutmix_alpha):
+            use_cutmix = tf.constant(not self.mixup_alpha)
         else:  # timm: use_cutmix = np.random.rand() < switch_prob
             use_cutmix = tf.random.stateless_uniform((), coin_seed) < SWITCH_PROBABILITY
-        mixup_ratio = beta(mixup_seed, self.mixup_alpha) if self.mixup else tf.constant(1.0)
-        cutmix_ratio = beta(cutmix_seed, self.cutmix_alpha) if self.cutmix else tf.constant(1.0)
+        mixup_ratio = beta(mixup_seed, self.mixup_alpha) if self.mixup_alpha else tf.constant(1.0)
+        cutmix_ratio = (beta(cutmix_seed, self.cutmix_alpha) if self.cutmix_alpha
+                        else tf.constant(1.0))
         box, kept = cutmix_box(box_seed, cutmix_ratio, height, width)
         zero = tf.constant(0)
         return {"cutmix": use_cutmix, "ratio": tf.where(use_cutmix, kept, mixup_ratio),
+                "drawn": tf.where(use_cutmix, cutmix_ratio, mixup_ratio),
                 "box": tuple(tf.where(use_cutmix, v, zero) for v in box)}
 
     def __call__(self, images, targets, seed):
         if not self.active:
             return images, targets
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        draws = self.draw(seed, height, width)
+        return self.mix(images, targets, self.draw(seed, tf.shape(images)[1], tf.shape(images)[2]))
+
+    def mix(self, images, targets, draws):
+        """``images`` and ``targets`` mixed as ``draws`` (from :meth:`draw`) say: each image
+        with its mirror in the batch, by the ratio, inside the box for CutMix."""
         batch = tf.shape(images)[0]
         top, bottom, left, right = draws["box"]
-        rows, columns = tf.range(height)[:, None], tf.range(width)[None, :]
-        inside = (rows >= top) & (rows < bottom) & (columns >= left) & (columns < right)
+        rows, columns = tf.range(tf.shape(images)[1])[:, None], tf.range(tf.shape(images)[2])
+        inside = (rows >= top) & (rows < bottom) & (columns[None, :] >= left) & (
+            columns[None, :] < right)
         transformation = {
-            "mix_weight": tf.fill([batch], draws["ratio"]),
+            "mix_weight": tf.fill([batch], tf.cast(draws["ratio"], tf.float32)),
             "permutation_order": tf.reverse(tf.range(batch), [0]),  # timm's x.flip(0)
             "batch_masks": tf.broadcast_to(inside[None, :, :, None], tf.shape(images)),
         }
-        layer = self.mixup or self.cutmix
-        if self.mixup is not None and self.cutmix is not None:
-            mixed = tf.cond(draws["cutmix"], lambda: self._apply(self.cutmix, images, transformation),
-                            lambda: self._apply(self.mixup, images, transformation))
-        else:
-            mixed = self._apply(layer, images, transformation)
-        return mixed, layer.transform_labels(targets, transformation, training=True)
+        mixup, cutmix = self.mixup_layer, self.cutmix_layer
+        mixed = tf.cond(tf.convert_to_tensor(draws["cutmix"]),
+                        lambda: self._apply(cutmix, images, transformation),
+                        lambda: self._apply(mixup, images, transformation))
+        return mixed, mixup.transform_labels(targets, transformation, training=True)
 
     @staticmethod
     def _apply(layer, images, transformation):
