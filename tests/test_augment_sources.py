@@ -35,6 +35,7 @@ def _ks_bound(n, m):
 def _assert_same_distribution(ours, theirs):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     statistic = stats.ks_2samp(ours, theirs).statistic
+    print(f"KS D = {statistic:.4f} < {_ks_bound(len(ours), len(theirs)):.4f}")
     assert statistic < _ks_bound(len(ours), len(theirs)), (statistic, len(ours), len(theirs))
 
 
@@ -201,3 +202,100 @@ def test_rand_augment_draws_ops_magnitudes_and_applications_as_timm(reference, m
     # each op equally often: the op's position in the source's list
     positions = {str(name): i for i, name in enumerate(reference["timm_ops"])}
     _assert_same_distribution(ours["ops"].ravel(), [positions[str(n)] for n in names])
+
+
+def test_draws_are_uniform_over_ops_bins_and_signs_and_applied_half_the_time():
+    rand = _our_draws(AutoAugment("rand_augment", num_ops=2, magnitude=0.7), DRAWS)
+    trivial = _our_draws(AutoAugment("trivial_augment"), DRAWS)
+    assert rand["ops"].shape == (DRAWS, 2) and trivial["ops"].shape == (DRAWS, 1)
+    # Per op, Binomial(8000, 0.5) (standard deviation 0.0056; bounds of 6 of them): applied,
+    # and negated (timm's _randomly_negate, torchvision's randint(2)).
+    assert abs(rand["applied"].mean() - 0.5) < 0.034 and trivial["applied"].all()
+    for draws in (rand, trivial):
+        assert abs(np.mean(draws["signs"] < 0) - 0.5) < 0.034
+    # Each of 15 (14) ops about equally often: counts of 8000 / 15 = 533 (4000 / 14 = 286),
+    # standard deviations 22 (16); bounds of 6.
+    counts = np.bincount(rand["ops"].ravel(), minlength=len(RAND_AUGMENT_OPS))
+    assert len(counts) == 15 and np.abs(counts - 533.3).max() < 6 * 22
+    counts = np.bincount(trivial["ops"].ravel(), minlength=len(TRIVIAL_AUGMENT_OPS))
+    assert len(counts) == 14 and np.abs(counts - 285.7).max() < 6 * 16
+    # TrivialAugmentWide: one of 31 bins, uniformly: 4000 / 31 = 129 each, deviation 11
+    bins = np.round(trivial["levels"].ravel() * 30).astype(int)
+    np.testing.assert_allclose(trivial["levels"].ravel() * 30, bins, atol=1e-5)
+    counts = np.bincount(bins, minlength=31)
+    assert len(counts) == 31 and np.abs(counts - 129.0).max() < 6 * 11
+    # timm's N(7, 0.5): mean 7 within 6 standard errors (0.5 / sqrt(8000) = 0.0056)
+    assert abs(10 * rand["levels"].mean() - 7.0) < 0.034
+    assert abs(10 * rand["levels"].std() - 0.5) < 0.03
+
+
+# ---- MixUp and CutMix
+
+
+def _mixing_draws(mix, count, height=32, width=40):
+    """``mix.draw`` over seeds (i, 11) for i < count: {"cutmix", "drawn", "ratio"} arrays."""
+    seeds = tf.stack([tf.range(count), tf.fill([count], 11)], 1)
+    draw = tf.function(lambda seeds: tf.map_fn(
+        lambda seed: {k: v for k, v in mix.draw(seed, height, width).items() if k != "box"},
+        seeds, fn_output_signature={"cutmix": tf.bool, "drawn": tf.float32,
+                                    "ratio": tf.float32}))
+    return {key: value.numpy() for key, value in draw(seeds).items()}
+
+
+def test_mixup_and_cutmix_targets_equal_timms(reference):
+    batch, labels = reference["batch"].transpose(0, 2, 3, 1), tf.constant(reference["labels"])
+    targets = smoothed_targets(labels, 10, 0.1)
+    mix = MixUpOrCutMix(mixup_alpha=0.2, cutmix_alpha=1.0)
+    draws = {"cutmix": False, "ratio": 0.3, "box": (0, 0, 0, 0)}
+    mixed, got = (t.numpy() for t in mix.mix(tf.constant(batch), targets, draws))
+    np.testing.assert_allclose(got, reference["mixup_target"], atol=1e-6)
+    np.testing.assert_allclose(mixed, 0.3 * batch + 0.7 * batch[::-1], atol=1e-6)  # x.flip(0)
+    top, bottom, left, right = (int(v) for v in reference["cutmix_box"])
+    kept = 1.0 - (bottom - top) * (right - left) / (16 * 20)  # timm's correct_lam
+    draws = {"cutmix": True, "ratio": kept, "box": (top, bottom, left, right)}
+    mixed, got = (t.numpy() for t in mix.mix(tf.constant(batch), targets, draws))
+    np.testing.assert_allclose(got, reference["cutmix_targets"], atol=1e-6)
+    np.testing.assert_array_equal(mixed, reference["cutmix_images"].transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("key,mixup_alpha,cutmix_alpha", [("both", 0.2, 1.0), ("cutmix2", 0.0, 2.0)])
+def test_mixing_ratios_are_distributed_as_timms(reference, key, mixup_alpha, cutmix_alpha):
+    ours = _mixing_draws(MixUpOrCutMix(mixup_alpha, cutmix_alpha), DRAWS)
+    drawn, used = reference[f"{key}_drawn"], reference[f"{key}_cutmix"].astype(bool)
+    # CutMix's share: Binomial(4000, 0.5), a standard deviation of 0.0079; bounds of 6.
+    for share in (ours["cutmix"].mean(), used.mean(), reference[f"{key}_used"].mean()):
+        assert abs(share - (0.5 if mixup_alpha else 1.0)) < 0.048
+    for kind in (True, False) if mixup_alpha else (True,):
+        # the Beta draws of each kind, and the ratios after CutMix's box (timm's correct_lam)
+        _assert_same_distribution(ours["drawn"][ours["cutmix"] == kind], drawn[used == kind])
+        theirs = reference[f"{key}_ratios"][reference[f"{key}_used"] == kind]
+        _assert_same_distribution(ours["ratio"][ours["cutmix"] == kind], theirs)
+
+
+def test_one_ratio_per_batch():
+    images = tf.constant(np.arange(1, 9, dtype=np.float32)[:, None, None, None] * np.ones((1, 6, 6, 3), np.float32))
+    targets = tf.one_hot(tf.range(8), 8)
+    for alphas in ((0.2, 0.0), (0.0, 1.0), (0.2, 1.0)):
+        mix = MixUpOrCutMix(*alphas)
+        for seed in range(5):
+            mixed, got = (t.numpy() for t in mix(images, targets, tf.constant([seed, 3])))
+            own = got[np.arange(8), np.arange(8)]
+            partner = got[np.arange(8), np.arange(8)[::-1]]
+            np.testing.assert_allclose(own, own[0], atol=1e-6)  # every image: the same ratio
+            np.testing.assert_allclose(own + partner, 1.0, atol=1e-6)  # with its mirror
+            # the images mixed as their targets: pixel mean = own * k + partner * (9 - k)
+            k = np.arange(1, 9)
+            np.testing.assert_allclose(mixed.mean((1, 2, 3)), own * k + partner * (9 - k),
+                                       atol=1e-4)
+
+
+def test_cutmix_alpha_is_used_as_given():
+    draws = _mixing_draws(MixUpOrCutMix(cutmix_alpha=2.0), DRAWS)
+    assert draws["cutmix"].all()
+    # Beta(2, 2): mean 0.5, variance 0.05; over 4000 draws, standard errors 0.0035 (mean) and
+    # 0.00085 (variance: sqrt((mu4 - var^2) / n), mu4 = 3/560); the bounds are 7 of them.
+    # (Clamped to Beta(1, 1), the variance would be 1/12.)
+    assert abs(draws["drawn"].mean() - 0.5) < 0.025
+    assert abs(draws["drawn"].var() - 0.05) < 0.006
+    with pytest.raises(Exception, match="cutmix_alpha"):
+        MixUpOrCutMix(cutmix_alpha=-1.0)
