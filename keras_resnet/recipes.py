@@ -59,11 +59,13 @@ class Recipe:
     Data:
         crop: "paper" (§3.4 scale augmentation / §4.2 padding and crop) or "random_resized"
             (Inception-style random-resized crop, scale 0.08-1, aspect ratio 3/4-4/3).
-        auto_augment: None, "trivial_augment" (one op of uniformly random magnitude) or
-            "rand_augment" (``rand_augment_ops`` ops of magnitude ``rand_augment_magnitude``
-            in [0, 1]); both are Keras' ``RandAugment``.
-        mixup_alpha, cutmix_alpha: one of MixUp and CutMix per batch, equally likely (or the
-            one that is on); Keras' layers.
+        auto_augment: None, "trivial_augment" (torchvision's TrivialAugmentWide: one of 14
+            ops, at one of 31 magnitudes) or "rand_augment" (timm's rand-mM-mstd0.5-inc1:
+            ``rand_augment_ops`` of 15 ops, each applied with probability 0.5 at a magnitude
+            from N(M, 0.5), M = 10 * ``rand_augment_magnitude``); PIL's ops, written here.
+        mixup_alpha, cutmix_alpha: as timm's Mixup(mode="batch"): one Beta(alpha, alpha)
+            ratio per batch, CutMix's weighed by its box; one of the two per batch, equally
+            likely (or the one that is on).
         random_erasing: the probability of Keras' ``RandomErasing`` per image.
         repeated_augmentation: each image this many times per epoch (1: off), the epoch
             keeping its length.

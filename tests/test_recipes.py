@@ -326,57 +326,64 @@ def _dot_centroid(image, size):
             float((weights * ys).sum() / weights.sum()) - (size - 1) / 2)
 
 
-@pytest.mark.parametrize("kind,magnitude,degrees,shift,bits", [
-    # timm's RandAugment at RSB's magnitude 7: PosterizeIncreasing keeps 4 - int(4 * 0.7) = 2
-    # bits at most strength, 4 at none
-    ("rand_augment", 0.7, 30 * 0.7, 0.45 * 0.7, {2, 3, 4}),
-    ("trivial_augment", 1.0, 135.0, 32 / 224, set(range(2, 8))),  # TrivialAugmentWide: 8..2
+@pytest.mark.parametrize("kind,degrees,shift,bits", [
+    # timm's RandAugment: rotate 30 degrees and translate 45% of the side at magnitude 10;
+    # PosterizeIncreasing keeps 4 - int(4 * level) bits
+    ("rand_augment", 30.0, lambda level: 0.45 * level * 64, lambda level: 4 - int(4 * level)),
+    # TrivialAugmentWide: 135 degrees, int(32 * level) pixels, 8 - round(6 * level) bits
+    ("trivial_augment", 135.0, lambda level: math.floor(32 * level),
+     lambda level: 8 - round(6 * level)),
 ])
 def test_auto_augment_rotates_translates_and_posterizes_as_far_as_its_source_and_no_further(
-        kind, magnitude, degrees, shift, bits):
-    keras.utils.set_random_seed(3)
-    augment = AutoAugment(kind, num_ops=2, magnitude=magnitude)
+        kind, degrees, shift, bits):
+    augment = AutoAugment(kind, num_ops=2, magnitude=0.7)
     size, radius = 64, 20
     dot_right = np.zeros((size, size, 3), np.float32)
     dot_right[31:33, 31 + radius:33 + radius] = 255.0
     dot_centre = np.zeros((size, size, 3), np.float32)
     dot_centre[31:33, 31:33] = 255.0
-    angles, shifts = [], []
-    for _ in range(60):
-        x, y = _dot_centroid(augment.ops["rotate"](dot_right).numpy(), size)
-        angles.append(abs(math.degrees(math.atan2(y, x))))
-        x, y = _dot_centroid(augment.ops["translate_x"](dot_centre).numpy(), size)
-        assert abs(y) < 0.5  # along x only
-        shifts.append(abs(x))
-    # Strengths are drawn uniformly up to the source's: 60 draws reach past 70% of it.
-    assert 0.7 * degrees < max(angles) <= degrees + 1.0
-    assert 0.7 * shift * size < max(shifts) <= shift * size + 1.0
-    # (Keras' own RandAugment at factor 0.7 rotates by up to 252 degrees.)
-    assert len(augment.ops) == 14
     ramp = tf.constant(np.arange(256, dtype=np.float32).reshape(16, 16, 1).repeat(3, -1))
-    kept = {int(np.log2(len(np.unique(augment.ops["posterize"](ramp).numpy()))))
-            for _ in range(60)}
-    assert kept == bits  # 60 draws of at most 6 values: every one appears
+    fill = augment.fill.numpy()  # the borders uncovered (timm's: its mean grey), taken off
+    for level in (0.0, 0.3, 0.7, 1.0):
+        for sign in (1.0, -1.0):
+            rotated = augment.apply("rotate", dot_right, level, sign).numpy()
+            x, y = _dot_centroid(np.maximum(rotated - fill, 0), size)
+            angle = math.degrees(math.atan2(-y, x))  # counter-clockwise (rows grow downwards)
+            assert angle == pytest.approx(sign * degrees * level, abs=1.0)
+            moved = augment.apply("translate_x", dot_centre, level, sign).numpy()
+            x, y = _dot_centroid(np.maximum(moved - fill, 0), size)
+            assert abs(y) < 0.5 and abs(x) == pytest.approx(shift(level), abs=0.5)
+        posterized = augment.apply("posterize", ramp, level).numpy()
+        kept = int(np.log2(len(np.unique(posterized))))
+        assert kept == bits(level), level
+    # (Keras' own RandAugment at factor 0.7 rotates by up to 252 degrees.)
+
+
+def _seed_draws(augment, count):
+    seeds = tf.stack([tf.range(count), tf.zeros([count], tf.int32)], 1)
+    signature = {"ops": tf.int32, "applied": tf.bool, "levels": tf.float32, "signs": tf.float32}
+    draws = tf.map_fn(augment.draws, seeds, fn_output_signature=signature)
+    return {key: value.numpy() for key, value in draws.items()}
 
 
 def test_auto_augment_applies_the_ops_its_seed_picks_in_order():
-    keras.utils.set_random_seed(4)
     augment = AutoAugment("rand_augment", num_ops=2, magnitude=0.7)
     names = list(augment.ops)
     image = tf.constant(np.random.RandomState(0).uniform(0, 255, (16, 16, 3)), tf.float32)
-    picks = {seed: tuple(augment.choose(tf.constant([seed, 0])).numpy()) for seed in range(3000)}
-    assert picks[7] == tuple(augment.choose(tf.constant([7, 0])).numpy())  # the seed decides
-    counts = np.bincount([i for pair in picks.values() for i in pair], minlength=len(names))
-    assert len(names) == 14 and counts.min() > 0.7 * 6000 / 14  # each op, about equally often
-    # Identity twice gives the image back; auto-contrast then equalize (neither random) give
-    # exactly those two ops applied in that order.
-    identity = next(s for s, p in picks.items() if p == (0, 0))
-    np.testing.assert_array_equal(augment(image, tf.constant([identity, 0])).numpy(), image.numpy())
+    draws = _seed_draws(augment, 4000)
+    again = augment.draws(tf.constant([7, 0]))
+    np.testing.assert_array_equal(again["ops"].numpy(), draws["ops"][7])  # the seed decides
+    # Neither op applied gives the image back (as 8-bit values, as timm's PIL images).
+    skipped = int(np.flatnonzero(~draws["applied"].any(1))[0])
+    np.testing.assert_array_equal(augment(image, tf.constant([skipped, 0])).numpy(),
+                                  np.floor(image.numpy() + 0.5))
+    # Auto-contrast then equalize (neither random) give exactly those two ops in that order.
     pair = (names.index("auto_contrast"), names.index("equalize"))
-    seed = next(s for s, p in picks.items() if p == pair)
-    expected = augment.ops["equalize"](augment.ops["auto_contrast"](image))
-    np.testing.assert_allclose(augment(image, tf.constant([seed, 0])).numpy(),
-                               np.clip(expected.numpy(), 0, 255), atol=1e-4)
+    seed = int(np.flatnonzero(draws["applied"].all(1) & (draws["ops"] == pair).all(1))[0])
+    expected = augment.apply("equalize", augment.apply(
+        "auto_contrast", tf.floor(image + 0.5), 0.0), 0.0)
+    np.testing.assert_array_equal(augment(image, tf.constant([seed, 0])).numpy(),
+                                  expected.numpy())
     for seed in range(40):
         out = augment(image, tf.constant([seed, 0]))
         assert out.shape == (16, 16, 3) and out.dtype == tf.float32

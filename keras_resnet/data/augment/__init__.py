@@ -4,11 +4,14 @@
   §3.4's random shorter side, random crop, flip and PCA colour augmentation for ImageNet-style
   ones.
 - :mod:`.modern`: the modern recipes': random-resized crop, RandAugment / TrivialAugment
-  (:mod:`.auto_augment`), random erasing, repeated augmentation.
-- :mod:`.mixing`: MixUp, CutMix and their per-batch choice, with the targets they mix.
+  (:mod:`.auto_augment`: timm's ``rand-mM-mstd0.5-inc1`` and torchvision's
+  ``TrivialAugmentWide``, with PIL's op arithmetic), random erasing, repeated augmentation.
+- :mod:`.mixing`: MixUp, CutMix and their per-batch choice, with the targets they mix, as
+  timm's ``Mixup(mode="batch")``: one ratio per batch, CutMix's corrected to its box.
 
-Layers: :mod:`.paper`, :mod:`.auto_augment` and :mod:`.mixing` use only
-``keras_resnet.data.images``; :mod:`.modern` composes the last two.
+Layers: :mod:`.paper` uses ``keras_resnet.data.images``; :mod:`.auto_augment` and
+:mod:`.mixing` only Keras, TensorFlow and ``keras_resnet.errors``; :mod:`.modern` composes
+the last two.
 """
 
 from keras_resnet.data.augment.paper import (
