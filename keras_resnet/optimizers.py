@@ -17,7 +17,7 @@ loads with them. Keras and NumPy only. Named after ``keras.optimizers``, which h
 optimizers and their schedules alike.
 
 Example:
-    >>> float(WarmupCosine(0.1, 100, 10, 0.001)(10))
+    >>> round(float(WarmupCosine(0.1, 100, 10, 0.001)(10)), 6)
     0.1
 """
 

@@ -345,7 +345,7 @@ def ema_momentum(recipe, total_steps):
 
     Example:
         >>> round(ema_momentum(get_recipe("torchvision_v2"), 100_000), 4)
-        0.9836
+        0.9918
     """
     share = (1.0 - recipe.ema_decay) * IMAGENET_TRAIN_IMAGES * recipe.ema_every
     return max(0.0, 1.0 - share / total_steps)
