@@ -86,6 +86,11 @@ class Lamb(keras.optimizers.Optimizer):
         self.lamb_weight_decay = weight_decay
         self.decay_1d = decay_1d
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Refused: the decayed variables are chosen by rank (``decay_1d``), as timm's."""
+        raise InvalidArgument("Lamb chooses the variables it decays by rank (`decay_1d`), as "
+                              f"timm's; got var_list={var_list!r}, var_names={var_names!r}.")
+
     def build(self, var_list):
         if self.built:
             return
@@ -140,7 +145,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     (``SequentialLR`` at ``warmup_steps``): ``peak * (1 + cos(pi (t - w) / (total - w))) / 2``.
     The warm-up is ``warmup_start + (peak - warmup_start) * t / warmup_steps`` in both
     (timm's ``warmup_lr_init + t * warmup_steps``; torch's ``LinearLR`` with
-    ``start_factor = warmup_start / peak``).
+    ``start_factor = warmup_start / peak``). Both sources' train.py step their schedule once
+    an epoch; this is their per-update form (timm's ``--sched-on-updates``), ``t`` counting
+    optimizer steps.
 
     Args:
         peak: the learning rate at the end of the warm-up.
