@@ -28,6 +28,7 @@ import dataclasses
 import keras
 
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.optimizers import Lamb, WarmupCosine
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012's training set: the recipes' EMA horizons
 
@@ -38,17 +39,25 @@ class Recipe:
 
     Optimisation:
         base_learning_rate, base_batch_size: the peak learning rate at that global batch.
-        learning_rate_scaling: "linear" (Goyal et al. 2017) or "sqrt" (timm's rule for LAMB)
-            from ``base_batch_size`` to the run's batch.
-        optimizer: "sgd" (with ``momentum``) or "lamb" (Keras' ``Lamb``).
+        learning_rate_scaling: "linear" (Goyal et al. 2017: the rate times the batch ratio)
+            or "sqrt" (timm's rule for LAMB: times its square root) from ``base_batch_size``
+            to the run's batch.
+        optimizer: "sgd" (with ``momentum``) or "lamb" (timm's ``Lamb``:
+            :class:`keras_resnet.optimizers.Lamb`, global gradient norm clipped to 1).
         weight_decay, weight_decay_style: "l2", a coupled L2 term whose gradient is
             ``weight_decay * w`` (the paper's; PyTorch SGD's ``weight_decay``), put on the
             kernels as Keras regularizers; or "decoupled", the optimizer's own
-            ``weight_decay`` (LAMB's).
-        decay_norm, decay_bias: whether BatchNormalization's gamma/beta and biases decay.
+            ``weight_decay``: for LAMB timm's, an L2 term added to the Adam step inside the
+            trust ratio (not Keras' decoupled decay); for SGD Keras' decoupled decay.
+        decay_norm, decay_bias: whether BatchNormalization's gamma/beta and biases decay
+            (LAMB: both or neither, as timm's ``weight_decay_exclude_1d``).
         schedule: "step" (``milestones`` of ``total_iterations``, §4.2), "plateau" (§3.4,
             ReduceLROnPlateau after ``plateau_patience`` epochs) or "cosine" (to 0, after a
-            linear warm-up of ``warmup_epochs`` from ``warmup_start_factor`` of the peak).
+            linear warm-up of ``warmup_epochs`` from ``warmup_start_factor`` of the peak;
+            :class:`keras_resnet.optimizers.WarmupCosine`, stepped per iteration).
+        warmup_prefix: the cosine runs over the steps after the warm-up (torchvision's
+            ``LinearLR`` then ``CosineAnnealingLR``) or, False, over the whole run, warm-up
+            included (timm's ``CosineLRScheduler`` default ``warmup_prefix=False``).
         epochs: the published length on ImageNet.
 
     Loss:
@@ -74,9 +83,11 @@ class Recipe:
 
     Model and averaging:
         drop_path_rate: stochastic depth of the last block (linear in depth).
-        ema, ema_decay, ema_every: an exponential moving average of the weights, updated
-            every ``ema_every`` steps with ``ema_decay`` at the recipe's published batch
-            and length; what evaluation and export use (:func:`ema_momentum`).
+        ema, ema_decay, ema_every: an exponential moving average of all the weights
+            (BatchNormalization's statistics too), updated every ``ema_every`` steps, copying
+            during the warm-up, with ``ema_decay`` adjusted as torchvision's train.py does for
+            the published batch and length (:func:`ema_momentum`); what validation, the
+            checkpoints and export use (``keras_resnet.train.ema.ModelEMA``).
     """
 
     name: str
@@ -96,6 +107,7 @@ class Recipe:
     epochs: int = 120
     warmup_epochs: float = 0.0
     warmup_start_factor: float = 1.0
+    warmup_prefix: bool = True
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     crop: str = "paper"
@@ -145,6 +157,7 @@ def _rsb(name, epochs, learning_rate, weight_decay, label_smoothing, drop_path_r
         learning_rate_scaling="sqrt", optimizer="lamb", momentum=0.0,
         weight_decay=weight_decay, weight_decay_style="decoupled", schedule="cosine",
         epochs=epochs, warmup_epochs=5, warmup_start_factor=1e-5 / learning_rate,
+        warmup_prefix=False,
         loss="binary_cross_entropy", label_smoothing=label_smoothing, crop="random_resized",
         auto_augment="rand_augment", rand_augment_ops=2, rand_augment_magnitude=magnitude / 10,
         mixup_alpha=mixup_alpha, cutmix_alpha=1.0, repeated_augmentation=repeats,
@@ -182,7 +195,8 @@ _RSB = ("ResNet strikes back, Table 1: LAMB, cosine, 5 warm-up epochs, batch 204
         "A1 600 epochs lr 5e-3 wd 0.01 smoothing 0.1 stochastic depth 0.05 mixup 0.2 RA; "
         "A2 300 epochs lr 5e-3 wd 0.02 stochastic depth 0.05 mixup 0.1 RA; A3 100 epochs "
         "lr 8e-3 wd 0.02 mixup 0.1 train 160; timm train.py: sqrt lr scaling for LAMB, "
-        "--warmup-lr 1e-5, --aug-repeats 3, no decay on biases and norms")
+        "--warmup-lr 1e-5, --aug-repeats 3, no decay on biases and norms; CosineLRScheduler "
+        "with warmup_prefix=False, lr_min 0, one cycle; Lamb's max_grad_norm 1.0")
 SOURCES = {"cifar": "He et al. 2015, §4.2", "imagenet": "He et al. 2015, §3.4",
            "torchvision_v2": _TV, "rsb_a1": _RSB, "rsb_a2": _RSB, "rsb_a3": _RSB}
 # ImageNet top-1 (%) of ResNet-50 with each recipe, as published, one 224 crop: the paper's
@@ -310,21 +324,33 @@ def peak_learning_rate(recipe, global_batch_size):
     return recipe.base_learning_rate * (ratio if recipe.learning_rate_scaling == "linear" else ratio ** 0.5)
 
 
-def ema_momentum(recipe, total_steps):
-    """Keras' per-step ``ema_momentum`` that averages over the same fraction of a run of
-    ``total_steps`` as the recipe's EMA does of its ImageNet run.
-
-    torchvision updates its average every ``ema_every`` steps with decay
-    ``1 - (1 - ema_decay) * batch * ema_every / epochs`` (train.py), which sums to a horizon
-    of ``1 / ((1 - ema_decay) * N)`` of the run, ``N`` the training images (3.9% for
-    ImageNet and 0.99998). Keras updates every step: ``1 - 1 / (horizon * total_steps)``.
+def warmup_steps(recipe, total_steps):
+    """The steps of the learning rate's warm-up in a run of ``total_steps``: the recipe's
+    ``warmup_epochs`` as the same fraction of the run.
 
     Example:
-        >>> round(ema_momentum(get_recipe("torchvision_v2"), 10_000), 4)
-        0.9974
+        >>> warmup_steps(get_recipe("torchvision_v2"), 1200)
+        10
     """
-    horizon = 1.0 / ((1.0 - recipe.ema_decay) * IMAGENET_TRAIN_IMAGES)
-    return max(0.0, 1.0 - 1.0 / (horizon * total_steps))
+    return int(round(total_steps * recipe.warmup_epochs / recipe.epochs))
+
+
+def ema_momentum(recipe, total_steps):
+    """The EMA's decay per update (one every ``ema_every`` steps) in a run of ``total_steps``.
+
+    torchvision's train.py updates every ``ema_every`` steps with decay
+    ``1 - (1 - ema_decay) * batch * ema_every / epochs`` (at least 0), so the average spans
+    ``1 / ((1 - ema_decay) * N)`` of the run, ``N`` the training images (3.9% for ImageNet
+    and 0.99998). The rule kept here: the same share of any run, that is
+    ``1 - (1 - ema_decay) * N * ema_every / total_steps`` with ImageNet's ``N`` (ImageNet's
+    ``total_steps = epochs * N / batch`` gives torchvision's value back).
+
+    Example:
+        >>> round(ema_momentum(get_recipe("torchvision_v2"), 100_000), 4)
+        0.9918
+    """
+    share = (1.0 - recipe.ema_decay) * IMAGENET_TRAIN_IMAGES * recipe.ema_every
+    return max(0.0, 1.0 - share / total_steps)
 
 
 def norm_and_bias_variables(model):
@@ -336,8 +362,10 @@ def norm_and_bias_variables(model):
 
 def learning_rate_schedule(recipe, peak, total_steps):
     """The recipe's learning rate: ``peak`` for the step and plateau schedules (callbacks
-    change it), or Keras' ``CosineDecay`` to 0 over ``total_steps`` after a linear warm-up
-    from ``warmup_start_factor * peak`` over ``warmup_epochs / epochs`` of the steps.
+    change it), or :class:`~keras_resnet.optimizers.WarmupCosine` per step over
+    ``total_steps``: a linear warm-up from ``warmup_start_factor * peak`` over
+    :func:`warmup_steps`, then a cosine to 0 (over the rest with ``warmup_prefix``, as
+    torchvision; over the whole run without, as timm).
 
     Example:
         >>> schedule = learning_rate_schedule(get_recipe("torchvision_v2"), 0.5, 1200)
@@ -349,56 +377,35 @@ def learning_rate_schedule(recipe, peak, total_steps):
         return peak
     if total_steps is None:
         raise InvalidArgument(f"Recipe {recipe.name!r} (a cosine schedule) needs `total_steps`.")
-    warmup = int(round(total_steps * recipe.warmup_epochs / recipe.epochs))
-    if not warmup:
-        return keras.optimizers.schedules.CosineDecay(peak, total_steps)
-    return keras.optimizers.schedules.CosineDecay(
-        peak * recipe.warmup_start_factor, max(1, total_steps - warmup),
-        warmup_target=peak, warmup_steps=warmup,
-    )
+    return WarmupCosine(peak, total_steps, warmup_steps(recipe, total_steps),
+                        peak * recipe.warmup_start_factor, recipe.warmup_prefix)
 
 
-def make_optimizer(model, recipe, learning_rate, *, momentum=None, total_steps=None):
-    """The recipe's optimizer for ``model``: SGD or Keras' ``Lamb``, decoupled weight decay
-    (off BN and biases unless the recipe decays them) and EMA when the recipe has them."""
+def make_optimizer(model, recipe, learning_rate, *, momentum=None):
+    """The recipe's optimizer for ``model``: SGD (decoupled weight decay off BN and biases
+    unless the recipe decays them) or timm's LAMB (:class:`~keras_resnet.optimizers.Lamb`,
+    its decay off the 1-D variables unless the recipe decays both). The EMA is a callback
+    (``keras_resnet.train.ema.ModelEMA``), not the optimizer's.
+
+    Example:
+        >>> type(make_optimizer(None, get_recipe("rsb_a3"), 0.008)).__name__
+        'Lamb'
+    """
     recipe = get_recipe(recipe)
-    options = {}
-    if recipe.ema:
-        if total_steps is None:
-            raise InvalidArgument(f"Recipe {recipe.name!r} (with EMA) needs `total_steps`.")
-        options.update(use_ema=True, ema_momentum=ema_momentum(recipe, total_steps))
-    if recipe.weight_decay_style == "decoupled" and recipe.weight_decay:
-        options["weight_decay"] = recipe.weight_decay
+    decay = recipe.weight_decay if recipe.weight_decay_style == "decoupled" else 0
     if recipe.optimizer == "lamb":
-        optimizer = keras.optimizers.Lamb(learning_rate, **options)
-    else:
-        optimizer = keras.optimizers.SGD(
-            learning_rate, momentum=recipe.momentum if momentum is None else momentum, **options)
-    if "weight_decay" in options:
+        if recipe.decay_norm != recipe.decay_bias:
+            raise InvalidArgument(
+                "LAMB decays the 1-D variables (BatchNormalization's and biases) all or none: "
+                f"`decay_norm` and `decay_bias` must be equal; got {recipe.decay_norm!r} and "
+                f"{recipe.decay_bias!r}.")
+        return Lamb(learning_rate, weight_decay=decay, decay_1d=recipe.decay_norm)
+    optimizer = keras.optimizers.SGD(
+        learning_rate, momentum=recipe.momentum if momentum is None else momentum,
+        weight_decay=decay or None)
+    if decay:
         kept = [v for v in norm_and_bias_variables(model)
                 if (v.path.endswith("bias") and not recipe.decay_bias)
                 or (not v.path.endswith("bias") and not recipe.decay_norm)]
         optimizer.exclude_from_weight_decay(var_list=kept)
     return optimizer
-
-
-class EMAWeights(keras.callbacks.SwapEMAWeights):
-    """Keras' ``SwapEMAWeights`` (``swap_on_epoch=True``): validation, the best checkpoint and
-    the run's backup see the EMA weights; training continues on the raw ones. Its one bit of
-    state (which set is in the model) goes into the run's backup, so a resumed run swaps back
-    at its first epoch as the killed one would have. Put it before the callbacks that save.
-
-    Example:
-        >>> EMAWeights().swap_on_epoch
-        True
-    """
-
-    def __init__(self):
-        super().__init__(swap_on_epoch=True)
-
-    def state(self):
-        return {"ema_in_model": self._ema_weights_in_model}
-
-    def restore(self, state):
-        self._ema_weights_in_model = state["ema_in_model"]
-

@@ -37,7 +37,7 @@ PACKAGE = REPO / "keras_resnet"
 LEVELS = {
     "errors": 0,
     "extras": 1, "logs": 1, "interrupts": 1,
-    "architectures": 2, "blocks": 2, "preprocessing": 2, "devices": 2,
+    "architectures": 2, "blocks": 2, "preprocessing": 2, "devices": 2, "optimizers": 2,
     "saving": 3, "analysis": 3, "multilabel": 3, "recipes": 3, "tasks": 3,
     "weights": 4,
     "builder": 5,
@@ -45,7 +45,7 @@ LEVELS = {
     "summary": 7, "features": 7, "data": 7, "distribute": 7,
     # train/: its parts below evaluation and tuning, its set-up and flow above them
     "train.compile": 7, "train.schedules": 7, "train.backup": 7, "train.config": 7,
-    "train.callbacks": 7.5,
+    "train.callbacks": 7.5, "train.ema": 7,
     "export": 8, "tuning": 8, "evaluation": 8, "train.setup": 8, "training": 8,
     "train": 9, "serving": 9, "explain": 9,
     "runs": 10, "commands": 10.5,

@@ -18,6 +18,7 @@ from keras_resnet import data, recipes, training
 from keras_resnet.data.augment import mixing, modern
 from keras_resnet.data.augment.auto_augment import AutoAugment
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.train.ema import ModelEMA
 
 # The command of torchvision's blog post "How to Train State-Of-The-Art Models Using
 # TorchVision's Latest Primitives" (2021-11-18) for ResNet50_Weights.IMAGENET1K_V2, verbatim.
@@ -221,8 +222,9 @@ def test_no_decoupled_decay_reaches_batch_norm_or_biases():
         if v.path.rsplit("/", 1)[-1] in ("gamma", "beta", "bias"):
             np.testing.assert_array_equal(v.numpy(), before[v.path])
             kept += 1
-        else:  # a zero gradient leaves LAMB's step at 0: only the decay moves the kernel
-            np.testing.assert_allclose(v.numpy(), before[v.path] * (1 - lr * 0.5), rtol=1e-5)
+        else:  # a zero gradient leaves LAMB's Adam step at 0: timm adds the decay 0.5 w to it
+            # and the trust ratio ||w|| / ||0.5 w|| scales that back to w
+            np.testing.assert_allclose(v.numpy(), before[v.path] * (1 - lr), rtol=1e-5)
             decayed += 1
     assert kept and decayed
     assert not model.losses  # no L2 regularizer left on top of the decoupled decay
@@ -245,64 +247,78 @@ def test_warmup_and_cosine_equal_the_formula(name):
     schedule = recipes.learning_rate_schedule(recipe, peak, total)
     warmup = round(total * recipe.warmup_epochs / recipe.epochs)
     start = peak * recipe.warmup_start_factor
+    # torchvision's cosine runs over the steps after the warm-up; timm's (RSB) over all of them
+    offset = warmup if recipe.warmup_prefix else 0
+    assert recipe.warmup_prefix is (name == "torchvision_v2")
     for step in (0, warmup // 2, warmup, warmup + 1, (total + warmup) // 2, total - 1, total):
         if step < warmup:
             expected = start + (peak - start) * step / warmup
         else:
-            expected = 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+            expected = 0.5 * peak * (1 + math.cos(math.pi * (step - offset) / (total - offset)))
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-6 * peak), step  # float32
+
+
+def _ema_recipe(total_steps, every, decay, warmup_epochs=0):
+    """torchvision_v2 with an EMA of ``decay`` per update in a run of ``total_steps``."""
+    share = (1 - decay) * total_steps / (recipes.IMAGENET_TRAIN_IMAGES * every)
+    return recipes.get_recipe("torchvision_v2", {"warmup_epochs": warmup_epochs, "ema_every": every,
+                                                 "ema_decay": 1 - share})
 
 
 def test_ema_weights_equal_the_recursive_average_and_are_what_the_model_keeps():
     keras.utils.set_random_seed(4)
     model = _tiny()
-    recipe = recipes.get_recipe("torchvision_v2", {"warmup_epochs": 0})
-    training.compile_model(model, recipe, 8, total_steps=40)
-    momentum = model.optimizer.ema_momentum
-    assert momentum == pytest.approx(1 - 1 / (40 / ((1 - 0.99998) * recipes.IMAGENET_TRAIN_IMAGES)))
+    recipe = _ema_recipe(8, every=2, decay=0.6)
+    training.compile_model(model, recipe, 8, total_steps=8)
+    ema = ModelEMA.from_recipe(recipe, 8)
+    assert (ema.decay, ema.every, ema.warmup_steps) == (pytest.approx(0.6), 2, 0)
     seen = []
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append([v.numpy().copy() for v in self.model.trainable_variables])
+            seen.append([v.numpy().copy() for v in self.model.weights])
 
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 32, 32, 3), dtype="float32"), np.eye(4, dtype="float32")[np.arange(32) % 4]
     # Record first: it sees the raw weights of every step, before any swap.
-    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
-              callbacks=[Record(), recipes.EMAWeights()])
-    average = seen[0]  # Keras starts the average at the first step's weights
-    for weights in seen[1:]:
-        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
-    for kept, expected in zip(model.trainable_variables, average):
-        np.testing.assert_allclose(kept.numpy(), expected, rtol=1e-4, atol=1e-6)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[Record(), ema])
+    average = seen[0]  # torchvision's first update copies; then after steps 2, 4, 6
+    for weights in seen[2::2]:
+        average = [0.6 * a + 0.4 * w for a, w in zip(average, weights)]
+    moving = 0
+    for kept, expected in zip(model.weights, average):
+        np.testing.assert_allclose(kept.numpy(), expected, rtol=1e-5, atol=1e-6)
+        moving += "moving" in kept.path
+    assert moving  # BatchNormalization's statistics are averaged too
+    assert not np.allclose(model.weights[0].numpy(), seen[-1][0])  # not the raw weights
 
 
 def test_a_resumed_run_keeps_ema_and_schedule_state_exactly(tmp_path):
     rng = np.random.default_rng(1)
     x, y = rng.random((32, 32, 32, 3), dtype="float32"), np.eye(4, dtype="float32")[np.arange(32) % 4]
-    recipe = recipes.get_recipe("torchvision_v2")
+    recipe = _ema_recipe(16, every=3, decay=0.5, warmup_epochs=60)  # 2 warm-up steps
 
     def fresh():
         keras.utils.set_random_seed(5)
         return training.compile_model(_tiny(), recipe, 8, total_steps=16)
 
     def run(model, backup, epochs, initial_epoch=0):
-        ema = recipes.EMAWeights()
+        ema = ModelEMA.from_recipe(recipe, 16, state_dir=str(backup))
         calls = [ema, training.RunBackup(str(backup), [ema], delete_on_end=False)]
         model.fit(x, y, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
                   verbose=0, callbacks=calls)
-        return model
+        return model, ema
 
-    straight = run(fresh(), tmp_path / "straight", 4)
-    killed = run(fresh(), tmp_path / "killed", 2)  # stopped after 2 of 4 epochs
+    straight, straight_ema = run(fresh(), tmp_path / "straight", 4)
+    killed, _ = run(fresh(), tmp_path / "killed", 2)  # stopped after 2 of 4 epochs
     del killed
     resumed = fresh()
     assert training.restore_backup(resumed, str(tmp_path / "killed")) == 2
     assert int(resumed.optimizer.iterations) == 8  # the cosine schedule continues from here
-    run(resumed, tmp_path / "killed", 4, initial_epoch=2)
-    for a, b in zip(resumed.weights + resumed.optimizer.variables,
-                    straight.weights + straight.optimizer.variables):
+    _, resumed_ema = run(resumed, tmp_path / "killed", 4, initial_epoch=2)
+    assert resumed_ema.count == straight_ema.count and resumed_ema.ema_in_model
+    for a, b in zip(resumed.weights + resumed.optimizer.variables + resumed_ema.held,
+                    straight.weights + straight.optimizer.variables + straight_ema.held):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    rtol=1e-5, atol=1e-6)
 

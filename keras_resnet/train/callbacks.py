@@ -14,9 +14,10 @@ import keras
 from keras_resnet import interrupts
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.extras import require
-from keras_resnet.recipes import EMAWeights, get_recipe
+from keras_resnet.recipes import get_recipe
 from keras_resnet.saving import save_model
 from keras_resnet.train.backup import RunBackup
+from keras_resnet.train.ema import ModelEMA
 from keras_resnet.train.schedules import StepSchedule, WarmupUntilError, reduce_on_plateau
 
 
@@ -102,6 +103,7 @@ def paper_callbacks(
     tensorboard="auto",
     keep_backup=False,
     backup_dir=None,
+    ema_steps=None,
 ):
     """The paper's callbacks for a run directory.
 
@@ -109,7 +111,7 @@ def paper_callbacks(
         run_dir: where ``best.keras``, ``history.csv``, ``backup/`` and ``logs/`` go.
         recipe: "cifar" (step schedule at the paper's iterations, or scaled to
             ``total_iterations``), "imagenet" (plateau only), or a modern recipe (its cosine
-            schedule is the optimizer's; with EMA, :class:`~keras_resnet.recipes.EMAWeights`).
+            schedule is the optimizer's; with EMA, :class:`~keras_resnet.train.ema.ModelEMA`).
         total_iterations: planned iterations of this run; scales the CIFAR milestones.
         monitor: metric watched by ReduceLROnPlateau and the best checkpoint
             ("val_top1" with validation data, "top1" without).
@@ -121,6 +123,7 @@ def paper_callbacks(
         keep_backup: keep the backup when training ends (``train`` removes it itself once
             the model is saved and exported).
         backup_dir: where :class:`RunBackup` writes; default ``run_dir/backup``.
+        ema_steps: the run's steps, for a recipe with EMA (its decay and warm-up).
 
     Returns:
         A list of callbacks: StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1),
@@ -140,8 +143,9 @@ def paper_callbacks(
         require("tensorflow", "TensorBoard logs (paper_callbacks(tensorboard=True))")
     os.makedirs(run_dir, exist_ok=True)
     callbacks = [StopOnSignal()]
+    backup_dir = backup_dir or os.path.join(run_dir, "backup")
     if recipe.ema:  # first: the callbacks after it see the EMA weights at each epoch's end
-        callbacks.append(EMAWeights())
+        callbacks.append(ModelEMA.from_recipe(recipe, ema_steps, state_dir=backup_dir))
     if warmup:
         if recipe.schedule == "cosine":  # the optimizer's rate is a schedule: nothing to set
             raise InvalidArgument(
@@ -168,8 +172,7 @@ def paper_callbacks(
     # Last: it restores the state of the callbacks above when training begins.
     # In this order (a backup lists their states by position).
     stateful = [c for kind in (keras.callbacks.ReduceLROnPlateau, BestCheckpoint,
-                               WarmupUntilError, EMAWeights)
+                               WarmupUntilError, ModelEMA)
                 for c in callbacks if isinstance(c, kind)]
-    backup_dir = backup_dir or os.path.join(run_dir, "backup")
     callbacks.append(RunBackup(backup_dir, stateful, not keep_backup))
     return callbacks

@@ -96,14 +96,16 @@ def compile_model(
         weight_decay: for the paper's recipes None keeps the model's own regularizers (set when
             it was built) and a number replaces them with the paper's L2 of that strength (see
             :func:`apply_weight_decay`); other recipes put their own (or this) decay where the
-            recipe says: L2 regularizers, or the optimizer's decoupled decay.
+            recipe says: L2 regularizers, or the optimizer's own decay (timm's LAMB: an L2
+            term inside the trust ratio, off the 1-D variables; SGD: Keras' decoupled decay).
         jit_compile, steps_per_execution: passed to ``model.compile``; "auto" takes the
             measured fast path of this device (``keras_resnet.distribute.FAST_PATH``).
         fast_path: False lets "auto" mean Keras' defaults instead.
         task: a ``keras_resnet.tasks.Task``, "single_label", "multilabel" or "auto" (the
             Task the model carries); it decides the loss and metrics
             (``keras_resnet.tasks.for_model``).
-        total_steps: the run's training steps; cosine schedules and EMA need it.
+        total_steps: the run's training steps; cosine schedules need it (the recipe's EMA
+            is a callback: ``keras_resnet.train.ema.ModelEMA.from_recipe``).
 
     Returns:
         The model, compiled: the paper's recipes with SGD, sparse categorical cross-entropy
@@ -132,7 +134,7 @@ def compile_model(
     task = tasks.for_model(model, task, recipe)
     model.compile(
         optimizer=make_optimizer(model, recipe, learning_rate_schedule(recipe, peak, total_steps),
-                                 momentum=momentum, total_steps=total_steps),
+                                 momentum=momentum),
         loss=task.loss(recipe),
         metrics=task.metrics(recipe),
         jit_compile=jit_compile,

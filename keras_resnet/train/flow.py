@@ -109,7 +109,8 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         callbacks = paper_callbacks(
             setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
             warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir,
-            monitor=task.monitor if splits.validation is not None else task.metric)
+            monitor=task.monitor if splits.validation is not None else task.metric,
+            ema_steps=iterations)
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
         if done < phase.last_epoch:
