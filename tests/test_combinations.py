@@ -39,7 +39,7 @@ def _train(folder, run_dir, *flags):
 def test_the_papers_warmup_is_refused_with_a_cosine_recipe(tmp_path):
     cosine = recipes.get_recipe("torchvision_v2")
     with pytest.raises(InvalidArgument, match="warms up in its cosine schedule"):
-        paper_callbacks(str(tmp_path), cosine, total_iterations=10, warmup=True)
+        paper_callbacks(str(tmp_path), cosine, total_iterations=10, warmup=True, ema_steps=10)
     paper = paper_callbacks(str(tmp_path), recipes.get_recipe("cifar"), warmup=True)
     assert any(isinstance(c, WarmupUntilError) for c in paper)
 
@@ -61,7 +61,7 @@ GRID = [
     ("resnet110", "torchvision_v2", []),
     ("resnet20", "paper", ["label_smoothing=0.1"]),
     ("resnet50", "rsb_a1", []),
-    ("resnext50_32x4d", "rsb_a3", ["ema=true", "train_size_fraction=1"]),
+    ("resnext50_32x4d", "rsb_a3", ["ema=true", "ema_decay=0.9998", "train_size_fraction=1"]),
     ("resnet50v2", "imagenet", []),
     ("seresnet50", "rsb_a2", ["mixup_alpha=0.2", "cutmix_alpha=2.0"]),
     ("resnet50d", "cifar", ["schedule=cosine"]),
