@@ -218,7 +218,7 @@ def family_architecture(name):
     else:
         base = architecture(family, depth)
     changes = dict(changes)
-    if base.family == "imagenet":
+    if base.family == "imagenet" and base.block == "bottleneck":
         changes = {**_TORCH_STYLE, **changes}
     if changes.get("preactivation") and "stem" not in changes:
         changes["stem"] = dataclasses.replace(base.stem, normalized=False)
@@ -239,6 +239,12 @@ def _check_option(option, value, arch):
     """Raise unless ``value`` suits ``option`` of ``arch`` (see ``ARCHITECTURE_OPTIONS``)."""
     if option in ("preactivation", "avg_down"):
         valid = isinstance(value, bool)
+    elif option == "stride_position" and arch.block != "bottleneck":
+        # A basic block's two 3x3 convs have no 1x1 to stride: refused, never ignored.
+        raise InvalidArgument(
+            f"`stride_position` applies to bottleneck nets only; got {value!r} for {arch.name}, "
+            "which has basic blocks (two 3x3 convs, the first strides)."
+        )
     elif option in ("stride_position", "downsample_in"):
         valid = value in {"stride_position": ("1x1", "3x3"), "downsample_in": ("first", "last")}[option]
     elif option == "se_ratio":

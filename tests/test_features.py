@@ -154,7 +154,7 @@ def _reference_model(meta, weights):
     output_stride = int(meta["output_stride"])
     return build_resnet(arch, weights=weights, input_shape=meta["input"].shape[1:],
                         classes=int(meta["classes"]), classifier_activation=None,
-                        stride_position="3x3", weight_decay=0,
+                        weight_decay=0, **({"stride_position": "3x3"} if block != "basic" else {}),
                         output_stride=None if output_stride == 32 else output_stride)
 
 
