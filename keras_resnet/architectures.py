@@ -40,7 +40,7 @@ ARCHITECTURE_OPTIONS = {
     "base_width": "a positive integer (bottleneck blocks)",
     "se_ratio": "a number in [0, 1) (0: no squeeze-excitation)",
     "preactivation": "True or False", "avg_down": "True or False",
-    "stride_position": "one of '1x1', '3x3'", "downsample_in": "one of 'first', 'last'",
+    "stride_position": "one of '1x1', '3x3' (bottleneck nets only)", "downsample_in": "one of 'first', 'last'",
 }
 
 
@@ -239,14 +239,9 @@ def _check_option(option, value, arch):
     """Raise unless ``value`` suits ``option`` of ``arch`` (see ``ARCHITECTURE_OPTIONS``)."""
     if option in ("preactivation", "avg_down"):
         valid = isinstance(value, bool)
-    elif option == "stride_position" and arch.block != "bottleneck":
-        # A basic block's two 3x3 convs have no 1x1 to stride: refused, never ignored.
-        raise InvalidArgument(
-            f"`stride_position` applies to bottleneck nets only; got {value!r} for {arch.name}, "
-            "which has basic blocks (two 3x3 convs, the first strides)."
-        )
-    elif option in ("stride_position", "downsample_in"):
-        valid = value in {"stride_position": ("1x1", "3x3"), "downsample_in": ("first", "last")}[option]
+    elif option in ("stride_position", "downsample_in"):  # no 1x1 in a basic block: refused
+        valid = value in {"stride_position": ("1x1", "3x3") if arch.block == "bottleneck" else (),
+                          "downsample_in": ("first", "last")}[option]
     elif option == "se_ratio":
         valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
     else:  # groups, base_width: bottleneck blocks only (torchvision's BasicBlock refuses them too)
@@ -255,7 +250,7 @@ def _check_option(option, value, arch):
     if not valid:
         raise InvalidArgument(
             f"`{option}` must be {ARCHITECTURE_OPTIONS[option]}; got {value!r}"
-            + (f" ({arch.name} has basic blocks)." if option in ("groups", "base_width") else ".")
+            + (f" ({arch.name} has basic blocks)." if arch.block == "basic" else ".")
         )
 
 

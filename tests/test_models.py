@@ -137,8 +137,9 @@ def test_stride_position_on_basic_blocks_is_refused_not_ignored(build, position)
     with pytest.raises(InvalidArgument) as caught:
         build(position)
     message = str(caught.value)
-    assert "\n" not in message and f"`stride_position` applies to bottleneck nets only; got {position!r}" in message
-    assert "basic blocks" in message
+    assert "\n" not in message and message.startswith("`stride_position` must be one of '1x1', "
+                                                       f"'3x3' (bottleneck nets only); got {position!r} (")
+    assert message.endswith(" has basic blocks).")
 
 
 def test_stride_position_default_keeps_basic_and_bottleneck_nets_unchanged():
