@@ -379,28 +379,25 @@ def test_predict_reads_a_palette_bmp_as_the_same_pixels_as_a_png(tmp_path, capsy
     assert outputs[0] == outputs[1]
 
 
-def _train_help(flag):
-    """The help text of a ``train`` flag, as ``keras-resnet train --help`` shows it."""
-    import argparse
-
-    from keras_resnet.cli import build_parser
-
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return next(a.help for a in commands.choices["train"]._actions if flag in a.option_strings)
-
-
-def test_train_help_states_the_default_epochs_and_batch_sizes_the_runs_use():
+def test_train_help_states_the_default_epochs_and_batch_sizes_the_runs_use(capsys, monkeypatch):
     import re
 
+    from keras_resnet.cli import main
     from keras_resnet.train.config import FINE_TUNE_DEFAULTS, OTHER_RUN_DEFAULTS, RUN_DEFAULTS
 
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag: no word broken at a hyphen
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    helps = {flag: re.search(rf"{flag} [A-Z_]+ (.*?) --{after}", text).group(1)
+             for flag, after in (("--head-epochs", "epochs"), ("--epochs", "batch-size"),
+                                 ("--batch-size", "task"))}
     for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size")):
-        text = _train_help(flag)
         for dataset, defaults in RUN_DEFAULTS.items():
-            assert re.search(rf"\b{dataset}\b[^,;]* {defaults[field]}\b", text), (dataset, text)
-        assert f"others {OTHER_RUN_DEFAULTS[field]};" in text, text
-        assert text.endswith(f"fine-tuning (--weights) {FINE_TUNE_DEFAULTS[field]}"), text
-    assert _train_help("--head-epochs").endswith(f"default {FINE_TUNE_DEFAULTS['head_epochs']}")
+            assert re.search(rf"\b{dataset}\b[^,;]* {defaults[field]}\b", helps[flag]), (dataset, helps)
+        assert f"others {OTHER_RUN_DEFAULTS[field]};" in helps[flag], helps
+        assert helps[flag].endswith(f"fine-tuning (--weights) {FINE_TUNE_DEFAULTS[field]}"), helps
+    assert helps["--head-epochs"].endswith(f"default {FINE_TUNE_DEFAULTS['head_epochs']}"), helps
 
 
 def test_weight_decay_with_weights_is_in_the_fine_tuning_configuration():
