@@ -40,7 +40,7 @@ ARCHITECTURE_OPTIONS = {
     "base_width": "a positive integer (bottleneck blocks)",
     "se_ratio": "a number in [0, 1) (0: no squeeze-excitation)",
     "preactivation": "True or False", "avg_down": "True or False",
-    "stride_position": "one of '1x1', '3x3'", "downsample_in": "one of 'first', 'last'",
+    "stride_position": "one of '1x1', '3x3' (bottleneck nets only)", "downsample_in": "one of 'first', 'last'",
 }
 
 
@@ -218,7 +218,7 @@ def family_architecture(name):
     else:
         base = architecture(family, depth)
     changes = dict(changes)
-    if base.family == "imagenet":
+    if base.family == "imagenet" and base.block == "bottleneck":
         changes = {**_TORCH_STYLE, **changes}
     if changes.get("preactivation") and "stem" not in changes:
         changes["stem"] = dataclasses.replace(base.stem, normalized=False)
@@ -239,8 +239,9 @@ def _check_option(option, value, arch):
     """Raise unless ``value`` suits ``option`` of ``arch`` (see ``ARCHITECTURE_OPTIONS``)."""
     if option in ("preactivation", "avg_down"):
         valid = isinstance(value, bool)
-    elif option in ("stride_position", "downsample_in"):
-        valid = value in {"stride_position": ("1x1", "3x3"), "downsample_in": ("first", "last")}[option]
+    elif option in ("stride_position", "downsample_in"):  # no 1x1 in a basic block: refused
+        valid = value in {"stride_position": ("1x1", "3x3") if arch.block == "bottleneck" else (),
+                          "downsample_in": ("first", "last")}[option]
     elif option == "se_ratio":
         valid = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
     else:  # groups, base_width: bottleneck blocks only (torchvision's BasicBlock refuses them too)
@@ -249,7 +250,7 @@ def _check_option(option, value, arch):
     if not valid:
         raise InvalidArgument(
             f"`{option}` must be {ARCHITECTURE_OPTIONS[option]}; got {value!r}"
-            + (f" ({arch.name} has basic blocks)." if option in ("groups", "base_width") else ".")
+            + (f" ({arch.name} has basic blocks)." if arch.block == "basic" else ".")
         )
 
 

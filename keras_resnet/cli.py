@@ -61,11 +61,16 @@ def _add_train(commands):
     train.add_argument("--unfreeze", choices=UNFREEZE_CHOICES, default="conv4",
                        help="fine-tuning: the stage the backbone trains from in phase 2")
     train.add_argument("--head-epochs", type=int, default=None,
-                       help="fine-tuning: epochs of phase 1 (the new head alone)")
+                       help="fine-tuning: epochs of phase 1 (the new head alone); default 5")
+    # The defaults below are keras_resnet.train.config's RUN_DEFAULTS and FINE_TUNE_DEFAULTS.
     train.add_argument("--epochs", type=int, default=None,
-                       help="default by dataset: digits 40, cifar10/100 164 (§4.2), others 30")
+                       help="default by dataset, whatever the recipe: digits 40, digit_canvases "
+                            "30, cifar10/cifar100 164 (§4.2), imagenet2012 120, others 30; "
+                            "fine-tuning (--weights) 15")
     train.add_argument("--batch-size", type=int, default=None,
-                       help="global batch size; default by dataset: digits 32, others 128")
+                       help="global batch size; default by dataset: digits 32, digit_canvases "
+                            "64, cifar10/cifar100 128, imagenet2012 256, others 128; "
+                            "fine-tuning (--weights) 32")
     train.add_argument("--task", choices=TASKS, default="auto",
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
                             "per-class thresholds; auto: the dataset's (multilabel for labels "
@@ -78,8 +83,10 @@ def _add_train(commands):
                             "(repeatable; the fields: keras_resnet.recipes.Recipe)")
     train.add_argument("--learning-rate", type=float, default=None)
     train.add_argument("--weight-decay", type=float, default=None,
-                       help="replace the model's weight decay (the paper's L2 gradient "
-                            "coefficient; models are built with 1e-4)")
+                       help="the weight decay of every phase, fine-tuning's too: the paper's L2 "
+                            "gradient coefficient, or a modern recipe's decay in its own style; "
+                            "default: the model's own for the paper's recipes (models are built "
+                            "with 1e-4), the recipe's for the others")
     train.add_argument("--shortcut", choices=["A", "B", "C"], default=None)
     train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto")

@@ -139,7 +139,14 @@ def CifarResNet(
 def _required_options(arch, weight_set):
     """The options ``weight_set`` fixes: its variant's, and ``arch``'s own block options."""
     required = {option: getattr(arch, option) for option in ARCHITECTURE_OPTIONS}
-    return {**required, **weight_set.build_options()}
+    return _for_blocks(arch, {**required, **weight_set.build_options()})
+
+
+def _for_blocks(arch, options):
+    """``options`` less ``stride_position`` for a net of basic blocks (it has no bottleneck)."""
+    if arch.block == "bottleneck":
+        return options
+    return {option: value for option, value in options.items() if option != "stride_position"}
 
 
 def _same(option, given, required):
@@ -201,7 +208,7 @@ def _from_weight_set(
         arch, include_top, None, input_tensor, input_shape, pooling, classes,
         classifier_activation, name,
         preprocessing=weight_set.preprocessing(size, include_top).for_channels(channels),
-        **{**options, **weight_set.build_options()},
+        **{**options, **_for_blocks(arch, weight_set.build_options())},
     )
     return weights_lib.load_tensors(
         model, tensors, weight_set.layout, source=f"{weight_set.name}: {weight_set.checkpoint}"

@@ -23,8 +23,11 @@ PAPER_FIGURES = {
     "resnet1202": {"multiply_adds": None, "params": 19.4e6},
     # The family, as its sources publish it. torchvision: its weights' num_params and _ops
     # (multiply-adds at 224); timm: sum(p.numel()) of timm.create_model; keras.applications:
-    # the trainable weights of its V2 nets; Hu et al. 2018: 3.87 GFLOPs of SE-ResNet-50
-    # (stride in the 1x1); He et al. 2016: the pre-activation CIFAR nets (Tables 3 and 6).
+    # the trainable weights of its V2 nets; He et al. 2016: the pre-activation CIFAR nets
+    # (Tables 3 and 6). Hu et al. 2018's 3.87 GFLOPs are of another SE-ResNet-50 than ours:
+    # theirs strides in the 1x1 (3.86G counted here with stride_position="1x1"; SE's pooling
+    # and channel scaling, 5.5M adds and 5.5M multiplies that Table 1's count leaves out, make
+    # 3.87G), ours in the 3x3 as timm's weights need (4.09G), so no published figure is ours.
     "resnext50_32x4d": {"multiply_adds": 4.23e9, "params": 25_028_904},
     "resnext101_32x8d": {"multiply_adds": 16.414e9, "params": 88_791_336},
     "resnext101_64x4d": {"multiply_adds": 15.46e9, "params": 83_455_272},
@@ -35,7 +38,7 @@ PAPER_FIGURES = {
     "resnet50d": {"multiply_adds": None, "params": 25_576_264},
     "resnet101d": {"multiply_adds": None, "params": 44_568_392},
     "resnet152d": {"multiply_adds": None, "params": 60_212_040},
-    "seresnet50": {"multiply_adds": 3.87e9, "params": 28_088_024},
+    "seresnet50": {"multiply_adds": None, "params": 28_088_024},
     "seresnet101": {"multiply_adds": None, "params": 49_326_872},
     "seresnet152": {"multiply_adds": None, "params": 66_821_848},
     "resnet50v2": {"multiply_adds": None, "params": 25_568_360},

@@ -377,3 +377,73 @@ def test_predict_reads_a_palette_bmp_as_the_same_pixels_as_a_png(tmp_path, capsy
         assert main(["predict", str(tmp_path / "m.keras"), str(tmp_path / name), "--json", "--top-k", "10"]) == 0
         outputs.append(json.loads(capsys.readouterr().out)[0]["top_k"])
     assert outputs[0] == outputs[1]
+
+
+def test_train_help_states_the_default_epochs_and_batch_sizes_the_runs_use(capsys, monkeypatch):
+    import re
+
+    from keras_resnet.cli import main
+    from keras_resnet.train.config import FINE_TUNE_DEFAULTS, OTHER_RUN_DEFAULTS, RUN_DEFAULTS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag: no word broken at a hyphen
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    helps = {flag: re.search(rf"{flag} [A-Z_]+ (.*?) --{after}", text).group(1)
+             for flag, after in (("--head-epochs", "epochs"), ("--epochs", "batch-size"),
+                                 ("--batch-size", "task"))}
+    for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size")):
+        for dataset, defaults in RUN_DEFAULTS.items():
+            assert re.search(rf"\b{dataset}\b[^,;]* {defaults[field]}\b", helps[flag]), (dataset, helps)
+        assert f"others {OTHER_RUN_DEFAULTS[field]};" in helps[flag], helps
+        assert helps[flag].endswith(f"fine-tuning (--weights) {FINE_TUNE_DEFAULTS[field]}"), helps
+    assert helps["--head-epochs"].endswith(f"default {FINE_TUNE_DEFAULTS['head_epochs']}"), helps
+
+
+def test_weight_decay_with_weights_is_in_the_fine_tuning_configuration():
+    from keras_resnet.cli import build_parser
+    from keras_resnet.commands import train_config
+    from keras_resnet.train.config import resolve
+
+    args = build_parser().parse_args(["train", "--weights", "w.keras", "--weight-decay", "3e-4"])
+    config = resolve(train_config(args))
+    assert config.fine_tune.weights == "w.keras" and config.recipe.recipe == "imagenet"
+    assert config.recipe.weight_decay == 3e-4 and config.to_dict()["recipe"]["weight_decay"] == 3e-4
+
+
+@pytest.mark.slow
+def test_weight_decay_reaches_every_fine_tuning_phase_and_run_json(tmp_path, monkeypatch):
+    import keras
+
+    import keras_resnet
+    from keras_resnet.cli import build_parser
+    from keras_resnet.commands import train_config
+    from keras_resnet.train import flow
+
+    keras_resnet.save_model(keras_resnet.get_model("resnet8"), str(tmp_path / "source.keras"))
+    args = build_parser().parse_args([
+        "train", "--model", "resnet8", "--weights", str(tmp_path / "source.keras"),
+        "--weight-decay", "3e-4", "--epochs", "2", "--head-epochs", "1", "--unfreeze", "conv4",
+        "--output-dir", str(tmp_path / "run"), "--no-export"])
+    config = train_config(args)
+    assert config.fine_tune is not None and config.recipe.weight_decay == 3e-4
+    compiled, compile_model = [], flow.compile_model
+
+    def spy(model, recipe, *positional, **options):
+        model = compile_model(model, recipe, *positional, **options)
+        compiled.append({v.path: v.regularizer for v in model.trainable_weights
+                         if v.path.endswith("kernel")})
+        return model
+
+    monkeypatch.setattr(flow, "compile_model", spy)
+    flow.run(config)
+    head, backbone = compiled
+    assert set(head) == {"predictions/kernel"} and len(backbone) == 3  # conv4_block1's two convs
+    for kernels in compiled:
+        for path, regularizer in kernels.items():  # L2(decay / 2): gradient decay * w
+            assert isinstance(regularizer, keras.regularizers.L2), path
+            assert regularizer.l2 == pytest.approx(1.5e-4), path
+    with open(tmp_path / "run" / "run.json") as f:
+        run = json.load(f)
+    assert run["config"]["recipe"]["weight_decay"] == 3e-4 and run["recipe"]["weight_decay"] == 3e-4
+    assert run["head_epochs"] == 1 and run["epochs"] == 2

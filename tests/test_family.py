@@ -8,6 +8,7 @@ checked live in tests/test_weights.py), and each named constructor through the h
 import dataclasses
 import glob
 import os
+import re
 import subprocess
 
 import keras
@@ -21,7 +22,7 @@ from keras_resnet import architectures
 from keras_resnet.architectures import DEEP_STEM, Stage, Stem, family_architecture, imagenet_architecture
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock, se_channels
 from keras_resnet.models import build_resnet
-from keras_resnet.summary import count_multiply_adds, count_trainable_params
+from keras_resnet.summary import PAPER_FIGURES, count_multiply_adds, count_trainable_params
 from keras_resnet.weights import load_tensors, to_torch_layout, torch_slots
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -260,6 +261,24 @@ def test_family_multiply_adds_match_torchvision_and_timm():
                              (keras_resnet.ResNet50D, 4.329e9),
                              (keras_resnet.SEResNet50, 4.092e9)):
         assert abs(count_multiply_adds(build()) / published - 1) < 0.005, build.__name__
+
+
+@pytest.mark.slow  # two full-size nets
+def test_se_resnet50_multiply_adds_and_why_the_paper_counts_fewer():
+    """Ours strides in the 3x3 (timm's layout); Hu et al. 2018's 3.87G is of the 1x1 variant:
+    3.86G counted as Table 1 counts, plus SE's average pooling (adds) and channel scaling
+    (multiplies), one of each per element of every block's output."""
+    assert PAPER_FIGURES["seresnet50"]["multiply_adds"] is None  # the paper's is another variant
+    ours = keras_resnet.SEResNet50()
+    assert ours.get_layer("conv3_block1").stride_position == "3x3"
+    assert count_multiply_adds(ours) == 4_091_699_200
+    hu = keras_resnet.SEResNet50(stride_position="1x1")
+    assert count_multiply_adds(hu) == 3_860_488_192
+    excites = [layer.output.shape for layer in hu.layers
+               if re.fullmatch(r"conv[2-5]_block\d+", layer.name)]
+    scaled = sum(h * w * c for _, h, w, c in excites)
+    assert len(excites) == 16 and scaled == 5_519_360
+    assert round((count_multiply_adds(hu) + 2 * scaled) / 1e9, 2) == 3.87
 
 
 @pytest.mark.slow  # 8 s of fitting

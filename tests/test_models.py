@@ -4,6 +4,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet import BottleneckBlock, ResidualBlock
+from keras_resnet.errors import InvalidArgument
 from keras_resnet.summary import count_trainable_params
 
 
@@ -123,6 +124,32 @@ def test_generic_builders_take_any_valid_depth():
 def test_bad_input_raises_a_clear_value_error(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize("build", [
+    lambda position: keras_resnet.ResNet18(stride_position=position, input_shape=(32, 32, 3)),
+    lambda position: keras_resnet.ResNet34(stride_position=position, input_shape=(32, 32, 3)),
+    lambda position: keras_resnet.ResNet20(stride_position=position),
+    lambda position: keras_resnet.get_model("resnet18d", stride_position=position, input_shape=(32, 32, 3)),
+], ids=["resnet18", "resnet34", "resnet20", "resnet18d"])
+@pytest.mark.parametrize("position", ["1x1", "3x3"])
+def test_stride_position_on_basic_blocks_is_refused_not_ignored(build, position):
+    with pytest.raises(InvalidArgument) as caught:
+        build(position)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("`stride_position` must be one of '1x1', "
+                                                       f"'3x3' (bottleneck nets only); got {position!r} (")
+    assert message.endswith(" has basic blocks).")
+
+
+def test_stride_position_default_keeps_basic_and_bottleneck_nets_unchanged():
+    # Basic nets build as before; a bottleneck net still takes either position.
+    assert keras_resnet.ResNet20().count_params() == 271098
+    assert keras_resnet.ResNet18(input_shape=(32, 32, 3)).count_params() == keras_resnet.ResNet18(
+        input_shape=(32, 32, 3), stride_position=None).count_params()
+    for position in ("1x1", "3x3"):
+        model = keras_resnet.ResNet50(stride_position=position, input_shape=(32, 32, 3))
+        assert model.get_layer("conv3_block1").stride_position == position
 
 
 def test_headless_models_and_pooling():

@@ -597,11 +597,11 @@ def test_bad_request_gets_4xx_error_and_server_keeps_serving(
     response = client.request(method, path, content=body)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
+    error = strict_json(response.content)["error"]
     assert isinstance(error, str) and words in error, error
     assert len(error) < 400, error[:400]  # what the client sent is quoted cut short
     good = client.post("/v1/models/digits:predict", json=bytes_request(china))
-    assert good.status_code == 200 and len(good.json()["predictions"]) == 1
+    assert good.status_code == 200 and len(strict_json(good.content)["predictions"]) == 1
 
 
 MALFORMED_HTTP = {
@@ -630,10 +630,65 @@ def test_malformed_http_gets_a_json_400_and_the_server_keeps_serving(server, cli
     assert client.get("/v1/models/digits").status_code == 200
 
 
-def test_non_finite_floats_are_accepted_as_tensorflow_serving_does(client):
-    body = b'{"instances": [' + json.dumps(FLOAT_IMAGE).replace("0.0", "NaN", 1).encode() + b"]}"
+def _refuse_constant(token):
+    raise ValueError(f"non-standard JSON token {token}")
+
+
+def strict_json(content):
+    """RFC 8259 JSON only: NaN, Infinity and -Infinity are refused, not read as floats."""
+    return json.loads(content, parse_constant=_refuse_constant)
+
+
+def test_strict_json_refuses_what_python_json_accepts():
+    for text in ("[NaN]", "[Infinity]", '{"a": [-Infinity]}'):
+        with pytest.raises(ValueError, match="non-standard"):
+            strict_json(text)
+
+
+def _hostile_pixels(token, uint8):
+    """A raw request body: one 32x32x3 image whose last pixel's middle channel is ``token``,
+    nested in the image's arrays (rows for the float signature, columns for the uint8 one)."""
+    image = np.full((32, 32, 3), 1 if uint8 else 0.5).tolist()
+    image[31][31][1] = "TOKEN"
+    text = json.dumps(image).replace('"TOKEN"', token)
+    if uint8:
+        return ('{"signature_name": "serving_images", "inputs": [' + text + "]}").encode()
+    return ('{"instances": [' + text + "]}").encode()
+
+
+HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "true", "false"]
+
+
+@pytest.mark.parametrize("uint8", [False, True], ids=["float32", "uint8"])
+@pytest.mark.parametrize("token", HOSTILE_NUMBERS)
+def test_non_finite_numbers_and_booleans_are_a_400_naming_the_input(client, token, uint8):
+    body = _hostile_pixels(token, uint8)
     response = client.post("/v1/models/digits:predict", content=body)
-    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+    assert response.status_code == 400, response.text
+    error = strict_json(response.content)["error"]
+    assert "'images'" in error and ("DT_UINT8" if uint8 else "DT_FLOAT") in error, error
+    words = "true/false" if token in ("true", "false") else "finite"
+    assert words in error, error
+    good = client.post("/v1/models/digits:predict", content=_hostile_pixels("1", uint8))
+    assert good.status_code == 200, good.text
+    answer = strict_json(good.content)
+    assert len(answer["outputs"]["top_k_labels"] if uint8 else answer["predictions"]) == 1
+
+
+def test_a_non_finite_output_is_a_500_in_strict_json(client):
+    # Finite float32 inputs near the largest float32 overflow inside the network.
+    body = {"instances": [np.full((32, 32, 3), 3e38).tolist()]}
+    response = client.post("/v1/models/digits:predict", json=body)
+    assert response.status_code == 500, response.text
+    error = strict_json(response.content)["error"]
+    assert "NaN or Infinity" in error and "Output '" in error, error
+
+
+def test_format_response_refuses_non_finite_outputs():
+    with pytest.raises(serving.ServingError, match="Output 'scores' holds NaN or Infinity") as caught:
+        serving.format_response({"scores": np.array([[0.5, np.inf]])}, row_format=True)
+    assert caught.value.status == 500
+    assert serving.format_response({"scores": np.array([[0.5]])}, row_format=False) == {"outputs": [[0.5]]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ def _architecture(meta):
 
 
 def _model(meta, weights=None, include_top=True, **options):
-    options = {"stride_position": "3x3", **options}
+    if str(meta["block"]) == "bottleneck":
+        options = {"stride_position": "3x3", **options}
     return build_resnet(_architecture(meta), include_top, weights,
                         input_shape=meta["input"].shape[1:], classes=int(meta["classes"]),
                         classifier_activation=None, weight_decay=0, **options)
@@ -551,7 +552,7 @@ def _serve_weight_set(http_folder, monkeypatch, reference, model, name):
 
 def _serve_resnet18_set(http_folder, monkeypatch):
     """A random ResNet-18 served as resnet18's "imagenet" set (timm_tv_in1k's recipe)."""
-    reference = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+    reference = keras_resnet.ResNet18(input_shape=(64, 64, 3))
     return _serve_weight_set(http_folder, monkeypatch, reference, "resnet18", "timm_tv_in1k")
 
 
@@ -611,8 +612,8 @@ def test_full_size_parity_with_torchvision(depth, tmp_path):
     torchvision("export")
     images, expected = np.load(tmp_path / "images.npy"), np.load(tmp_path / "logits.npy")
     ours = getattr(keras_resnet, f"ResNet{depth}")(
-        weights=str(tmp_path / "tv.safetensors"), stride_position="3x3",
-        input_shape=images.shape[1:], classifier_activation=None)
+        weights=str(tmp_path / "tv.safetensors"), input_shape=images.shape[1:],
+        classifier_activation=None, **({"stride_position": "3x3"} if depth > 34 else {}))
     difference = np.abs(np.asarray(ours(images)) - expected).max()
     print(f"resnet{depth}: max |logit difference| vs torchvision {difference:.2e} "
           f"(logits up to {np.abs(expected).max():.2f})")
@@ -645,8 +646,8 @@ def test_full_size_parity_with_keras_hub(depth, tmp_path):
     task.save_task_weights(tmp_path / "task.weights.h5")
     images = rng.normal(size=(2, 96, 112, 3)).astype(np.float32)
     ours = getattr(keras_resnet, f"ResNet{depth}")(
-        weights=str(tmp_path), stride_position="3x3", input_shape=images.shape[1:],
-        classifier_activation=None)
+        weights=str(tmp_path), input_shape=images.shape[1:], classifier_activation=None,
+        **({"stride_position": "3x3"} if depth > 34 else {}))
     expected = np.asarray(task(images, training=False))
     difference = np.abs(np.asarray(ours(images)) - expected).max()
     print(f"resnet{depth}: max |logit difference| vs keras-hub {difference:.2e} "
@@ -692,7 +693,7 @@ def test_a_weight_set_adapts_conv1_and_its_preprocessing(http_folder, monkeypatc
         # when the recipe is the same in every channel.
         flat = preprocessing.ImagePreprocessing(64, mean=(0.5,) * 3, std=(0.25,) * 3)
         grey = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
-        rgb_model = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+        rgb_model = keras_resnet.ResNet18(input_shape=(64, 64, 3))
         rgb_model.set_weights(reference.get_weights())
         np.testing.assert_allclose(
             model(flat.for_channels(1).normalize(grey)),

@@ -14,7 +14,10 @@ written against this server works unchanged against ``tensorflow/serving`` on th
 directory (see ``export/README.md``). What TensorFlow Serving leaves to the deployment (body
 size and time, batch size, image bytes, pixels and frames, memory, connections) is bounded here
 before it is spent (see :class:`Limits`); every bad request gets a 4xx status with
-``{"error": "..."}`` (503 when the server is busy or out of memory).
+``{"error": "..."}`` (503 when the server is busy or out of memory). Every body is strict
+JSON (RFC 8259), where TensorFlow Serving is not: NaN, Infinity, overflowing literals (``1e999``)
+and true/false in numeric inputs are 400s naming the input, and an output holding NaN or
+Infinity is a 500 naming the output.
 
 The modules, lowest first: ``limits`` (:class:`Limits`, :class:`ServingError`, the defaults),
 ``registry`` (finding and loading the models of an export directory), ``images`` (image

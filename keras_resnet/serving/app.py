@@ -35,8 +35,9 @@ _URL = re.compile(
 def _json_response(content, status=200):
     from starlette.responses import Response
 
-    # Python's json writes NaN/Infinity as TensorFlow Serving does (starlette's JSONResponse refuses).
-    body = json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
+    # Strict JSON (RFC 8259): codec.format_response turns a NaN/Infinity output into a 500
+    # first, so allow_nan=False only stops a non-finite float that got past it.
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
 
 

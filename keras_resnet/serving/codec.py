@@ -7,6 +7,11 @@ server's :class:`~keras_resnet.serving.limits.Limits` before the model runs; a b
 a :class:`~keras_resnet.serving.limits.ServingError` (400, or 413 over a limit), and errors
 raised inside the graph (a truncated JPEG, say) are 400s too.
 
+Numbers are strict JSON (RFC 8259) both ways: a numeric input holding NaN, Infinity, a literal
+that overflows a double (``1e999``) or true/false is a 400 naming the input, and an output
+holding NaN or Infinity is a 500 naming the output (TensorFlow Serving accepts and writes
+the non-standard tokens; strict parsers refuse them).
+
 Example:
     >>> format_response({"scores": np.array([[0.25, 0.75]])}, row_format=False)
     {'outputs': [[0.25, 0.75]]}
@@ -89,6 +94,7 @@ def _numeric_array(value, dtype, input_name):
         if kind != "b":
             raise ServingError(400, f"Input {input_name!r} is {type_name}: expected true/false values.")
         return array
+    _check_numbers(array, value, type_name, input_name)
     if dtype.is_integer:
         info = np.iinfo(dtype.as_numpy_dtype)
         if kind not in "iu":
@@ -110,14 +116,30 @@ def _numeric_array(value, dtype, input_name):
                 400, f"Input {input_name!r} is {type_name}: expected numbers; got {_kind_name(array)}."
             )
         array = array.astype(np.float64)
-        finite = array[np.isfinite(array)]
         limit = np.finfo(dtype.as_numpy_dtype).max
-        if finite.size and np.abs(finite).max() > limit:
+        if array.size and np.abs(array).max() > limit:
             raise ServingError(
                 400, f"Input {input_name!r} is {type_name}: values must lie within +-{limit:.4g}."
             )
         return array.astype(dtype.as_numpy_dtype)
     raise ServingError(400, f"Input {input_name!r} has dtype {type_name}, which this server cannot fill.")
+
+
+def _check_numbers(array, value, type_name, input_name):
+    """No NaN, Infinity or overflowing literal (1e999 parses as inf) and no true/false among
+    numbers: numpy would read them as non-finite floats and as 1/0 (RFC 8259 has neither)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ServingError(
+            400,
+            f"Input {input_name!r} is {type_name}: values must be finite numbers; got NaN, "
+            f"Infinity or a number too large for a double (such as 1e999).",
+        )
+    if array.dtype.kind == "b" or (
+        array.dtype.kind in "iuf" and bool in set(map(type, np.array(value, dtype=object).flat))
+    ):
+        raise ServingError(
+            400, f"Input {input_name!r} is {type_name}: expected numbers; got true/false values."
+        )
 
 
 def _dtype_name(dtype):
@@ -320,6 +342,19 @@ def run_signature(servable, signature_name, arrays):
     return {name: value.numpy() for name, value in outputs.items()}
 
 
+def _check_finite(outputs):
+    """Strict JSON (RFC 8259) has no NaN or Infinity: an output holding one is a 500 naming it,
+    never a token a strict client cannot parse, nor a null standing in for a number."""
+    for name in sorted(outputs):
+        array = outputs[name]
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise ServingError(
+                500,
+                f"Output {name!r} holds NaN or Infinity, which JSON cannot carry: the model "
+                f"computed non-finite values for these inputs.",
+            )
+
+
 def _json_value(name, array):
     """Numpy output -> JSON-able nested lists; bytes as UTF-8 text, else (or ``*_bytes``) b64."""
     if array.dtype != object:
@@ -350,10 +385,15 @@ def format_response(outputs, row_format):
         a JSON-able dict; one output is given bare, several by name; strings are text, or
         ``{"b64": ...}`` when they are not UTF-8 or the output's name ends in ``_bytes``.
 
+    Raises:
+        ServingError: 500 naming the output when one holds NaN or Infinity (strict JSON has
+            neither; TensorFlow Serving would write the non-standard tokens).
+
     Example:
         >>> format_response({"scores": np.array([[0.5]])}, row_format=True)
         {'predictions': [[0.5]]}
     """
+    _check_finite(outputs)
     names = sorted(outputs)
     values = {name: _json_value(name, outputs[name]) for name in names}
     if not row_format:

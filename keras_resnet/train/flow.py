@@ -141,6 +141,13 @@ def _load_splits(config, setup, recipe, preprocessing=None):
     return splits
 
 
+def _with_weight_decay(recipe, config):
+    """``recipe`` with the run's ``weight_decay`` (every phase compiles with it), so that
+    run.json's recipe records the decay the run used."""
+    decay = config.recipe.weight_decay
+    return recipe if decay is None else dataclasses.replace(recipe, weight_decay=decay)
+
+
 def _task_name(task):
     """run.json's ``task``: "multilabel" or "single_label" (the Task itself is in the models)."""
     return "multilabel" if task.multilabel else "single_label"
@@ -165,8 +172,8 @@ def train(config):
     """
     config = resolve(config)
     family = "imagenet" if _family(config.model_name) == "imagenet" else "cifar"
-    recipe = get_recipe(config.recipe.recipe or "paper", config.recipe.recipe_overrides,
-                        family=family)
+    recipe = _with_weight_decay(get_recipe(config.recipe.recipe or "paper",
+                                           config.recipe.recipe_overrides, family=family), config)
     setup = set_up_run(config, family)
     splits, test_examples = _load_splits(config, setup, recipe)
     task = tasks.for_recipe(splits.info.task_kind, splits.info.num_classes, recipe)
@@ -214,8 +221,8 @@ def fine_tune_phases(config, run_dir, head_rate, tune_rate):
 
 def _fine_tune_recipe(config):
     """The recipe of a fine-tuning run and the model options it adds (stochastic depth)."""
-    recipe = get_recipe(config.recipe.recipe or "imagenet", config.recipe.recipe_overrides,
-                        family="imagenet")
+    recipe = _with_weight_decay(get_recipe(config.recipe.recipe or "imagenet",
+                                           config.recipe.recipe_overrides, family="imagenet"), config)
     if recipe.train_size_fraction != 1.0:
         raise InvalidArgument(
             f"Recipe {recipe.name!r} trains at {recipe.train_size_fraction:.3g} of the input size "

@@ -332,7 +332,7 @@ def load_tensors(model, tensors, layout, source="weights"):
     (:func:`adapt_input_kernel`). Returns ``model``.
 
     Example:
-        >>> model = keras_resnet.ResNet18(stride_position="3x3", input_shape=(64, 64, 3))
+        >>> model = keras_resnet.ResNet18(input_shape=(64, 64, 3))
         >>> tensors = {s.key: s.from_keras(s.variable.numpy()) for s in torch_slots(model)}
         >>> load_tensors(model, tensors, "torch").name
         'resnet18'
