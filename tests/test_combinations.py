@@ -56,9 +56,9 @@ def test_a_warmup_model_trains_with_a_cosine_recipe(one_batch_folder, tmp_path, 
             assert json.load(file)["validation_split"] == "holdout"
 
 
-# Each model, each recipe and several fields of --set at least once (one step each).
+# Each recipe, a model of each kind and several fields of --set at least once (one step each;
+# resnet110's warm-up with a cosine recipe: the test above, resnet8 standing in).
 GRID = [
-    ("resnet110", "torchvision_v2", []),
     ("resnet20", "paper", ["label_smoothing=0.1"]),
     ("resnet50", "rsb_a1", []),
     ("resnext50_32x4d", "rsb_a3", ["ema=true", "ema_decay=0.9998", "train_size_fraction=1"]),
