@@ -48,13 +48,6 @@ def _add_train(commands):
                             "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
-    train.add_argument("--validation", choices=("auto", "none"), default="auto",
-                       help="auto: the dataset's validation split, else a share of each class "
-                            "held out of the training split (never the test split); none: "
-                            "train on the whole training split (a final run)")
-    train.add_argument("--validation-fraction", type=float, default=0.1,
-                       help="the share of each class held out when the dataset has no "
-                            "validation split (CIFAR: 0.1, the paper's 45k/5k)")
     train.add_argument("--weights", default=None,
                        help="fine-tune from these weights: 'imagenet', a weight set name "
                             "(keras-resnet weights MODEL lists them) or a file")
@@ -91,20 +84,38 @@ def _add_train(commands):
     train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="auto: the device's fast path (CPU float32, GPU mixed_float16)")
+                       help="auto: the device's measured fast path (keras_resnet.devices."
+                            "FAST_PATH): float32 on CPUs, mixed_bfloat16 for ImageNet nets on "
+                            "CPUs that multiply bfloat16 natively, mixed_float16 on GPUs")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                        help="XLA; auto: the device's fast path")
     train.add_argument("--steps-per-execution", type=_auto_or_int, default="auto")
     train.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                        help="let 'auto' mean Keras' defaults instead of the measured fast path")
+    train.add_argument("--seed", type=int, default=0)
+    _add_data_arguments(train)
+    _add_validation_arguments(train)
+    _add_output_arguments(train)
+    train.set_defaults(run=actions.train)
+
+
+def _add_output_arguments(train):
     train.add_argument("--output-dir", default=None, help="run directory (default runs/MODEL-DATASET)")
     train.add_argument("--no-resume", dest="resume", action="store_false",
                        help="start afresh even if the run directory holds a backup")
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-export", dest="export", action="store_false",
                        help="skip the SavedModel and float TFLite export at the end")
-    _add_data_arguments(train)
-    train.set_defaults(run=actions.train)
+
+
+def _add_validation_arguments(train):
+    train.add_argument("--validation", choices=("auto", "none"), default="auto",
+                       help="auto: the dataset's validation split, else a share of each class "
+                            "held out of the training split (never the test split); none: "
+                            "train on the whole training split (a final run)")
+    train.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="the share of each class held out when the dataset has no "
+                            "validation split (CIFAR: 0.1, the paper's 45k/5k)")
+
 
 
 def _add_evaluate_export_predict(commands):

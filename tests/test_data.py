@@ -450,7 +450,7 @@ DATA = os.path.join(REPOSITORY, "keras_resnet", "data")
 # Each module of keras_resnet.data by level: it imports only modules of lower levels (a
 # package's __init__ sits above the modules it gathers), so there is no import circle.
 DATA_LEVELS = {
-    "images": 0, "sources.base": 0, "sources.registry": 0,
+    "images": 0, "sources.base": 0, "sources.registry": 0, "holdout": 0,
     "sources.files": 1, "sources.digits": 1, "sources.tfds": 1, "means": 1,
     "augment.paper": 1, "augment.auto_augment": 1, "augment.mixing": 1,
     "sources.folders": 2, "sources.labels_file": 2, "sources.canvases": 2, "augment.modern": 2,

@@ -9,7 +9,7 @@ becomes ``"validation"`` and the rest ``"train"`` (CIFAR-10 at the default 10%: 
 the run's seed, so runs compare; the test split is untouched.
 
 Example:
-    >>> held_out_mask(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5, seed=0).sum()
+    >>> int(held_out_mask(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5, seed=0).sum())
     5
 """
 
@@ -52,7 +52,7 @@ def held_out_mask(labels, fraction, seed):
     of each class ``c`` (multi-hot rows: of each first label), uniformly with ``seed``.
 
     Example:
-        >>> held_out_mask(np.arange(10) % 2, 0.2, seed=1).sum()
+        >>> int(held_out_mask(np.arange(10) % 2, 0.2, seed=1).sum())
         2
     """
     labels = np.asarray(labels)
