@@ -71,7 +71,7 @@ def render():
     return "\n".join(parts)
 
 
-def pages():
+def pages(args=None):
     """``{path under docs/: Markdown}`` of every page this script writes."""
     return {PAGE: render()}
 
@@ -98,8 +98,13 @@ def stale(generated, docs_dir, owned=()):
     return found
 
 
-def write(generated, docs_dir):
-    """Write each page (to a temporary name, then renamed into place)."""
+def write(generated, docs_dir, owned=()):
+    """Write each page (to a temporary name, then renamed into place), and delete the Markdown
+    files of the folders ``owned`` that nothing generates any more."""
+    for path, why in stale(generated, docs_dir, owned):
+        if why.startswith("no longer generated"):
+            os.remove(os.path.join(docs_dir, path))
+            print(f"deleted {os.path.relpath(os.path.join(docs_dir, path))}")
     for path, text in sorted(generated.items()):
         full = os.path.join(docs_dir, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -109,18 +114,21 @@ def write(generated, docs_dir):
         print(f"wrote {os.path.relpath(full)}")
 
 
-def run(argv, make_pages, script, description, owned=()):
-    """The command line every generator shares: write the pages ``make_pages()`` returns, or
-    with ``--check`` compare them with the files and exit 1 naming the stale ones."""
+def run(argv, make_pages, script, description, owned=(), options=()):
+    """The command line every generator shares: write the pages ``make_pages(args)`` returns,
+    or with ``--check`` compare them with the files and exit 1 naming the stale ones.
+    ``options``: the script's own ``(flag, add_argument keywords)``."""
     parser = argparse.ArgumentParser(prog=script, description=description)
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming each page that is stale or missing")
     parser.add_argument("--out", default=DOCS_DIR,
                         help="the docs folder the pages go under (default: %(default)s)")
+    for flag, keywords in options:
+        parser.add_argument(flag, **keywords)
     args = parser.parse_args(argv)
-    generated = make_pages()
+    generated = make_pages(args)
     if not args.check:
-        write(generated, args.out)
+        write(generated, args.out, owned)
         return 0
     found = stale(generated, args.out, owned)
     for path, why in found:
