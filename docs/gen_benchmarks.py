@@ -98,12 +98,44 @@ def recipes_table(runs):
     return "\n".join(lines) + "\n"
 
 
+def is_recipes(data):
+    """Whether ``data`` is ``benchmarks.recipes``' list of runs."""
+    return isinstance(data, list) and bool(data) and all(
+        isinstance(run, dict) and "row" in run and "top1" in run for run in data)
+
+
+def recipes_plot(runs):
+    """PNG bytes: each row's test top-1 mean, with its min-max, as horizontal bars (fixed size,
+    dpi and no date or software in the file, so the same runs give the same bytes)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(run["row"] for run in runs))
+    top1 = [[100 * run["top1"] for run in runs if run["row"] == label] for label in labels]
+    means = [sum(values) / len(values) for values in top1]
+    spread = [[m - min(v) for m, v in zip(means, top1)], [max(v) - m for m, v in zip(means, top1)]]
+    figure, axes = plt.subplots(figsize=(8, 0.4 * len(labels) + 1.2), dpi=100)
+    axes.barh(range(len(labels)), means, xerr=spread, color="#4c72b0", capsize=3)
+    axes.set_yticks(range(len(labels)), labels)
+    axes.invert_yaxis()
+    axes.set_xlabel("test top-1 (%), mean and min-max over seeds")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def render_result(name, data):
     """One results file as Markdown (tables of what it holds; nothing computed but means)."""
     parts = [f"### {name}\n"]
-    if isinstance(data, list) and data and all(isinstance(r, dict) and "row" in r and
-                                               "top1" in r for r in data):
-        return "\n".join(parts + [recipes_table(data)])
+    if is_recipes(data):
+        plot = os.path.splitext(name)[0] + ".png"
+        return "\n".join(parts + [recipes_table(data), f"![{name}]({plot})\n"])
     if isinstance(data, dict) and "results" in data:
         from benchmarks import hardware
 
@@ -164,7 +196,13 @@ def pages(args=None):
     folder = getattr(args, "results", None)
     found = ({os.path.basename(p): p for p in sorted(glob.glob(os.path.join(folder, "*.json")))}
              if folder else committed_results())
-    return {PAGE: render(found)}
+    generated = {PAGE: render(found)}
+    for name, path in found.items():  # the plots: written, never compared by --check
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if is_recipes(data):
+            generated[f"benchmarks/{os.path.splitext(name)[0]}.png"] = recipes_plot(data)
+    return generated
 
 
 def main(argv=None):

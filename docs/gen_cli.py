@@ -77,14 +77,17 @@ def pages(args=None):
 
 
 def stale(generated, docs_dir, owned=()):
-    """``[(path, why)]`` of the pages under ``docs_dir`` that differ from ``generated``, and of
-    the Markdown files in the folders ``owned`` (wholly generated) that it no longer holds."""
+    """``[(path, why)]`` of the pages under ``docs_dir`` that differ from ``generated`` (its
+    Markdown: figures, as bytes, are not compared), and of the Markdown files in the folders
+    ``owned`` (wholly generated) that it no longer holds."""
     found = [(f"{folder}/{name}", "no longer generated: delete it")
              for folder in owned if os.path.isdir(os.path.join(docs_dir, folder))
              for name in sorted(os.listdir(os.path.join(docs_dir, folder)))
              if name.endswith(".md") and f"{folder}/{name}" not in generated]
     for path, text in sorted(generated.items()):
         full = os.path.join(docs_dir, path)
+        if not isinstance(text, str):  # a figure's bytes: not byte-stable across versions
+            continue
         if not os.path.exists(full):
             found.append((path, "missing"))
             continue
@@ -108,7 +111,8 @@ def write(generated, docs_dir, owned=()):
     for path, text in sorted(generated.items()):
         full = os.path.join(docs_dir, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full + ".tmp", "w", encoding="utf-8") as f:
+        binary = isinstance(text, bytes)
+        with open(full + ".tmp", "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             f.write(text)
         os.replace(full + ".tmp", full)
         print(f"wrote {os.path.relpath(full)}")

@@ -39,6 +39,11 @@ def _copy_pages(tmp_path, *folders):
     return tmp_path
 
 
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _read(path):
     with open(path, encoding="utf-8") as f:
         return f.read()
@@ -140,6 +145,14 @@ def test_the_benchmarks_page_renders_results_files(tmp_path):
     assert "| model | rate |" in page and "| resnet20 | 12.5 |" in page
     assert "`batch=8`" in page and "No results are committed" not in page
     assert "Measured on: device cpu | CPU a CPU, 2 usable CPUs (1 physical cores)" in page
+    assert "![recipes.json](recipes.png)" in page
+    plot = _read_bytes(tmp_path / "benchmarks" / "recipes.png")
+    assert plot.startswith(b"\x89PNG") and b"Software" not in plot
+    assert _run("gen_benchmarks.py", "--results", str(results), "--out",
+                str(tmp_path)).returncode == 0
+    assert _read_bytes(tmp_path / "benchmarks" / "recipes.png") == plot  # the same bytes again
+    assert _run("gen_benchmarks.py", "--check", "--results", str(results), "--out",
+                str(tmp_path)).returncode == 0
 
 
 def test_the_benchmarks_page_says_how_to_measure_when_nothing_is_committed():
