@@ -112,7 +112,8 @@ def write(generated, docs_dir, owned=()):
         full = os.path.join(docs_dir, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         binary = isinstance(text, bytes)
-        with open(full + ".tmp", "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+        with open(full + ".tmp", "wb" if binary else "w",
+                  encoding=None if binary else "utf-8") as f:
             f.write(text)
         os.replace(full + ".tmp", full)
         print(f"wrote {os.path.relpath(full)}")
