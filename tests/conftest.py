@@ -41,6 +41,7 @@ def pytest_addoption(parser):
 # single longest unit; the notebooks after the tuner searches and the main job's run, so that
 # their two kernels miss the harness's preparation (both hold gigabytes).
 LONGEST_FIRST = ("test_constructors.py", "test_tuning.py", "test_cli.py", "test_notebooks.py",
+                 "test_generated_docs.py",
                  "test_export.py", "test_interrupts.py", "test_serving.py", "test_backends.py",
                  "test_features.py", "test_family.py", "test_weights.py", "test_multilabel.py",
                  "test_explain.py", "test_distribute.py", "test_recipes.py", "test_docstrings.py",
