@@ -7,6 +7,7 @@ functional model. Nothing here imports Keras.
 """
 
 import dataclasses
+
 from keras_resnet.errors import InvalidArgument
 
 FAMILIES = ("imagenet", "cifar")

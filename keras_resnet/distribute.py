@@ -14,8 +14,8 @@ Example:
 import json
 import os
 
-from keras_resnet.extras import require
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.extras import require
 
 tf = require("tensorflow", "keras_resnet.distribute (tf.distribute strategies)")
 
@@ -33,7 +33,6 @@ from keras_resnet.devices import (  # noqa: F401
     scaled_learning_rate,
     set_precision,
 )
-
 
 
 def _gpus():

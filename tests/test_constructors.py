@@ -13,7 +13,13 @@ import pytest
 import keras_resnet
 import keras_resnet.models
 from harness import (
-    BACKENDS, FLOAT_EXPORTS, ModelCase, check_model, cifar_params, preact_cifar_params, prepare,
+    BACKENDS,
+    FLOAT_EXPORTS,
+    ModelCase,
+    check_model,
+    cifar_params,
+    preact_cifar_params,
+    prepare,
 )
 
 # torchvision's resnet18 ... resnet152 (option B, no conv biases, as here): its

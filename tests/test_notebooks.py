@@ -17,10 +17,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import nbclient  # noqa: E402  (the test extra installs them)
 import nbformat  # noqa: E402
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))

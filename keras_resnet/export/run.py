@@ -19,7 +19,6 @@ from keras_resnet.export.formats import (
     check_writable,
     require_format,
 )
-from keras_resnet.features import embedding_model
 from keras_resnet.export.parity import parity_report
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.export.saved_model import export_saved_model
@@ -30,6 +29,7 @@ from keras_resnet.export.writers import (
     record_bfloat16_parity,
     tflite,
 )
+from keras_resnet.features import embedding_model
 
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
