@@ -22,7 +22,7 @@ tf = require("tensorflow", "keras_resnet.distribute (tf.distribute strategies)")
 
 # The fast path, precision policy and learning-rate scaling are backend-neutral: they live in
 # keras_resnet.devices.
-from keras_resnet.devices import (  # noqa: F401
+from keras_resnet.devices import (  # noqa: E402, F401 (after the TensorFlow check)
     FAST_PATH,
     KERAS_DEFAULTS,
     PRECISIONS,

@@ -42,8 +42,10 @@ def _parity_data(preprocessing, dataset, data_dir, count=360):
             "The model carries no dataset to take test and calibration images from; pass "
             "`dataset` (`--dataset`)."
         )
-    load = lambda split, n: data.load(dataset, split, n, training=False, data_dir=data_dir,
-                                      cache=False, preprocessing=preprocessing)[0]
+    def load(split, n):
+        return data.load(dataset, split, n, training=False, data_dir=data_dir, cache=False,
+                         preprocessing=preprocessing)[0]
+
     images = next(iter(load("test", count)))[0].numpy()
     representative = next(iter(load("train", 200)))[0].numpy()
     return images, representative
