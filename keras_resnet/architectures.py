@@ -7,7 +7,6 @@ functional model. Nothing here imports Keras.
 """
 
 import dataclasses
-
 from keras_resnet.errors import InvalidArgument
 
 FAMILIES = ("imagenet", "cifar")
