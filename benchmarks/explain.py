@@ -28,6 +28,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     import keras_resnet  # first, quietly: this package sets KERAS_RESNET_QUIET
+    # isort: split
     from keras_resnet import explain
 
     model = keras_resnet.get_model(args.model, input_shape=(args.size, args.size, 3))

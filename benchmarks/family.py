@@ -31,6 +31,7 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=2, help="predict calls per round")
     args = parser.parse_args(argv)
     import keras_resnet  # first, quietly: this package sets KERAS_RESNET_QUIET
+    # isort: split
 
     import keras
 

@@ -8,7 +8,8 @@ It then measures what ``keras-resnet train`` does by default (``keras_resnet.dis
 fast_path()`` + ``training.compile_model``) against a plain ``model.fit`` of
 keras.applications' ResNet50 with default compile settings, same batch.
 
-    python -m benchmarks.fast_path                              # CPU: ResNet-20 (32x32, batch 32), ResNet-50 (224, batch 16)
+    # CPU: ResNet-20 (32x32, batch 32), ResNet-50 (224, batch 16)
+    python -m benchmarks.fast_path
     python -m benchmarks.fast_path --device gpu --batch-size 256 --models resnet50
 """
 

@@ -35,6 +35,7 @@ ARMS = {"low_resolution": (32, "low_resolution"), "upsampled": (224, "standard")
 
 def _model(depth, size, stem, weights, classes):
     import keras_resnet  # first: it loads Keras quietly (KERAS_RESNET_QUIET)
+    # isort: split
     import keras
 
     options = dict(input_shape=(size, size, 3), stem=stem)
@@ -59,6 +60,7 @@ def _throughput(model, size, rounds=5, batch=64):
 
 def run_arm(arm, depth, epochs, weights, seed, batch_size=64):
     from keras_resnet import data, training  # first: it loads Keras quietly (KERAS_RESNET_QUIET)
+    # isort: split
     import keras
 
     size, stem = ARMS[arm]

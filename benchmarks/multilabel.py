@@ -27,6 +27,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     import keras_resnet  # noqa: F401  (first, quietly: this package sets KERAS_RESNET_QUIET)
+    # isort: split
 
     import keras
 

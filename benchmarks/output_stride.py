@@ -33,6 +33,7 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=3, help="predict calls per model per round")
     args = parser.parse_args(argv)
     import keras_resnet  # quietly: this package sets KERAS_RESNET_QUIET
+    # isort: split
 
     images = np.random.default_rng(0).uniform(0, 1, (args.batch, args.size, args.size, 3)).astype("float32")
     models = {}

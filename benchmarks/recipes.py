@@ -49,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write every run's figures here")
     args = parser.parse_args(argv)
     import keras_resnet  # noqa: F401  (first, quietly: this package sets KERAS_RESNET_QUIET)
+    # isort: split
 
     from keras_resnet import runs
 

@@ -51,7 +51,7 @@ def print_table(rows, columns):
             left-aligned, numbers right-aligned; None prints "-".
     """
     cells, numeric = [], []
-    for header, key, spec in columns:
+    for _header, key, spec in columns:
         column = []
         for row in rows:
             value = key(row) if callable(key) else row.get(key)

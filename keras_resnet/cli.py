@@ -11,8 +11,8 @@ import sys
 
 from keras_resnet import commands as actions
 from keras_resnet.architectures import NAMED_MODELS
-from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.commands import train_config  # noqa: F401 (the train flags' RunConfig)
+from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.multilabel import TASKS
 
 # The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).

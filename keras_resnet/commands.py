@@ -9,9 +9,8 @@ from keras_resnet.errors import InvalidArgument
 
 
 def summary(args):
-    from keras_resnet.summary import summary_table
-
     from keras_resnet.models import MODEL_NAMES
+    from keras_resnet.summary import summary_table
 
     unknown = [name for name in args.models if name not in MODEL_NAMES]
     if unknown:
@@ -55,8 +54,14 @@ def train_config(args):
         2
     """
     from keras_resnet.recipes import parse_overrides
-    from keras_resnet.train.config import (DataConfig, FineTuneConfig, HardwareConfig,
-                                           OutputConfig, RecipeConfig, RunConfig)
+    from keras_resnet.train.config import (
+        DataConfig,
+        FineTuneConfig,
+        HardwareConfig,
+        OutputConfig,
+        RecipeConfig,
+        RunConfig,
+    )
 
     options = {}
     if args.shortcut:
@@ -140,11 +145,10 @@ def predict(args):
     if args.embeddings and args.explain:
         raise InvalidArgument("`--explain` explains predictions; it does not go with `--embeddings`.")
     if args.embeddings:
-        from keras_resnet.saving import atomic_path
-
         import numpy as np
 
         from keras_resnet.export.formats import check_writable
+        from keras_resnet.saving import atomic_path
 
         if not args.embeddings.endswith(".npy"):
             raise InvalidArgument(f"`--embeddings` must name a .npy file; got {args.embeddings!r}.")
@@ -157,9 +161,8 @@ def predict(args):
               f"order): {args.embeddings}")
         return
     if args.explain:
-        from keras_resnet.export.formats import check_writable
-
         from keras_resnet.explain import check_explainable
+        from keras_resnet.export.formats import check_writable
 
         check_explainable(args.model)
         check_writable("--explain", os.path.abspath(args.explain))

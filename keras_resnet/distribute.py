@@ -14,15 +14,15 @@ Example:
 import json
 import os
 
-from keras_resnet.extras import require
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.extras import require
 
 tf = require("tensorflow", "keras_resnet.distribute (tf.distribute strategies)")
 
 
 # The fast path, precision policy and learning-rate scaling are backend-neutral: they live in
 # keras_resnet.devices.
-from keras_resnet.devices import (  # noqa: F401
+from keras_resnet.devices import (  # noqa: E402, F401 (after the TensorFlow check)
     FAST_PATH,
     KERAS_DEFAULTS,
     PRECISIONS,
@@ -33,7 +33,6 @@ from keras_resnet.devices import (  # noqa: F401
     scaled_learning_rate,
     set_precision,
 )
-
 
 
 def _gpus():

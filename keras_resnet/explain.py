@@ -137,8 +137,11 @@ def _class_indices(class_index, probabilities):
     n, classes = probabilities.shape
     if class_index is None:
         return np.argmax(probabilities, axis=-1)
-    indices = np.broadcast_to(np.asarray(class_index), (n,)) if np.ndim(class_index) == 0 else np.asarray(class_index)
-    if indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer) or np.any(indices < 0) or np.any(indices >= classes):
+    indices = np.asarray(class_index)
+    if np.ndim(class_index) == 0:
+        indices = np.broadcast_to(indices, (n,))
+    if (indices.shape != (n,) or not np.issubdtype(indices.dtype, np.integer)
+            or np.any(indices < 0) or np.any(indices >= classes)):
         raise InvalidArgument(
             f"`class_index` must be None (the top class), a class id in 0..{classes - 1}, or one "
             f"per image ({n}); got {class_index!r}."
@@ -328,7 +331,8 @@ def explain_files(model_path, image_paths, out_dir, class_index=None, stage=None
     class_names = preprocessing.class_names or [str(i) for i in range(model.output_shape[-1])]
     os.makedirs(out_dir, exist_ok=True)
     results, written = [], set()
-    for image_path, image, heatmap, index, score in zip(image_paths, images, cam.heatmaps, cam.class_indices, cam.scores):
+    for image_path, image, heatmap, index, score in zip(
+            image_paths, images, cam.heatmaps, cam.class_indices, cam.scores):
         name = stem = os.path.splitext(os.path.basename(image_path))[0]
         copy = 1
         while name in written:  # the same file name in two folders: NAME_2, NAME_3, ...

@@ -26,8 +26,9 @@ Example:
 import re
 
 import keras
-from keras_resnet.errors import InvalidArgument, InvalidType
+
 from keras_resnet.builder import stage_taps, tap_features
+from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import MODEL_NAMES, close_match, get_model, parse_model_name, walk_layers
 
 POOLING_LAYERS = ("avg_pool", "max_pool")  # keras_resnet.builder.head's global pooling

@@ -14,11 +14,20 @@ import keras
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import weights as weights_lib
 from keras_resnet.architectures import (
-    ARCHITECTURE_OPTIONS, FAMILY, NAMED_MODELS, architecture, family_architecture,
+    ARCHITECTURE_OPTIONS,
+    FAMILY,
+    NAMED_MODELS,
+    architecture,
+    family_architecture,
 )
+
 # Re-exported: the builder's names were this module's before it had one of its own.
 from keras_resnet.builder import (  # noqa: F401
-    BUILD_OPTIONS, SHORTCUT_OPTIONS, build_resnet, canonical_shortcut, walk_layers,
+    BUILD_OPTIONS,
+    SHORTCUT_OPTIONS,
+    build_resnet,
+    canonical_shortcut,
+    walk_layers,
 )
 from keras_resnet.errors import InvalidArgument, InvalidType
 

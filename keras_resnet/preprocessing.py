@@ -40,6 +40,7 @@ import json
 
 import keras
 import numpy as np
+
 from keras_resnet.errors import InvalidArgument, InvalidType
 
 RESIZE_POLICIES = ("direct", "shorter_side")

@@ -23,14 +23,14 @@ import keras
 
 from keras_resnet import data, distribute
 from keras_resnet.architectures import FAMILIES, architecture
+from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.extras import require
 from keras_resnet.models import SHORTCUT_OPTIONS, build_resnet
-from keras_resnet.saving import atomic_path, save_model, write_text
 from keras_resnet.recipes import get_recipe
+from keras_resnet.saving import atomic_path, save_model, write_text
 from keras_resnet.train.callbacks import NaNError, StopOnNaN, StopOnSignal
 from keras_resnet.train.compile import compile_model
 from keras_resnet.train.schedules import reduce_on_plateau
-from keras_resnet.errors import InvalidArgument, InvalidType
 
 keras_tuner = require("keras_tuner", "Hyperparameter search (keras_resnet.tuning)")
 

@@ -61,7 +61,7 @@ def _module_rank(item):
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _definitions(path):
     """Read from the source of the test module at ``path``: its fixtures ``{name: (scope,
     arguments)}`` and its tests ``{name: arguments}``."""
@@ -81,7 +81,7 @@ def _definitions(path):
     return fixtures, tests
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_units(path):
     """``{test name: unit}`` of a test module: the tests that share a fixture made once per
     worker, through their arguments and the fixtures those name, get one unit (named after a

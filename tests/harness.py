@@ -85,7 +85,7 @@ def preact_cifar_params(depth, classes=10):
     bottleneck = depth != 110
     n = (depth - 2) // (9 if bottleneck else 6)
     total, channels = 3 * 3 * 3 * 16 + 16, 16
-    for stage, planes in enumerate((16, 32, 64)):
+    for planes in (16, 32, 64):
         for index in range(n):
             out = planes * 4 if bottleneck else planes
             total += 2 * channels  # preact BN

@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_resnet.blocks import (ConvSpec, PostActivation, PreActivation, ResidualBlock,
-                                 se_channels, shortcut_kind)
+from keras_resnet.blocks import (
+    ConvSpec,
+    PostActivation,
+    PreActivation,
+    ResidualBlock,
+    parts,
+    se_channels,
+    shortcut_kind,
+    shortcuts,
+)
 from keras_resnet.blocks import options as options_lib
-from keras_resnet.blocks import parts, shortcuts
 from keras_resnet.errors import InvalidArgument
 
 

@@ -3,10 +3,10 @@ import itertools
 import keras
 import numpy as np
 import pytest
+from fixtures.make_legacy_fixtures import legacy_blocks_model
 from keras import ops
 
 from keras_resnet import BottleneckBlock, ResidualBlock
-from fixtures.make_legacy_fixtures import legacy_blocks_model
 
 
 def _random_input(shape, seed=0):

@@ -302,7 +302,8 @@ HOSTILE_CLI = [
 ]
 
 
-@pytest.mark.parametrize("args,message", HOSTILE_CLI, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(HOSTILE_CLI)])
+@pytest.mark.parametrize("args,message", HOSTILE_CLI,
+                         ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(HOSTILE_CLI)])
 def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, message, capsys, monkeypatch):
     """In-process (``cli.main``, what the console script calls), so the table stays fast; the
     subprocess tests above and below check the same from a shell."""

@@ -13,7 +13,13 @@ import pytest
 import keras_resnet
 import keras_resnet.models
 from harness import (
-    BACKENDS, FLOAT_EXPORTS, ModelCase, check_model, cifar_params, preact_cifar_params, prepare,
+    BACKENDS,
+    FLOAT_EXPORTS,
+    ModelCase,
+    check_model,
+    cifar_params,
+    preact_cifar_params,
+    prepare,
 )
 
 # torchvision's resnet18 ... resnet152 (option B, no conv biases, as here): its
@@ -145,4 +151,5 @@ def test_constructor_end_to_end(case, prepared):
 def test_cifar_arithmetic_agrees_with_the_papers_table_6():
     """The reference formula itself, against the paper's rounded figures."""
     for depth, figure in TABLE_6_PARAMS.items():
-        assert round(cifar_params(depth) / 1e6, 2 if figure < 1e6 else 1) == round(figure / 1e6, 2 if figure < 1e6 else 1)
+        digits = 2 if figure < 1e6 else 1
+        assert round(cifar_params(depth) / 1e6, digits) == round(figure / 1e6, digits)

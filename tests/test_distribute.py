@@ -89,7 +89,8 @@ def test_fast_path_by_device_and_its_off_switch(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
     assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "mixed_bfloat16")
     assert distribute.fast_path(family="cifar")["precision"] == ("mixed_float16" if on_gpu else "float32")
-    assert distribute.resolve_precision("auto", family="imagenet") == distribute.fast_path(family="imagenet")["precision"]
+    assert (distribute.resolve_precision("auto", family="imagenet")
+            == distribute.fast_path(family="imagenet")["precision"])
     assert distribute.resolve_precision("auto", fast=False, family="imagenet") == "float32"
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
     assert distribute.fast_path(family="imagenet")["precision"] == ("mixed_float16" if on_gpu else "float32")

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import keras_resnet
+from harness import randomise_batch_norm
 from keras_resnet import cli, data, explain, preprocessing
 from keras_resnet.errors import InvalidArgument
-from harness import randomise_batch_norm
 
 # Our maps against keras.io's recipe on the same weights: both scaled to a peak of 1.
 RECIPE_TOLERANCE = 1e-5

@@ -19,7 +19,13 @@ from safetensors.numpy import load_file
 import keras_resnet
 from harness import preact_cifar_params, relative_difference, torch_python
 from keras_resnet import architectures
-from keras_resnet.architectures import DEEP_STEM, Stage, Stem, family_architecture, imagenet_architecture
+from keras_resnet.architectures import (
+    DEEP_STEM,
+    Stage,
+    Stem,
+    family_architecture,
+    imagenet_architecture,
+)
 from keras_resnet.blocks import BottleneckBlock, ResidualBlock, se_channels
 from keras_resnet.models import build_resnet
 from keras_resnet.summary import PAPER_FIGURES, count_multiply_adds, count_trainable_params

@@ -122,7 +122,8 @@ def test_feature_extractor_of_a_nested_backbone_shares_its_weights():
 @pytest.mark.parametrize("stages, message", [
     ("conv2", "`stages` must be None or a non-empty list"),
     ([], "`stages` must be None or a non-empty list"),
-    (["conv5"], r"`stages` must name stages of the model: conv1, conv2, conv3, conv4 \(or keras-hub's P2..P4\); got 'conv5'"),
+    (["conv5"], r"`stages` must name stages of the model: conv1, conv2, conv3, conv4 "
+                r"\(or keras-hub's P2..P4\); got 'conv5'"),
 ])
 def test_bad_stages_name_the_argument(stages, message):
     with pytest.raises(ValueError, match=message):

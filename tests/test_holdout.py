@@ -13,11 +13,11 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_resnet import data, runs
+from keras_resnet.data.sources import get_source
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.train import flow
 from keras_resnet.train.config import DataConfig, RunConfig
 from keras_resnet.train.setup import load_splits
-from keras_resnet.data.sources import get_source
 
 
 def _folder(root, counts, splits=("train", "test"), side=10):

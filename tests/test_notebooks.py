@@ -17,10 +17,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import nbclient  # noqa: E402  (the test extra installs them)
 import nbformat  # noqa: E402
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
@@ -97,7 +96,7 @@ def output_texts(notebook):
 def noise(notebook):
     """``(cell index, line)`` of every C++ log line and Python warning in the outputs."""
     found = []
-    for index, name, text in output_texts(notebook):
+    for index, _name, text in output_texts(notebook):
         for pattern in (NATIVE_LOG_LINE, PYTHON_WARNING):
             for match in pattern.finditer(text):
                 line_end = text.find("\n", match.start())

@@ -134,7 +134,8 @@ def test_create_model_builds_with_overrides_and_returns_feature_extractors():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: features.create_model("resnt50"), r"`model_name` 'resnt50' is not a model \(did you mean 'resnet50'\?\)"),
-    (lambda: features.create_model("resnet20", features_only=True, out_indices=[4]), r"`out_indices`.*0\.\.3.*got \[4\]"),
+    (lambda: features.create_model("resnet20", features_only=True, out_indices=[4]),
+     r"`out_indices`.*0\.\.3.*got \[4\]"),
     (lambda: features.create_model("resnet20", out_indices=[1]), r"needs features_only=True"),
     (lambda: features.create_model("resnet20", features_only=True, pooling="avg"), r"`pooling='avg'`"),
     (lambda: keras_resnet.get_model("resnt50"), r"`model_name`.*'resnt50' \(did you mean 'resnet50'\?\)"),

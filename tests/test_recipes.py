@@ -121,7 +121,8 @@ def test_rsb_recipes_equal_table_1_field_by_field(column, name):
 def test_overrides_parse_to_the_fields_type_and_refuse_what_does_not_exist():
     recipe = recipes.get_recipe("torchvision_v2", recipes.parse_overrides(
         ["label_smoothing=0.05", "ema=false", "auto_augment=none", "repeated_augmentation=1"]))
-    assert (recipe.label_smoothing, recipe.ema, recipe.auto_augment, recipe.repeated_augmentation) == (0.05, False, None, 1)
+    assert (recipe.label_smoothing, recipe.ema, recipe.auto_augment,
+            recipe.repeated_augmentation) == (0.05, False, None, 1)
     assert recipes.get_recipe("paper", family="imagenet").name == "imagenet"
     with pytest.raises(InvalidArgument, match="Recipe field 'smoothing' does not exist"):
         recipes.get_recipe("torchvision_v2", {"smoothing": "0.1"})

@@ -41,7 +41,8 @@ def test_weight_decay_survives_saving(tmp_path):
     np.testing.assert_allclose(float(tf.add_n(loaded.losses)), float(tf.add_n(model.losses)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("recipe,batch,lr", [("cifar", 128, 0.1), ("cifar", 256, 0.2), ("imagenet", 256, 0.1), ("imagenet", 1024, 0.4)])
+@pytest.mark.parametrize("recipe,batch,lr", [
+    ("cifar", 128, 0.1), ("cifar", 256, 0.2), ("imagenet", 256, 0.1), ("imagenet", 1024, 0.4)])
 def test_learning_rate_scales_linearly_with_the_global_batch(recipe, batch, lr):
     model = training.compile_model(_tiny_model(), recipe, batch)
     assert float(model.optimizer.learning_rate) == pytest.approx(lr)

@@ -8,11 +8,22 @@ import keras
 
 from keras_resnet.blocks import options as options_lib
 from keras_resnet.blocks import shortcuts as shortcuts_lib
-from keras_resnet.blocks.excite import (build_squeeze_excite, make_squeeze_excite,
-                                        squeeze_excite, squeeze_excite_multiply_adds)
-from keras_resnet.blocks.parts import (apply_conv, build_conv, check_channels_last,
-                                       conv_multiply_adds, make_batch_norm, make_conv,
-                                       make_drop_path, spatial_shape)
+from keras_resnet.blocks.excite import (
+    build_squeeze_excite,
+    make_squeeze_excite,
+    squeeze_excite,
+    squeeze_excite_multiply_adds,
+)
+from keras_resnet.blocks.parts import (
+    apply_conv,
+    build_conv,
+    check_channels_last,
+    conv_multiply_adds,
+    make_batch_norm,
+    make_conv,
+    make_drop_path,
+    spatial_shape,
+)
 from keras_resnet.blocks.preactivation import ordering
 from keras_resnet.errors import InvalidArgument
 

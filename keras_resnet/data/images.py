@@ -6,8 +6,8 @@ evaluation preprocessing, and §3.4's 10-crop testing. The training augmentation
 
 import tensorflow as tf
 
-from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing  # noqa: F401
 from keras_resnet.errors import InvalidArgument, InvalidType
+from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing  # noqa: F401
 
 SCALE = 1.0 / 255.0
 # §3.4 lengths at the paper's 224 crop; ``image_size`` scales them.

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from keras_resnet.data.augment import modern
 from keras_resnet.data.augment.paper import CIFAR_PADDING, imagenet_sides, paper_augment
+from keras_resnet.data.holdout import Holdout, with_holdout
 from keras_resnet.data.images import (
     CIFAR_SIZE,
     IMAGENET_CROP,
@@ -21,14 +22,13 @@ from keras_resnet.data.images import (
     ten_crop,
     to_model_channels,
 )
-from keras_resnet.data.holdout import Holdout, with_holdout
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
 from keras_resnet.data.sources import get_source
-from keras_resnet.multilabel import TASKS
-from keras_resnet.tasks import LABEL_FORMATS, Task  # noqa: F401 (re-exported by data)
-from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
+from keras_resnet.multilabel import TASKS
+from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
+from keras_resnet.tasks import LABEL_FORMATS, Task  # noqa: F401 (re-exported by data)
 
 AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTATIONS = ("auto", "cifar", "imagenet", None)

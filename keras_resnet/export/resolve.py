@@ -11,9 +11,8 @@ import os
 
 import keras
 
-from keras_resnet import data
+from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import walk_layers
 from keras_resnet.saving import load_model

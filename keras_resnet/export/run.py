@@ -19,7 +19,6 @@ from keras_resnet.export.formats import (
     check_writable,
     require_format,
 )
-from keras_resnet.features import embedding_model
 from keras_resnet.export.parity import parity_report
 from keras_resnet.export.resolve import resolve_model
 from keras_resnet.export.saved_model import export_saved_model
@@ -30,6 +29,7 @@ from keras_resnet.export.writers import (
     record_bfloat16_parity,
     tflite,
 )
+from keras_resnet.features import embedding_model
 
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
@@ -42,8 +42,10 @@ def _parity_data(preprocessing, dataset, data_dir, count=360):
             "The model carries no dataset to take test and calibration images from; pass "
             "`dataset` (`--dataset`)."
         )
-    load = lambda split, n: data.load(dataset, split, n, training=False, data_dir=data_dir,
-                                      cache=False, preprocessing=preprocessing)[0]
+    def load(split, n):
+        return data.load(dataset, split, n, training=False, data_dir=data_dir, cache=False,
+                         preprocessing=preprocessing)[0]
+
     images = next(iter(load("test", count)))[0].numpy()
     representative = next(iter(load("train", 200)))[0].numpy()
     return images, representative

@@ -22,10 +22,10 @@ from keras_resnet.export.formats import (
     RUNTIMES,
 )
 from keras_resnet.export.resolve import resolve_model, task_for
-from keras_resnet.features import embedding_model
 from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
 from keras_resnet.export.writers import read_sidecar
 from keras_resnet.extras import require
+from keras_resnet.features import embedding_model
 
 
 def _file_preprocessing(path):

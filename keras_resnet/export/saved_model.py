@@ -35,13 +35,12 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_resnet import data
-from keras_resnet.features import embedding_model
+from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import check_writable
 from keras_resnet.export.resolve import resolve_model, task_for
+from keras_resnet.features import embedding_model
 from keras_resnet.saving import atomic_path, write_json
 
 METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")

@@ -24,9 +24,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import logs
+from keras_resnet import logs, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import (
     INPUT_NAME,

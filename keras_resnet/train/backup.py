@@ -13,7 +13,6 @@ import keras
 
 from keras_resnet.saving import atomic_path, write_json
 
-
 BACKUP_STATE = "state.json"
 
 

@@ -132,7 +132,9 @@ def paper_callbacks(
 
     Example:
         >>> [type(c).__name__ for c in paper_callbacks("runs/r20", "cifar", total_iterations=3000)]
-        ['StopOnSignal', 'StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger', 'StopOnNaN', 'TensorBoard', 'RunBackup']
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['StopOnSignal', 'StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger',
+         'StopOnNaN', 'TensorBoard', 'RunBackup']
     """
     recipe = get_recipe(recipe)
     if tensorboard not in (True, False, "auto"):

@@ -85,7 +85,8 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         The epochs the first resumed backup covered (0: nothing resumed).
 
     Example:
-        >>> run_phases(net, [Phase("train", 0, 2, 0.1, "r/backup")], config=config, setup=setup, splits=splits, recipe=recipe)  # doctest: +SKIP
+        >>> run_phases(net, [Phase("train", 0, 2, 0.1, "r/backup")], config=config,
+        ...            setup=setup, splits=splits, recipe=recipe)  # doctest: +SKIP
         0
     """
     hardware, epochs = config.hardware, config.recipe.epochs

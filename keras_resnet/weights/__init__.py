@@ -50,7 +50,8 @@ from keras_resnet.weights.sets import (
 from keras_resnet.errors import InvalidArgument, InvalidType
 
 __all__ = [
-    "CAFFE_VARIANT", "adapt_input_kernel", "DEFAULTS", "FIXED_OPTIONS", "KERAS_V2_VARIANT", "MODELS", "SUFFIXES", "TORCH_VARIANT",
+    "CAFFE_VARIANT", "adapt_input_kernel", "DEFAULTS", "FIXED_OPTIONS", "KERAS_V2_VARIANT",
+    "MODELS", "SUFFIXES", "TORCH_VARIANT",
     "WeightFile", "WeightSet", "available", "cache_folder", "check_torch_variant",
     "copy_keras_applications_weights", "download", "fetch", "format_table", "get",
     "imagenet_class_names", "is_name", "keras_applications_layout", "keras_hub_slots",

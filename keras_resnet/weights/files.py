@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+
 from keras_resnet.errors import InvalidArgument
 
 SUFFIXES = (".weights.h5", ".safetensors", ".pth", ".pt", ".npz")

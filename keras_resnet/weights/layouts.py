@@ -22,6 +22,7 @@ import re
 
 import keras
 import numpy as np
+
 from keras_resnet.errors import InvalidArgument
 
 _BLOCK = re.compile(r"^conv(\d+)_block(\d+)$")

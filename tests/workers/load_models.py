@@ -4,7 +4,8 @@ Run by tests/harness.py under the backend it is testing (``KERAS_BACKEND``):
     python load_models.py MANIFEST.json OUT.npz
 
 The manifest lists ``{"name", "keras", "inputs", "backends"}`` entries: a ``.keras`` file, an
-``.npy`` of inputs and the backends to load it on. Only ``import keras_resnet`` registers the layers; loading is Keras' own, in safe mode.
+``.npy`` of inputs and the backends to load it on. Only ``import keras_resnet`` registers the
+layers; loading is Keras' own, in safe mode.
 """
 
 import json

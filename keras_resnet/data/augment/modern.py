@@ -4,8 +4,8 @@ layers where Keras has them.
 Per image (training): an Inception-style random-resized crop at the recipe's training size
 (FixRes), the horizontal flip, TrivialAugment or RandAugment (:mod:`.auto_augment`:
 torchvision's and timm's, drawn and applied as they do), normalisation. Per batch: Keras'
-``RandomErasing``, the targets, then MixUp or CutMix (:mod:`.mixing`: timm's batch mode). Per epoch: repeated augmentation (each image
-``k`` times, the epoch as long as before).
+``RandomErasing``, the targets, then MixUp or CutMix (:mod:`.mixing`: timm's batch mode). Per
+epoch: repeated augmentation (each image ``k`` times, the epoch as long as before).
 
 Written here, as Keras has no layer for them: the random-resized crop (TensorFlow's
 ``stateless_sample_distorted_bounding_box``) and the repetition.
