@@ -139,7 +139,7 @@ RUN = [block for block in BLOCKS if block[3] is None]
 
 def test_code_blocks_are_run_or_marked_with_a_reason():
     assert len(BLOCKS) > 20, "the pages' python and bash blocks were not found"
-    for where, lang, code, reason in BLOCKS:
+    for where, _lang, _code, reason in BLOCKS:
         assert reason is None or len(reason) > 5, f"{where}: give the reason it is not run"
     assert 0 < len(RUN) <= 5, ("blocks run by this test (keep them few and fast): "
                                + ", ".join(where for where, *_ in RUN))
