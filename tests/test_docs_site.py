@@ -153,3 +153,29 @@ def test_runnable_code_block_runs(where, lang, code, tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, f"{where}:\n{code}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_the_readmes_example_runs(tmp_path):
+    """The README's ten lines, as a new user pastes them (in a fresh process, offline)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1, "the README has one python example"
+    env = {**os.environ, "KERAS_RESNET_QUIET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "25,557,032" in done.stdout and (tmp_path / "resnet20.keras").exists()
+
+
+def test_the_readmes_links_lead_to_files_and_headings_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert len(links) > 20
+    for path, anchor in links:
+        target = ROOT / path
+        assert target.exists(), f"README links to {path}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.lower()).strip().replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"README links to {path}#{anchor}: no such heading"
