@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 import keras_resnet
-from harness import relative_difference, torch_python
+from harness import digits_top1, relative_difference, torch_python
 from keras_resnet import cli, export, preprocessing
 from keras_resnet.architectures import Stage, Stem, imagenet_architecture
 from keras_resnet.models import build_resnet
@@ -446,17 +446,6 @@ def test_a_grey_model_predicts_and_serves_colour_files(tmp_path, request):
     assert info.image_shape == (32, 32, 1) and next(iter(batches))[0].shape == (16, 32, 32, 1)
 
 
-def _digits_top1(model, split="test"):
-    """Top-1 accuracy of ``model`` on a digits split, counted with numpy from its predictions
-    (the run's own figure comes from Keras' metric in ``evaluate``), and the split's size."""
-    batches, _ = keras_resnet.data.load("digits", split, 128, preprocessing=preprocessing.of(model))
-    hits = total = 0
-    for images, labels in batches:
-        predicted = np.argmax(np.asarray(model.predict_on_batch(images), np.float32), axis=-1)
-        hits += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
-        total += len(predicted)
-    return hits / total, total
-
 
 @pytest.mark.slow
 def test_a_grey_model_fine_tunes_on_the_digits(tmp_path):
@@ -469,7 +458,7 @@ def test_a_grey_model_fine_tunes_on_the_digits(tmp_path):
                             verbose=0)
     tuned = keras_resnet.load_model(tmp_path / "run" / "model.keras")
     assert tuned.input_shape == (None, 32, 32, 1) and preprocessing.of(tuned).channel_order == "grey"
-    top1, examples = _digits_top1(tuned)  # numpy's count, within one near-tied example
+    top1, examples = digits_top1(tuned)  # numpy's count, within one near-tied example
     assert result["test"]["top1"] == pytest.approx(top1, abs=1 / examples + 1e-9)
     assert result["test"]["top1"] == pytest.approx(
         tuned.evaluate(keras_resnet.data.load("digits", "test", 128, preprocessing=preprocessing.of(tuned))[0],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
+from harness import digits_top1
 from keras_resnet import preprocessing, runs
 
 
@@ -30,17 +31,6 @@ def source_model(tmp_path_factory):
     return path, model
 
 
-def _digits_top1(model, split="test"):
-    """Top-1 accuracy of ``model`` on a digits split, counted with numpy from its predictions
-    (the run's own figure comes from Keras' metric in ``evaluate``), and the split's size."""
-    batches, _ = keras_resnet.data.load("digits", split, 128, preprocessing=preprocessing.of(model))
-    hits = total = 0
-    for images, labels in batches:
-        predicted = np.argmax(np.asarray(model.predict_on_batch(images), np.float32), axis=-1)
-        hits += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
-        total += len(predicted)
-    return hits / total, total
-
 
 def _frozen_state(model):
     """Every variable of the backbone (all but the classifier), by path."""
@@ -58,7 +48,7 @@ def test_phase_one_trains_the_head_alone_with_batch_norm_frozen(source_model, tm
     for name in before:  # kernels, gammas and the BN moving statistics: unchanged
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
     assert tuned.output_shape == (None, 10)
-    top1, examples = _digits_top1(tuned)  # within one near-tied example of the run's figure
+    top1, examples = digits_top1(tuned)  # within one near-tied example of the run's figure
     assert result["test"]["top1"] == pytest.approx(top1, abs=1 / examples + 1e-9)
     carried = preprocessing.of(tuned)
     assert carried.class_names == [str(i) for i in range(10)]  # the dataset's classes

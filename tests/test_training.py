@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resnet
+from harness import digits_top1
 from keras_resnet import evaluation, runs, training
 
 
@@ -154,17 +155,6 @@ def test_ten_crop_evaluation_averages_softmax_over_crops():
     assert metrics["top5"] == 1.0
 
 
-def _digits_top1(model, split="test"):
-    """Top-1 accuracy of ``model`` on a digits split, counted with numpy from its predictions
-    (the run's own figure comes from Keras' metric in ``evaluate``), and the split's size."""
-    batches, _ = keras_resnet.data.load("digits", split, 128, preprocessing=keras_resnet.preprocessing.of(model))
-    hits = total = 0
-    for images, labels in batches:
-        predicted = np.argmax(np.asarray(model.predict_on_batch(images), np.float32), axis=-1)
-        hits += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
-        total += len(predicted)
-    return hits / total, total
-
 
 @pytest.mark.slow
 def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
@@ -183,7 +173,7 @@ def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
                      fast_path=False, export=False)
     assert (off["precision"], off["steps_per_execution"]) == ("float32", 1)
     for result in (on, off):  # the run's figure is its saved model's, within one near tie
-        top1, examples = _digits_top1(keras_resnet.load_model(os.path.join(result["run_dir"], "model.keras")))
+        top1, examples = digits_top1(keras_resnet.load_model(os.path.join(result["run_dir"], "model.keras")))
         assert result["test"]["top1"] == pytest.approx(top1, abs=1 / examples + 1e-9)
 
 

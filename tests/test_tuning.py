@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from harness import digits_top1
 from keras_resnet import data, preprocessing, tuning
 from keras_resnet.models import get_model
 
@@ -38,18 +39,6 @@ def searches(tmp_path_factory):
     return results
 
 
-def _validation_top1(model, batch_size=64):
-    """Top-1 of ``model`` on the digits validation split the search scores on (seed 0),
-    counted with numpy from its predictions, and the split's size."""
-    batches, _ = data.load("digits", "validation", batch_size, seed=0, task="single_label",
-                           preprocessing=preprocessing.of(model))
-    hits = total = 0
-    for images, labels in batches:
-        predicted = np.argmax(np.asarray(model.predict_on_batch(images), np.float32), axis=-1)
-        hits += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
-        total += len(predicted)
-    return hits / total, total
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", tuning.TUNERS)
@@ -61,7 +50,8 @@ def test_each_tuner_runs_a_real_search_and_writes_its_results(searches, name):
     scores = [float(row["val_top1"]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     # The best score is the best model's top-1 on the validation split, counted with numpy.
-    top1, examples = _validation_top1(keras.saving.load_model(result["best_model"]))
+    top1, examples = digits_top1(keras.saving.load_model(result["best_model"]), "validation", 64, seed=0,
+                                   task="single_label")
     assert scores[0] == pytest.approx(top1, abs=1 / examples + 1e-6)  # one near tie; 6 decimals
     for row in rows:
         assert row["status"] == "COMPLETED"
