@@ -123,7 +123,8 @@ def test_the_run_records_its_validation_and_none_watches_the_training_metric(tmp
     with open(tmp_path / "run" / "run.json") as file:
         record = json.load(file)
     assert record["validation_split"] is None and record["config"]["data"]["validation"] == "none"
-    assert result["test"]["top1"] == record["test"]["top1"]
+    assert record["validation"] == {"split": None}
+    assert record["data"]["num_examples"] == 20 == result["data"]["num_examples"]  # the whole split
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert float(rows[0]["top1"]) > 0 and rows[0]["val_top1"] == "NA"  # Keras' CSVLogger
     assert os.path.exists(tmp_path / "run" / "best.keras")  # chosen on the training top-1

@@ -130,16 +130,16 @@ def _family(model_name):
 
 
 def _load_splits(config, setup, recipe, preprocessing=None):
-    splits = load_splits(
+    splits, test_examples = load_splits(
         config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
         download=config.data.download, seed=config.seed, preprocessing=preprocessing,
         task=config.task, recipe=recipe, validation=config.data.validation,
         validation_fraction=config.data.validation_fraction)
-    if splits[0].validation is None and splits[0].info.multilabel:
+    if splits.validation is None and splits.info.multilabel:
         raise InvalidArgument(
             "`validation` 'none' does not go with a multi-label run: it chooses each class's "
             "threshold on validation images. Use validation 'auto'.")
-    return splits
+    return splits, test_examples
 
 
 def _with_weight_decay(recipe, config):
