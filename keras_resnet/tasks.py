@@ -34,9 +34,9 @@ import numpy as np
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
-KINDS = ("classification", "multilabel")
+KINDS = ("classification", "multilabel", "segmentation")
 ACTIVATIONS = ("softmax", "sigmoid", "linear")
-LABEL_FORMATS = ("sparse", "one_hot", "multi_hot")
+LABEL_FORMATS = ("sparse", "one_hot", "multi_hot", "mask")
 LAYER_NAME = "task"
 DEFAULT_THRESHOLD = 0.5
 # The names ``--task`` and ``train(task=...)`` take, and the kinds they mean.
@@ -60,7 +60,8 @@ class Task:
 
     Args:
         kind: "classification" (softmax over classes, or a sigmoid per class under a binary
-            cross-entropy recipe) or "multilabel" (a sigmoid per class, thresholds).
+            cross-entropy recipe), "multilabel" (a sigmoid per class, thresholds) or
+            "segmentation" (a class per pixel: the head's logits at the input size).
         classes: the number of outputs.
         activation: the head's output activation: "softmax", "sigmoid" or "linear" (logits).
         thresholds: a multi-label task's decision threshold per class (default 0.5 each);
@@ -80,6 +81,9 @@ class Task:
         check_choice("kind", self.kind, KINDS)
         check_positive_int("classes", self.classes)
         check_choice("activation", self.activation, ACTIVATIONS)
+        if self.segmentation and self.activation != "linear":
+            raise InvalidArgument("A segmentation head returns logits per pixel: `activation` "
+                                  f"must be 'linear'; got {self.activation!r}.")
         if self.kind == "multilabel":
             if self.activation != "sigmoid":
                 raise InvalidArgument(
@@ -99,9 +103,13 @@ class Task:
         return self.kind == "multilabel"
 
     @property
+    def segmentation(self):
+        return self.kind == "segmentation"
+
+    @property
     def metric(self):
         """The metric that ranks models of this task (higher is better)."""
-        return "pr_auc" if self.multilabel else "top1"
+        return "pr_auc" if self.multilabel else "miou" if self.segmentation else "top1"
 
     @property
     def monitor(self):
@@ -113,6 +121,8 @@ class Task:
         that mixes or smooths targets: ``recipe.modern``) or "sparse" (class ids, the paper's)."""
         if self.multilabel:
             return "multi_hot"
+        if self.segmentation:
+            return "mask"
         return "one_hot" if getattr(recipe, "modern", False) else "sparse"
 
     def check_recipe(self, recipe):
