@@ -58,7 +58,7 @@ def first_argmax(scores):
 def _as_class_ids(y_true, y_pred, classes, from_logits):
     """Labels and predicted class ids, both (B, H, W) int32."""
     y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+    if len(y_true.shape) >= len(y_pred.shape) and y_true.shape[-1] == 1:
         y_true = ops.squeeze(y_true, axis=-1)  # (B, H, W, 1)
     scores = len(y_pred.shape) == len(y_true.shape) + 1
     if scores and y_pred.shape[-1] == 1 and from_logits is not True:
