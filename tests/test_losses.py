@@ -315,3 +315,17 @@ def test_dice_and_focal_equal_segmentation_models_pytorch(torch_reference, name)
     masks = arrays[name + "_masks"]
     got = float(_ours(kind, mode, options)(masks, arrays[name + "_logits"]))
     assert relative_difference(got, reference[name]) < 1e-5, (got, reference[name])
+
+
+def test_gradients_are_finite_and_zero_at_ignored_pixels():
+    import tensorflow as tf
+
+    logits, masks = _batch(seed=10, classes=4)
+    for loss in (SparseCrossEntropy(), DiceLoss("multiclass"), FocalLoss("multiclass"),
+                 DiceLoss("multiclass", log_loss=True, smooth=1.0)):
+        variable = tf.Variable(logits)
+        with tf.GradientTape() as tape:
+            value = loss(masks, variable)
+        gradient = tape.gradient(value, variable).numpy()
+        assert np.all(np.isfinite(gradient)) and np.abs(gradient).max() > 0, loss.name
+        assert np.all(gradient[masks == IGNORE] == 0), loss.name

@@ -213,7 +213,7 @@ def test_equal_to_torchmetrics_jaccard_index(torchmetrics_reference, name):
 FIT_SCRIPT = """
 import json, sys
 import keras, numpy as np
-from keras_resnet.losses import SparseCrossEntropy
+from keras_resnet.losses import DiceLoss, FocalLoss, SparseCrossEntropy
 from keras_resnet.metrics import MeanIoU, PixelAccuracy, confusion_matrix, iou_from_confusion
 
 
@@ -223,6 +223,13 @@ def arrays():
     masks = (images[..., 0] > 0).astype(np.int32) + (images[..., 1] > 1).astype(np.int32)
     masks[:, :3] = 255
     return images, masks
+
+
+def fixed_losses(images, masks):
+    # The losses of the images' channels taken as logits (the same on every backend).
+    losses = {"cross_entropy": SparseCrossEntropy(), "dice": DiceLoss("multiclass"),
+              "focal": FocalLoss("multiclass", alpha=0.25)}
+    return {name: float(loss(masks, images)) for name, loss in losses.items()}
 
 
 def batches(images, masks):
@@ -262,6 +269,7 @@ if __name__ == "__main__":
     images, masks = arrays()
     with open(sys.argv[1], "w") as file:
         run = fit_and_evaluate(batches(images, masks), images[:4], masks[:4], sys.argv[2])
+        run["fixed_losses"] = fixed_losses(images, masks)
         json.dump(run, file)
 """
 
@@ -305,3 +313,8 @@ def test_fit_and_evaluate_on_jax_without_tensorflow(tmp_path):
     run = json.loads(out.read_text())
     assert run["backend"] == "jax"
     _check_fit(run)
+    import runpy
+
+    names = runpy.run_path(str(script), run_name="fit")  # the same losses here, on TensorFlow
+    assert run["fixed_losses"] == pytest.approx(names["fixed_losses"](*names["arrays"]()),
+                                                rel=1e-5)
