@@ -38,6 +38,7 @@ LEVELS = {
     "errors": 0,
     "extras": 1, "logs": 1, "interrupts": 1,
     "architectures": 2, "blocks": 2, "preprocessing": 2, "devices": 2, "optimizers": 2,
+    "losses": 2, "metrics": 2,
     "saving": 3, "analysis": 3, "multilabel": 3, "recipes": 3, "tasks": 3,
     "weights": 4,
     "builder": 5,
