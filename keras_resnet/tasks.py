@@ -31,6 +31,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_resnet import losses as losses_lib
+from keras_resnet import metrics as metrics_lib
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
@@ -143,10 +145,13 @@ class Task:
             )
 
     def loss(self, recipe=None):
-        """The loss: binary cross-entropy for multi-label tasks and BCE recipes (smoothing, if
+        """The loss: per-pixel sparse cross-entropy without the ignore label (255) for
+        segmentation; binary cross-entropy for multi-label tasks and BCE recipes (smoothing, if
         any, is in the targets), categorical for one-hot targets (with the recipe's label
         smoothing), sparse categorical for class ids; on logits when the head has none."""
         logits = self.activation == "linear"
+        if self.segmentation:  # per pixel, VOC's border label left out
+            return losses_lib.SparseCrossEntropy(from_logits=logits)
         if self.multilabel or getattr(recipe, "loss", None) == "binary_cross_entropy":
             return keras.losses.BinaryCrossentropy(from_logits=logits)
         if self.label_format(recipe) == "one_hot":
@@ -157,7 +162,11 @@ class Task:
     def metrics(self, recipe=None):
         """Measures while training: top-1 and top-5 accuracy (Tables 3-5 report their errors)
         of class ids or one-hot targets; for a multi-label task ``pr_auc`` (Keras' interpolated
-        estimate of mAP; the exact mAP is computed at the end) and macro ``f1`` at 0.5."""
+        estimate of mAP; the exact mAP is computed at the end) and macro ``f1`` at 0.5; for
+        segmentation ``miou`` and ``pixel_accuracy`` (from one confusion matrix each)."""
+        if self.segmentation:
+            return [metrics_lib.MeanIoU(self.classes, from_logits=True),
+                    metrics_lib.PixelAccuracy(self.classes, from_logits=True, name="pixel_accuracy")]
         if self.multilabel:
             return [keras.metrics.AUC(curve="PR", multi_label=True, num_thresholds=200,
                                       from_logits=self.activation == "linear", name="pr_auc"),
