@@ -43,15 +43,22 @@ def _check_backbone_name(backbone):
             f"model; got {backbone!r}{close_match(backbone, MODEL_NAMES)}.") from None
 
 
+def _check_weight_set_options(weight_set, backbone, output_stride, options):
+    """Raise (before any download) unless the arguments fit the published ``weight_set``."""
+    if not isinstance(backbone, str):
+        raise InvalidArgument(f"`weights={weight_set.name!r}` build their own backbone; pass "
+                              f"backbone={weight_set.backbone!r} (a name), not a model.")
+    for option, required in weight_set.build_options().items():
+        given = output_stride if option == "output_stride" else options.get(option, required)
+        if given != required:
+            raise InvalidArgument(f"`weights={weight_set.name!r}` ({weight_set.checkpoint}) "
+                                  f"need `{option}={required!r}`; got {given!r}.")
+
+
 def _named_backbone(backbone, output_stride, input_shape, options, weight_set):
     """``get_model(backbone, include_top=False, ...)``; a weight set fixes its variant."""
     _check_backbone_name(backbone)
     if weight_set is not None:
-        for option, required in weight_set.build_options().items():
-            given = output_stride if option == "output_stride" else options.get(option, required)
-            if given != required:
-                raise InvalidArgument(f"`weights={weight_set.name!r}` ({weight_set.checkpoint}) "
-                                      f"need `{option}={required!r}`; got {given!r}.")
         options = {**options, **weight_set.build_options()}
         output_stride = None
     elif output_stride is not None:
@@ -162,7 +169,10 @@ def segmenter(kind, backbone="resnet50", classes=21, weights=None, aux=False, ou
     _check_arguments(kind, backbone, classes, aux, options)
     head_options = {k: options.pop(k) for k in HEAD_OPTIONS[kind] if k in options}
     weight_set = _weight_set(kind, backbone, weights)
-    tensors = seg_weights.fetch(weight_set) if weight_set is not None else None
+    tensors = None
+    if weight_set is not None:
+        _check_weight_set_options(weight_set, backbone, output_stride, options)
+        tensors = seg_weights.fetch(weight_set)
     if isinstance(backbone, str):
         network = _named_backbone(backbone, output_stride, input_shape, options, weight_set)
     else:
