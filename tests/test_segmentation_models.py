@@ -245,3 +245,12 @@ def test_a_given_backbone_must_have_the_output_stride_asked():
         keras_resnet.FCN(backbone)
     assert keras_resnet.FCN(backbone, output_stride=None, classes=2).output_shape == (
         None, 64, 64, 2)
+
+
+def test_a_model_without_aux_head_loads_torchvision_s_aux_trained_file():
+    """torchvision's published weights carry an aux classifier; a model without one loads
+    the rest and gives the same "out"."""
+    meta = _fixture("fcn", 8)
+    model = _tiny_segmenter("fcn", meta, aux=False)
+    assert not isinstance(model.output, dict)
+    assert relative_difference(model(meta["input_odd"]), meta["out_odd"]) < 1e-5
