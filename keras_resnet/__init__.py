@@ -40,6 +40,7 @@ _PUBLIC = {
             "PreActResNet1001",
         )
     },
+    **{name: "heads" for name in ("FCN", "DeepLabV3", "DeepLabV3Plus")},
     "create_model": "features",
     "list_models": "models",
     "StageTap": "builder",
@@ -70,7 +71,7 @@ __all__ = sorted(_PUBLIC)
 
 
 # The modules that register the layers a ``.keras`` file of ours may hold.
-LAYER_MODULES = ("blocks", "builder", "preprocessing", "tasks")
+LAYER_MODULES = ("blocks", "builder", "heads", "preprocessing", "tasks")
 
 
 def register_layers():

@@ -325,8 +325,13 @@ def task_of(model):
     found = [layer for layer in model.layers if isinstance(layer, TaskLayer)]
     if found:
         task = found[0].task
-        output_shape = model.output_shape
-        if isinstance(output_shape, tuple) and output_shape[-1] == task.classes:
+        output = model.output
+        if isinstance(output, dict):  # a segmenter with an aux head: {"out", "aux"}
+            classes = output["out"].shape[-1] if "out" in output else None
+        else:
+            output_shape = model.output_shape
+            classes = output_shape[-1] if isinstance(output_shape, tuple) else None
+        if classes == task.classes:
             return task
     return _derived(model)
 
