@@ -44,6 +44,7 @@ LEVELS = {
     "builder": 5,
     "models": 6,
     "summary": 7, "features": 7, "data": 7, "distribute": 7,
+    "heads": 7.5,
     # train/: its parts below evaluation and tuning, its set-up and flow above them
     "train.compile": 7, "train.schedules": 7, "train.backup": 7, "train.config": 7,
     "train.callbacks": 7.5, "train.ema": 7,

@@ -31,7 +31,8 @@ def test_a_task_decides_labels_loss_metrics_and_monitor():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(kind="segmentation"), "`kind`"),
+    (dict(kind="detection"), "`kind`"),
+    (dict(kind="segmentation", classes=3), "'linear'"),
     (dict(kind="classification", classes=0), "`classes`"),
     (dict(kind="classification", activation="relu"), "`activation`"),
     (dict(kind="multilabel", classes=2, activation="softmax"), "'sigmoid'"),
@@ -92,3 +93,12 @@ def test_a_task_config_round_trips_and_refuses_unknown_fields():
     assert tasks.for_model(model, "single_label") == Task("classification", 5)
     with pytest.raises(InvalidArgument, match="`task` must be one of"):
         tasks.for_model(model, "regression")
+
+
+def test_a_segmentation_task_trains_per_pixel_and_is_ranked_by_miou():
+    task = Task("segmentation", 21, "linear")
+    assert (task.metric, task.monitor, task.label_format()) == ("miou", "val_miou", "mask")
+    loss = task.loss()
+    assert loss.ignore_label == 255 and loss.from_logits
+    assert [m.name for m in task.metrics()] == ["miou", "pixel_accuracy"]
+    assert Task.from_config(task.to_config()) == task
