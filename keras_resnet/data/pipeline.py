@@ -9,7 +9,6 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.data import segmentation
 from keras_resnet.data.augment import modern
 from keras_resnet.data.augment.paper import CIFAR_PADDING, imagenet_sides, paper_augment
 from keras_resnet.data.holdout import Holdout, with_holdout
@@ -25,6 +24,7 @@ from keras_resnet.data.images import (
 )
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
+from keras_resnet.data.segmentation import load_source as load_segmentation_source
 from keras_resnet.data.sources import get_source
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 from keras_resnet.multilabel import TASKS
@@ -254,7 +254,7 @@ def load(
         training=training and holdout is None, seed=seed, skip_unreadable=skip_unreadable,
     )
     if source.masks:  # segmentation data: (images, masks) batches (keras_resnet.data.segmentation)
-        return segmentation.load_source(
+        return load_segmentation_source(
             source, split, batch_size, training, data_dir=data_dir, image_size=image_size,
             augment=augment, preprocessing=preprocessing, seed=seed, deterministic=deterministic,
             cache=cache, shuffle_buffer=shuffle_buffer, input_context=input_context,

@@ -68,7 +68,7 @@ def pad_pair(image, mask, size):
     = (height, width) (torchvision's ``pad_if_smaller``).
 
     Example:
-        >>> pad_pair(tf.ones((2, 3, 3)), tf.ones((2, 3), tf.uint8), (4, 4))[1].numpy()[3, 0]
+        >>> int(pad_pair(tf.ones((2, 3, 3)), tf.ones((2, 3), tf.uint8), (4, 4))[1][3, 0])
         255
     """
     shape = tf.shape(mask)
@@ -103,6 +103,7 @@ def random_flip_pair(image, mask, seed, probability=FLIP_PROBABILITY):
         >>> random_flip_pair(tf.zeros((2, 3, 3)), tf.zeros((2, 3), tf.uint8), [0, 1])[1].shape
         TensorShape([2, 3])
     """
+    image, mask = tf.convert_to_tensor(image), tf.convert_to_tensor(mask)
     flip = tf.random.stateless_uniform([], seed) < probability
     image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
     mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)

@@ -4,7 +4,7 @@ different sizes, with a mask that labels every pixel of a digit's ink with its c
 
 Each scene is a black 64x64 canvas (3 equal channels). Two or three digits of the split
 (scikit-learn's 8x8 digits, :func:`~keras_resnet.data.sources.digits.digits_arrays`) are
-scaled by nearest neighbour (pixel centres, as PIL's ``NEAREST``) to a random side in
+scaled by nearest neighbour (at pixel centres) to a random side in
 [12, 32] and placed at random where their boxes overlap no other digit's. A pixel is a digit's
 ink when its value is at least :data:`INK_THRESHOLD` (half of 255: 8 of the digits' 16 grey
 levels); it is labelled with class ``digit + 1`` there and 0 ("background") everywhere else.
@@ -31,16 +31,17 @@ _PLACEMENT_TRIES = 50
 
 
 def scale_nearest(digit, side):
-    """A 2-D ``digit`` scaled to ``side x side`` by nearest neighbour at pixel centres (the
-    sampling of PIL's ``Image.NEAREST``).
+    """A 2-D ``digit`` scaled to ``side x side`` by nearest neighbour: each output pixel takes
+    the input pixel under its centre, ``floor((i + 1/2) * height / side)`` (in integers, so
+    exact ties go to the later pixel).
 
     Example:
         >>> scale_nearest(np.arange(4).reshape(2, 2), 4)[:, 0].tolist()
         [0, 0, 2, 2]
     """
     height, width = digit.shape
-    rows = ((np.arange(side) + 0.5) * height / side).astype(int)
-    cols = ((np.arange(side) + 0.5) * width / side).astype(int)
+    centres = 2 * np.arange(side) + 1
+    rows, cols = centres * height // (2 * side), centres * width // (2 * side)
     return digit[rows[:, None], cols[None, :]]
 
 

@@ -1,4 +1,4 @@
-"""The ``"mask folders"`` source: images with a segmentation mask each, in one of two layouts.
+"""The ``"mask_folders"`` source: images with a segmentation mask each, in one of two layouts.
 
 - ``root/{train,validation,test}/{images,masks}/``: each image (JPEG/PNG/BMP/GIF) has its mask
   at ``masks/<image stem>.png``. ``root/train`` is needed; a split without its folder is
@@ -59,7 +59,7 @@ def read_mask(path):
     """
     from PIL import Image
 
-    path = os.fsdecode(path)
+    path = os.fsdecode(path.item() if isinstance(path, np.ndarray) else path)
     with Image.open(path) as mask:
         if mask.mode not in MASK_MODES:
             raise InvalidArgument(
@@ -226,5 +226,5 @@ def decode_mask_file(path):
     return mask
 
 
-register("mask folders", mask_folder_source, matches=is_mask_root,
-         description="a directory of images and masks (root/train/{images,masks}, or VOC's)")
+register("mask_folders", mask_folder_source, matches=is_mask_root,
+         description="a directory of images and masks")
