@@ -1,6 +1,7 @@
 """Segmentation data: the digit scenes, mask folders (paired and VOC layouts), the paired
 transforms and the (images, masks) pipeline."""
 
+import json
 import os
 
 import numpy as np
@@ -76,6 +77,8 @@ def test_scene_pipeline_evaluation_is_the_normalised_scene():
     assert images.dtype == np.float32 and masks.dtype == np.int32
     np.testing.assert_allclose(images, raw_images[:100] / 255.0 - info.mean, atol=1e-6)
     np.testing.assert_array_equal(masks, raw_masks[:100])
+    again = data.SegmentationInfo.from_config(json.loads(json.dumps(info.to_config())))
+    assert again.to_config() == info.to_config() and again.base_size == 64
 
 
 def test_scene_training_batches_are_seeded_crops():

@@ -253,13 +253,15 @@ def load(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training and holdout is None, seed=seed, skip_unreadable=skip_unreadable,
     )
-    if source.masks:  # segmentation data: (images, masks) batches (keras_resnet.data.segmentation)
+    # Segmentation data: (images, masks) batches; a paper recipe sets no data option there.
+    if source.masks:
         return load_segmentation_source(
             source, split, batch_size, training, data_dir=data_dir, image_size=image_size,
             augment=augment, preprocessing=preprocessing, seed=seed, deterministic=deterministic,
             cache=cache, shuffle_buffer=shuffle_buffer, input_context=input_context,
             drop_remainder=drop_remainder, holdout=holdout, unsupported={
-                "ten_crop": (ten_crop, False), "task": (task, "auto"), "recipe": (recipe, None)})
+                "ten_crop": (ten_crop, False), "task": (task, "auto"),
+                "recipe": (recipe if getattr(recipe, "modern", False) else None, None)})
     if holdout is not None:
         source = with_holdout(source, holdout)
     if recipe is not None and not recipe.modern:
