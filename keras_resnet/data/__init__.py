@@ -21,6 +21,12 @@ Three sources:
   ``(batch, classes)``): a labels file ``*.csv`` of rows ``path,label;label;...[,split]``
   (paths relative to the file), or ``"digit_canvases"``, canvases of two or three digits
   each (:func:`digit_canvases`: 3000 / 500 / 1000, offline).
+- segmentation data (masks as labels; :mod:`.segmentation`, also
+  :func:`load_segmentation`): ``"digit_scenes"``, scenes of two or three digits with a class
+  per pixel (:func:`digit_scenes`: 2000 / 250 / 500, offline), or a directory of images and
+  masks (``root/<split>/{images,masks}`` or Pascal VOC's). Batches of float32 images and int32
+  ``(batch, h, w)`` masks (255: ignore); training takes torchvision's segmentation transforms
+  (:mod:`.augment.dense`), evaluation fits and pads each image to the model's input size.
 
 Every ``DatasetInfo`` carries the ``ImagePreprocessing`` its images follow (what a model
 trained on them carries). A dataset's own normalisation is ``image_uint8 / 255 - mean`` with
@@ -103,21 +109,27 @@ from keras_resnet.data.pipeline import (  # noqa: E402
     label_format,
     load,
 )
+from keras_resnet.data.segmentation import SegmentationInfo, load_segmentation  # noqa: E402
 from keras_resnet.data.sources import (  # noqa: E402
+    IGNORE_LABEL,
     IMAGE_EXTENSIONS,
     SPLIT_ALIASES,
     MissingSplit,
     STANDARD_SPLITS,
+    VOC_CLASSES,
     digit_canvases,
+    digit_scenes,
     tfds_split,
 )
 
 __all__ = [
-    "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DEFAULT_FRACTION", "DatasetInfo", "Holdout", "IMAGENET_CROP",
-    "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS", "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN",
-    "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS", "LABEL_FORMATS", "MissingSplit", "SCALE", "SPLIT_ALIASES",
-    "STANDARD_SPLITS", "TASKS", "TRAINING_SPLITS", "as_numpy", "augment_image", "average_crops",
-    "center_crop", "cifar_augment", "digit_canvases", "imagenet_augment", "imagenet_sides",
-    "label_format", "load", "normalize", "pca_lighting", "preprocess", "resize_shorter_side",
-    "resize_to_uint8", "ten_crop", "tfds_split", "to_model_channels",
+    "AUGMENTATIONS", "CIFAR_PADDING", "CIFAR_SIZE", "DEFAULT_FRACTION", "DatasetInfo", "Holdout",
+    "IGNORE_LABEL", "IMAGENET_CROP", "IMAGENET_EIGENVALUES", "IMAGENET_EIGENVECTORS",
+    "IMAGENET_EVAL_SIDE", "IMAGENET_MEAN", "IMAGENET_TRAIN_SIDES", "IMAGE_EXTENSIONS",
+    "LABEL_FORMATS", "MissingSplit", "SCALE", "SPLIT_ALIASES", "STANDARD_SPLITS",
+    "SegmentationInfo", "TASKS", "TRAINING_SPLITS", "VOC_CLASSES", "as_numpy", "augment_image",
+    "average_crops", "center_crop", "cifar_augment", "digit_canvases", "digit_scenes",
+    "imagenet_augment", "imagenet_sides", "label_format", "load", "load_segmentation", "normalize",
+    "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
+    "tfds_split", "to_model_channels",
 ]

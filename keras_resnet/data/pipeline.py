@@ -24,6 +24,7 @@ from keras_resnet.data.images import (
 )
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
+from keras_resnet.data.segmentation import load_source as load_segmentation_source
 from keras_resnet.data.sources import get_source
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 from keras_resnet.multilabel import TASKS
@@ -180,8 +181,9 @@ def load(
     """A batched, prefetched dataset of ``(images, labels)`` and its :class:`DatasetInfo`.
 
     Args:
-        name: "digits", "digit_canvases" (multi-label), a directory of class folders, a
-            labels file (``.csv`` of ``path,label;label;...[,split]``), or a tfds dataset name.
+        name: "digits", "digit_canvases" (multi-label), "digit_scenes" (segmentation), a
+            directory of class folders or of images and masks, a labels file (``.csv`` of
+            ``path,label;label;...[,split]``), or a tfds dataset name.
         split: "train", "validation", "test"; for cifar10/cifar100 also "train45k" and
             "val5k" (§4.2); for tfds also raw split strings ("train[:10%]").
         batch_size: global batch size (per replica with ``input_context``).
@@ -229,7 +231,9 @@ def load(
     Returns:
         ``(dataset, info)``: images float32 ``(batch,) + info.image_shape`` normalised by
         ``info.preprocessing``; labels int32 ``(batch,)``, or float32 multi-hot
-        ``(batch, classes)`` for a multi-label task (``info.multilabel``).
+        ``(batch, classes)`` for a multi-label task (``info.multilabel``). Data with masks
+        ("digit_scenes", mask folders) give int32 ``(batch, h, w)`` masks instead
+        (:func:`keras_resnet.data.segmentation.load_source`).
 
     Example:
         >>> train, info = load("digits", "train", batch_size=64, seed=0)
@@ -249,6 +253,15 @@ def load(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training and holdout is None, seed=seed, skip_unreadable=skip_unreadable,
     )
+    # Segmentation data: (images, masks) batches; a paper recipe sets no data option there.
+    if source.masks:
+        return load_segmentation_source(
+            source, split, batch_size, training, data_dir=data_dir, image_size=image_size,
+            augment=augment, preprocessing=preprocessing, seed=seed, deterministic=deterministic,
+            cache=cache, shuffle_buffer=shuffle_buffer, input_context=input_context,
+            drop_remainder=drop_remainder, holdout=holdout, unsupported={
+                "ten_crop": (ten_crop, False), "task": (task, "auto"),
+                "recipe": (recipe if getattr(recipe, "modern", False) else None, None)})
     if holdout is not None:
         source = with_holdout(source, holdout)
     if recipe is not None and not recipe.modern:

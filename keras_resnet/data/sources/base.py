@@ -14,7 +14,8 @@ STANDARD_SPLITS = ("train", "validation", "test")
 @dataclasses.dataclass
 class Source:
     """Where a dataset's examples come from; ``make(split)`` gives ``(dataset, count)`` of
-    ``(encoded, label)``: int32 labels, or multi-hot uint8 rows when ``multilabel``."""
+    ``(encoded, label)``: int32 labels, multi-hot uint8 rows when ``multilabel``, or an
+    encoded mask that ``decode_mask`` turns into uint8 ``(h, w)`` class ids when ``masks``."""
 
     name: str
     class_names: list
@@ -28,6 +29,8 @@ class Source:
     multilabel: bool = False  # labels are multi-hot rows (several labels per image)
     one_label_each: bool = True  # every image has exactly one label (so single-label works)
     cache_mean: bool = True  # cache the mean image in a file (False: quick to recompute)
+    masks: bool = False  # labels are per-pixel masks (segmentation; 255: ignore)
+    decode_mask: object = None  # encoded mask -> uint8 (h, w), when ``masks``
 
 
 class MissingSplit(InvalidArgument):
