@@ -16,7 +16,10 @@ from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.multilabel import TASKS
 
 # The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).
-RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3")
+RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3",
+                "torchvision_segmentation")
+# The segmentation heads (keras_resnet.train.config.HEADS).
+HEADS = ("fcn", "deeplabv3", "deeplabv3plus")
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
 UNFREEZE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "all", "none")
 
@@ -43,9 +46,11 @@ def _add_train(commands):
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits), "
                       "or fine-tune pretrained weights (--weights)"
     )
-    train.add_argument("--model", default="resnet20",
+    train.add_argument("--model", default=None,
                        help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
-                            "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file")
+                            "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file; "
+                            "segmentation: the backbone (an ImageNet net). Default resnet20, "
+                            "resnet18 for segmentation")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
     train.add_argument("--weights", default=None,
@@ -55,22 +60,17 @@ def _add_train(commands):
                        help="fine-tuning: the stage the backbone trains from in phase 2")
     train.add_argument("--head-epochs", type=int, default=None,
                        help="fine-tuning: epochs of phase 1 (the new head alone); default 5")
-    # The defaults below are keras_resnet.train.config's RUN_DEFAULTS and FINE_TUNE_DEFAULTS.
-    train.add_argument("--epochs", type=int, default=None,
-                       help="default by dataset, whatever the recipe: digits 40, digit_canvases "
-                            "30, cifar10/cifar100 164 (§4.2), imagenet2012 120, others 30; "
-                            "fine-tuning (--weights) 15")
-    train.add_argument("--batch-size", type=int, default=None,
-                       help="global batch size; default by dataset: digits 32, digit_canvases "
-                            "64, cifar10/cifar100 128, imagenet2012 256, others 128; "
-                            "fine-tuning (--weights) 32")
+    _add_length_arguments(train)
     train.add_argument("--task", choices=TASKS, default="auto",
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
-                            "per-class thresholds; auto: the dataset's (multilabel for labels "
-                            "files PATH.csv and digit_canvases)")
+                            "per-class thresholds; segmentation: a class per pixel (--head), "
+                            "mIoU; auto: the dataset's (multilabel for labels files PATH.csv "
+                            "and digit_canvases, segmentation for digit_scenes and folders of "
+                            "images and masks)")
     train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
                        help="paper (default: imagenet for ImageNet models, cifar otherwise), or a "
-                            "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3")
+                            "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3; "
+                            "segmentation's default: torchvision_segmentation")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="change one field of the recipe, e.g. --set label_smoothing=0.05 "
                             "(repeatable; the fields: keras_resnet.recipes.Recipe)")
@@ -93,10 +93,35 @@ def _add_train(commands):
     train.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                        help="let 'auto' mean Keras' defaults instead of the measured fast path")
     train.add_argument("--seed", type=int, default=0)
+    _add_segmentation_arguments(train)
     _add_data_arguments(train)
     _add_validation_arguments(train)
     _add_output_arguments(train)
     train.set_defaults(run=actions.train)
+
+
+def _add_length_arguments(train):
+    # The defaults below are keras_resnet.train.config's RUN_DEFAULTS and FINE_TUNE_DEFAULTS.
+    train.add_argument("--epochs", type=int, default=None,
+                       help="default by dataset, whatever the recipe: digits 40, digit_canvases "
+                            "30, digit_scenes 12, cifar10/cifar100 164 (§4.2), imagenet2012 120, "
+                            "others 30; fine-tuning (--weights) 15")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="global batch size; default by dataset: digits 32, digit_canvases "
+                            "64, digit_scenes 16, cifar10/cifar100 128, imagenet2012 256, others "
+                            "128; fine-tuning (--weights) 32")
+
+
+def _add_segmentation_arguments(train):
+    train.add_argument("--head", choices=HEADS, default=None,
+                       help="segmentation: the head on the backbone (default deeplabv3; data "
+                            "with masks, e.g. --dataset digit_scenes, segments)")
+    train.add_argument("--aux", action="store_true",
+                       help="segmentation: torchvision's auxiliary FCN head on conv4 while "
+                            "training (loss out + 0.5 aux; not in the saved model)")
+    train.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
+                       help="dilate the backbone to this stride (default: 8 for fcn and "
+                            "deeplabv3, 16 for deeplabv3plus; 32 for classification)")
 
 
 def _add_output_arguments(train):

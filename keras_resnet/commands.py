@@ -27,7 +27,13 @@ def print_run(result):
 
         print(format_parity(exported["parity"]))
     test = result["test"]
-    if "mAP" in test:
+    if "miou" in test:
+        print(f"test mIoU {test['miou']:.4f}, pixel accuracy {test['pixel_accuracy']:.4f}, "
+              f"mean class accuracy {test['mean_class_accuracy']:.4f}")
+        print("test IoU per class: " + ", ".join(
+            f"{name} {'-' if iou is None else f'{iou:.3f}'}"
+            for name, iou in test["per_class_iou"].items()))
+    elif "mAP" in test:
         print(f"test mAP {test['mAP']:.4f}, F1 {test['f1_macro']:.4f} (macro) / "
               f"{test['f1_micro']:.4f} (micro) at thresholds chosen on the "
               f"{result['thresholds_split']} split")
@@ -53,6 +59,7 @@ def train_config(args):
         >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
         2
     """
+    from keras_resnet.data import has_masks
     from keras_resnet.recipes import parse_overrides
     from keras_resnet.train.config import (
         DataConfig,
@@ -64,6 +71,10 @@ def train_config(args):
     )
 
     options = {}
+    if getattr(args, "aux", False):
+        options["aux"] = True
+    if getattr(args, "output_stride", None) is not None:
+        options["output_stride"] = args.output_stride
     if args.shortcut:
         options["shortcut"] = args.shortcut
     if args.plain:
@@ -75,8 +86,12 @@ def train_config(args):
     if args.weights:
         fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
                                    unfreeze=args.unfreeze)
+    segments = (args.task == "segmentation" or getattr(args, "head", None) is not None
+                or (not args.weights and has_masks(args.dataset)))
+    model = args.model or ("resnet18" if segments else "resnet20")
     return RunConfig(
-        model=args.model, task=args.task, seed=args.seed, model_options=options,
+        model=model, task=args.task, head=getattr(args, "head", None), seed=args.seed,
+        model_options=options,
         data=DataConfig(args.dataset, data_dir=args.data_dir, download=args.download,
                         validation=args.validation, validation_fraction=args.validation_fraction),
         recipe=RecipeConfig(recipe, parse_overrides(args.set), epochs=args.epochs,

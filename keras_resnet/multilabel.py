@@ -25,8 +25,9 @@ import numpy as np
 from keras_resnet.errors import InvalidArgument
 
 DEFAULT_THRESHOLD = 0.5
-# What a classifier learns: "auto" lets the data (or a model's preprocessing) say.
-TASKS = ("auto", "single_label", "multilabel")
+# What a model learns: "auto" lets the data (or a model's preprocessing) say; "segmentation"
+# needs data with masks (a class per pixel).
+TASKS = ("auto", "single_label", "multilabel", "segmentation")
 
 
 def _checked(y_true, scores):

@@ -52,9 +52,11 @@ class Recipe:
         decay_norm, decay_bias: whether BatchNormalization's gamma/beta and biases decay
             (LAMB: both or neither, as timm's ``weight_decay_exclude_1d``).
         schedule: "step" (``milestones`` of ``total_iterations``, §4.2), "plateau" (§3.4,
-            ReduceLROnPlateau after ``plateau_patience`` epochs) or "cosine" (to 0, after a
+            ReduceLROnPlateau after ``plateau_patience`` epochs), "cosine" (to 0, after a
             linear warm-up of ``warmup_epochs`` from ``warmup_start_factor`` of the peak;
-            :class:`keras_resnet.optimizers.WarmupCosine`, stepped per iteration).
+            :class:`keras_resnet.optimizers.WarmupCosine`, stepped per iteration) or "poly"
+            (``peak * (1 - step / steps) ** 0.9`` per iteration, to 0: torchvision's
+            segmentation ``PolynomialLR``; Keras' ``PolynomialDecay``).
         warmup_prefix: the cosine runs over the steps after the warm-up (torchvision's
             ``LinearLR`` then ``CosineAnnealingLR``) or, False, over the whole run, warm-up
             included (timm's ``CosineLRScheduler`` default ``warmup_prefix=False``).
@@ -178,6 +180,11 @@ RECIPES = {
     "rsb_a1": _rsb("rsb_a1", 600, 5e-3, 0.01, 0.1, 0.05, 3, 7, 0.2, 224),
     "rsb_a2": _rsb("rsb_a2", 300, 5e-3, 0.02, 0.0, 0.05, 3, 7, 0.1, 224),
     "rsb_a3": _rsb("rsb_a3", 100, 8e-3, 0.02, 0.0, 0.0, 1, 6, 0.1, 160),
+    # torchvision's segmentation references: SGD 0.02 at batch 32 (8 GPUs x 4), momentum
+    # 0.9, coupled decay 1e-4 on every parameter, the polynomial schedule, 30 epochs.
+    "torchvision_segmentation": Recipe(
+        "torchvision_segmentation", base_learning_rate=0.02, base_batch_size=32,
+        weight_decay=1e-4, decay_norm=True, decay_bias=True, schedule="poly", epochs=30),
 }
 PAPER = ("cifar", "imagenet")
 
@@ -197,17 +204,23 @@ _RSB = ("ResNet strikes back, Table 1: LAMB, cosine, 5 warm-up epochs, batch 204
         "lr 8e-3 wd 0.02 mixup 0.1 train 160; timm train.py: sqrt lr scaling for LAMB, "
         "--warmup-lr 1e-5, --aug-repeats 3, no decay on biases and norms; CosineLRScheduler "
         "with warmup_prefix=False, lr_min 0, one cycle; Lamb's max_grad_norm 1.0")
+_TV_SEGMENTATION = (
+    "torchvision references/segmentation README: torchrun --nproc_per_node=8 train.py --lr 0.02 "
+    "--dataset coco -b 4 --model deeplabv3_resnet50 --aux-loss; train.py: SGD momentum 0.9, "
+    "weight decay 1e-4 on every parameter (coupled), PolynomialLR(power=0.9) per iteration, "
+    "30 epochs, loss out + 0.5 x aux, crop 480 of a 520 base size scaled 0.5-2.0")
 SOURCES = {"cifar": "He et al. 2015, §4.2", "imagenet": "He et al. 2015, §3.4",
-           "torchvision_v2": _TV, "rsb_a1": _RSB, "rsb_a2": _RSB, "rsb_a3": _RSB}
+           "torchvision_v2": _TV, "rsb_a1": _RSB, "rsb_a2": _RSB, "rsb_a3": _RSB,
+           "torchvision_segmentation": _TV_SEGMENTATION}
 # ImageNet top-1 (%) of ResNet-50 with each recipe, as published, one 224 crop: the paper's
 # from the authors' released model (24.7% error; Table 3 gives 77.15% with 10 crops), then
 # torchvision's IMAGENET1K_V2 weights and RSB's Table 1.
 PUBLISHED_TOP1 = {"cifar": None, "imagenet": 75.3, "torchvision_v2": 80.858, "rsb_a1": 80.4,
-                  "rsb_a2": 79.8, "rsb_a3": 78.1}
+                  "rsb_a2": 79.8, "rsb_a3": 78.1, "torchvision_segmentation": None}
 
 _CHOICES = {
     "learning_rate_scaling": ("linear", "sqrt"), "optimizer": ("sgd", "lamb"),
-    "weight_decay_style": ("l2", "decoupled"), "schedule": ("step", "plateau", "cosine"),
+    "weight_decay_style": ("l2", "decoupled"), "schedule": ("step", "plateau", "cosine", "poly"),
     "loss": ("cross_entropy", "binary_cross_entropy"), "crop": ("paper", "random_resized"),
     "auto_augment": (None, "trivial_augment", "rand_augment"),
 }
@@ -373,10 +386,13 @@ def learning_rate_schedule(recipe, peak, total_steps):
         (0.5, 0.0)
     """
     recipe = get_recipe(recipe)
-    if recipe.schedule != "cosine":
+    if recipe.schedule in ("step", "plateau"):
         return peak
     if total_steps is None:
-        raise InvalidArgument(f"Recipe {recipe.name!r} (a cosine schedule) needs `total_steps`.")
+        raise InvalidArgument(f"Recipe {recipe.name!r} (a {recipe.schedule} schedule) needs "
+                              "`total_steps`.")
+    if recipe.schedule == "poly":  # torchvision's PolynomialLR(power=0.9), stepped per iteration
+        return keras.optimizers.schedules.PolynomialDecay(peak, total_steps, 0.0, power=0.9)
     return WarmupCosine(peak, total_steps, warmup_steps(recipe, total_steps),
                         peak * recipe.warmup_start_factor, recipe.warmup_prefix)
 

@@ -55,8 +55,14 @@ def train(
     export=True,
     verbose="auto",
     task="auto",
+    head=None,
 ):
     """Train a ResNet with the paper's recipe and callbacks; everything lands in ``run_dir``.
+
+    On segmentation data ("digit_scenes", a folder of images and masks; or ``task=
+    "segmentation"``) it trains ``head`` ("fcn", "deeplabv3" by default, "deeplabv3plus") on
+    the backbone ``model`` with torchvision's segmentation recipe unless told, and reports the
+    test split's mIoU, pixel accuracy and IoU per class.
 
     Args:
         model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.
@@ -66,8 +72,8 @@ def train(
             validation_fraction; ``RecipeConfig``: recipe,
             recipe_overrides, epochs, batch_size, learning_rate, weight_decay;
             ``HardwareConfig``: strategy, precision, jit_compile, steps_per_execution,
-            fast_path; ``OutputConfig``: run_dir, resume, export, verbose; and task, seed,
-            model_options), where each is documented.
+            fast_path; ``OutputConfig``: run_dir, resume, export, verbose; and task, head,
+            seed, model_options), where each is documented.
 
     Returns:
         dict: the run's configuration and final test metrics (also written to run.json).

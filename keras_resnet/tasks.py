@@ -43,7 +43,7 @@ LAYER_NAME = "task"
 DEFAULT_THRESHOLD = 0.5
 # The names ``--task`` and ``train(task=...)`` take, and the kinds they mean.
 TASK_NAMES = {"single_label": "classification", "classification": "classification",
-              "multilabel": "multilabel"}
+              "multilabel": "multilabel", "segmentation": "segmentation"}
 
 
 def _checked_thresholds(thresholds, classes):
@@ -211,6 +211,8 @@ def for_recipe(kind, classes, recipe=None):
         >>> for_recipe("classification", 10, keras_resnet.get_recipe("rsb_a1")).activation
         'sigmoid'
     """
+    if kind == "segmentation":  # logits per pixel, whatever the recipe
+        return Task(kind, classes, "linear")
     binary = getattr(recipe, "loss", None) == "binary_cross_entropy"
     return Task(kind, classes, "sigmoid" if kind == "multilabel" or binary else "softmax")
 

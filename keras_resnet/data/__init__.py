@@ -109,7 +109,7 @@ from keras_resnet.data.pipeline import (  # noqa: E402
     label_format,
     load,
 )
-from keras_resnet.data.segmentation import SegmentationInfo, load_segmentation  # noqa: E402
+from keras_resnet.data.segmentation import SegmentationInfo, has_masks, load_segmentation  # noqa: E402
 from keras_resnet.data.sources import (  # noqa: E402
     IGNORE_LABEL,
     IMAGE_EXTENSIONS,
@@ -129,7 +129,8 @@ __all__ = [
     "LABEL_FORMATS", "MissingSplit", "SCALE", "SPLIT_ALIASES", "STANDARD_SPLITS",
     "SegmentationInfo", "TASKS", "TRAINING_SPLITS", "VOC_CLASSES", "as_numpy", "augment_image",
     "average_crops", "center_crop", "cifar_augment", "digit_canvases", "digit_scenes",
-    "imagenet_augment", "imagenet_sides", "label_format", "load", "load_segmentation", "normalize",
+    "has_masks", "imagenet_augment", "imagenet_sides", "label_format", "load", "load_segmentation",
+    "normalize",
     "pca_lighting", "preprocess", "resize_shorter_side", "resize_to_uint8", "ten_crop",
     "tfds_split", "to_model_channels",
 ]

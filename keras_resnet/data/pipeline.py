@@ -128,6 +128,11 @@ def label_format(source, task, recipe):
         'sparse'
     """
     check_choice("task", task, TASKS)
+    if task == "segmentation":
+        raise InvalidArgument(
+            f"`task` 'segmentation' needs masks (a class per pixel); dataset "
+            f"{str(source.name)!r} has a label per image. Use 'digit_scenes' or a folder of "
+            "images and masks.")
     if task == "single_label" and source.multilabel and not source.one_label_each:
         raise InvalidArgument(
             f"`task` 'single_label' needs one label per image; dataset {str(source.name)!r} "
@@ -260,7 +265,8 @@ def load(
             augment=augment, preprocessing=preprocessing, seed=seed, deterministic=deterministic,
             cache=cache, shuffle_buffer=shuffle_buffer, input_context=input_context,
             drop_remainder=drop_remainder, holdout=holdout, unsupported={
-                "ten_crop": (ten_crop, False), "task": (task, "auto"),
+                "ten_crop": (ten_crop, False),
+                "task": ("auto" if task == "segmentation" else task, "auto"),
                 "recipe": (recipe if getattr(recipe, "modern", False) else None, None)})
     if holdout is not None:
         source = with_holdout(source, holdout)

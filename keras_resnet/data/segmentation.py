@@ -32,7 +32,7 @@ from keras_resnet.data.holdout import Holdout, with_holdout
 from keras_resnet.data.images import normalize, to_model_channels
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
-from keras_resnet.data.sources import IGNORE_LABEL, get_source
+from keras_resnet.data.sources import IGNORE_LABEL, get_source, lookup
 from keras_resnet.errors import InvalidArgument, InvalidType, check_positive_int
 from keras_resnet.preprocessing import IMAGENET_MEAN, ImagePreprocessing
 
@@ -93,6 +93,24 @@ def _check_options(source, batch_size, training, augment, image_size, base_size,
         if value != allowed:
             raise InvalidArgument(f"`{argument}` {value!r} does not go with segmentation data "
                                   f"({str(source.name)!r} has masks); leave it {allowed!r}.")
+
+
+# The registered sources whose examples are images with masks.
+MASK_SOURCES = ("digit_scenes", "mask_folders")
+
+
+def has_masks(name):
+    """Whether dataset ``name`` is segmentation data (a class per pixel), read from the source
+    that takes it without reading the data.
+
+    Example:
+        >>> has_masks("digit_scenes"), has_masks("digits")
+        (True, False)
+    """
+    try:
+        return lookup(name).name in MASK_SOURCES
+    except InvalidArgument:
+        return False
 
 
 def segmentation_preprocessing(source, image_size=None, data_dir=None):

@@ -12,8 +12,8 @@ import os
 
 import keras
 
+from keras_resnet import heads, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.evaluation import check_fits_dataset
 from keras_resnet.models import get_model
@@ -21,11 +21,32 @@ from keras_resnet.saving import load_model
 from keras_resnet.train.config import UNFREEZE
 
 
-def build_model(model, info, options, recipe, task):
+def segmentation_model(model, info, options, head):
+    """A segmentation model for the dataset: ``head`` ("fcn", "deeplabv3", "deeplabv3plus")
+    on the backbone ``model`` (a name, a ``.keras`` file or a model; a ``.keras`` file or
+    model that segments already is taken as it is), taking images of any size, carrying the
+    dataset's preprocessing (its class names) and the segmentation Task."""
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
+        model = load_model(model, compile=False)
+    if isinstance(model, keras.Model) and getattr(tasks.task_of(model), "segmentation", False):
+        check_fits_dataset(model, info)
+        return preprocessing_lib.attach(model, info.preprocessing)
+    shape = (None, None, info.image_shape[-1])
+    if isinstance(model, str):
+        options = {"preprocessing": info.preprocessing, **options}
+    net = heads.segmenter(head, backbone=model, classes=info.num_classes, input_shape=shape,
+                          **options)
+    return preprocessing_lib.attach(net, info.preprocessing)
+
+
+def build_model(model, info, options, recipe, task, head=None):
     """A model for the dataset, carrying its preprocessing and the run's ``task`` (a
     ``keras_resnet.tasks.Task``): a model name, a ``.keras`` file or a model (the task's head
     activation; the recipe's stochastic depth; any input size while it trains at FixRes'
-    smaller crops)."""
+    smaller crops); for a segmentation task, ``head`` on that backbone
+    (:func:`segmentation_model`)."""
+    if task.segmentation:
+        return segmentation_model(model, info, options, head)
     if isinstance(model, str) and not model.endswith(".keras"):
         options = {"classifier_activation": task.activation, **options}
         if recipe.drop_path_rate:

@@ -149,17 +149,17 @@ def paper_callbacks(
     if recipe.ema:  # first: the callbacks after it see the EMA weights at each epoch's end
         callbacks.append(ModelEMA.from_recipe(recipe, ema_steps, state_dir=backup_dir))
     if warmup:
-        if recipe.schedule == "cosine":  # the optimizer's rate is a schedule: nothing to set
+        if recipe.schedule in ("cosine", "poly"):  # the optimizer's rate is a schedule
             raise InvalidArgument(
                 f"`warmup` (§4.2's 0.01 until 80% training error) is the paper's; recipe "
-                f"{recipe.name!r} warms up in its cosine schedule (`warmup_epochs`).")
+                f"{recipe.name!r} sets its rate per step ({recipe.schedule} schedule).")
         callbacks.append(WarmupUntilError())
     if recipe.schedule == "step":
         if total_iterations is None:
             callbacks.append(StepSchedule(recipe.milestones, stop_at=recipe.total_iterations))
         else:
             callbacks.append(StepSchedule.scaled(total_iterations, recipe))
-    if recipe.schedule in ("step", "plateau"):  # a cosine schedule owns the learning rate
+    if recipe.schedule in ("step", "plateau"):  # a cosine or poly schedule owns the rate
         callbacks.append(reduce_on_plateau(
             monitor, recipe.plateau_patience if plateau_patience is None else plateau_patience
         ))

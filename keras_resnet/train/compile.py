@@ -69,6 +69,10 @@ def apply_weight_decay(model, weight_decay, *, bias=False, norm=False):
     return model
 
 
+# The auxiliary head's share of a segmenter's loss (torchvision's segmentation train.py).
+AUX_LOSS_WEIGHT = 0.5
+
+
 def compile_model(
     model,
     recipe="cifar",
@@ -132,11 +136,16 @@ def compile_model(
         coupled = recipe.weight_decay if recipe.weight_decay_style == "l2" else 0
         apply_weight_decay(model, coupled, bias=recipe.decay_bias, norm=recipe.decay_norm)
     task = tasks.for_model(model, task, recipe)
+    loss, metrics, loss_weights = task.loss(recipe), task.metrics(recipe), None
+    if isinstance(model.output, dict):  # a segmenter's {"out", "aux"}: torchvision's out + 0.5 aux
+        loss = {"out": loss, "aux": task.loss(recipe)}
+        loss_weights, metrics = {"out": 1.0, "aux": AUX_LOSS_WEIGHT}, {"out": metrics}
     model.compile(
         optimizer=make_optimizer(model, recipe, learning_rate_schedule(recipe, peak, total_steps),
                                  momentum=momentum),
-        loss=task.loss(recipe),
-        metrics=task.metrics(recipe),
+        loss=loss,
+        loss_weights=loss_weights,
+        metrics=metrics,
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

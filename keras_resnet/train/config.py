@@ -33,15 +33,16 @@ RUN_DEFAULTS = {
     "digits": {"epochs": 40, "batch_size": 32},
     # The multi-label canvases (3,000 training images): about 6 minutes on 2 CPU cores.
     "digit_canvases": {"epochs": 30, "batch_size": 64},
+    "digit_scenes": {"epochs": 12, "batch_size": 16},  # 2,000 training scenes of 64x64
     "cifar10": {"epochs": 164, "batch_size": 128},
     "cifar100": {"epochs": 164, "batch_size": 128},
     "imagenet2012": {"epochs": 120, "batch_size": 256},
 }
 OTHER_RUN_DEFAULTS = {"epochs": 30, "batch_size": 128}
 FINE_TUNE_DEFAULTS = {"epochs": 15, "head_epochs": 5, "batch_size": 32}
-# Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
-UNFREEZE = ("conv2", "conv3", "conv4", "conv5", "all", "none")
+UNFREEZE = ("conv2", "conv3", "conv4", "conv5", "all", "none")  # Table 1: conv2_x ... conv5_x
 RECIPE_NAMES = ("paper", *RECIPES)
+HEADS, DEFAULT_HEAD = ("fcn", "deeplabv3", "deeplabv3plus"), "deeplabv3"  # keras_resnet.heads
 VERBOSITY = ("auto", 0, 1, 2)
 VALIDATION = ("auto", "none")
 
@@ -278,10 +279,11 @@ class RunConfig:
             ``keras.Model`` (recorded by its name); when fine-tuning, the name the weights
             belong to (ignored for a ``.keras`` classifier).
         task: "auto" (the dataset's: multi-label for labels files and "digit_canvases"),
-            "single_label" or "multilabel". A multi-label run trains a sigmoid head with
-            binary cross-entropy, watches ``val_pr_auc``, then chooses each class's threshold
-            on validation data (best F1), carried by the saved models, and reports the test
-            split's mAP and F1 at those thresholds.
+            "single_label", "multilabel" or "segmentation". A multi-label run trains a sigmoid
+            head with binary cross-entropy, watches ``val_pr_auc``, then chooses each class's
+            threshold on validation data (best F1), carried by the saved models, and reports
+            the test split's mAP and F1 at those thresholds. Segmentation: ``head`` ("fcn",
+            "deeplabv3" by default, "deeplabv3plus") on the backbone ``model``, mIoU.
         seed: seeds weights, shuffling and augmentation.
         model_options: extra keyword options for the model constructor.
         data, recipe, hardware, output: :class:`DataConfig`, :class:`RecipeConfig`,
@@ -296,6 +298,7 @@ class RunConfig:
 
     model: object = "resnet20"
     task: str = "auto"
+    head: str = None
     seed: int = 0
     model_options: dict = dataclasses.field(default_factory=dict)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -310,6 +313,10 @@ class RunConfig:
         if not (isinstance(self.model, (str, keras.Model)) and self.model != ""):
             _fail("model", self.model, "a model name, a .keras path or a keras.Model")
         _check_choice("task", self.task, TASKS)
+        if self.head is not None:
+            _check_choice("head", self.head, HEADS)
+            if self.task not in ("auto", "segmentation") or self.fine_tune is not None:
+                _fail("head", self.head, f"None for a {self.task} task or fine-tuning")
         if not _is_int(self.seed):
             _fail("seed", self.seed, "an integer")
         options = {} if self.model_options is None else self.model_options
@@ -349,7 +356,7 @@ class RunConfig:
         for key, value in {"dataset": dataset, **options}.items():
             if key in owners:
                 groups[owners[key]][key] = value
-            elif key in ("task", "seed", "model_options"):
+            elif key in ("task", "head", "seed", "model_options"):
                 top[key] = value
             else:
                 raise InvalidArgument(f"Unknown run option {key!r}; the options are the fields of "
@@ -365,7 +372,7 @@ class RunConfig:
             >>> RunConfig("resnet8").to_dict()["hardware"]["precision"]
             'auto'
         """
-        out = {"model": self.model_name, "task": self.task, "seed": self.seed,
+        out = {"model": self.model_name, "task": self.task, "head": self.head, "seed": self.seed,
                "model_options": dict(self.model_options)}
         for name in GROUPS:
             group = getattr(self, name)
@@ -397,7 +404,8 @@ class RunConfig:
                                              for k, v in fields["recipe"].items()})
             groups[name] = kind(**fields)
         return cls(record.get("model", "resnet20"), task=record.get("task", "auto"),
-                   seed=record.get("seed", 0), model_options=record.get("model_options"), **groups)
+                   head=record.get("head"), seed=record.get("seed", 0),
+                   model_options=record.get("model_options"), **groups)
 
 
 def default_run_dir(config):

@@ -24,6 +24,7 @@ from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.models import parse_model_name
 from keras_resnet.recipes import get_recipe, peak_learning_rate
+from keras_resnet.train import segmentation
 from keras_resnet.train.backup import restore_backup
 from keras_resnet.train.build import (
     build_model,
@@ -34,7 +35,7 @@ from keras_resnet.train.build import (
 )
 from keras_resnet.train.callbacks import BestCheckpoint, paper_callbacks
 from keras_resnet.train.compile import compile_model
-from keras_resnet.train.config import RunConfig, resolve
+from keras_resnet.train.config import DEFAULT_HEAD, RunConfig, resolve
 from keras_resnet.train.results import finish
 from keras_resnet.train.setup import load_splits, set_up_run
 
@@ -107,11 +108,11 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         if done:
             print(f"Resuming from the backup in {phase.backup_dir}: {done} of {epochs} epochs done.")
             resumed = resumed or done
+        monitor = task.monitor if splits.validation is not None else task.metric
         callbacks = paper_callbacks(
             setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
             warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir,
-            monitor=task.monitor if splits.validation is not None else task.metric,
-            ema_steps=iterations)
+            monitor=segmentation.monitored(net, monitor), ema_steps=iterations)
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
         if done < phase.last_epoch:
@@ -149,11 +150,6 @@ def _with_weight_decay(recipe, config):
     return recipe if decay is None else dataclasses.replace(recipe, weight_decay=decay)
 
 
-def _task_name(task):
-    """run.json's ``task``: "multilabel" or "single_label" (the Task itself is in the models)."""
-    return "multilabel" if task.multilabel else "single_label"
-
-
 def _finish(net, config, setup, splits, result):
     result["config"] = config.to_dict()
     return finish(net, setup.run_dir, splits, result, config.output.export, config.data.data_dir)
@@ -172,14 +168,19 @@ def train(config):
         >>> train(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
     """
     config = resolve(config)
-    family = "imagenet" if _family(config.model_name) == "imagenet" else "cifar"
-    recipe = _with_weight_decay(get_recipe(config.recipe.recipe or "paper",
+    segments = segmentation.is_segmentation(config)
+    family = "imagenet" if segments or _family(config.model_name) == "imagenet" else "cifar"
+    default_recipe = segmentation.RECIPE if segments else "paper"
+    recipe = _with_weight_decay(get_recipe(config.recipe.recipe or default_recipe,
                                            config.recipe.recipe_overrides, family=family), config)
     setup = set_up_run(config, family)
     splits, test_examples = _load_splits(config, setup, recipe)
     task = tasks.for_recipe(splits.info.task_kind, splits.info.num_classes, recipe)
+    segmentation.check_data(config, task)
     with setup.strategy.scope():
-        net = build_model(config.model, splits.info, dict(config.model_options), recipe, task)
+        net = build_model(config.model, splits.info, dict(config.model_options), recipe, task,
+                          head=config.head or DEFAULT_HEAD)
+    splits = segmentation.with_aux_targets(net, splits)
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
     # §4.2's warm-up waits for a training error below 80%: a single-label measure, and the
     # paper's recipe's (a cosine recipe warms up in its schedule, `warmup_epochs`).
@@ -194,7 +195,8 @@ def train(config):
         model=config.model_name, splits=splits, epochs=config.recipe.epochs, started=started,
         resumed=resumed, test_examples=test_examples, jit_compile=net.jit_compile,
         steps_per_execution=net.steps_per_execution, fast_path=config.hardware.fast_path,
-        recipe=dataclasses.asdict(recipe), learning_rate=rate, task=_task_name(task),
+        recipe=dataclasses.asdict(recipe), learning_rate=rate, task=segmentation.task_name(task),
+        **({"head": config.head or DEFAULT_HEAD} if task.segmentation else {}),
     )
     return _finish(net, config, setup, splits, result)
 
@@ -272,7 +274,7 @@ def fine_tune(config):
         resumed=resumed, test_examples=test_examples, head_epochs=tuned.head_epochs,
         unfreeze=tuned.unfreeze, train_bn=tuned.train_bn, weights=tuned.weights,
         learning_rate=head_rate, fine_tune_learning_rate=tune_rate,
-        recipe=dataclasses.asdict(recipe), task=_task_name(task),
+        recipe=dataclasses.asdict(recipe), task=segmentation.task_name(task),
     )
     return _finish(net, config, setup, splits, result)
 

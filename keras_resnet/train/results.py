@@ -12,6 +12,7 @@ import shutil
 from keras_resnet import tasks
 from keras_resnet.evaluation import multilabel_test, with_thresholds
 from keras_resnet.saving import load_model, save_model, write_json
+from keras_resnet.train import segmentation
 from keras_resnet.train.build import at_input_size
 
 
@@ -49,27 +50,37 @@ def plot_history(history_csv, path, metric="top1"):
         figure.savefig(tmp, dpi=100)
 
 
+def _scored(net, splits):
+    """``(model to save, the test figures)``: the test split measured on ``net``."""
+    task = tasks.task_of(net)
+    if task.segmentation:  # every test pixel; the model saved without its auxiliary head
+        net, figures = segmentation.score(net, splits.test, task.classes, splits.info.class_names)
+        return net, {"test": figures}
+    test = net.evaluate(splits.test, return_dict=True, verbose=0)
+    net = at_input_size(net, splits.info)
+    if task.multilabel:
+        net, scored = multilabel_test(net, splits.validation, splits.test, test["loss"])
+        scored["thresholds_split"] = splits.validation_split
+        return net, scored
+    return net, {"test": {"top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}}
+
+
 def finish(net, run_dir, splits, result, export, data_dir):
     """Evaluate, save, plot, export, write run.json, then drop the backup: in that order, so a
     run killed at any point redoes only what is missing."""
-    test = net.evaluate(splits.test, return_dict=True, verbose=0)
-    net = at_input_size(net, splits.info)
+    metric = segmentation.monitored(net, tasks.task_of(net).metric)  # as history.csv names it
+    net, scored = _scored(net, splits)
     best_path = os.path.join(run_dir, "best.keras")
-    if os.path.exists(best_path):  # read and rewritten once: its input size, its thresholds
+    if os.path.exists(best_path) and not tasks.task_of(net).segmentation:
+        # read and rewritten once: its input size, its thresholds
         best = load_model(best_path, compile=False)
         fixed = at_input_size(best, splits.info)
         fixed = with_thresholds(fixed, splits.validation) if splits.info.multilabel else fixed
         if fixed is not best:
             save_model(fixed, best_path)
-    if splits.info.multilabel:
-        net, scored = multilabel_test(net, splits.validation, splits.test, test["loss"])
-        scored["thresholds_split"] = splits.validation_split
-    else:
-        scored = {"test": {"top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}}
     save_model(net, os.path.join(run_dir, "model.keras"))
     plot_history(os.path.join(run_dir, "history.csv"),
-                 os.path.join(run_dir, "training_curves.png"),
-                 metric=tasks.task_of(net).metric)
+                 os.path.join(run_dir, "training_curves.png"), metric=metric)
     result.update(scored, history=history_rows(os.path.join(run_dir, "history.csv")))
     if export:
         from keras_resnet import export as export_lib
