@@ -150,11 +150,32 @@ def export(args):
               "parity rows)")
 
 
+def _predict_masks(args):
+    """``predict`` on a segmentation model: mask and overlay files in ``--output-dir`` (default
+    ./masks), one JSON line per image."""
+    import json
+
+    from keras_resnet.export.masks import segment_files, write_mask_files
+
+    if args.embeddings or args.explain:
+        flag = "--embeddings" if args.embeddings else "--explain"
+        raise InvalidArgument(f"`{flag}` is for classifiers; {args.model!r} is a segmentation "
+                              "model (predict writes its masks).")
+    output_dir = getattr(args, "output_dir", None) or "masks"
+    results = segment_files(args.model, args.images, precision=args.precision)
+    for written in write_mask_files(results, output_dir):
+        print(json.dumps(written))
+
+
 def predict(args):
     import json
 
     from keras_resnet.export import predict_files
+    from keras_resnet.export.masks import is_segmentation
 
+    if is_segmentation(args.model):
+        _predict_masks(args)
+        return
     if args.stage and not args.explain:
         raise InvalidArgument("`--stage` chooses the layer Grad-CAM reads; give `--explain DIR` with it.")
     if args.embeddings and args.explain:

@@ -1,5 +1,6 @@
 """Parity reports: an exported file against its Keras model (probability difference, top-1
-agreement, size, batch-1 latency), and the report as a text table.
+agreement, size, batch-1 latency), and the report as a text table. A segmentation model's rows
+measure its logits and the pixel agreement of the argmax masks instead.
 
 Example:
     >>> print(format_parity([]))
@@ -12,7 +13,9 @@ import time
 import numpy as np
 
 from keras_resnet.export.formats import RUNTIMES
-from keras_resnet.export.runtimes import open_runner
+from keras_resnet.export.resolve import task_for
+from keras_resnet.export.runtimes import choose_precision, open_runner
+from keras_resnet.export.segmentation import SavedModelLogits, pixel_agreement
 from keras_resnet.export.writers import read_sidecar
 
 
@@ -65,14 +68,21 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
     Returns:
         dict: ``file``, ``runtime``, ``quantization``, ``precision`` (what ran),
         ``max_abs_diff`` of probabilities, ``top1_agreement``, ``images``, ``size_bytes``,
-        ``latency_ms`` (mean, batch 1).
+        ``latency_ms`` (mean, batch 1). For a segmentation model: ``max_abs_diff`` of the
+        logits and ``pixel_agreement`` (the fraction of pixels whose argmax class agrees with
+        Keras') in place of ``top1_agreement``.
 
     Example:
         >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
     """
     images = np.asarray(images, np.float32)
     expected = keras_model.predict(images, verbose=0)
-    runner = open_runner(path, num_threads=num_threads, precision=precision)
+    segmentation = task_for(keras_model).segmentation
+    if segmentation and os.path.exists(os.path.join(path, "saved_model.pb")):
+        choose_precision(path, "saved_model", precision)  # float32 only: raises otherwise
+        runner = SavedModelLogits(path)  # its serving signatures take uint8 images
+    else:
+        runner = open_runner(path, num_threads=num_threads, precision=precision)
     got = runner(images)
     runner(images[:1])  # warm-up
     start = time.perf_counter()
@@ -86,7 +96,8 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         "quantization": sidecar and sidecar.get("quantization"),
         "precision": runner.precision,
         "max_abs_diff": float(np.max(np.abs(got - expected))),
-        "top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))),
+        **({"pixel_agreement": pixel_agreement(got, expected)} if segmentation else
+           {"top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))}),
         "images": len(images),
         "size_bytes": size_bytes(path),
         "latency_ms": 1000 * latency,
@@ -99,12 +110,15 @@ def format_parity(rows):
     Example:
         >>> print(format_parity(export_run(model, "exports", FORMATS)["parity"]))  # doctest: +SKIP
     """
-    lines = [f"{'file':28s} {'max |diff|':>10s} {'top-1 agree':>11s} {'size KiB':>9s} "
+    agreement = "pixel_agreement" if any("pixel_agreement" in row for row in rows) else (
+        "top1_agreement")  # a segmentation model's rows, or a classifier's
+    title = "pixel agree" if agreement == "pixel_agreement" else "top-1 agree"
+    lines = [f"{'file':28s} {'max |diff|':>10s} {title:>11s} {'size KiB':>9s} "
              f"{'ms/image':>9s}  runtime"]
     for row in rows:
         runtime = row.get("runtime", "")
         if row.get("precision") == "bfloat16":
             runtime += ", bfloat16"
-        lines.append(f"{row['file']:28s} {row['max_abs_diff']:10.2e} {row['top1_agreement']:11.2%} "
+        lines.append(f"{row['file']:28s} {row['max_abs_diff']:10.2e} {row[agreement]:11.2%} "
                      f"{row['size_bytes'] / 1024:9.1f} {row['latency_ms']:9.3f}  {runtime}")
     return "\n".join(lines)

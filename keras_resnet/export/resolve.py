@@ -14,6 +14,7 @@ import keras
 from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument, InvalidType
+from keras_resnet.heads import without_aux
 from keras_resnet.models import walk_layers
 from keras_resnet.saving import load_model
 
@@ -37,7 +38,8 @@ def resolve_model(model, preprocessing=None):
 
     The preprocessing is ``preprocessing`` when given, else the model's own, else
     ``keras_resnet.preprocessing.default_for(model)`` (resize to the input, pixels / 255).
-    The model computes in float32 (see :func:`float32_model`).
+    The model computes in float32 (see :func:`float32_model`); a segmenter's auxiliary head
+    (``{"out", "aux"}`` outputs) is dropped to its ``"out"`` logits (``heads.without_aux``).
 
     Example:
         >>> model, preprocessing = resolve_model("runs/resnet20-digits")  # doctest: +SKIP
@@ -58,7 +60,7 @@ def resolve_model(model, preprocessing=None):
         or preprocessing_lib.of(model)
         or preprocessing_lib.default_for(model)
     )
-    return float32_model(model), preprocessing
+    return float32_model(without_aux(model)), preprocessing
 
 
 def task_for(model):

@@ -20,7 +20,7 @@ from keras_resnet.export.formats import (
     require_format,
 )
 from keras_resnet.export.parity import parity_report
-from keras_resnet.export.resolve import resolve_model
+from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.saved_model import export_saved_model
 from keras_resnet.export.writers import (
     export_onnx,
@@ -104,7 +104,8 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     Returns:
         dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths,
         embeddings models last), ``parity`` (one :func:`parity_report` dict per exported
-        file, the SavedModel too, when a file format is requested; TFLite rows only when LiteRT
+        file, the SavedModel too, when a file format is requested; a segmentation model's
+        measure its logits and the pixel agreement of its masks; TFLite rows only when LiteRT
         is installed; then, on a CPU with native bfloat16, a bfloat16 row per float32
         OpenVINO file, also recorded in its sidecar for ``precision="auto"``).
 
@@ -113,6 +114,9 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     """
     formats, quantizations = _check_run_arguments(formats, quantizations)
     keras_model, preprocessing = resolve_model(model)
+    if embeddings and task_for(keras_model).segmentation:
+        raise InvalidArgument("`embeddings`: a segmentation model exports per-pixel logits; "
+                              "embeddings (pooled features) come from a classifier.")
     check_writable("output_dir", output_dir)
     result = {"saved_model": None, "tflite": [], "onnx": [], "openvino": [], "parity": []}
     if "saved_model" in formats:

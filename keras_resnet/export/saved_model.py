@@ -23,6 +23,11 @@ holds the preprocessing recipe as JSON for clients that prepare inputs themselve
 ``task``: the model's Task (``keras_resnet.tasks.Task.to_config``: kind, classes, activation,
 thresholds), which decides the multi-label outputs above.
 
+A segmentation model's export (its Task's kind "segmentation") has the signatures of
+:mod:`keras_resnet.export.segmentation` instead (``serving_default``, ``serving_logits``,
+``serving_bytes``, ``logits``: masks, class shares and logits), and its metadata adds
+``class_names``, ``ignore_label`` and ``signatures``.
+
 Example:
     >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
 """
@@ -40,6 +45,7 @@ from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import check_writable
 from keras_resnet.export.resolve import resolve_model, task_for
+from keras_resnet.export.segmentation import export_metadata, segmentation_archive
 from keras_resnet.features import embedding_model
 from keras_resnet.saving import atomic_path, write_json
 
@@ -187,14 +193,17 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
             f"The preprocessing names {len(info.class_names)} classes; the model predicts {classes}."
         )
     k = min(top_k, classes)
+    metadata = {"model_name": model_name, "version": version, "top_k": k,
+                "task": task.to_config(), "preprocessing": json.loads(info.to_json())}
     with tempfile.TemporaryDirectory() as tmp:
-        archive = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
+        if task.segmentation:  # masks, not top-k classes
+            archive = segmentation_archive(model, info)
+            metadata = {**metadata, "top_k": None, **export_metadata(info)}
+        else:
+            archive = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
         with atomic_path(path) as staging:
             archive.write_out(staging, verbose=False)
-            write_json(os.path.join(staging, METADATA_FILE), {
-                "model_name": model_name, "version": version, "top_k": k, "task": task.to_config(),
-                "preprocessing": json.loads(info.to_json()),
-            })
+            write_json(os.path.join(staging, METADATA_FILE), metadata)
             if os.path.isdir(path):  # overwrite: the old version goes just before the new lands
                 shutil.rmtree(path)
     return path

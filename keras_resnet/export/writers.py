@@ -4,7 +4,8 @@ the ``FILE.json`` sidecar beside each.
 ``.tflite`` (``"litert"``, run by LiteRT), ``.onnx`` (``"onnx"``, tf2onnx; run by ONNX Runtime)
 and OpenVINO IR ``.xml`` + ``.bin`` (``"openvino"``; run by OpenVINO). Each takes float32
 ``images`` (any batch, the model's h, w, c), already preprocessed, and returns
-``probabilities``; ``FILE.json`` beside it holds ``{"format", "quantization", "input", "output",
+``probabilities`` (a segmentation model's ``logits``, per pixel at its input size); ``FILE.json``
+beside it holds ``{"format", "quantization", "input", "output",
 "preprocessing"}`` (the preprocessing as ``ImagePreprocessing.to_json()`` writes it, class
 names included), so a client of that runtime can prepare inputs without keras_resnet. int8:
 TFLite's converter, ONNX Runtime's static quantization, NNCF for OpenVINO, each calibrated on
@@ -38,6 +39,7 @@ from keras_resnet.export.formats import (
 )
 from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
+from keras_resnet.export.segmentation import LOGITS
 from keras_resnet.extras import MissingExtra, require
 from keras_resnet.saving import atomic_path, write_json
 
@@ -56,6 +58,16 @@ def _check_output(output):
     return output
 
 
+def _output_of(task, output):
+    """What a file of a model with ``task`` outputs: a segmentation model's are its logits."""
+    if task is None or not task.segmentation:
+        return output
+    if output != OUTPUT_NAME:
+        raise InvalidArgument(f"`output={output!r}`: a segmentation model's file outputs its "
+                              f"per-pixel {LOGITS}; embeddings come from a classifier.")
+    return LOGITS
+
+
 def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
              output=OUTPUT_NAME):
     """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs
@@ -63,7 +75,7 @@ def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_
     model's Task, ``keras_resnet.tasks``)."""
     sidecar = {"format": fmt, "quantization": quantization, "input": input_name,
                "output": output_name, "outputs": output,
-               "task": task.to_config() if output == OUTPUT_NAME else None,
+               "task": task.to_config() if output in (OUTPUT_NAME, LOGITS) else None,
                "preprocessing": json.loads(info.to_json())}
     write_json(path + ".json",
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})
@@ -79,7 +91,8 @@ def record_bfloat16_parity(path, row):
     """
     with open(path + ".json") as f:
         sidecar = json.load(f)
-    sidecar["bfloat16"] = {key: row[key] for key in ("max_abs_diff", "top1_agreement", "images")}
+    sidecar["bfloat16"] = {key: row[key] for key in (
+        "max_abs_diff", "top1_agreement", "pixel_agreement", "images") if key in row}
     write_json(path + ".json", sidecar)
 
 
@@ -181,11 +194,10 @@ def _litert_options(quantization, representative_data):
     return options
 
 
-def _convert_saved_model(saved_model, options):
-    """A TFLite flatbuffer of an export's ``probabilities`` signature."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved_model, signature_keys=["probabilities"]
-    )
+def _convert_saved_model(saved_model, options, signature=OUTPUT_NAME):
+    """A TFLite flatbuffer of an export's ``signature`` (``probabilities``, or a segmentation
+    export's ``logits``)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
     for name, value in options.items():
         if name == "target_spec":
             for key, spec_value in value.items():
@@ -227,11 +239,13 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
     with atomic_path(path, suffix=".tflite") as staging:
         if source and os.path.exists(os.path.join(source, "saved_model.pb")):
             info, task = read_export_preprocessing(source), read_export_task(source)
+            output = _output_of(task, output)
             with open(staging, "wb") as f:
-                f.write(_convert_saved_model(source, options))
+                f.write(_convert_saved_model(source, options, output))
         else:
             model, info = resolve_model(model_or_savedmodel, preprocessing)
             task = task_for(model)
+            output = _output_of(task, output)
             with _exporter_errors(model, "litert"):
                 _keras_export(model, staging, "litert", **options)
         _sidecar(path, "tflite", quantization, info, task, input_name=None, output_name=None,
@@ -324,6 +338,7 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
     path = _checked_path("onnx", path, quantization, representative_data)
     _check_output(output)
     model, info = resolve_model(model, preprocessing)
+    output = _output_of(task_for(model), output)
     with atomic_path(path, suffix=".onnx") as staging, tempfile.TemporaryDirectory() as tmp:
         float_path = staging if quantization is None else os.path.join(tmp, "float32.onnx")
         with _exporter_errors(model, "onnx"):
@@ -378,6 +393,7 @@ def export_openvino(model, path, quantization=None, representative_data=None,
     _check_output(output)
     ov = require("openvino", "OpenVINO export")
     model, info = resolve_model(model, preprocessing)
+    output = _output_of(task_for(model), output)
     with atomic_path(path, suffix=".xml") as staging, tempfile.TemporaryDirectory() as tmp:
         staging_bin = staging[: -len(".xml")] + ".bin"
         try:

@@ -9,6 +9,11 @@ loaded once at start-up and served at the URLs TensorFlow Serving uses:
 - ``POST /v1/models/NAME[/versions/N]:predict``: ``{"signature_name", "instances"}`` (row
   format) or ``{"signature_name", "inputs"}`` (columnar format); ``{"b64": ...}`` for bytes.
 
+A segmentation export (``keras_resnet.export.segmentation``) answers per image with its mask
+as a PNG (``mask_png_bytes``, sent as ``{"b64": ...}``: 8-bit grey, pixel values = class ids,
+at the image's own size) and ``class_shares`` (each class's share of the pixels), computed in
+the SavedModel itself, so TensorFlow Serving returns the same.
+
 Requests and responses follow https://www.tensorflow.org/tfx/serving/api_rest, so a client
 written against this server works unchanged against ``tensorflow/serving`` on the same export
 directory (see ``export/README.md``). What TensorFlow Serving leaves to the deployment (body
