@@ -172,7 +172,8 @@ def _add_evaluate_export_predict(commands):
     _add_data_arguments(export)
     export.set_defaults(run=actions.export)
 
-    predict = commands.add_parser("predict", help="top-5 classes of images")
+    predict = commands.add_parser("predict", help="top-5 classes of images (a segmentation "
+                                                  "model: a mask and an overlay per image)")
     predict.add_argument("model", help="a .keras file, a run directory, a SavedModel directory, "
                                        "or a .tflite, .onnx or OpenVINO .xml file")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -188,6 +189,9 @@ def _add_evaluate_export_predict(commands):
                               "(.keras files and run directories)")
     predict.add_argument("--stage", default=None,
                          help="the stage Grad-CAM reads (conv2 ... conv5; default: the last)")
+    predict.add_argument("--output-dir", default="masks",
+                         help="segmentation models: where NAME_mask.png (palette PNG of class "
+                              "ids) and NAME_overlay.png go (default ./masks)")
     predict.set_defaults(run=actions.predict)
 
 

@@ -161,7 +161,7 @@ def _predict_masks(args):
         flag = "--embeddings" if args.embeddings else "--explain"
         raise InvalidArgument(f"`{flag}` is for classifiers; {args.model!r} is a segmentation "
                               "model (predict writes its masks).")
-    output_dir = getattr(args, "output_dir", None) or "masks"
+    output_dir = args.output_dir
     results = segment_files(args.model, args.images, precision=args.precision)
     for written in write_mask_files(results, output_dir):
         print(json.dumps(written))
