@@ -91,7 +91,7 @@ def test_resolve_fills_in_the_defaults_by_dataset_and_kind_of_run():
 def test_round_trip_through_run_json(config):
     record = json.loads(json.dumps(config.to_dict()))  # what run.json holds
     assert RunConfig.from_dict(record) == config
-    assert set(record) == {"model", "task", "seed", "model_options", "data", "recipe",
+    assert set(record) == {"model", "task", "head", "seed", "model_options", "data", "recipe",
                            "hardware", "output", "fine_tune"}
 
 
