@@ -42,10 +42,11 @@ def pytest_addoption(parser):
 # their two kernels miss the harness's preparation (both hold gigabytes).
 LONGEST_FIRST = ("test_constructors.py", "test_tuning.py", "test_cli.py", "test_notebooks.py",
                  "test_generated_docs.py",
-                 "test_export.py", "test_interrupts.py", "test_serving.py", "test_backends.py",
+                 "test_export.py", "test_segmentation_export.py", "test_interrupts.py",
+                 "test_serving.py", "test_backends.py", "test_segmentation_models.py",
                  "test_features.py", "test_family.py", "test_weights.py", "test_multilabel.py",
                  "test_explain.py", "test_distribute.py", "test_recipes.py", "test_docstrings.py",
-                 "test_models.py", "test_training.py")
+                 "test_metrics.py", "test_losses.py", "test_models.py", "test_training.py")
 # Fixtures of scope module or session that may be made on both workers: made in seconds, or
 # shared across workers already (`made_once`). A test that uses only these is free.
 REPEATABLE_FIXTURES = frozenset({

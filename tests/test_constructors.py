@@ -92,23 +92,24 @@ CASES = [
     # the smaller nets (a converter holds several copies of a model: ResNet-152's need GBs).
     _cifar(20, slow=True, residual=False, exports=()),  # the plain net of Fig. 6: the same count
     _imagenet(18, slow=True, exports=FLOAT_EXPORTS),
-    _imagenet(34, slow=True),
+    _imagenet(34, slow=True, backends=("tensorflow",)),  # JAX: ResNet-18 loads the same blocks
     # The deepest nets load in TensorFlow only: XLA would compile them for minutes.
     _imagenet(101, slow=True, backends=("tensorflow",)),
     _imagenet(152, slow=True, backends=("tensorflow",)),
-    _imagenet(50, slow=True, stride_position="3x3"),
+    _imagenet(50, slow=True, stride_position="3x3", backends=("tensorflow",)),
     _cifar(32, slow=True, shortcut="B", exports=("onnx",)),
     _cifar(44, slow=True, exports=()),
     _cifar(56, slow=True, exports=()),
-    _cifar(110, slow=True),
+    _cifar(110, slow=True, exports=()),  # ResNet-20 takes the same blocks through every export
     # Backbone options change no parameter: dilation, stochastic depth, dropout, the stem.
-    _imagenet(18, slow=True, output_stride=16, drop_path_rate=0.1, dropout=0.2, exports=()),
+    _imagenet(18, slow=True, output_stride=16, drop_path_rate=0.1, dropout=0.2, exports=(),
+              backends=("tensorflow",)),  # JAX: dilation in resnet50-output_stride=8
     _imagenet(50, slow=True, output_stride=8, exports=("onnx",)),
     _imagenet(18, slow=True, stem="low_resolution", size=(32, 32, 3)),
     # A grey input: conv1 has 7 * 7 * (3 - 1) * 64 weights fewer.
     ModelCase("resnet18-grey", functools.partial(keras_resnet.ResNet18, input_shape=(64, 64, 1)),
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
-              exports=("onnx",)),
+              exports=("onnx",), backends=("tensorflow",)),
     # The family (He et al. 2016 and 2019, Xie et al. 2017, Hu et al. 2018, Zagoruyko &
     # Komodakis 2016), with `--all` (the fast tier checks the family's blocks against timm's
     # outputs: tests/test_family.py): grouped convs and average-pool shortcuts through every

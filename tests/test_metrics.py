@@ -301,6 +301,7 @@ def test_fit_and_evaluate_on_tensorflow(tmp_path):
     _check_fit(run)
 
 
+@pytest.mark.slow  # a second interpreter on JAX
 def test_fit_and_evaluate_on_jax_without_tensorflow(tmp_path):
     from test_backends import JAX_HERE, run_worker
 

@@ -114,6 +114,7 @@ def test_bytes_signature_answers_each_image_at_its_own_size(segmenter, scenes, s
     np.testing.assert_allclose(out["class_shares"].numpy().sum(axis=1), 1, rtol=1e-6)
 
 
+@pytest.mark.slow  # a fresh process, files, a server: end to end
 def test_saved_model_runs_where_keras_resnet_cannot_be_imported(segmenter, scenes, saved_model,
                                                                 tmp_path):
     np.save(tmp_path / "scenes.npy", scenes)
@@ -163,6 +164,7 @@ def test_export_run_every_format_and_int8(segmenter, tmp_path):
         assert all(export.read_sidecar(p)["outputs"] == "logits" for p in result[fmt])
 
 
+@pytest.mark.slow  # a fresh process, files, a server: end to end
 def test_predict_writes_palette_masks_and_overlays(segmenter, scenes, saved_model, tmp_path,
                                                    monkeypatch, capsys):
     odd = np.asarray(Image.fromarray(scenes[2]).resize((70, 50), Image.BILINEAR))
@@ -199,6 +201,7 @@ def test_predict_refuses_classifier_flags_on_a_segmenter(saved_model, scenes, tm
     assert "--embeddings" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh process, files, a server: end to end
 def test_server_answers_a_png_mask_and_class_shares(saved_model, scenes):
     export_dir = os.path.dirname(os.path.dirname(saved_model))
     expected = tf.saved_model.load(saved_model).signatures["serving_default"](
