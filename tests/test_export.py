@@ -1,3 +1,7 @@
+"""Exports of a trained ResNet-8: the ``.keras`` file and the SavedModel in the fast tier; the
+runtimes' files (TFLite, ONNX, OpenVINO), their parity, quantization and ``predict`` on each
+with ``pytest --all``."""
+
 import importlib.util
 import json
 import os
@@ -190,6 +194,7 @@ def test_export_run_writes_every_format_with_its_preprocessing(trained, quantize
     assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporary files
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 def test_parity_report_covers_every_file(exported):
     rows = exported["rows"]
     expected = {f"{os.path.basename(os.path.dirname(exported['saved_model']))}/1"} | {
@@ -200,6 +205,7 @@ def test_parity_report_covers_every_file(exported):
     assert len(table) == 1 + len(exported["parity"]) and table[1].split()[0] == exported["parity"][0]["file"]
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("name", ["model_float32.onnx", "model_float32.xml"])
 def test_onnx_and_openvino_float32_parity(exported, name):
     report = exported["rows"][name]
@@ -207,6 +213,7 @@ def test_onnx_and_openvino_float32_parity(exported, name):
     assert report["latency_ms"] > 0
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 def test_tflite_float32_parity(exported):
     report = exported["rows"]["model_float32.tflite"]
     assert report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
@@ -264,6 +271,7 @@ FRESH_RUNTIME = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("quantization", ["float32", pytest.param("int8", marks=pytest.mark.slow)])
 def test_runtime_file_runs_in_a_fresh_process(trained, request, raw_digits, tmp_path, fmt, quantization):
@@ -303,6 +311,7 @@ DAMAGES = {"truncated": lambda data: data[: len(data) // 10], "empty": lambda da
            "random bytes": lambda data: np.random.default_rng(0).bytes(len(data))}
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino", "openvino-weights", "keras", "saved_model"])
 def test_predict_on_a_damaged_file_is_one_line_naming_it(trained, exported, digit_pngs, fmt, damage,
@@ -339,6 +348,7 @@ def test_predict_on_a_damaged_file_is_one_line_naming_it(trained, exported, digi
     assert os.path.basename(str(model_path)) in captured.err
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("fmt", ["keras", "saved_model", "tflite", "onnx", "openvino"])
 def test_predict_command_on_every_format(trained, exported, digit_pngs, fmt, capsys):
     """`keras-resnet predict` in-process (``cli.main``, what the console script calls); the
@@ -369,6 +379,7 @@ def test_predict_command_on_every_format(trained, exported, digit_pngs, fmt, cap
         assert lines[1].split()[1] == predictions[0]["top_k"][0]["label"]
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 def test_predict_files_agrees_across_runtimes(trained, exported, digit_pngs):
     paths, _ = digit_pngs
     reference = export.predict_files(os.path.join(trained[2], "model.keras"), paths)
@@ -390,6 +401,7 @@ def test_predict_rejects_a_file_that_is_not_an_image(trained, tmp_path, capsys):
     assert "notes.png" in err and "not a readable" in err
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 def test_open_runner_names_what_is_wrong(exported, tmp_path):
     onnx_path = _file(exported, "onnx", "float32")
     alone = tmp_path / "alone.onnx"
@@ -553,6 +565,7 @@ def test_bfloat16_parity_row_is_recorded_and_auto_follows_it(trained, tmp_path, 
     assert export.open_runner(path).precision == "float32"
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 def test_a_cpu_without_bfloat16_runs_float32_and_refuses_a_forced_bfloat16(exported, monkeypatch, capsys,
                                                                           digit_pngs):
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
