@@ -581,6 +581,7 @@ def test_a_cpu_without_bfloat16_runs_float32_and_refuses_a_forced_bfloat16(expor
     assert cli.main(["predict", path, image, "--precision", "float32"]) == 0
 
 
+@pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
 def test_runtimes_without_a_bfloat16_path_refuse_it(exported, monkeypatch, fmt):
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
