@@ -122,9 +122,10 @@ def scene_source(name="digit_scenes", **options):
     def make(split):
         if split not in SCENE_COUNTS:
             raise split_error(split, "digit_scenes", SCENE_COUNTS)
-        if split not in _SCENE_CACHE:
-            _SCENE_CACHE[split] = digit_scenes(split)[:2]
-        images, masks = _SCENE_CACHE[split]
+        key = (split, SCENE_COUNTS[split])  # the counts may change (tests make fewer)
+        if key not in _SCENE_CACHE:
+            _SCENE_CACHE[key] = digit_scenes(split)[:2]
+        images, masks = _SCENE_CACHE[key]
         return tf.data.Dataset.from_tensor_slices((images, masks)), len(images)
 
     return Source(
@@ -132,7 +133,7 @@ def scene_source(name="digit_scenes", **options):
         class_names=list(SCENE_CLASSES),
         native_side=SCENE_SIZE,
         from_files=False,
-        mean_key="digit_scenes",
+        mean_key=f"digit_scenes-{SCENE_COUNTS['train']}",  # names the training scenes
         make=make,
         decode=lambda image: tf.ensure_shape(image, (SCENE_SIZE, SCENE_SIZE, 3)),
         flip=False,  # a mirrored digit is another digit (or none)
