@@ -2,7 +2,8 @@
 
 One FCN-ResNet-18 (11 classes, 64x64, aux head; randomised batch-norm statistics so that its
 masks hold several classes) carries the digit scenes' preprocessing; its masks from every path
-are compared with the Keras model's argmax on the same images.
+are compared with the Keras model's argmax on the same images. Exports run with
+``pytest --all``; the fast tier checks what refuses before exporting.
 """
 
 import base64
@@ -72,6 +73,7 @@ def png(array):
     return buffer.getvalue()
 
 
+@pytest.mark.slow  # a SavedModel export: `pytest --all`
 def test_saved_model_masks_equal_the_keras_argmax(segmenter, scenes, saved_model):
     loaded = tf.saved_model.load(saved_model)
     assert set(loaded.signatures) == {"serving_default", "serving_logits", "serving_bytes",
@@ -96,6 +98,7 @@ def test_saved_model_masks_equal_the_keras_argmax(segmenter, scenes, saved_model
     assert is_segmentation(saved_model) and is_segmentation(segmenter[1])
 
 
+@pytest.mark.slow  # a SavedModel export: `pytest --all`
 def test_bytes_signature_answers_each_image_at_its_own_size(segmenter, scenes, saved_model):
     loaded = tf.saved_model.load(saved_model)
     odd = np.asarray(Image.fromarray(scenes[0]).resize((70, 50), Image.BILINEAR))
@@ -194,6 +197,7 @@ def test_predict_writes_palette_masks_and_overlays(segmenter, scenes, saved_mode
         np.testing.assert_array_equal(a["mask"], b["mask"])
 
 
+@pytest.mark.slow  # a SavedModel export: `pytest --all`
 def test_predict_refuses_classifier_flags_on_a_segmenter(saved_model, scenes, tmp_path, capsys):
     path = str(tmp_path / "scene.png")
     Image.fromarray(scenes[0]).save(path)
