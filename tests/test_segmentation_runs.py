@@ -46,6 +46,8 @@ def test_a_segmentation_run_reports_the_test_pixels_and_saves_a_model_without_au
     model = load_model(os.path.join(run_dir, "model.keras"))
     assert tasks.task_of(model) == tasks.Task("segmentation", 11, "linear")
     assert not isinstance(model.output, dict)  # the auxiliary head stays out of the saved model
+    best = load_model(os.path.join(run_dir, "best.keras"))
+    assert not isinstance(best.output, dict) and tasks.task_of(best) == tasks.task_of(model)
     # The run's figures are every test pixel's, recomputed here from the saved model.
     counts = SCENE_COUNTS["test"]
     SCENE_COUNTS.update(test=32)

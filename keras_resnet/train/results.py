@@ -71,11 +71,14 @@ def finish(net, run_dir, splits, result, export, data_dir):
     metric = segmentation.monitored(net, tasks.task_of(net).metric)  # as history.csv names it
     net, scored = _scored(net, splits)
     best_path = os.path.join(run_dir, "best.keras")
-    if os.path.exists(best_path) and not tasks.task_of(net).segmentation:
-        # read and rewritten once: its input size, its thresholds
+    if os.path.exists(best_path):
+        # read and rewritten once: its input size, its thresholds, no auxiliary head
         best = load_model(best_path, compile=False)
-        fixed = at_input_size(best, splits.info)
-        fixed = with_thresholds(fixed, splits.validation) if splits.info.multilabel else fixed
+        if tasks.task_of(net).segmentation:
+            fixed = segmentation.without_aux(best)
+        else:
+            fixed = at_input_size(best, splits.info)
+            fixed = with_thresholds(fixed, splits.validation) if splits.info.multilabel else fixed
         if fixed is not best:
             save_model(fixed, best_path)
     save_model(net, os.path.join(run_dir, "model.keras"))

@@ -60,6 +60,11 @@ def monitored(net, name):
     return f"{prefix}out_{name.removeprefix('val_')}"
 
 
+def without_aux(net):
+    """``net`` without torchvision's auxiliary head (itself when it has none)."""
+    return heads.without_aux(net) if isinstance(net.output, dict) else net
+
+
 def score(net, test, classes, class_names=None):
     """``(model, figures)``: ``net`` without its auxiliary head, and the test figures of
     every pixel of ``test`` (a dataset of images and masks, 255 left out): ``miou``,
@@ -71,7 +76,7 @@ def score(net, test, classes, class_names=None):
         >>> sorted(figures)[:2]  # doctest: +SKIP
         ['confusion_matrix', 'mean_class_accuracy']
     """
-    net = heads.without_aux(net) if isinstance(net.output, dict) else net
+    net = without_aux(net)
     matrix = np.zeros((classes, classes), np.int64)
     for images, masks in test:
         logits = net.predict_on_batch(images)
