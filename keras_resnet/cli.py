@@ -46,11 +46,11 @@ def _add_train(commands):
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits), "
                       "or fine-tune pretrained weights (--weights)"
     )
-    train.add_argument("--model", default=None,
+    train.add_argument("--model", default="resnet20",
                        help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
                             "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file; "
-                            "segmentation: the backbone (an ImageNet net). Default resnet20, "
-                            "resnet18 for segmentation")
+                            "segmentation: the backbone (a CIFAR or ImageNet net). Default "
+                            "resnet20")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
     train.add_argument("--weights", default=None,

@@ -59,7 +59,6 @@ def train_config(args):
         >>> train_config(build_parser().parse_args(["train", "--epochs", "2"])).recipe.epochs
         2
     """
-    from keras_resnet.data import has_masks
     from keras_resnet.recipes import parse_overrides
     from keras_resnet.train.config import (
         DataConfig,
@@ -86,9 +85,7 @@ def train_config(args):
     if args.weights:
         fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
                                    unfreeze=args.unfreeze)
-    segments = (args.task == "segmentation" or getattr(args, "head", None) is not None
-                or (not args.weights and has_masks(args.dataset)))
-    model = args.model or ("resnet18" if segments else "resnet20")
+    model = args.model or "resnet20"
     return RunConfig(
         model=model, task=args.task, head=getattr(args, "head", None), seed=args.seed,
         model_options=options,

@@ -69,58 +69,63 @@ def _imagenet(depth, slow=False, size=SMALL, exports=(), backends=("tensorflow",
     )
 
 
-def _cifar(depth, slow=False, exports=FLOAT_EXPORTS, **options):
+def _cifar(depth, slow=False, exports=FLOAT_EXPORTS, backends=("tensorflow", "jax"), **options):
     constructor = getattr(keras_resnet, f"ResNet{depth}")
     return ModelCase(
         f"resnet{depth}" + "".join(f"-{k}={v}" for k, v in options.items()),
         functools.partial(constructor, **options),
         cifar_params(depth, option=options.get("shortcut", "A")), "§4.2 arithmetic",
         paper_params=TABLE_6_PARAMS[depth] if options.get("shortcut", "A") == "A" else None,
-        exports=exports, slow=slow,
+        exports=exports, slow=slow, backends=backends,
     )
 
 
 CASES = [
     # The fast tier: each block type, each stem, shortcuts A and C.
     _cifar(20),
-    _imagenet(50, exports=("openvino",)),  # exports (like JAX loads) with `--all` only
+    _imagenet(50, exports=()),  # JAX loads with `--all` only
     ModelCase("cifar_resnet8-C", functools.partial(keras_resnet.CifarResNet, 8, shortcut="C"),
               cifar_params(8) + sum(i * o + 2 * o for i, o in ((16, 16), (16, 32), (32, 64))),
               "§4.2 arithmetic plus a 1x1 projection with BN in every block", exports=()),
 
-    # `pytest --all`: the other depths (ResNet-1202's count: tests/test_models.py); exports of
-    # the smaller nets (a converter holds several copies of a model: ResNet-152's need GBs).
-    _cifar(20, slow=True, residual=False, exports=()),  # the plain net of Fig. 6: the same count
-    _imagenet(18, slow=True, exports=FLOAT_EXPORTS),
-    _imagenet(34, slow=True, backends=("tensorflow",)),  # JAX: ResNet-18 loads the same blocks
-    # The deepest nets load in TensorFlow only: XLA would compile them for minutes.
-    _imagenet(101, slow=True, backends=("tensorflow",)),
-    _imagenet(152, slow=True, backends=("tensorflow",)),
+    # `pytest --all`: the other depths (ResNet-1202's count: tests/test_models.py). Each kind
+    # of layer goes through each float export once (a converter holds several copies of a
+    # model: ResNet-152's need GBs) and loads under JAX once: basic blocks and option A
+    # (resnet20: every format), grouped bottlenecks, projections and the ImageNet stem
+    # (resnext50_32x4d: every format), dilation, average-pool shortcuts, SE, pre-activation
+    # (one format each); the other variants load in TensorFlow.
+    _cifar(20, slow=True, residual=False, exports=(), backends=("tensorflow",)),  # Fig. 6's plain net
+    _imagenet(18, slow=True, backends=("tensorflow",)),
+    # The other depths build, count and round-trip their configs here; their layers are
+    # saved and loaded by the nets above and below.
+    _imagenet(34, slow=True, backends=()),
+    _imagenet(101, slow=True, backends=()),
+    _imagenet(152, slow=True, backends=()),
     _imagenet(50, slow=True, stride_position="3x3", backends=("tensorflow",)),
-    _cifar(32, slow=True, shortcut="B", exports=("onnx",)),
-    _cifar(44, slow=True, exports=()),
-    _cifar(56, slow=True, exports=()),
-    _cifar(110, slow=True, exports=()),  # ResNet-20 takes the same blocks through every export
+    _cifar(32, slow=True, shortcut="B", exports=(), backends=("tensorflow",)),
+    _cifar(44, slow=True, exports=(), backends=()),
+    _cifar(56, slow=True, exports=(), backends=()),
+    _cifar(110, slow=True, exports=(), backends=()),
     # Backbone options change no parameter: dilation, stochastic depth, dropout, the stem.
     _imagenet(18, slow=True, output_stride=16, drop_path_rate=0.1, dropout=0.2, exports=(),
               backends=("tensorflow",)),  # JAX: dilation in resnet50-output_stride=8
     _imagenet(50, slow=True, output_stride=8, exports=("onnx",)),
-    _imagenet(18, slow=True, stem="low_resolution", size=(32, 32, 3)),
+    _imagenet(18, slow=True, stem="low_resolution", size=(32, 32, 3), backends=("tensorflow",)),
     # A grey input: conv1 has 7 * 7 * (3 - 1) * 64 weights fewer.
     ModelCase("resnet18-grey", functools.partial(keras_resnet.ResNet18, input_shape=(64, 64, 1)),
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
-              exports=("onnx",), backends=("tensorflow",)),
+              exports=(), backends=("tensorflow",)),
     # The family (He et al. 2016 and 2019, Xie et al. 2017, Hu et al. 2018, Zagoruyko &
     # Komodakis 2016), with `--all` (the fast tier checks the family's blocks against timm's
-    # outputs: tests/test_family.py): grouped convs and average-pool shortcuts through every
-    # float export, SE and pre-activation through one each, the JAX load of one net per kind.
+    # outputs: tests/test_family.py): grouped convs through every float export, average-pool
+    # shortcuts, SE and pre-activation through one each, the JAX load of one net per kind.
     _family("resnet50d"),
     _family("resnext50_32x4d", exports=FLOAT_EXPORTS),
-    _family("resnet18d", exports=FLOAT_EXPORTS),
+    _family("resnet18d", exports=("onnx",), backends=("tensorflow",)),
     _family("seresnet50", exports=("onnx",)),
     _family("resnet50v2", exports=("openvino",)),
     _family("preact_resnet110", exports=("tflite",)),
-    *[_family(name, backends=("tensorflow",)) for name in ("preact_resnet164", "resnet34d")],
+    *[_family(name, backends=()) for name in ("preact_resnet164", "resnet34d")],
     # The family's wider and deeper nets: their counts in tests/test_family.py (the harness
     # holds every case at once, and together they would take most of a machine's memory).
     # PreActResNet1001's count: tests/test_family.py (its untrained inference overflows).

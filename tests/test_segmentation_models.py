@@ -120,6 +120,27 @@ def test_logits_come_at_the_input_size(constructor, backbone, output_stride):
     assert info["conv5"] == output_stride
 
 
+@pytest.mark.parametrize("constructor", [keras_resnet.FCN, keras_resnet.DeepLabV3,
+                                         keras_resnet.DeepLabV3Plus], ids=lambda c: c.__name__)
+def test_a_cifar_backbone_gives_its_last_stage_to_the_head(constructor):
+    # §4.2's nets end at conv4 (output stride 4): the heads read conv4, the aux head conv3,
+    # DeepLabV3+'s decoder conv2 (full resolution); ASPP's rates follow stride 4.
+    keras.utils.set_random_seed(0)
+    options = {} if constructor is keras_resnet.FCN else {"head_width": 16}
+    model = constructor("resnet8", classes=3, aux=True, output_stride=None, **options)
+    outputs = model(np.random.default_rng(0).normal(size=(2, 33, 40, 3)).astype(np.float32))
+    assert outputs["out"].shape == outputs["aux"].shape == (2, 33, 40, 3)
+    inputs_of = {layer.name: layer.input for layer in model.layers}
+    head_input = inputs_of["fcn_head_conv" if constructor is keras_resnet.FCN else "aspp_branch0"]
+    assert tuple(head_input.shape[1:]) == (None, None, 64)  # conv4: 64 filters (§4.2)
+    assert tuple(inputs_of["aux_head_conv"].shape[1:]) == (None, None, 32)  # conv3
+    if constructor is not keras_resnet.FCN:
+        rates = [model.get_layer(f"aspp_branch{i}").dilation_rate[0] for i in (1, 2, 3)]
+        assert rates == [24, 48, 72]
+    assert keras_resnet.heads.segmenters.head_stages(
+        keras_resnet.get_model("resnet8", include_top=False)) == ("conv4", "conv3")
+
+
 @pytest.mark.parametrize("channels", [1, 4])
 def test_any_input_channels(channels):
     model = keras_resnet.DeepLabV3Plus("resnet18", classes=2, head_width=8,
@@ -212,7 +233,8 @@ ERRORS = [
     (dict(backbone="resnet51"), r"`backbone` must be a model name .* got 'resnet51'"),
     (dict(backbone="resnet50", output_stride=4), r"`output_stride` must be one of"),
     (dict(backbone="resnet50", classes=0), r"`classes` must be a positive integer; got 0"),
-    (dict(backbone="resnet20"), r"`output_stride=8` is larger than resnet20's own"),
+    (dict(backbone="resnet20"), r"`output_stride=8`, but resnet20 is a CIFAR net .*pass "
+     r"output_stride=None"),
     (dict(backbone="resnet50", weights="imagenet"), r"`weights='imagenet'` names no published"),
     (dict(backbone="resnet18", weights="torchvision_coco_voc"), r"names no published fcn"),
     (dict(backbone="resnet50", head_width=8), r"`head_width` is a DeepLab option"),

@@ -66,8 +66,11 @@ def test_a_segmentation_run_reports_the_test_pixels_and_saves_a_model_without_au
 
 
 def test_segmentation_data_picks_the_segmentation_run():
+    assert train_config(cli.build_parser().parse_args(
+        ["train", "--dataset", "digit_scenes"])).model == "resnet20"
     args = cli.build_parser().parse_args(["train", "--dataset", "digit_scenes", "--aux",
-                                          "--output-stride", "16", "--head", "deeplabv3plus"])
+                                          "--output-stride", "16", "--head", "deeplabv3plus",
+                                          "--model", "resnet18"])
     config = train_config(args)
     assert (config.model, config.head) == ("resnet18", "deeplabv3plus")
     assert config.model_options == {"aux": True, "output_stride": 16}

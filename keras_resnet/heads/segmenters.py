@@ -4,7 +4,8 @@
 
 Each is a functional model from images to per-pixel logits at the input size (bilinear,
 half-pixel centres: torchvision's ``interpolate(..., align_corners=False)``); with
-``aux=True`` torchvision's auxiliary FCN head on conv4 adds a second output, and the model
+``aux=True`` torchvision's auxiliary FCN head on the stage before the last (conv4) adds a
+second output, and the model
 returns ``{"out": logits, "aux": aux_logits}`` (for training; :func:`without_aux` drops it
 for export). The model carries its ``Task("segmentation", classes, "linear")`` in a
 ``TaskLayer`` right after the backbone's ``ImagePreprocessing``, which it keeps.
@@ -30,8 +31,23 @@ KINDS = ("fcn", "deeplabv3", "deeplabv3plus")
 # Options of the heads; every other option goes to the backbone's constructor.
 HEAD_OPTIONS = {"fcn": ("name",), "deeplabv3": ("name", "head_width", "atrous_rates"),
                 "deeplabv3plus": ("name", "head_width", "atrous_rates")}
-# The stages each head reads (conv4 too for the aux head).
-STAGES = {"fcn": ("conv5",), "deeplabv3": ("conv5",), "deeplabv3plus": ("conv2", "conv5")}
+# The heads read the backbone's last stage (conv5 of an ImageNet net, conv4 of a CIFAR net),
+# the aux head the stage before it, DeepLabV3+'s decoder the first residual stage too (conv2:
+# a quarter of the last stage's resolution at output stride 16 on ImageNet nets, and on CIFAR
+# nets at their own stride 4).
+LOW_LEVEL_STAGE = "conv2"
+
+
+def head_stages(network):
+    """``(last, before last)`` stage names of backbone ``network``: what the heads and the
+    aux head read.
+
+    Example:
+        >>> head_stages(keras_resnet.ResNet20(include_top=False))
+        ('conv4', 'conv3')
+    """
+    names = [info["name"] for info in feature_info(network)]
+    return names[-1], names[-2]
 
 
 def _check_backbone_name(backbone):
@@ -58,6 +74,10 @@ def _check_weight_set_options(weight_set, backbone, output_stride, options):
 def _named_backbone(backbone, output_stride, input_shape, options, weight_set):
     """``get_model(backbone, include_top=False, ...)``; a weight set fixes its variant."""
     _check_backbone_name(backbone)
+    if parse_model_name(backbone)[0] == "cifar" and output_stride is not None:
+        raise InvalidArgument(
+            f"`output_stride={output_stride}`, but {backbone} is a CIFAR net (§4.2: output "
+            "stride 4, no dilation); pass output_stride=None.")
     if weight_set is not None:
         options = {**options, **weight_set.build_options()}
         output_stride = None
@@ -76,7 +96,7 @@ def _given_backbone(backbone, output_stride, input_shape, options):
     if input_shape is not None and tuple(input_shape) != tuple(backbone.input_shape[1:]):
         raise InvalidArgument(f"`input_shape={tuple(input_shape)}` differs from the backbone's "
                               f"{backbone.input_shape[1:]}; leave it None.")
-    own = {info["name"]: info["reduction"] for info in feature_info(backbone)}.get("conv5")
+    own = feature_info(backbone)[-1]["reduction"]
     if output_stride is not None and own != output_stride:
         raise InvalidArgument(
             f"`output_stride={output_stride}`, but backbone {backbone.name!r} has output stride "
@@ -120,17 +140,15 @@ def _head_settings(network):
     return heads.HeadSettings()
 
 
-def _logits(kind, features, classes, settings, options, output_stride):
+def _logits(kind, high, low, classes, settings, options, output_stride):
     if kind == "fcn":
-        return heads.fcn_head(features["conv5"], classes, "fcn_head", settings)
+        return heads.fcn_head(high, classes, "fcn_head", settings)
     width = options.get("head_width", heads.DEFAULT_WIDTH)
     rates = options.get("atrous_rates")
     rates = heads.atrous_rates(output_stride) if rates is None else tuple(rates)
     if kind == "deeplabv3":
-        return heads.deeplab_head(features["conv5"], classes, rates, width, "deeplab_head",
-                                  settings)
-    return heads.deeplabv3plus_decoder(features["conv5"], features["conv2"], classes, rates,
-                                       width, "decoder", settings)
+        return heads.deeplab_head(high, classes, rates, width, "deeplab_head", settings)
+    return heads.deeplabv3plus_decoder(high, low, classes, rates, width, "decoder", settings)
 
 
 def _check_arguments(kind, backbone, classes, aux, options):
@@ -177,19 +195,19 @@ def segmenter(kind, backbone="resnet50", classes=21, weights=None, aux=False, ou
         network = _named_backbone(backbone, output_stride, input_shape, options, weight_set)
     else:
         network = _given_backbone(backbone, output_stride, input_shape, options)
-    own_stride = {i["name"]: i["reduction"] for i in feature_info(network)}.get("conv5")
-    if own_stride is None:
-        raise InvalidArgument(f"`backbone` {network.name!r} has no conv5 stage (a CIFAR net); "
-                              "segmentation heads read an ImageNet ResNet's conv5.")
+    last, before_last = head_stages(network)
+    own_stride = feature_info(network)[-1]["reduction"]
     task = tasks.TaskLayer(**tasks.Task("segmentation", classes, "linear").to_config())
     preprocessing = _preprocessing(network, weight_set, classes)
-    stages = STAGES[kind] + (("conv4",) if aux else ())
+    stages = (last,) + ((LOW_LEVEL_STAGE,) if kind == "deeplabv3plus" else ()) + (
+        (before_last,) if aux else ())
     inputs, features = _stage_outputs_with_task(network, stages, task, preprocessing)
     settings = _head_settings(network)
-    logits = _logits(kind, features, classes, settings, head_options, own_stride)
+    logits = _logits(kind, features[last], features.get(LOW_LEVEL_STAGE), classes, settings,
+                     head_options, own_stride)
     outputs = heads.ResizeLike(name="out")([logits, inputs])
     if aux:
-        aux_logits = heads.fcn_head(features["conv4"], classes, "aux_head", settings)
+        aux_logits = heads.fcn_head(features[before_last], classes, "aux_head", settings)
         outputs = {"out": outputs, "aux": heads.ResizeLike(name="aux")([aux_logits, inputs])}
     name = head_options.get("name") or f"{kind}_{network.name}"
     model = keras.Model(inputs, outputs, name=name)
@@ -267,18 +285,20 @@ def without_aux(model):
 
 def FCN(backbone="resnet50", classes=21, weights=None, aux=False, output_stride=8,
         input_shape=None, **options):
-    """torchvision's FCN (Long et al. 2015; ``fcn_resnet50``): ``FCNHead`` on conv5 of a
-    dilated backbone, logits resized to the input.
+    """torchvision's FCN (Long et al. 2015; ``fcn_resnet50``): ``FCNHead`` on the last stage
+    (conv5) of a dilated backbone, logits resized to the input.
 
     Args:
-        backbone: a name of ``keras_resnet.list_models()`` (an ImageNet ResNet or family
-            member) or a keras_resnet model (its weights copied; its own classifier unused).
+        backbone: a name of ``keras_resnet.list_models()`` (an ImageNet ResNet, a family
+            member or a CIFAR net, whose heads read conv4 and aux head conv3) or a
+            keras_resnet model (its weights copied; its own classifier unused).
         classes: logits per pixel (21: Pascal VOC with background).
         weights: None, "torchvision_coco_voc" (torchvision's COCO_WITH_VOC_LABELS_V1, for
             resnet50/101; a .pth file: needs PyTorch) or a state-dict path (:func:`load_weights`).
-        aux: add torchvision's auxiliary FCN head on conv4: outputs ``{"out", "aux"}``.
+        aux: add torchvision's auxiliary FCN head on conv4 (the stage before the last):
+            outputs ``{"out", "aux"}``.
         output_stride: 8 (torchvision's), 16 or 32 (dilating the later stages); None keeps
-            the backbone's own.
+            the backbone's own (a CIFAR net's: 4).
         input_shape: ``(height, width, channels)``; default ``(None, None, 3)``, any size.
         **options: ``name``; any other option goes to the backbone's constructor.
 

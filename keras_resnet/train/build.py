@@ -16,16 +16,35 @@ from keras_resnet import heads, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.evaluation import check_fits_dataset
-from keras_resnet.models import get_model
+from keras_resnet.features import feature_info
+from keras_resnet.models import get_model, parse_model_name
 from keras_resnet.saving import load_model
 from keras_resnet.train.config import UNFREEZE
+
+
+def _is_cifar(model_name):
+    try:
+        return parse_model_name(model_name)[0] == "cifar"
+    except InvalidArgument:  # not a model name: the segmenter says so
+        return False
+
+
+def _head_stride(model, head, options):
+    """The output stride of the features ``head`` will read on backbone ``model``."""
+    if not isinstance(model, str):
+        return feature_info(model)[-1]["reduction"]
+    if _is_cifar(model):
+        return 4
+    default = 16 if head == "deeplabv3plus" else 8  # the constructors' defaults
+    return options.get("output_stride", default) or 32
 
 
 def segmentation_model(model, info, options, head):
     """A segmentation model for the dataset: ``head`` ("fcn", "deeplabv3", "deeplabv3plus")
     on the backbone ``model`` (a name, a ``.keras`` file or a model; a ``.keras`` file or
     model that segments already is taken as it is), taking images of any size, carrying the
-    dataset's preprocessing (its class names) and the segmentation Task."""
+    dataset's preprocessing (its class names) and the segmentation Task. DeepLab's ASPP rates,
+    unless given, are sized to the training images (``atrous_rates(..., image_size)``)."""
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
         model = load_model(model, compile=False)
     if isinstance(model, keras.Model) and getattr(tasks.task_of(model), "segmentation", False):
@@ -34,6 +53,11 @@ def segmentation_model(model, info, options, head):
     shape = (None, None, info.image_shape[-1])
     if isinstance(model, str):
         options = {"preprocessing": info.preprocessing, **options}
+        if _is_cifar(model):
+            options.setdefault("output_stride", None)  # §4.2's nets keep their stride 4
+    if head != "fcn" and "atrous_rates" not in options:
+        options["atrous_rates"] = heads.segmentation.atrous_rates(
+            _head_stride(model, head, options), image_size=max(info.image_shape[:2]))
     net = heads.segmenter(head, backbone=model, classes=info.num_classes, input_shape=shape,
                           **options)
     return preprocessing_lib.attach(net, info.preprocessing)
