@@ -183,7 +183,7 @@ def _copy_cards(tmp_path):
 
 @pytest.mark.slow
 def test_model_cards_check_names_only_the_page_edited_and_a_stray_one(tmp_path):
-    # The script in its own process (importing TensorFlow: about 11 s on 2 busy cores; the
+    # The script in its own process (importing TensorFlow: 8 to 11 s on 2 busy cores; the
     # figures come from the committed statistics file, nothing is built): only the edited page
     # and the page nothing generates are stale, so every other card and the file are current.
     # The fast tier checks the same pages in-process (the next test's first --check).
