@@ -161,15 +161,108 @@ def test_the_benchmarks_page_says_how_to_measure_when_nothing_is_committed():
     assert "`benchmarks/results/train_throughput.json`" in page
 
 
+def _stale_paths(stderr, docs_dir):
+    """The paths under ``docs_dir`` that a --check's ``stderr`` names stale."""
+    return sorted(os.path.relpath(line.split(": stale")[0], docs_dir)
+                  for line in stderr.splitlines() if ": stale" in line)
+
+
+@pytest.fixture
+def model_cards(monkeypatch):
+    """docs/gen_model_cards.py as a module (it imports docs/gen_cli.py as the script does)."""
+    monkeypatch.setenv("KERAS_RESNET_QUIET", "1")
+    monkeypatch.setattr(sys, "path", [DOCS, *sys.path])
+    return _docs_module("gen_model_cards")
+
+
+def _copy_cards(tmp_path):
+    _copy_pages(tmp_path, "models")
+    shutil.copy(os.path.join(DOCS, "model_statistics.json"), tmp_path)
+    return tmp_path
+
+
 @pytest.mark.slow
 def test_model_cards_check_names_only_the_page_edited_and_a_stray_one(tmp_path):
-    # One run (it builds every model once, minutes on 2 cores): only the edited page and the
-    # page nothing generates are stale, so every other committed card is current.
-    _copy_pages(tmp_path, "models")
+    # The script in its own process (importing TensorFlow: 8 to 11 s on 2 busy cores; the
+    # figures come from the committed statistics file, nothing is built): only the edited page
+    # and the page nothing generates are stale, so every other card and the file are current.
+    # The fast tier checks the same pages in-process (the next test's first --check).
+    _copy_cards(tmp_path)
     edited = tmp_path / "models" / "resnet.md"
     edited.write_text(_read(edited).replace("25,557,032", "25,557,033", 1), encoding="utf-8")
     (tmp_path / "models" / "old.md").write_text("# Old\n", encoding="utf-8")
     result = _run("gen_model_cards.py", "--check", "--out", str(tmp_path))
     assert result.returncode == 1
-    stale = sorted(re.findall(r"(models/\w+\.md): stale", result.stderr))
-    assert stale == ["models/old.md", "models/resnet.md"], result.stderr
+    stale = _stale_paths(result.stderr, str(tmp_path))
+    assert stale == [os.path.join("models", "old.md"), os.path.join("models", "resnet.md")], \
+        result.stderr
+
+
+def test_a_changed_fingerprint_makes_the_cards_build_and_check_name_the_statistics_file(
+        model_cards, monkeypatch, tmp_path, capsys):
+    _copy_cards(tmp_path)
+    names = list_models()
+    kept = model_cards.cached_statistics(os.path.join(DOCS, "model_statistics.json"), names)
+    assert sorted(kept) == names
+    asked = []
+
+    def built(wanted):  # stands in for building: records the names, gives the kept figures
+        asked.append(sorted(wanted))
+        return {name: kept[name] for name in wanted}
+
+    monkeypatch.setattr(model_cards, "statistics", built)
+    assert model_cards.main(["--check", "--out", str(tmp_path)]) == 0  # the committed cards
+    assert asked == []  # today's fingerprint: nothing built
+    monkeypatch.setattr(model_cards, "fingerprint", lambda names, root=None: "0" * 64)
+    assert model_cards.main(["--check", "--out", str(tmp_path)]) == 1
+    assert asked == [names]  # every model, once
+    err = capsys.readouterr().err
+    assert _stale_paths(err, str(tmp_path)) == ["model_statistics.json"], err
+    assert "model_statistics.json: stale: differs" in err
+    assert "run python docs/gen_model_cards.py" in err
+
+    assert model_cards.main(["--out", str(tmp_path)]) == 0  # rewrites the file
+    written = json.loads(_read(tmp_path / "model_statistics.json"))
+    committed = json.loads(_read(os.path.join(DOCS, "model_statistics.json")))
+    assert written["fingerprint"] == "0" * 64 and written["models"] == committed["models"]
+    assert model_cards.main(["--check", "--out", str(tmp_path)]) == 0
+    assert len(asked) == 2  # the rewritten file's fingerprint is current: nothing built
+
+
+def test_the_fingerprint_follows_each_listed_source_and_the_model_names(
+        model_cards, monkeypatch, tmp_path):
+    committed = json.loads(_read(os.path.join(DOCS, "model_statistics.json")))
+    assert model_cards.fingerprint(list_models()) == committed["fingerprint"]
+    folder = tmp_path / "blocks"
+    folder.mkdir()
+    (folder / "a.py").write_bytes(b"x = 1\n")
+    monkeypatch.setattr(model_cards, "FINGERPRINTED", ("blocks",))
+
+    def of(names=("resnet20",)):
+        return model_cards.fingerprint(list(names), root=str(tmp_path))
+
+    first = of()
+    assert len(first) == 64 and of() == first
+    (folder / "a.py").write_bytes(b"x = 1\r\n")  # line ends do not count
+    (folder / "notes.txt").write_text("not a source")
+    assert of() == first
+    assert of(("resnet32", "resnet20")) == of(("resnet20", "resnet32")) != first
+    (folder / "a.py").write_bytes(b"x = 2\n")
+    second = of()
+    assert second != first
+    (folder / "b.py").write_bytes(b"")
+    assert of() not in (first, second)
+    monkeypatch.setattr(model_cards, "FINGERPRINTED", ("gone.py",))
+    with pytest.raises(SystemExit, match="gone.py"):
+        of()
+
+
+def test_the_statistics_file_holds_resnet20s_figures_as_built(model_cards):
+    from keras_resnet import summary
+
+    kept = model_cards.cached_statistics(os.path.join(DOCS, "model_statistics.json"),
+                                         list_models())
+    built = summary.model_statistics("resnet20")
+    assert kept["resnet20"] == built
+    assert round(built["params"] / 1e6, 2) == 0.27  # Table 6: 0.27M
+    assert built["input_shape"] == (32, 32, 3) and built["multiply_adds"] > 0
