@@ -52,11 +52,11 @@ def main(argv=None):
 
     import keras
 
-    from benchmarks.hardware import machine_description
+    from benchmarks.hardware import describe, machine_description
     from keras_resnet import data, runs
 
     info = data.segmentation.load_segmentation("digit_scenes", "test", 16)[1]
-    print(machine_description(), flush=True)
+    print(describe(machine_description("cpu")), flush=True)
     rows = {"trained": [], "frozen": []}
     for seed in args.seeds:
         for row in rows:
