@@ -96,6 +96,7 @@ def _add_train(commands):
     _add_segmentation_arguments(train)
     _add_data_arguments(train)
     _add_validation_arguments(train)
+    _add_image_size_argument(train)
     _add_output_arguments(train)
     train.set_defaults(run=actions.train)
 
@@ -140,6 +141,16 @@ def _add_validation_arguments(train):
     train.add_argument("--validation-fraction", type=float, default=0.1,
                        help="the share of each class held out when the dataset has no "
                             "validation split (CIFAR: 0.1, the paper's 45k/5k)")
+
+
+def _add_image_size_argument(train):
+    train.add_argument("--image-size", type=int, default=None, metavar="N",
+                       help="the model's input side N (N x N, at least 32); default by the "
+                            "dataset's style: 32 for CIFAR-style data (digits, CIFAR, folders "
+                            "of images of side up to 64), 224 for ImageNet-style data (larger "
+                            "images; §3.4's lengths scale with N); segmentation: the images' "
+                            "side up to 64, else 480. Not with --weights (fine-tuning keeps the "
+                            "weights' own size)")
 
 
 

@@ -50,6 +50,7 @@ def train(
     download=True,
     validation="auto",
     validation_fraction=0.1,
+    image_size=None,
     seed=0,
     model_options=None,
     export=True,
@@ -67,6 +68,10 @@ def train(
     Args:
         model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.
         dataset: "digits", a tensorflow-datasets name or an image-folder path.
+        image_size: the side of the model's square input (at least 32); None: the data set's
+            default: 32 for CIFAR-style data (images of side up to 64), 224 for ImageNet-style
+            data (§3.4's lengths scale with it); segmentation data: the images' side up to
+            64, else 480. Fine-tuning takes the weights' own size.
         Other arguments: the fields of :class:`~keras_resnet.train.config.RunConfig` and its
             groups, by name (``DataConfig``: data_dir, download, validation,
             validation_fraction; ``RecipeConfig``: recipe,

@@ -73,7 +73,9 @@ GRID = [
 @pytest.mark.parametrize("model, recipe, fields", GRID, ids=[f"{m}-{r}" for m, r, _ in GRID])
 def test_every_model_recipe_and_field_trains_a_step_or_says_why(one_batch_folder, tmp_path,
                                                                   model, recipe, fields, capsys):
-    flags = ["--model", model, "--recipe", recipe]
+    # At 64x64, not the folder's default 32 (images of side <= 64: CIFAR style): every recipe
+    # at another size, FixRes' crops at their fraction of it.
+    flags = ["--model", model, "--recipe", recipe, "--image-size", "64"]
     for field in fields:
         flags += ["--set", field]
     status = _train(one_batch_folder, tmp_path, *flags)
@@ -83,3 +85,4 @@ def test_every_model_recipe_and_field_trains_a_step_or_says_why(one_batch_folder
         record = json.load(file)
     assert record["recipe"]["name"] == (recipe if recipe != "paper" else "cifar")
     assert np.isfinite(record["test"]["loss"]) and record["history"][0]["epoch"] == "0"
+    assert record["data"]["preprocessing"]["image_size"] == [64, 64]

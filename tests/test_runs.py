@@ -6,10 +6,12 @@ import os
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import keras_resnet
 from harness import digits_top1
 from keras_resnet import preprocessing, runs
+from keras_resnet.train.setup import load_splits
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,56 @@ def test_plain_training_is_one_phase_of_the_same_flow(tmp_path, phases_run):
     assert phase.learning_rate == result["learning_rate"] == pytest.approx(0.1 * 32 / 128)
     assert result["config"]["recipe"]["epochs"] == 1 and result["config"]["fine_tune"] is None
     assert len(result["history"]) == 1 and not os.path.exists(tmp_path / "r" / "backup")
+
+
+def _write_images(folder, count, side, rng, masks=False):
+    """``count`` random PNGs of ``side`` x ``side`` (and, with ``masks``, a 0/1 mask each)."""
+    os.makedirs(folder / ("images" if masks else ""), exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / ("images" if masks else "") / f"{i}.png")
+        if masks:
+            os.makedirs(folder / "masks", exist_ok=True)
+            mask = (pixels[..., 0] > 127).astype(np.uint8)
+            Image.fromarray(mask).save(folder / "masks" / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def large_images(tmp_path_factory):
+    """Two classes of 9 training and 2 test images of 72x72 (ImageNet style: default 224)."""
+    root = tmp_path_factory.mktemp("large_images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 9), ("test", 2)):
+        for name in ("a", "b"):
+            _write_images(root / split / name, count, 72, rng)
+    return str(root)
+
+
+@pytest.mark.slow  # 13-17 s on 2 CPU cores, most of it tracing the training step
+def test_a_run_trains_and_saves_at_the_image_size_asked(large_images, tmp_path):
+    run_dir = str(tmp_path / "run")
+    result = runs.train("resnet18", large_images, image_size=48, run_dir=run_dir, epochs=1,
+                        batch_size=16, jit_compile=False, verbose=0, export=False)
+    saved = keras_resnet.load_model(os.path.join(run_dir, "model.keras"))
+    assert saved.input_shape == (None, 48, 48, 3)
+    carried = preprocessing.of(saved)  # §3.4's resize 256 for a 224 crop, scaled: 55 for 48
+    assert (carried.image_size, carried.resize, carried.resize_size) == ((48, 48), "shorter_side", 55)
+    with open(os.path.join(run_dir, "run.json")) as file:
+        recorded = json.load(file)
+    assert recorded["config"]["data"]["image_size"] == 48 == result["config"]["data"]["image_size"]
+    assert recorded["data"]["preprocessing"]["image_size"] == [48, 48]
+
+
+def test_a_segmentation_run_loads_at_the_image_size_asked(tmp_path):
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 6), ("test", 2)):
+        _write_images(tmp_path / split, count, 72, rng, masks=True)
+    options = dict(data_dir=None, download=False, seed=0)
+    splits, test_examples = load_splits(str(tmp_path), 2, image_size=48, **options)
+    assert splits.info.task_kind == "segmentation" and test_examples == 2
+    images, masks = next(iter(splits.train))
+    assert images.shape == (2, 48, 48, 3) and masks.shape == (2, 48, 48)
+    images, masks = next(iter(splits.test))
+    assert images.shape == (2, 48, 48, 3) and masks.shape == (2, 48, 48)
+    default, _ = load_splits(str(tmp_path), 2, **options)  # torchvision's crop for large images
+    assert default.info.image_shape == (480, 480, 3)

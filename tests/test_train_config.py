@@ -39,6 +39,10 @@ BAD_FIELDS = [
     (lambda: OutputConfig(run_dir=5), "`run_dir` must be a path", "5"),
     (lambda: DataConfig(""), "`dataset` must be a dataset name or a folder", "''"),
     (lambda: DataConfig(download="no"), "`download` must be True or False", "'no'"),
+    (lambda: DataConfig(image_size=16), "`image_size` must be an integer >= 32 or None", "16"),
+    (lambda: DataConfig(image_size=48.0), "`image_size` must be an integer >= 32 or None", "48.0"),
+    (lambda: RunConfig.from_options("resnet18", "flowers", weights="imagenet", image_size=64),
+     "`image_size` must be None with `weights`", "64"),
     (lambda: FineTuneConfig(unfreeze="layer3"), "`unfreeze` must be one of conv2, conv3", "'layer3'"),
     (lambda: FineTuneConfig(head_epochs=0), "`head_epochs` must be a positive integer", "0"),
     (lambda: FineTuneConfig(fine_tune_learning_rate=0), "`fine_tune_learning_rate` must be a number > 0", "0"),
@@ -83,7 +87,8 @@ def test_resolve_fills_in_the_defaults_by_dataset_and_kind_of_run():
                            weight_decay=2e-4, precision="float32", jit_compile=False,
                            steps_per_execution=4, fast_path=False, run_dir="r", resume=False,
                            export=False, verbose=0, seed=7, task="single_label",
-                           model_options={"shortcut": "A"}, data_dir="d", download=False),
+                           model_options={"shortcut": "A"}, data_dir="d", download=False,
+                           image_size=48),
     RunConfig.from_options("resnet18", "flowers", weights="w.keras", head_epochs=2,
                            unfreeze="all", train_bn=True, fine_tune_learning_rate=1e-3),
     RunConfig("resnet8", recipe=RecipeConfig(recipe=get_recipe("cifar", {"milestones": (3, 5)}))),
@@ -93,6 +98,14 @@ def test_round_trip_through_run_json(config):
     assert RunConfig.from_dict(record) == config
     assert set(record) == {"model", "task", "head", "seed", "model_options", "data", "recipe",
                            "hardware", "output", "fine_tune"}
+
+
+def test_a_record_without_a_field_reads_as_its_default():
+    record = RunConfig.from_options("resnet18", "flowers", image_size=96).to_dict()
+    assert record["data"]["image_size"] == 96
+    del record["data"]["image_size"]  # a run.json written before the field existed
+    assert RunConfig.from_dict(record).data == DataConfig("flowers")
+    assert RunConfig.from_dict(record).data.image_size is None
 
 
 def test_a_model_object_is_recorded_by_its_name():
@@ -120,16 +133,17 @@ def test_the_command_line_builds_the_configuration_the_library_builds(captured):
                recipe="torchvision_v2", recipe_overrides={"ema": "false"}, precision="float32",
                jit_compile=False, steps_per_execution=2, fast_path=False, run_dir="r",
                resume=False, export=False, seed=3, task="single_label", data_dir="d",
-               download=False, model_options={"shortcut": "A", "residual": False})
+               download=False, image_size=48, model_options={"shortcut": "A", "residual": False})
     assert cli.main(["train", "--model", "resnet8", "--dataset", "digits", "--epochs", "2",
                      "--batch-size", "16", "--learning-rate", "0.05", "--weight-decay", "2e-4",
                      "--recipe", "torchvision_v2", "--set", "ema=false", "--precision", "float32",
                      "--jit-compile", "off", "--steps-per-execution", "2", "--no-fast-path",
                      "--output-dir", "r", "--no-resume", "--no-export", "--seed", "3",
                      "--task", "single_label", "--data-dir", "d", "--no-download",
-                     "--shortcut", "A", "--plain"]) == 0
+                     "--image-size", "48", "--shortcut", "A", "--plain"]) == 0
     library, command_line = captured
     assert command_line == library and library.fine_tune is None
+    assert library.data.image_size == 48
 
 
 def test_the_command_line_builds_the_fine_tuning_configuration_the_library_builds(captured):

@@ -1,13 +1,9 @@
 """One run configuration: what ``train`` and ``fine_tune`` run, as small frozen dataclasses.
 
-A :class:`RunConfig` holds the model, the task and the seed, and groups the rest:
-:class:`DataConfig` (where the images come from), :class:`RecipeConfig` (how long and how it
-optimises), :class:`HardwareConfig` (where and how fast), :class:`OutputConfig` (what it writes)
-and, for fine-tuning, :class:`FineTuneConfig` (the pretrained weights and the two phases). Each
-field is documented and checked once, here: a bad value raises
-:class:`~keras_resnet.errors.InvalidArgument` naming the field, the value and what is allowed.
-``RunConfig.to_dict()`` is what ``run.json`` records under ``config``, and
-``RunConfig.from_dict`` reads it back, so a run folder says exactly what ran.
+A :class:`RunConfig` holds the model, the task and the seed, and groups the rest. Each field
+is documented and checked once, here, and a bad value raises ``InvalidArgument`` naming the
+field, the value and what is allowed. ``RunConfig.to_dict()`` is what ``run.json`` records
+under ``config``; ``RunConfig.from_dict`` reads it back, so a run folder says what ran.
 
 Example:
     >>> config = RunConfig.from_options("resnet8", "digits", epochs=2)
@@ -20,6 +16,7 @@ import os
 
 import keras
 
+from keras_resnet.builder import MIN_INPUT_SIZE
 from keras_resnet.devices import PRECISIONS, STRATEGIES
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.multilabel import TASKS
@@ -55,13 +52,16 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _check_number(field, value, allowed, within, optional=False):  # within: the number's test
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (optional and value is None) and not (number and within(value)):
+        _fail(field, value, allowed + (" or None" if optional else ""))
 
 
-def _check_positive_int(field, value, optional=False):
-    if not (optional and value is None) and not (_is_int(value) and value >= 1):
-        _fail(field, value, "a positive integer" + (" or None" if optional else ""))
+def _check_int(field, value, optional=False, low=1):
+    if not (optional and value is None) and not (_is_int(value) and value >= low):
+        allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        _fail(field, value, allowed + (" or None" if optional else ""))
 
 
 def _check_bool(field, value):
@@ -97,6 +97,8 @@ class DataConfig:
             training split without validation (a final run, once its settings are chosen):
             the plateau schedule and ``best.keras`` then follow the training metric.
         validation_fraction: the share of each class held out (``keras_resnet.data.holdout``).
+        image_size: the model's input side, >= 32; None: the data set's default (``data.load``:
+            32 CIFAR style, 224 ImageNet style; segmentation: its own). Not when fine-tuning.
 
     Example:
         >>> DataConfig("digits").validation
@@ -108,6 +110,7 @@ class DataConfig:
     download: bool = True
     validation: str = "auto"
     validation_fraction: float = 0.1  # keras_resnet.data.holdout.DEFAULT_FRACTION
+    image_size: int = None
 
     def __post_init__(self):
         _path(self, "dataset")
@@ -116,8 +119,9 @@ class DataConfig:
         _path(self, "data_dir")
         _check_bool("download", self.download)
         _check_choice("validation", self.validation, VALIDATION)
-        if not (_is_number(self.validation_fraction) and 0 < self.validation_fraction < 1):
-            _fail("validation_fraction", self.validation_fraction, "a number in (0, 1)")
+        _check_number("validation_fraction", self.validation_fraction, "a number in (0, 1)",
+                      lambda x: 0 < x < 1)
+        _check_int("image_size", self.image_size, optional=True, low=MIN_INPUT_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,12 +161,10 @@ class RecipeConfig:
             _fail("recipe_overrides", self.recipe_overrides, "a dict of recipe field names to values")
         object.__setattr__(self, "recipe_overrides", dict(overrides))
         get_recipe(self.recipe or "paper", self.recipe_overrides)  # names and values of --set
-        _check_positive_int("epochs", self.epochs, optional=True)
-        _check_positive_int("batch_size", self.batch_size, optional=True)
-        if self.learning_rate is not None and not (_is_number(self.learning_rate) and self.learning_rate > 0):
-            _fail("learning_rate", self.learning_rate, "a number > 0 or None")
-        if self.weight_decay is not None and not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            _fail("weight_decay", self.weight_decay, "a number >= 0 or None")
+        _check_int("epochs", self.epochs, optional=True)
+        _check_int("batch_size", self.batch_size, optional=True)
+        _check_number("learning_rate", self.learning_rate, "a number > 0", lambda x: x > 0, True)
+        _check_number("weight_decay", self.weight_decay, "a number >= 0", lambda x: x >= 0, True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,7 @@ class HardwareConfig:
         if self.jit_compile not in ("auto", True, False):
             _fail("jit_compile", self.jit_compile, "True, False or 'auto'")
         if self.steps_per_execution != "auto":
-            _check_positive_int("steps_per_execution", self.steps_per_execution)
+            _check_int("steps_per_execution", self.steps_per_execution)
         _check_bool("fast_path", self.fast_path)
 
 
@@ -206,9 +208,8 @@ class OutputConfig:
 
     Fields:
         run_dir: the run directory (None: ``runs/MODEL-DATASET``, ``-finetuned`` when
-            fine-tuning): ``model.keras`` (final), ``best.keras``, ``history.csv``,
-            ``training_curves.png``, ``logs/`` (TensorBoard), ``run.json``, ``export/`` and,
-            while training, ``backup/``.
+            fine-tuning): ``model.keras``, ``best.keras``, ``history.csv``, ``run.json``,
+            ``training_curves.png``, ``logs/``, ``export/`` and, while training, ``backup/``.
         resume: continue from ``run_dir/backup`` when a killed run left one there.
         export: write a SavedModel and a float TFLite file to ``run_dir/export`` at the end.
         verbose: ``model.fit``'s verbosity: "auto", 0, 1 or 2.
@@ -258,12 +259,11 @@ class FineTuneConfig:
         _path(self, "weights")
         if not self.weights:
             _fail("weights", self.weights, "a weight set name or a file")
-        _check_positive_int("head_epochs", self.head_epochs, optional=True)
+        _check_int("head_epochs", self.head_epochs, optional=True)
         _check_choice("unfreeze", self.unfreeze, UNFREEZE)
         _check_bool("train_bn", self.train_bn)
-        rate = self.fine_tune_learning_rate
-        if rate is not None and not (_is_number(rate) and rate > 0):
-            _fail("fine_tune_learning_rate", rate, "a number > 0 or None")
+        _check_number("fine_tune_learning_rate", self.fine_tune_learning_rate, "a number > 0",
+                      lambda x: x > 0, True)
 
 
 GROUPS = {"data": DataConfig, "recipe": RecipeConfig, "hardware": HardwareConfig,
@@ -327,6 +327,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, kind) and not (name == "fine_tune" and value is None):
                 _fail(name, value, f"a {kind.__name__}")
+        if self.fine_tune is not None and self.data.image_size is not None:
+            _fail("image_size", self.data.image_size, "None with `weights` (their own size)")
 
     @property
     def model_name(self):
@@ -378,9 +380,8 @@ class RunConfig:
             group = getattr(self, name)
             out[name] = None if group is None else {
                 f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
-        recipe = self.recipe.recipe
-        if isinstance(recipe, Recipe):
-            out["recipe"]["recipe"] = dataclasses.asdict(recipe)
+        if isinstance(self.recipe.recipe, Recipe):
+            out["recipe"]["recipe"] = dataclasses.asdict(self.recipe.recipe)
         out["recipe"]["recipe_overrides"] = dict(self.recipe.recipe_overrides)
         return out
 
@@ -394,11 +395,10 @@ class RunConfig:
         """
         groups = {}
         for name, kind in GROUPS.items():
-            fields = record.get(name)
-            if fields is None:
+            if record.get(name) is None:
                 groups[name] = None if name == "fine_tune" else kind()
                 continue
-            fields = dict(fields)
+            fields = dict(record[name])  # a field it lacks (an older run's): the default
             if name == "recipe" and isinstance(fields.get("recipe"), dict):
                 fields["recipe"] = Recipe(**{k: tuple(v) if isinstance(v, list) else v
                                              for k, v in fields["recipe"].items()})

@@ -135,7 +135,7 @@ def _load_splits(config, setup, recipe, preprocessing=None):
         config.data.dataset, setup.global_batch, data_dir=config.data.data_dir,
         download=config.data.download, seed=config.seed, preprocessing=preprocessing,
         task=config.task, recipe=recipe, validation=config.data.validation,
-        validation_fraction=config.data.validation_fraction)
+        validation_fraction=config.data.validation_fraction, image_size=config.data.image_size)
     if splits.validation is None and splits.info.multilabel:
         raise InvalidArgument(
             "`validation` 'none' does not go with a multi-label run: it chooses each class's "

@@ -37,12 +37,14 @@ class Splits:
 
 
 def load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessing=None,
-                task="auto", recipe=None, validation="auto", validation_fraction=data.DEFAULT_FRACTION):
+                task="auto", recipe=None, validation="auto", validation_fraction=data.DEFAULT_FRACTION,
+                image_size=None):
     """The run's :class:`Splits` and the number of test images. Validation is never the test
     split: the data set's own validation split, else ``validation_fraction`` of each class
     held out of the training split (§4.2's 45k/5k for CIFAR; :mod:`keras_resnet.data.holdout`),
     or none at all when ``validation="none"`` (training on the whole training split, the
-    explicit choice of a final run).
+    explicit choice of a final run). ``image_size``: the model's input side (None: the data
+    set's default; ``keras_resnet.data.load``).
 
     Example:
         >>> splits, test_examples = load_splits("digits", 32, data_dir=None, download=False, seed=0)
@@ -56,7 +58,7 @@ def load_splits(dataset, global_batch, *, data_dir, download, seed, preprocessin
     def load(split, training, holdout=None):
         return data.load(dataset, split, global_batch, training=training, data_dir=data_dir,
                          download=download, seed=seed, preprocessing=preprocessing, task=task,
-                         recipe=recipe, holdout=holdout)
+                         recipe=recipe, holdout=holdout, image_size=image_size)
 
     holdout, val_ds, validation_split = None, None, None
     if validation == "auto":
