@@ -5,9 +5,8 @@
 Each is a functional model from images to per-pixel logits at the input size (bilinear,
 half-pixel centres: torchvision's ``interpolate(..., align_corners=False)``); with
 ``aux=True`` torchvision's auxiliary FCN head on the stage before the last (conv4) adds a
-second output, and the model
-returns ``{"out": logits, "aux": aux_logits}`` (for training; :func:`without_aux` drops it
-for export). The model carries its ``Task("segmentation", classes, "linear")`` in a
+second output, and the model returns ``{"out": logits, "aux": aux_logits}`` (for training;
+:func:`without_aux` drops it for export). The model carries its ``Task("segmentation", classes, "linear")`` in a
 ``TaskLayer`` right after the backbone's ``ImagePreprocessing``, which it keeps.
 
 Example:
