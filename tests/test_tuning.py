@@ -240,5 +240,6 @@ def test_search_runs_under_a_mirrored_strategy(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and report["mirrored_variables"]
-    # The score is the best model's validation top-1, within one near-tied example.
-    assert report["score"] == pytest.approx(report["top1"], abs=1 / report["examples"] + 1e-9)
+    # The score is the best model's validation top-1, within one near-tied example; the score
+    # is a float32 (1/3 is 0.33333334), so the margin has float32's room, not float64's.
+    assert report["score"] == pytest.approx(report["top1"], abs=1 / report["examples"] + 1e-6)
