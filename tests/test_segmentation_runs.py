@@ -99,3 +99,22 @@ def test_the_segmentation_recipe_is_torchvisions_polynomial_schedule():
         np.testing.assert_allclose(float(schedule(step)), 0.02 * (1 - step / 100) ** 0.9, rtol=1e-6)
     assert (recipe.base_learning_rate, recipe.base_batch_size, recipe.weight_decay) == (0.02, 32, 1e-4)
     assert recipe.decay_norm and recipe.decay_bias  # torch's SGD decays every parameter
+
+
+@pytest.mark.parametrize("backbone, options, rates", [
+    ("resnet8", {}, [3, 6, 9]),  # stride 4 on 64x64 scenes: 16x16 maps
+    ("resnet18", {}, [1, 3, 4]),  # stride 8: 8x8 maps
+    ("resnet18", {"output_stride": 16}, [1, 1, 2]),
+    ("resnet8", {"atrous_rates": (2, 5, 7)}, [2, 5, 7]),  # given rates stay
+])
+def test_a_run_sizes_deeplabs_rates_to_its_images(backbone, options, rates):
+    from keras_resnet.heads.segmentation import atrous_rates
+    from keras_resnet.train.build import segmentation_model
+
+    info = data.segmentation.load_segmentation("digit_scenes", "test", 8)[1]
+    assert info.image_shape[:2] == (64, 64)
+    model = segmentation_model(backbone, info, dict(options), "deeplabv3")
+    assert [model.get_layer(f"aspp_branch{i}").dilation_rate[0] for i in (1, 2, 3)] == rates
+    # DeepLab's own crops give DeepLab's own rates back.
+    assert atrous_rates(16, image_size=513) == (6, 12, 18)
+    assert atrous_rates(8, image_size=513) == (12, 24, 36)

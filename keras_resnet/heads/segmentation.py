@@ -33,7 +33,7 @@ from keras_resnet.errors import InvalidArgument, check_positive_int
 # DeepLabV3's atrous rates (Chen et al. 2017, §4.1 and torchvision's DeepLabHead) at output
 # stride 8 (12, 24, 36) and 16 (6, 12, 18): the same rates in image pixels.
 RATES_AT_STRIDE_16 = (6, 12, 18)
-DEEPLAB_MAP_SIDE = 33  # DeepLab's 513x513 crops at output stride 16: (513 - 1) / 16 + 1
+DEEPLAB_CROP = 513  # the side of DeepLab's training crops, for which its rates are chosen
 DEFAULT_WIDTH = 256  # torchvision's ASPP and DeepLabHead width
 LOW_LEVEL_WIDTH = 48  # Chen et al. 2018, §4.1: the low-level features' 1x1 conv
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -60,10 +60,10 @@ class HeadSettings:
 def atrous_rates(output_stride, image_size=None):
     """DeepLabV3's three ASPP rates at ``output_stride`` (8: 12, 24, 36; 16: 6, 12, 18; 32:
     3, 6, 9; a CIFAR net's 4: 24, 48, 72): the rates of stride 16 scaled, so each branch
-    sees the same image area. Those rates are made for DeepLab's 513x513 crops (feature maps
-    of 33x33 at stride 16); with ``image_size`` (the side of the training images) each rate
-    covers the same share of the feature map as there: ``rate x (image_size / output_stride)
-    / 33``, rounded, at least 1. A rate of a map's size or more only reads zero padding.
+    sees the same image area. Those areas are made for DeepLab's 513x513 crops; with
+    ``image_size`` (the side of the training images) each branch sees the same share of the
+    image instead: the rates times ``image_size / 513``, rounded, at least 1 (a rate of the
+    feature map's size or more reads only zero padding).
 
     Example:
         >>> atrous_rates(8), atrous_rates(4, image_size=64)
@@ -72,11 +72,11 @@ def atrous_rates(output_stride, image_size=None):
     if output_stride not in (4, 8, 16, 32) or isinstance(output_stride, bool):
         raise InvalidArgument(f"`output_stride` must be 4, 8, 16 or 32 for DeepLab's atrous "
                               f"rates; got {output_stride!r}.")
+    rates = tuple(rate * 16 // output_stride for rate in RATES_AT_STRIDE_16)
     if image_size is None:
-        return tuple(rate * 16 // output_stride for rate in RATES_AT_STRIDE_16)
+        return rates
     check_positive_int("image_size", image_size)
-    side = image_size / output_stride
-    return tuple(max(1, round(rate * side / DEEPLAB_MAP_SIDE)) for rate in RATES_AT_STRIDE_16)
+    return tuple(max(1, round(rate * image_size / DEEPLAB_CROP)) for rate in rates)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
