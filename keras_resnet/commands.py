@@ -85,7 +85,7 @@ def train_config(args):
     if args.weights:
         fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
                                    unfreeze=args.unfreeze)
-    model = args.model or "resnet20"
+    model = args.model  # the parser defaults it to resnet20
     return RunConfig(
         model=model, task=args.task, head=getattr(args, "head", None), seed=args.seed,
         model_options=options,
