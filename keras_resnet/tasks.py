@@ -31,19 +31,21 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_resnet import detection_losses
 from keras_resnet import losses as losses_lib
 from keras_resnet import metrics as metrics_lib
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 
-KINDS = ("classification", "multilabel", "segmentation")
+KINDS = ("classification", "multilabel", "segmentation", "detection")
 ACTIVATIONS = ("softmax", "sigmoid", "linear")
-LABEL_FORMATS = ("sparse", "one_hot", "multi_hot", "mask")
+LABEL_FORMATS = ("sparse", "one_hot", "multi_hot", "mask", "boxes")
 LAYER_NAME = "task"
 DEFAULT_THRESHOLD = 0.5
 # The names ``--task`` and ``train(task=...)`` take, and the kinds they mean.
 TASK_NAMES = {"single_label": "classification", "classification": "classification",
-              "multilabel": "multilabel", "segmentation": "segmentation"}
+              "multilabel": "multilabel", "segmentation": "segmentation",
+              "detection": "detection"}
 
 
 def _checked_thresholds(thresholds, classes):
@@ -63,7 +65,8 @@ class Task:
     Args:
         kind: "classification" (softmax over classes, or a sigmoid per class under a binary
             cross-entropy recipe), "multilabel" (a sigmoid per class, thresholds) or
-            "segmentation" (a class per pixel: the head's logits at the input size).
+            "segmentation" (a class per pixel: the head's logits at the input size) or
+            "detection" (boxes, each with a class and a score: a sigmoid per class).
         classes: the number of outputs.
         activation: the head's output activation: "softmax", "sigmoid" or "linear" (logits).
         thresholds: a multi-label task's decision threshold per class (default 0.5 each);
@@ -86,6 +89,9 @@ class Task:
         if self.segmentation and self.activation != "linear":
             raise InvalidArgument("A segmentation head returns logits per pixel: `activation` "
                                   f"must be 'linear'; got {self.activation!r}.")
+        if self.detection and self.activation != "sigmoid":
+            raise InvalidArgument("A detector scores each class of each box on its own: "
+                                  f"`activation` must be 'sigmoid'; got {self.activation!r}.")
         if self.kind == "multilabel":
             if self.activation != "sigmoid":
                 raise InvalidArgument(
@@ -109,8 +115,14 @@ class Task:
         return self.kind == "segmentation"
 
     @property
+    def detection(self):
+        return self.kind == "detection"
+
+    @property
     def metric(self):
         """The metric that ranks models of this task (higher is better)."""
+        if self.detection:
+            return "map"
         return "pr_auc" if self.multilabel else "miou" if self.segmentation else "top1"
 
     @property
@@ -125,6 +137,8 @@ class Task:
             return "multi_hot"
         if self.segmentation:
             return "mask"
+        if self.detection:
+            return "boxes"
         return "one_hot" if getattr(recipe, "modern", False) else "sparse"
 
     def check_recipe(self, recipe):
@@ -148,8 +162,11 @@ class Task:
         """The loss: per-pixel sparse cross-entropy without the ignore label (255) for
         segmentation; binary cross-entropy for multi-label tasks and BCE recipes (smoothing, if
         any, is in the targets), categorical for one-hot targets (with the recipe's label
-        smoothing), sparse categorical for class ids; on logits when the head has none."""
+        smoothing), sparse categorical for class ids; on logits when the head has none;
+        RetinaNet's focal and L1 box loss for detection (its packed raw outputs)."""
         logits = self.activation == "linear"
+        if self.detection:  # version 1's; a version-2 detector trains with box_loss="giou"
+            return detection_losses.RetinaNetLoss(self.classes)
         if self.segmentation:  # per pixel, VOC's border label left out
             return losses_lib.SparseCrossEntropy(from_logits=logits)
         if self.multilabel or getattr(recipe, "loss", None) == "binary_cross_entropy":
@@ -163,7 +180,10 @@ class Task:
         """Measures while training: top-1 and top-5 accuracy (Tables 3-5 report their errors)
         of class ids or one-hot targets; for a multi-label task ``pr_auc`` (Keras' interpolated
         estimate of mAP; the exact mAP is computed at the end) and macro ``f1`` at 0.5; for
-        segmentation ``miou`` and ``pixel_accuracy`` (from one confusion matrix each)."""
+        segmentation ``miou`` and ``pixel_accuracy`` (from one confusion matrix each); none
+        for detection (its mAP needs the detections: computed by evaluation)."""
+        if self.detection:
+            return []
         if self.segmentation:
             return [metrics_lib.MeanIoU(self.classes, from_logits=True),
                     metrics_lib.PixelAccuracy(self.classes, from_logits=True, name="pixel_accuracy")]
@@ -327,6 +347,8 @@ def task_of(model):
     found = [layer for layer in model.layers if isinstance(layer, TaskLayer)]
     if found:
         task = found[0].task
+        if task.detection:  # its outputs are boxes, or raw outputs per anchor
+            return task
         output = model.output
         if isinstance(output, dict):  # a segmenter with an aux head: {"out", "aux"}
             classes = output["out"].shape[-1] if "out" in output else None

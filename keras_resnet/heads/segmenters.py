@@ -21,8 +21,8 @@ from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument, InvalidType, check_positive_int
 from keras_resnet.features import feature_extractor, feature_info
+from keras_resnet.heads import backbones
 from keras_resnet.heads import segmentation as heads
-from keras_resnet.models import MODEL_NAMES, close_match, get_model, parse_model_name
 from keras_resnet.weights import files
 from keras_resnet.weights import segmentation as seg_weights
 
@@ -49,15 +49,6 @@ def head_stages(network):
     return names[-1], names[-2]
 
 
-def _check_backbone_name(backbone):
-    try:
-        parse_model_name(backbone)
-    except InvalidArgument:
-        raise InvalidArgument(
-            f"`backbone` must be a model name of keras_resnet.list_models() or a keras_resnet "
-            f"model; got {backbone!r}{close_match(backbone, MODEL_NAMES)}.") from None
-
-
 def _check_weight_set_options(weight_set, backbone, output_stride, options):
     """Raise (before any download) unless the arguments fit the published ``weight_set``."""
     if not isinstance(backbone, str):
@@ -69,64 +60,6 @@ def _check_weight_set_options(weight_set, backbone, output_stride, options):
             raise InvalidArgument(f"`weights={weight_set.name!r}` ({weight_set.checkpoint}) "
                                   f"need `{option}={required!r}`; got {given!r}.")
 
-
-def _named_backbone(backbone, output_stride, input_shape, options, weight_set):
-    """``get_model(backbone, include_top=False, ...)``; a weight set fixes its variant."""
-    _check_backbone_name(backbone)
-    if parse_model_name(backbone)[0] == "cifar" and output_stride is not None:
-        raise InvalidArgument(
-            f"`output_stride={output_stride}`, but {backbone} is a CIFAR net (§4.2: output "
-            "stride 4, no dilation); pass output_stride=None.")
-    if weight_set is not None:
-        options = {**options, **weight_set.build_options()}
-        output_stride = None
-    elif output_stride is not None:
-        options = {**options, "output_stride": output_stride}
-    shape = (None, None, 3) if input_shape is None else tuple(input_shape)
-    return get_model(backbone, include_top=False, input_shape=shape, **options)
-
-
-def _given_backbone(backbone, output_stride, input_shape, options):
-    """Check a model given as ``backbone`` against the other arguments."""
-    if options:
-        raise InvalidArgument(
-            f"`backbone` {backbone.name!r} is built already; backbone options "
-            f"({', '.join(sorted(options))}) apply to a backbone given by name.")
-    if input_shape is not None and tuple(input_shape) != tuple(backbone.input_shape[1:]):
-        raise InvalidArgument(f"`input_shape={tuple(input_shape)}` differs from the backbone's "
-                              f"{backbone.input_shape[1:]}; leave it None.")
-    own = feature_info(backbone)[-1]["reduction"]
-    if output_stride is not None and own != output_stride:
-        raise InvalidArgument(
-            f"`output_stride={output_stride}`, but backbone {backbone.name!r} has output stride "
-            f"{own}; build it with output_stride={output_stride}, or pass output_stride=None.")
-    return backbone
-
-
-def _stage_outputs_with_task(network, stages, task, preprocessing):
-    """A fresh copy of ``network``'s layers (its weights copied) from its input to ``stages``,
-    with ``task``'s ``TaskLayer`` right after its ``ImagePreprocessing`` (which
-    ``preprocessing`` replaces when given) and any ``TaskLayer`` of its own left out."""
-    extractor = feature_extractor(network, list(stages))
-    anchor = preprocessing_lib.of(extractor)
-    if anchor is None:
-        raise InvalidArgument(f"`backbone` {network.name!r} carries no ImagePreprocessing; "
-                              "attach one with keras_resnet.preprocessing.attach.")
-
-    def clone(layer):
-        if layer is anchor and preprocessing is not None:
-            return preprocessing
-        return layer.__class__.from_config(layer.get_config())
-
-    def call(layer, *args, **kwargs):
-        if isinstance(layer, tasks.TaskLayer):
-            return args[0]  # the backbone's classifier Task is not the segmenter's
-        outputs = layer(*args, **kwargs)
-        return task(outputs) if isinstance(layer, preprocessing_lib.ImagePreprocessing) else outputs
-
-    copy = keras.models.clone_model(extractor, clone_function=clone, call_function=call)
-    copy.set_weights(extractor.get_weights())
-    return copy.input, copy.output
 
 
 def _head_settings(network):
@@ -191,16 +124,19 @@ def segmenter(kind, backbone="resnet50", classes=21, weights=None, aux=False, ou
         _check_weight_set_options(weight_set, backbone, output_stride, options)
         tensors = seg_weights.fetch(weight_set)
     if isinstance(backbone, str):
-        network = _named_backbone(backbone, output_stride, input_shape, options, weight_set)
+        if weight_set is not None:  # the weights fix the variant and the output stride
+            options = {**options, **weight_set.build_options()}
+        network = backbones.named_backbone(
+            backbone, None if weight_set is not None else output_stride, input_shape, options)
     else:
-        network = _given_backbone(backbone, output_stride, input_shape, options)
+        network = backbones.given_backbone(backbone, output_stride, input_shape, options)
     last, before_last = head_stages(network)
     own_stride = feature_info(network)[-1]["reduction"]
     task = tasks.TaskLayer(**tasks.Task("segmentation", classes, "linear").to_config())
     preprocessing = _preprocessing(network, weight_set, classes)
     stages = (last,) + ((LOW_LEVEL_STAGE,) if kind == "deeplabv3plus" else ()) + (
         (before_last,) if aux else ())
-    inputs, features = _stage_outputs_with_task(network, stages, task, preprocessing)
+    inputs, features = backbones.stage_outputs_with_task(network, stages, task, preprocessing)
     settings = _head_settings(network)
     logits = _logits(kind, features[last], features.get(LOW_LEVEL_STAGE), classes, settings,
                      head_options, own_stride)
