@@ -158,6 +158,9 @@ def _match(overlaps, gt_ignore, crowd):
     Returns:
         (lanes, D) index of the matched ground truth, -1 where none.
     """
+    # pycocotools' COCOeval.evaluateImg: a detection keeps the ground truth of overlap >= the
+    # best so far (so the last of equal ones), stops at the ignored ones once it holds a regular
+    # one, and never takes a matched box that is not a crowd.
     lanes_ignore = np.repeat(gt_ignore, len(IOU_THRESHOLDS), axis=0)  # (A * T, G)
     thresholds = np.tile(IOU_THRESHOLDS, len(gt_ignore))[:, None]
     taken = np.zeros(lanes_ignore.shape, bool)
@@ -192,9 +195,11 @@ def _evaluate_image_class(found, truth, ranges):
         matched = _match(box_iou(boxes, truth["boxes"], crowd), gt_ignore, crowd)
     matched = matched.reshape(len(ranges), len(IOU_THRESHOLDS), len(boxes))
     hit = matched >= 0
-    matched_ignore = np.take_along_axis(gt_ignore[:, None], np.maximum(matched, 0), axis=2) \
-        if gt_ignore.shape[1] else np.zeros_like(hit)
-    # an unmatched detection outside the area range is not counted either way
+    matched_ignore = np.zeros_like(hit)
+    if gt_ignore.shape[1]:
+        matched_ignore = np.take_along_axis(gt_ignore[:, None], np.maximum(matched, 0), axis=2)
+    # COCOeval.evaluateImg: a detection matched to an ignored box, or unmatched and outside the
+    # area range, is counted neither as a hit nor as a false positive
     ignore = np.where(hit, matched_ignore, _outside(_box_area(boxes), ranges)[:, None])
     return scores, hit, ignore, gt_ignore
 
@@ -219,6 +224,8 @@ def _per_class_records(found, truth, ranges):
 def _sampled_precision(true_positives, false_positives, counted):
     """COCOeval's accumulate for one area range and detection limit: (T, R) precision made
     monotone then read at each recall threshold (0 past the last recall), and (T,) recall."""
+    # pycocotools' COCOeval.accumulate: precision made non-increasing from the right, then read
+    # at the first detection whose recall reaches each threshold
     recall = true_positives / counted
     precision = true_positives / (false_positives + true_positives + np.spacing(1))
     precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
@@ -238,6 +245,7 @@ def _class_precision_recall(records):
     shape = (len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETECTIONS))
     precision, recall = -np.ones(shape), -np.ones((shape[0],) + shape[2:])
     counted = sum(np.count_nonzero(~record[3], axis=1) for record in records)  # (A,)
+    # COCOeval.accumulate: each image's first `limit` detections, then one stable sort by score
     for column, limit in enumerate(MAX_DETECTIONS):
         scores = np.concatenate([record[0][:limit] for record in records])
         order = np.argsort(-scores, kind="stable")
@@ -259,6 +267,7 @@ def _mean_of_valid(values):
 
 def _summary(precision, recall):
     """COCOeval.summarize's twelve figures from (T, R, K, A, M) precision, (T, K, A, M) recall."""
+    # pycocotools' COCOeval.summarize (_summarizeDets), in its order
     last = len(MAX_DETECTIONS) - 1
     stats = [_mean_of_valid(precision[..., 0, last]),
              _mean_of_valid(precision[0, ..., 0, last]),  # IoU .50
