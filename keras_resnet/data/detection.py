@@ -60,7 +60,7 @@ class DetectionInfo(DatasetInfo):
         scale_range: the training scale's range, in multiples of the fitted size.
 
     Example:
-        >>> load_detection("digit_boxes", "test", 8)[1].task_kind
+        >>> DetectionInfo("digit_boxes", "test", 500, ImagePreprocessing(64)).task_kind
         'detection'
     """
 
@@ -117,6 +117,10 @@ def _check_options(source, batch_size, training, augment, image_size, scale_rang
     if preprocessing is not None and not isinstance(preprocessing, ImagePreprocessing):
         raise InvalidType("`preprocessing` must be None or an ImagePreprocessing; got "
                           f"{type(preprocessing).__name__}.")
+    if (preprocessing is not None and image_size is not None
+            and (image_size, image_size) != tuple(preprocessing.image_size)):
+        raise InvalidArgument(f"`image_size` {image_size} differs from the preprocessing's "
+                              f"{preprocessing.image_size}; pass one of them.")
     for argument, (value, allowed) in unsupported.items():
         if value != allowed:
             raise InvalidArgument(f"`{argument}` {value!r} does not go with detection data "

@@ -410,7 +410,12 @@ def box_csv_source(path, *, skip_unreadable=False, **options):
 
 
 def is_coco_json(name):
-    """Whether dataset ``name`` names a JSON file (``*.json``; it need not exist yet)."""
+    """Whether dataset ``name`` names a JSON file (``*.json``; it need not exist yet).
+
+    Example:
+        >>> is_coco_json("annotations/instances_val2017.json")
+        True
+    """
     return isinstance(name, (str, os.PathLike)) and os.fspath(name).lower().endswith(".json")
 
 
@@ -436,5 +441,5 @@ def is_box_csv(name):
 register("coco_json", coco_json_source, matches=is_coco_json,
          description="a COCO JSON file of boxes (*.json)")
 register("box_csv", box_csv_source, matches=is_box_csv,
-         description="a CSV of boxes (image_path,x1,y1,x2,y2,class_name)")
+         description="a CSV of boxes (*.csv, six fields a row)")
 
