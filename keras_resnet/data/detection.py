@@ -16,7 +16,8 @@ the pipeline is made (its source knows the most boxes of any image); nothing is 
   the flip alone: the RetinaNet paper's augmentation.
 - Evaluation (and ``augment=None``): each image resized, keeping its aspect ratio, to fit
   ``S`` and padded at the bottom and right, as the segmentation pipeline's evaluation, its
-  boxes scaled alike. Evaluation batches carry two more targets to map predictions back:
+  boxes scaled alike, every box kept. These batches (not the training transform's) carry
+  two more targets to map predictions back:
   ``"scale"`` float32 ``(B, 2)`` ``(scale_x, scale_y)`` (input pixels per original pixel) and
   ``"image_size"`` int32 ``(B, 2)`` the original ``(height, width)``; :func:`original_boxes`.
 

@@ -187,7 +187,7 @@ def read_coco_json(path, image_dir=None):
         A :class:`BoxRecords` with ``category_ids``, ``image_ids`` and the crowd boxes.
 
     Example:
-        >>> read_coco_json("annotations/instances_val2017.json", "val2017").class_names[0]  # doctest: +SKIP
+        >>> read_coco_json("instances_val2017.json", "val2017").class_names[0]  # doctest: +SKIP
         'person'
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
