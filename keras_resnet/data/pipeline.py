@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from keras_resnet.data.augment import modern
 from keras_resnet.data.augment.paper import CIFAR_PADDING, imagenet_sides, paper_augment
+from keras_resnet.data.detection import load_source as load_detection_source
 from keras_resnet.data.holdout import Holdout, with_holdout
 from keras_resnet.data.images import (
     CIFAR_SIZE,
@@ -238,7 +239,8 @@ def load(
         ``info.preprocessing``; labels int32 ``(batch,)``, or float32 multi-hot
         ``(batch, classes)`` for a multi-label task (``info.multilabel``). Data with masks
         ("digit_scenes", mask folders) give int32 ``(batch, h, w)`` masks instead
-        (:func:`keras_resnet.data.segmentation.load_source`).
+        (:func:`keras_resnet.data.segmentation.load_source`); data with boxes ("digit_boxes",
+        COCO JSON, box CSVs) ``{"boxes", "classes"}`` (:mod:`keras_resnet.data.detection`).
 
     Example:
         >>> train, info = load("digits", "train", batch_size=64, seed=0)
@@ -258,15 +260,18 @@ def load(
         name, data_dir=data_dir, download=download, manual_dir=manual_dir,
         training=training and holdout is None, seed=seed, skip_unreadable=skip_unreadable,
     )
-    # Segmentation data: (images, masks) batches; a paper recipe sets no data option there.
-    if source.masks:
-        return load_segmentation_source(
+    # Segmentation and detection data: (images, masks) and (images, boxes) batches; a paper
+    # recipe sets no data option there.
+    if source.masks or getattr(source, "boxes", False):
+        dense_task = "segmentation" if source.masks else "detection"
+        load_dense = load_segmentation_source if source.masks else load_detection_source
+        return load_dense(
             source, split, batch_size, training, data_dir=data_dir, image_size=image_size,
             augment=augment, preprocessing=preprocessing, seed=seed, deterministic=deterministic,
             cache=cache, shuffle_buffer=shuffle_buffer, input_context=input_context,
             drop_remainder=drop_remainder, holdout=holdout, unsupported={
                 "ten_crop": (ten_crop, False),
-                "task": ("auto" if task == "segmentation" else task, "auto"),
+                "task": ("auto" if task == dense_task else task, "auto"),
                 "recipe": (recipe if getattr(recipe, "modern", False) else None, None)})
     if holdout is not None:
         source = with_holdout(source, holdout)

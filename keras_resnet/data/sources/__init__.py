@@ -51,6 +51,7 @@ from keras_resnet.data.sources.digit_scenes import (
     digit_scenes,
     scene_source,
 )
+from keras_resnet.data.sources.digit_boxes import BOX_COUNTS, digit_boxes  # noqa: F401
 from keras_resnet.data.sources.labels_file import LABEL_SEPARATOR, labels_file_source
 from keras_resnet.data.sources.masks import (
     IGNORE_LABEL,
