@@ -40,7 +40,7 @@ _PUBLIC = {
             "PreActResNet1001",
         )
     },
-    **{name: "heads" for name in ("FCN", "DeepLabV3", "DeepLabV3Plus")},
+    **{name: "heads" for name in ("FCN", "DeepLabV3", "DeepLabV3Plus", "RetinaNet")},
     "create_model": "features",
     "list_models": "models",
     "StageTap": "builder",

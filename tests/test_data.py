@@ -453,11 +453,14 @@ DATA_LEVELS = {
     "images": 0, "sources.base": 0, "sources.registry": 0, "holdout": 0,
     "sources.files": 1, "sources.digits": 1, "sources.tfds": 1, "means": 1,
     "augment.paper": 1, "augment.auto_augment": 1, "augment.mixing": 1, "augment.dense": 1,
+    "augment.boxes": 1,
     "sources.folders": 2, "sources.labels_file": 2, "sources.canvases": 2, "augment.modern": 2,
-    "sources.digit_scenes": 2, "sources.masks": 2,
+    "sources.digit_scenes": 2, "sources.masks": 2, "sources.boxes": 2,
     "info": 2,
+    "sources.digit_boxes": 2.5,
     "sources": 3, "augment": 3,
     "segmentation": 4,
+    "detection": 4.5,
     "pipeline": 5,
     "": 6,
 }
@@ -571,9 +574,11 @@ def test_every_data_module_imports_first_in_a_fresh_interpreter():
 
 
 def test_the_registry_lists_every_source_and_finds_each_by_name_or_kind(tmp_path):
-    assert sources.registered() == ("digit_canvases", "digit_scenes", "digits", "labels_file",
-                                    "mask_folders", "folder", "tfds")
-    assert sources.registered("dataset") == ("digit_canvases", "digit_scenes", "digits")
+    assert sources.registered() == ("digit_boxes", "digit_canvases", "digit_scenes", "digits",
+                                    "coco_json", "box_csv", "labels_file", "mask_folders",
+                                    "folder", "tfds")
+    assert sources.registered("dataset") == ("digit_boxes", "digit_canvases", "digit_scenes",
+                                             "digits")
     (tmp_path / "cats").mkdir()
     for name, expected in [("digits", "digits"), ("digit_canvases", "digit_canvases"),
                            (str(tmp_path), "folder"), (tmp_path, "folder"),
@@ -587,8 +592,10 @@ def test_the_registry_lists_every_source_and_finds_each_by_name_or_kind(tmp_path
 
 
 def test_the_registry_refuses_an_unknown_dataset_in_one_line_listing_what_is_allowed(tmp_path):
-    allowed = ("'digit_canvases', 'digit_scenes', 'digits', a labels file (*.csv), a directory "
-               "of images and masks, a directory of class folders, a tensorflow-datasets name")
+    allowed = ("'digit_boxes', 'digit_canvases', 'digit_scenes', 'digits', a COCO JSON file of "
+               "boxes (*.json), a CSV of boxes (*.csv, six fields a row), a labels file (*.csv), "
+               "a directory of images and masks, a directory of class folders, a "
+               "tensorflow-datasets name")
     assert sources.allowed() == allowed
     missing = str(tmp_path / "missing")
     for name, reason in [(missing, "no directory at"), ("no_such_dataset_xyz", "list_builders")]:

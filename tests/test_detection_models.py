@@ -127,6 +127,8 @@ def test_the_model_s_detections_are_its_raw_outputs_postprocessed(tiny):
     """The detections model runs the postprocessing on its own raw outputs: the same as
     the layer called on them."""
     meta, model = tiny
+    if int(meta["version"]) == 2:
+        pytest.skip("the same plumbing in both versions: version 1 checks it")
     images = _input(meta, "odd")
     found = detectors.detections_model(model, max_detections=50).predict(images, verbose=0)
     bounds = np.cumsum([0] + _level_counts(model, images))
@@ -183,3 +185,169 @@ def test_full_size_matches_torchvision(version, tmp_path):
             relative = relative_difference(outputs[key], expected[key])
             print(f"retinanet v{version} {key}: relative {relative:.2e}")
             assert relative < 1e-5, (key, relative)
+
+
+# --- boxes, matcher, focal loss, NMS -----------------------------------------------------------
+
+def test_the_coder_inverts_itself_and_clips_large_sizes():
+    rng = np.random.default_rng(0)
+    anchors = np.concatenate([rng.uniform(0, 50, (20, 2)), rng.uniform(60, 120, (20, 2))], 1)
+    found = np.concatenate([rng.uniform(0, 50, (20, 2)), rng.uniform(55, 130, (20, 2))], 1)
+    decoded = np.asarray(boxes.decode(boxes.encode(found, anchors), anchors))
+    np.testing.assert_allclose(decoded, found, atol=1e-4)
+    huge = np.asarray(boxes.decode(np.array([[0.0, 0.0, 50.0, 50.0]]), np.array([[0., 0, 16, 16]])))
+    assert huge[0, 2] - huge[0, 0] == pytest.approx(1000.0, rel=1e-5)  # exp(log(1000/16)) * 16
+
+
+def test_the_matcher_keeps_each_box_s_best_anchors_and_ignores_between():
+    iou = np.array([[[0.30, 0.45, 0.70, 0.10],
+                     [0.35, 0.20, 0.10, 0.05],
+                     [0.90, 0.00, 0.00, 0.00]]], "float32")  # the third box is padding
+    valid = np.array([[True, True, False]])
+    matches = np.asarray(boxes.match_anchors(iou, valid)).tolist()
+    # anchor 0: best 0.35 < 0.4 but box 1's best anchor; 1: ignored; 2: box 0; 3: background
+    assert matches == [[1, -2, 0, -1]]
+    assert np.asarray(boxes.match_anchors(iou, np.zeros((1, 3), bool))).tolist() == [[-1] * 4]
+
+
+def test_the_focal_loss_is_the_papers_formula():
+    logits = np.array([-3.0, -0.5, 0.0, 2.0])
+    targets = np.array([0.0, 1.0, 1.0, 0.0])
+    p = 1 / (1 + np.exp(-logits))
+    p_t = np.where(targets == 1, p, 1 - p)
+    alpha_t = np.where(targets == 1, 0.25, 0.75)
+    expected = -alpha_t * (1 - p_t) ** 2 * np.log(p_t)  # Lin et al. 2017, eq. 5
+    np.testing.assert_allclose(np.asarray(boxes.sigmoid_focal_loss(logits, targets)), expected,
+                               rtol=1e-6)
+
+
+def _tf_class_aware_nms(found, scores, classes, threshold):
+    """TensorFlow's greedy NMS, class by class: the kept candidates' indices."""
+    kept = []
+    for label in np.unique(classes):
+        index = np.flatnonzero(classes == label)
+        chosen = tf.image.non_max_suppression(found[index], scores[index], len(index),
+                                              iou_threshold=threshold).numpy()
+        kept.extend(index[chosen].tolist())
+    return sorted(kept, key=lambda i: (-scores[i], i))
+
+
+@pytest.mark.parametrize("tied", (False, True), ids=("random", "tied"))
+def test_nms_keeps_what_tensorflow_s_nms_keeps(tied):
+    """Our fixed-shape NMS against tf.image.non_max_suppression per class (yx or xy does not
+    change IoU): the same kept set, best first; tied scores and duplicate boxes included."""
+    rng = np.random.default_rng(1 + tied)
+    count = 300
+    corners = rng.uniform(0, 80, (count, 2))
+    found = np.concatenate([corners, corners + rng.uniform(4, 30, (count, 2))], 1).astype("float32")
+    scores = rng.uniform(0.05, 1, count).astype("float32")
+    classes = rng.integers(0, 3, count).astype("int32")
+    if tied:
+        scores = np.round(scores * 8) / 8  # many equal scores
+        found[100:150] = found[50:100]  # duplicates of other boxes
+    run = tf.function(postprocess.nms)  # a graph: eagerly each of ~200 steps is slow
+    kept_boxes, kept_scores, kept_classes, number = (np.asarray(t) for t in run(
+        found[None], scores[None], classes[None], 0.5, count))
+    expected = _tf_class_aware_nms(found, scores, classes, 0.5)
+    assert int(number[0]) == len(expected)
+    ours = {tuple(b) + (c,) for b, c in zip(kept_boxes[0, :number[0]].tolist(),
+                                             kept_classes[0, :number[0]].tolist())}
+    assert ours == {tuple(found[i].tolist()) + (int(classes[i]),) for i in expected}
+    assert np.all(np.diff(kept_scores[0, :number[0]]) <= 0)
+    if not tied:  # distinct scores: the same order too
+        np.testing.assert_array_equal(kept_scores[0, :number[0]], scores[expected])
+
+
+# --- the constructor -------------------------------------------------------------------------
+
+def test_any_backbone_and_input_size_gives_boxes_inside_the_image():
+    """A CIFAR net (C3..C5 = conv2..conv4, anchors 4x their reduction) at a size that is not
+    a multiple of 32; detections are inside the image, best first."""
+    model = keras_resnet.RetinaNet("resnet8", classes=4, head_width=16, max_detections=20,
+                                   score_threshold=0.01)
+    images = np.random.default_rng(0).normal(size=(1, 45, 37, 3)).astype("float32")
+    raw = detectors.raw_model(model)(images)
+    assert raw["cls_logits"].shape[-1] == 4
+    assert raw["anchors"].shape[1] == 9 * sum(  # strides 1, 2, 4, 8, 16
+        (-(-45 // s)) * (-(-37 // s)) for s in (1, 2, 4, 8, 16))
+    found = model.predict(images, verbose=0)
+    assert found["boxes"].shape == (1, 20, 4) and int(found["num_detections"][0]) > 0
+    assert found["boxes"][..., 0::2].max() <= 37 and found["boxes"][..., 1::2].max() <= 45
+    assert keras_resnet.task_of(model).kind == "detection"
+
+
+def test_a_keras_file_round_trip_gives_identical_detections(tmp_path):
+    model = keras_resnet.RetinaNet("resnet8", classes=2, version=2, head_width=32,
+                                   input_shape=(32, 32, 3), max_detections=10,
+                                   score_threshold=0.01)
+    path = str(tmp_path / "retinanet.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    images = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    for key, value in model.predict(images, verbose=0).items():
+        np.testing.assert_array_equal(loaded.predict(images, verbose=0)[key], value)
+    assert keras_resnet.task_of(loaded).classes == 2
+
+
+def test_another_class_count_keeps_everything_but_the_class_logits(tiny):
+    meta, model = tiny
+    version = int(meta["version"])
+    other = detectors.RetinaNet(_tiny_backbone(), classes=5, version=version, raw_outputs=True,
+                                head_width=int(meta["width"]),
+                                weights=os.path.join(FIXTURES, f"det_v{version}.safetensors"))
+    images = _input(meta, "even")
+    np.testing.assert_allclose(np.asarray(other(images)["bbox_regression"]),
+                               meta["bbox_regression_even"], rtol=1e-4, atol=1e-4)
+    assert other(images)["cls_logits"].shape[-1] == 5
+
+
+def test_an_image_without_boxes_trains():
+    """One SGD step on a batch whose second image has no box: a finite loss that moves."""
+    model = keras_resnet.RetinaNet("resnet8", classes=2, head_width=16, input_shape=(32, 32, 3))
+    training = detectors.training_model(model)
+    training.compile(optimizer=keras.optimizers.SGD(0.01), loss=RetinaNetLoss(2))
+    images = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype("float32")
+    targets = np.array([[[2, 2, 20, 20, 1], [0, 0, 0, 0, -1]],
+                        [[0, 0, 0, 0, -1], [0, 0, 0, 0, -1]]], "float32")
+    losses = training.fit(images, targets, epochs=3, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_weight_sets_are_torchvision_s():
+    v1, v2 = det_weights.get("resnet50", 1), det_weights.get("resnet50", 2)
+    assert (v1.box_map, v2.box_map) == (36.4, 41.5)
+    assert v1.checkpoint == "RetinaNet_ResNet50_FPN_Weights.COCO_V1"
+    assert v2.file.url.endswith("retinanet_resnet50_fpn_v2_coco-5905b1c5.pth")
+    assert v1.build_options()["bn_epsilon"] == 0.0  # torchvision's overwrite_eps for COCO_V1
+    assert v1.preprocessing().class_names[1] == "person"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", (1, 2))
+def test_full_size_parameter_counts_equal_torchvision_s(version):
+    model = keras_resnet.RetinaNet("resnet50", version=version,
+                                   **det_weights.get("resnet50", version).build_options())
+    assert model.count_params() == det_weights.get("resnet50", version).num_params
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(version=3), r"`version` must be one of 1, 2; got 3"),
+    (dict(classes=0), r"`classes` must be a positive"),
+    (dict(backbone="resnet51"), r"`backbone` must be a model name"),
+    (dict(backbone="resnet18", weights="torchvision_coco"), r"no published RetinaNet"),
+    (dict(head_width=48, version=2), r"multiple of 32"),
+    (dict(anchor_sizes=((32,),) * 4), r"`anchor_sizes` must be 5 tuples"),
+    (dict(raw_outputs=True, max_detections=5), r"raw_outputs=True returns none"),
+    (dict(nms_threshold=1.5), r"nms_threshold"),
+])
+def test_errors_are_one_line_and_name_the_argument(arguments, message):
+    with pytest.raises(UserError, match=message) as caught:
+        keras_resnet.RetinaNet(**{"backbone": "resnet8", **arguments})
+    assert "\n" not in str(caught.value)
+
+
+def test_a_state_dict_of_another_head_width_is_refused_naming_tensors():
+    with pytest.raises(UserError, match=r"do not fit detector .*inner_blocks.2.0.weight is "
+                                        r"\(16, 64, 1, 1\) in the file, \(8, 64, 1, 1\)"):
+        detectors.RetinaNet(_tiny_backbone(), classes=3, version=1, head_width=8,
+                            weights=os.path.join(FIXTURES, "det_v1.safetensors"))

@@ -28,8 +28,8 @@ import math
 import keras
 from keras import ops
 
-from keras_resnet.errors import InvalidArgument, check_choice
 from keras_resnet import boxes
+from keras_resnet.errors import InvalidArgument, check_choice
 
 VERSIONS = (1, 2)
 PRIOR_PROBABILITY = 0.01  # RetinaNet §3.3: the classifier starts at this foreground score

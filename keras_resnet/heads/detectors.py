@@ -19,9 +19,8 @@ Example:
 
 import keras
 
-from keras_resnet import boxes
+from keras_resnet import boxes, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument, InvalidType, check_choice, check_positive_int
 from keras_resnet.features import feature_extractor, feature_info
 from keras_resnet.heads import backbones, detection, postprocess

@@ -21,8 +21,8 @@ Example:
 import keras
 from keras import ops
 
-from keras_resnet.errors import InvalidArgument, check_fraction, check_positive_int
 from keras_resnet import boxes
+from keras_resnet.errors import InvalidArgument, check_fraction, check_positive_int
 
 # torchvision's RetinaNet defaults.
 SCORE_THRESHOLD = 0.05
