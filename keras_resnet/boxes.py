@@ -74,7 +74,8 @@ def grid_anchors(cell, grid_height, grid_width, stride_y, stride_x):
     y, x = ops.meshgrid(shifts_y, shifts_x, indexing="ij")
     x, y = ops.reshape(x, (-1,)), ops.reshape(y, (-1,))
     shifts = ops.stack([x, y, x, y], axis=1)
-    return ops.reshape(shifts[:, None, :] + ops.convert_to_tensor(cell)[None], (-1, 4))
+    cell = ops.convert_to_tensor(cell, "float32")
+    return ops.reshape(shifts[:, None, :] + cell[None], (-1, 4))
 
 
 def _centres(boxes):
@@ -88,7 +89,7 @@ def encode(boxes, anchors):
 
     Example:
         >>> ops.convert_to_numpy(encode(np.array([[0., 0, 4, 4]]), np.array([[0., 0, 2, 2]])))
-        array([[1.       , 1.       , 0.6931472, 0.6931472]], dtype=float32)
+        array([[0.5      , 0.5      , 0.6931472, 0.6931472]], dtype=float32)
     """
     boxes, anchors = ops.cast(boxes, "float32"), ops.cast(anchors, "float32")
     cx, cy, w, h = _centres(boxes)

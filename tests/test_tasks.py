@@ -31,7 +31,8 @@ def test_a_task_decides_labels_loss_metrics_and_monitor():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(kind="detection"), "`kind`"),
+    (dict(kind="keypoints"), "`kind`"),
+    (dict(kind="detection", classes=3), "'sigmoid'"),
     (dict(kind="segmentation", classes=3), "'linear'"),
     (dict(kind="classification", classes=0), "`classes`"),
     (dict(kind="classification", activation="relu"), "`activation`"),

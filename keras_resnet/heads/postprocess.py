@@ -13,9 +13,10 @@ Outputs are padded to ``max_detections``: ``boxes`` ``(batch, D, 4)`` in input p
 ``(batch,)``; padding rows have boxes and scores 0 and class -1.
 
 Example:
-    >>> nms(np.array([[[0., 0, 10, 10], [1., 0, 11, 10]]]), np.array([[0.9, 0.8]]),
-    ...     np.array([[0, 0]]), 0.5, 2)[1].tolist()
-    [[0.8999999761581543, 0.0]]
+    >>> kept = nms(np.array([[[0., 0, 10, 10], [1., 0, 11, 10]]]), np.array([[0.9, 0.8]]),
+    ...            np.array([[0, 0]]), 0.5, 2)
+    >>> ops.convert_to_numpy(kept[1]).round(2).tolist()  # the second box overlaps the first
+    [[0.9, 0.0]]
 """
 
 import keras
@@ -70,7 +71,8 @@ def nms(candidate_boxes, scores, classes, iou_threshold, max_detections):
         max_detections: ``D``, the most kept per image.
 
     Example:
-        >>> nms(np.array([[[0., 0, 1, 1]]]), np.array([[0.5]]), np.array([[2]]), 0.5, 3)[2].tolist()
+        >>> kept = nms(np.array([[[0., 0, 1, 1]]]), np.array([[0.5]]), np.array([[2]]), 0.5, 3)
+        >>> ops.convert_to_numpy(kept[2]).tolist()
         [[2, -1, -1]]
     """
     candidate_boxes = ops.cast(candidate_boxes, "float32")
