@@ -15,7 +15,7 @@ Outputs are padded to ``max_detections``: ``boxes`` ``(batch, D, 4)`` in input p
 Example:
     >>> kept = nms(np.array([[[0., 0, 10, 10], [1., 0, 11, 10]]]), np.array([[0.9, 0.8]]),
     ...            np.array([[0, 0]]), 0.5, 2)
-    >>> ops.convert_to_numpy(kept[1]).round(2).tolist()  # the second box overlaps the first
+    >>> ops.convert_to_numpy(kept[1]).astype(float).round(2).tolist()  # the second box: dropped
     [[0.9, 0.0]]
 """
 
