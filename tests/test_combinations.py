@@ -60,7 +60,7 @@ def test_a_warmup_model_trains_with_a_cosine_recipe(one_batch_folder, tmp_path, 
 # resnet110's warm-up with a cosine recipe: the test above, resnet8 standing in).
 GRID = [
     ("resnet20", "paper", ["label_smoothing=0.1"]),
-    ("resnet50", "rsb_a1", []),
+    ("resnet18", "rsb_a1", []),  # bottlenecks: resnext, v2, SE and D below
     ("resnext50_32x4d", "rsb_a3", ["ema=true", "ema_decay=0.9998", "train_size_fraction=1"]),
     ("resnet50v2", "imagenet", []),
     ("seresnet50", "rsb_a2", ["mixup_alpha=0.2", "cutmix_alpha=2.0"]),

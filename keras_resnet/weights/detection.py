@@ -1,20 +1,17 @@
 """torchvision's RetinaNet weights: the published COCO sets as data, and the map between a
 detector's layers (:mod:`keras_resnet.heads.detection`) and torchvision's state-dict names.
 
-torchvision's names (``retinanet_resnet50_fpn``; ``_v2`` adds GroupNorm as ``conv.{i}.1``):
+torchvision's names (``retinanet_resnet50_fpn``; ``_v2`` adds GroupNorm as ``conv.{i}.1``),
+ours on the left:
 
-==================================  =============================================
-ours                                torchvision
-==================================  =============================================
-backbone (``conv1`` .. ``conv5``)   ``backbone.body.*`` (ResNet names)
-``fpn_lateral{3,4,5}``              ``backbone.fpn.inner_blocks.{0,1,2}.0``
-``fpn_output{3,4,5}``               ``backbone.fpn.layer_blocks.{0,1,2}.0``
-``fpn_p6``, ``fpn_p7``              ``backbone.fpn.extra_blocks.p6``, ``.p7``
-``cls_conv{1..4}`` (``_gn``)        ``head.classification_head.conv.{0..3}.0`` (``.1``)
-``cls_predict``                     ``head.classification_head.cls_logits``
-``box_conv{1..4}`` (``_gn``)        ``head.regression_head.conv.{0..3}.0`` (``.1``)
-``box_predict``                     ``head.regression_head.bbox_reg``
-==================================  =============================================
+- the backbone (``conv1`` .. ``conv5``): ``backbone.body.*`` (torchvision's ResNet names);
+- ``fpn_lateral{3,4,5}``: ``backbone.fpn.inner_blocks.{0,1,2}.0``;
+- ``fpn_output{3,4,5}``: ``backbone.fpn.layer_blocks.{0,1,2}.0``;
+- ``fpn_p6``, ``fpn_p7``: ``backbone.fpn.extra_blocks.p6``, ``.p7``;
+- ``cls_conv{1..4}`` (``_gn``): ``head.classification_head.conv.{0..3}.0`` (``.1``);
+- ``cls_predict``: ``head.classification_head.cls_logits``;
+- ``box_conv{1..4}`` (``_gn``): ``head.regression_head.conv.{0..3}.0`` (``.1``);
+- ``box_predict``: ``head.regression_head.bbox_reg``.
 
 Files written before torchvision's version 2 of these modules name the FPN's convs
 ``inner_blocks.{i}.weight`` and the subnets' ``conv.{2i}.weight`` (a Sequential of convs and
