@@ -38,7 +38,7 @@ def segmenter(tmp_path_factory):
     """(model without aux head, its .keras file, the digit scenes' preprocessing)."""
     keras.utils.set_random_seed(0)
     _, info = data.load_segmentation("digit_scenes", "test", 8)
-    model = keras_resnet.FCN("resnet18", classes=CLASSES, input_shape=(64, 64, 3),
+    model = keras_resnet.FCN("resnet8", classes=CLASSES, input_shape=(64, 64, 3),
                              output_stride=None, aux=True)
     model = randomise_batch_norm(preprocessing_lib.attach(model, info.preprocessing), seed=0)
     path = str(tmp_path_factory.mktemp("segmenter") / "fcn.keras")
@@ -145,7 +145,7 @@ def test_export_run_every_format_and_int8(segmenter, tmp_path):
     result = export.export_run(segmenter[1], str(tmp_path), export.FORMATS, (None, "int8"))
     rows = [row for row in result["parity"] if row["precision"] == "float32"]
     assert len(rows) == 7  # the SavedModel, float32 and int8 of each file format
-    assert {"fcn_resnet18/1", "model_float32.tflite"} <= {row["file"] for row in rows}
+    assert {"fcn_resnet8/1", "model_float32.tflite"} <= {row["file"] for row in rows}
     for row in rows:  # pixels counted, not images
         assert "top1_agreement" not in row and row["images"] == 360, row
         if row["quantization"] is None:  # measured: 1.0, OpenVINO 0.9999993; |diff| <= 1e-4
@@ -206,7 +206,7 @@ def test_server_answers_a_png_mask_and_class_shares(saved_model, scenes):
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(serving.BackgroundServer(export_dir))
         client = stack.enter_context(httpx.Client(base_url=server.url, timeout=60))
-        url = "/v1/models/fcn_resnet18:predict"
+        url = "/v1/models/fcn_resnet8:predict"
         response = client.post(url, json={"signature_name": "serving_bytes",
                                           "instances": instances})
         assert response.status_code == 200, response.text
