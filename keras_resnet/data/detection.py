@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet.data.augment.boxes import SCALE_RANGE, fit_and_pad, train_example
-from keras_resnet.data.holdout import Holdout, with_holdout
+from keras_resnet.data.holdout import Holdout, pairs_with_holdout
 from keras_resnet.data.images import normalize, to_model_channels
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.segmentation import SMALL_SIDE, segmentation_preprocessing
@@ -140,27 +140,6 @@ def detection_preprocessing(source, image_size=None, data_dir=None):
                                       data_dir)
 
 
-def boxes_with_holdout(source, holdout):
-    """``source`` with ``holdout`` of its training images as "validation" (one share of all
-    images: an image of boxes has no single class to stratify by).
-
-    Example:
-        >>> boxes_with_holdout(get_source("digit_boxes"), Holdout()).make("validation")[1]
-        200
-    """
-    def keyed(split):  # (image, targets) as the "encoded" element, one key for every image
-        dataset, count = source.make(split)
-        return dataset.map(lambda image, targets: ((image, targets), 0)), count
-
-    held = with_holdout(dataclasses.replace(source, make=keyed), holdout)
-
-    def make(split):
-        dataset, count = held.make(split)
-        return dataset.map(lambda example, key: example), count
-
-    return dataclasses.replace(held, make=make)
-
-
 def load_source(source, split, batch_size, training=None, *, data_dir=None, image_size=None,
                 scale_range=SCALE_RANGE, max_boxes=MAX_BOXES, augment="auto",
                 preprocessing=None, seed=None, deterministic=False, cache=True,
@@ -185,7 +164,7 @@ def load_source(source, split, batch_size, training=None, *, data_dir=None, imag
     if holdout is not None:
         if not isinstance(holdout, Holdout):
             raise InvalidType(f"`holdout` must be None or a Holdout; got {type(holdout).__name__}.")
-        source = boxes_with_holdout(source, holdout)
+        source = pairs_with_holdout(source, holdout)
     if preprocessing is None:
         preprocessing = detection_preprocessing(source, image_size, data_dir)
     elif preprocessing.class_names != source.class_names:

@@ -112,3 +112,25 @@ def with_holdout(source, holdout):
     return dataclasses.replace(
         source, make=make, train_split="train", from_files=False,
         mean_key=f"{source.mean_key}_holdout{holdout.fraction:g}_{holdout.seed}")
+
+
+def pairs_with_holdout(source, holdout):
+    """``source`` of ``(image, target)`` pairs (masks, boxes) with ``holdout`` of its training
+    images as "validation": one share of all images, since such a target has no single class
+    to stratify by (:func:`with_holdout` over one key for every image).
+
+    Example:
+        >>> pairs_with_holdout(get_source("digit_scenes"), Holdout()).make("validation")[1]  # doctest: +SKIP
+        200
+    """
+    def keyed(split):  # (image, target) as the "encoded" element, one key for every image
+        dataset, count = source.make(split)
+        return dataset.map(lambda image, target: ((image, target), 0)), count
+
+    held = with_holdout(dataclasses.replace(source, make=keyed), holdout)
+
+    def make(split):
+        dataset, count = held.make(split)
+        return dataset.map(lambda pair, key: pair), count
+
+    return dataclasses.replace(held, make=make)

@@ -28,7 +28,7 @@ import zlib
 import tensorflow as tf
 
 from keras_resnet.data.augment.dense import SCALE_RANGE, fit_and_pad, scale_sides, train_pair
-from keras_resnet.data.holdout import Holdout, with_holdout
+from keras_resnet.data.holdout import Holdout, pairs_with_holdout
 from keras_resnet.data.images import normalize, to_model_channels
 from keras_resnet.data.info import DatasetInfo
 from keras_resnet.data.means import mean_image
@@ -127,27 +127,6 @@ def segmentation_preprocessing(source, image_size=None, data_dir=None):
                               class_names=source.class_names, source=str(source.name))
 
 
-def masks_with_holdout(source, holdout):
-    """``source`` with ``holdout`` of its training images as "validation" (one share of all
-    images: a mask has no single class to stratify by).
-
-    Example:
-        >>> masks_with_holdout(get_source("digit_scenes"), Holdout()).make("validation")[1]
-        200
-    """
-    def keyed(split):  # (image, mask) as the "encoded" element, one key for every image
-        dataset, count = source.make(split)
-        return dataset.map(lambda image, mask: ((image, mask), 0)), count
-
-    held = with_holdout(dataclasses.replace(source, make=keyed), holdout)
-
-    def make(split):
-        dataset, count = held.make(split)
-        return dataset.map(lambda pair, key: pair), count
-
-    return dataclasses.replace(held, make=make)
-
-
 def load_source(source, split, batch_size, training=None, *, data_dir=None, image_size=None,
                 base_size=None, scale_range=SCALE_RANGE, augment="auto", preprocessing=None,
                 seed=None, deterministic=False, cache=True, shuffle_buffer=10_000,
@@ -171,7 +150,7 @@ def load_source(source, split, batch_size, training=None, *, data_dir=None, imag
     if holdout is not None:
         if not isinstance(holdout, Holdout):
             raise InvalidType(f"`holdout` must be None or a Holdout; got {type(holdout).__name__}.")
-        source = masks_with_holdout(source, holdout)
+        source = pairs_with_holdout(source, holdout)
     if preprocessing is None:
         preprocessing = segmentation_preprocessing(source, image_size, data_dir)
     elif preprocessing.class_names != source.class_names:

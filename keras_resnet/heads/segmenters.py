@@ -173,16 +173,9 @@ def load_weights(model, weights, source=None):
     """
     if weights is None:
         return model
-    if isinstance(weights, dict):
-        tensors = weights
-    else:
-        if files.kind(weights) == "own":
-            model.load_weights(weights)
-            return model
-        tensors, layout = files.read(weights)
-        if layout != "torch":
-            raise InvalidArgument(f"`weights` file {weights!r} holds a {layout!r} layout; a "
-                                  "segmenter reads torchvision state dicts.")
+    tensors = files.head_state_dict(model, weights, "segmenter")
+    if tensors is None:  # a .weights.h5 of this model, loaded
+        return model
     return seg_weights.load_state_dict(model, feature_extractor(model), tensors,
                                        source=source or str(weights if not isinstance(
                                            weights, dict) else "state dict"))

@@ -330,3 +330,23 @@ def download(weight_file, cache_dir=None):
                 "upstream; nothing was kept."
             )
     return path
+
+
+def head_state_dict(model, weights, what):
+    """The torchvision state dict ``weights`` gives a head's ``model`` (``what``: "segmenter",
+    "detector"): a dict as it is, a ``.safetensors``/``.npz``/``.pth`` file read; None after
+    a ``.weights.h5`` of the model itself is loaded through ``model.load_weights``.
+
+    Example:
+        >>> head_state_dict(model, {"backbone.body.conv1.weight": kernel}, "detector")  # doctest: +SKIP
+    """
+    if isinstance(weights, dict):
+        return weights
+    if kind(weights) == "own":
+        model.load_weights(weights)
+        return None
+    tensors, layout = read(weights)
+    if layout != "torch":
+        raise InvalidArgument(f"`weights` file {weights!r} holds a {layout!r} layout; a {what} "
+                              "reads torchvision state dicts.")
+    return tensors
