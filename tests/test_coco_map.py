@@ -14,7 +14,7 @@ import pytest
 
 from keras_resnet.coco_map import STAT_NAMES, box_iou, coco_map
 from keras_resnet.errors import InvalidArgument, InvalidType
-from tests.harness import torch_python
+from harness import torch_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "fixtures", "make_coco_map_reference.py")
