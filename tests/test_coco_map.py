@@ -12,9 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from harness import torch_python
 from keras_resnet.coco_map import STAT_NAMES, box_iou, coco_map
 from keras_resnet.errors import InvalidArgument, InvalidType
-from harness import torch_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "fixtures", "make_coco_map_reference.py")
