@@ -973,11 +973,21 @@ def test_concurrent_hostile_requests_get_4xx_within_a_memory_limit(hostile_serve
     process, port, log_path = hostile_server
     bodies = _hostile_bodies()
 
+    # Bodies of megabytes may miss body_timeout with 16 uploads sharing a busy CPU: the server
+    # answers 408 and closes, and a client still sending may see the connection reset instead
+    # of the answer (TCP drops the unread body and the 408 with it).
+    large = {name for name, _, body, _, _ in bodies if len(body) > 2**20}
+
     def client(index):
         results = []
         with httpx.Client(timeout=120) as http:
             for name, path, body, status, words in (bodies[(index + i) % len(bodies)] for i in range(3)):
-                response = http.post(f"http://127.0.0.1:{port}/v1/models/digits{path}", content=body)
+                try:
+                    response = http.post(f"http://127.0.0.1:{port}/v1/models/digits{path}",
+                                         content=body)
+                except httpx.TransportError as error:  # only as said above
+                    results.append((name, status, words, "reset", repr(error)))
+                    continue
                 results.append((name, status, words, response.status_code, response.text[:300]))
         return results
 
@@ -986,8 +996,8 @@ def test_concurrent_hostile_requests_get_4xx_within_a_memory_limit(hostile_serve
     assert len(results) == 48
     for name, status, words, got, text in results:
         # 408: a body that took longer than body_timeout to arrive, 16 uploads sharing the CPU.
-        assert (got == status and words in text) or (got == 408 and "body_timeout" in text), (
-            name, got, text)
+        assert ((got == status and words in text) or (got == 408 and "body_timeout" in text)
+                or (got == "reset" and name in large)), (name, got, text)
     assert sum(got == status for _, status, _, got, _ in results) >= 24
     assert process.poll() is None, log_path.read_text()[-3000:]
     assert_serving(port, china)
