@@ -295,10 +295,10 @@ def test_another_class_count_keeps_everything_but_the_class_logits(tiny):
     other = detectors.RetinaNet(_tiny_backbone(), classes=5, version=version, raw_outputs=True,
                                 head_width=int(meta["width"]),
                                 weights=os.path.join(FIXTURES, f"det_v{version}.safetensors"))
-    images = _input(meta, "even")
-    np.testing.assert_allclose(np.asarray(other(images)["bbox_regression"]),
+    outputs = other(_input(meta, "even"))
+    np.testing.assert_allclose(np.asarray(outputs["bbox_regression"]),
                                meta["bbox_regression_even"], rtol=1e-4, atol=1e-4)
-    assert other(images)["cls_logits"].shape[-1] == 5
+    assert outputs["cls_logits"].shape[-1] == 5
 
 
 def test_an_image_without_boxes_trains():

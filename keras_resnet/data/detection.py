@@ -38,7 +38,12 @@ from keras_resnet.data.augment.boxes import SCALE_RANGE, fit_and_pad, train_exam
 from keras_resnet.data.holdout import Holdout, pairs_with_holdout
 from keras_resnet.data.images import normalize, to_model_channels
 from keras_resnet.data.info import DatasetInfo
-from keras_resnet.data.segmentation import SMALL_SIDE, segmentation_preprocessing
+from keras_resnet.data.segmentation import (
+    SMALL_SIDE,
+    prefetched,
+    segmentation_preprocessing,
+    sharded,
+)
 from keras_resnet.data.sources import get_source, lookup
 from keras_resnet.errors import InvalidArgument, InvalidType, check_positive_int
 from keras_resnet.preprocessing import ImagePreprocessing
@@ -184,11 +189,7 @@ def load_source(source, split, batch_size, training=None, *, data_dir=None, imag
 def _pipeline(dataset, source, info, batch_size, training, seed, cache, shuffle_buffer,
               input_context, drop_remainder, deterministic):
     """Shard, decode, cache, shuffle, transform, normalise, pad, batch and prefetch."""
-    pipeline_id = 0
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-        pipeline_id = input_context.input_pipeline_id
-        dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
+    dataset, batch_size, pipeline_id = sharded(dataset, batch_size, input_context)
     preprocessing = info.preprocessing
 
     def decode(encoded, targets):
@@ -205,12 +206,7 @@ def _pipeline(dataset, source, info, batch_size, training, seed, cache, shuffle_
     dataset = dataset.map(lambda image, targets: (normalize(image, preprocessing), targets),
                           num_parallel_calls=AUTOTUNE)
     dataset = _padded_batches(dataset, info, batch_size, drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic or not training)
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF if input_context is not None
-        else tf.data.experimental.AutoShardPolicy.DATA)
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return prefetched(dataset, training, deterministic, input_context)
 
 
 def _transformed(dataset, info, training, seed, pipeline_id):

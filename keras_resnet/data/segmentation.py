@@ -170,14 +170,41 @@ def load_source(source, split, batch_size, training=None, *, data_dir=None, imag
     return dataset, info
 
 
+def sharded(dataset, batch_size, input_context):
+    """``(dataset, batch size, pipeline id)`` of this input pipeline under a distribution
+    strategy's ``input_context`` (its shard, its per-replica batch); as given without one.
+
+    Example:
+        >>> sharded(tf.data.Dataset.range(4), 8, None)[1:]
+        (8, 0)
+    """
+    if input_context is None:
+        return dataset, batch_size, 0
+    pipeline_id = input_context.input_pipeline_id
+    return (dataset.shard(input_context.num_input_pipelines, pipeline_id),
+            input_context.get_per_replica_batch_size(batch_size), pipeline_id)
+
+
+def prefetched(dataset, training, deterministic, input_context):
+    """``dataset`` with a dense pipeline's options (deterministic unless training allows
+    otherwise; sharded already when ``input_context`` is given, else by data), prefetched.
+
+    Example:
+        >>> prefetched(tf.data.Dataset.range(2), False, False, None).options().deterministic
+        True
+    """
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic or not training)
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if input_context is not None
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
 def _pipeline(dataset, source, info, batch_size, training, seed, cache, shuffle_buffer,
               input_context, drop_remainder, deterministic):
     """Shard, decode, cache, shuffle, transform, normalise, batch and prefetch."""
-    pipeline_id = 0
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-        pipeline_id = input_context.input_pipeline_id
-        dataset = dataset.shard(input_context.num_input_pipelines, pipeline_id)
+    dataset, batch_size, pipeline_id = sharded(dataset, batch_size, input_context)
     preprocessing = info.preprocessing
 
     def decode(encoded, encoded_mask):
@@ -196,12 +223,7 @@ def _pipeline(dataset, source, info, batch_size, training, seed, cache, shuffle_
 
     dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic or not training)
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF if input_context is not None
-        else tf.data.experimental.AutoShardPolicy.DATA)
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return prefetched(dataset, training, deterministic, input_context)
 
 
 def _transformed(dataset, info, training, seed, pipeline_id):

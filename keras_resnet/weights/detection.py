@@ -243,8 +243,7 @@ def load_state_dict(model, backbone, tensors, source="weights"):
     kept = _kept_head_slots(head_slots(model), head, source, model.name)
     layouts.load_tensors(backbone, body, "torch", source=source)  # checks, then sets
     for slot in kept:
-        value = slot.to_keras(np.asarray(head[slot.key]))
-        slot.variable.assign(value.astype(slot.variable.dtype))
+        slot.assign(head[slot.key])
     return model
 
 
@@ -256,7 +255,4 @@ def state_dict(model, backbone):
         >>> sorted(state_dict(model, feature_extractor(model)))[0]  # doctest: +SKIP
         'backbone.body.bn1.bias'
     """
-    slots = [dataclasses.replace(s, key=BACKBONE_PREFIX + s.key)
-             for s in layouts.torch_slots(backbone)] + head_slots(model)
-    return {s.key: np.ascontiguousarray(s.from_keras(np.asarray(s.variable.numpy())))
-            for s in slots}
+    return layouts.head_state_dict(backbone, BACKBONE_PREFIX, head_slots(model))

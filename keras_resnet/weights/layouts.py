@@ -85,6 +85,14 @@ class Slot:
             return np.transpose(array, (3, 2, 0, 1)) if self.kind == "conv" else array.T
         return array
 
+    def assign(self, array):
+        """Set the variable from its checkpoint tensor ``array``."""
+        self.variable.assign(self.to_keras(np.asarray(array)).astype(self.variable.dtype))
+
+    def array(self):
+        """The variable as its checkpoint tensor (contiguous, in the slot's layout)."""
+        return np.ascontiguousarray(self.from_keras(np.asarray(self.variable.numpy())))
+
     @property
     def source_shape(self):
         shape = tuple(self.variable.shape)
@@ -344,9 +352,20 @@ def load_tensors(model, tensors, layout, source="weights"):
     tensors = _adapt_stem(model, slots, tensors)
     _check_shapes(model, slots, tensors, source)
     for slot in slots:
-        value = slot.to_keras(np.asarray(tensors[slot.key]))
-        slot.variable.assign(value.astype(slot.variable.dtype))
+        slot.assign(tensors[slot.key])
     return model
+
+
+def head_state_dict(backbone, prefix, head_slots):
+    """A torchvision state dict of a head's model: ``backbone``'s torch slots under
+    ``prefix`` ("backbone." / "backbone.body."), then ``head_slots``; no BN counters.
+
+    Example:
+        >>> sorted(head_state_dict(keras_resnet.ResNet18(include_top=False), "backbone.", []))[0]
+        'backbone.bn1.bias'
+    """
+    slots = [dataclasses.replace(s, key=prefix + s.key) for s in torch_slots(backbone)]
+    return {s.key: s.array() for s in slots + list(head_slots)}
 
 
 def _check_torch_counterpart(model):
