@@ -6,6 +6,7 @@ not depend on the input size) and loads them in a fresh TensorFlow process; ``py
 adds every other depth and variant, the load under JAX and the float exports.
 """
 
+import dataclasses
 import functools
 
 import pytest
@@ -21,6 +22,8 @@ from harness import (
     preact_cifar_params,
     prepare,
 )
+from keras_resnet.architectures import family_architecture
+from keras_resnet.builder import build_resnet
 
 # torchvision's resnet18 ... resnet152 (option B, no conv biases, as here): its
 # `sum(p.numel() for p in model.parameters())`, also in its weights' documentation.
@@ -43,6 +46,13 @@ FAMILY_PARAMS = {
     "resnet101v2": (44_577_896, "keras.applications"),
     "resnet152v2": (60_236_904, "keras.applications"),
 }
+# The family's blocks in two blocks a stage (timm's resnet26 layout, Bottleneck [2, 2, 2, 2]):
+# the same layers as their 50-layer nets in half the blocks, for the exports and the JAX load.
+# torchvision's `ResNet(Bottleneck, [2, 2, 2, 2], groups=32, width_per_group=4)` and timm's
+# `ResNet(block=Bottleneck, layers=[2, 2, 2, 2], block_args=dict(attn_layer="se"))`:
+# sum(p.numel()).
+SHALLOW_FAMILY_PARAMS = {"resnext50_32x4d": (15_389_480, "torchvision, Bottleneck [2, 2, 2, 2]"),
+                         "seresnet50": (17_395_976, "timm, Bottleneck [2, 2, 2, 2]")}
 # He et al. 2016, Table 3 / Table 6 ("Identity Mappings"): the pre-activation CIFAR nets.
 PREACT_PAPER_PARAMS = {110: 1.7e6, 164: 1.7e6, 1001: 10.2e6}
 
@@ -58,6 +68,20 @@ def _family(name, slow=True, size=SMALL, exports=(), backends=("tensorflow", "ja
         build = functools.partial(constructor, input_shape=size)
     return ModelCase(name, build, params, reference, paper_params=paper, exports=exports,
                      slow=slow, backends=backends)
+
+
+def _shallow_build(name, size):
+    arch = family_architecture(name)
+    stages = tuple(dataclasses.replace(stage, repeats=2) for stage in arch.stages)
+    shallow = dataclasses.replace(arch, depth=26, variant=name.replace("50", "26"), stages=stages)
+    return build_resnet(shallow, input_shape=size)
+
+
+def _shallow_family(name, exports, backends=("tensorflow", "jax")):
+    """``name``'s architecture with two blocks in each stage (``SHALLOW_FAMILY_PARAMS``)."""
+    params, reference = SHALLOW_FAMILY_PARAMS[name]
+    return ModelCase(name.replace("50", "26"), functools.partial(_shallow_build, name, SMALL),
+                     params, reference, exports=exports, slow=True, backends=backends)
 
 
 def _imagenet(depth, slow=False, size=SMALL, exports=(), backends=("tensorflow", "jax"), **options):
@@ -92,7 +116,7 @@ CASES = [
     # of layer goes through each float export once (a converter holds several copies of a
     # model: ResNet-152's need GBs) and loads under JAX once: basic blocks and option A
     # (resnet20: every format), grouped bottlenecks, projections and the ImageNet stem
-    # (resnext50_32x4d: every format), dilation, average-pool shortcuts, SE, pre-activation
+    # (resnext26_32x4d: every format), dilation, average-pool shortcuts, SE, pre-activation
     # (one format each); the other variants load in TensorFlow.
     _cifar(20, slow=True, residual=False, exports=(), backends=("tensorflow",)),  # Fig. 6's plain net
     _imagenet(18, slow=True, backends=("tensorflow",)),
@@ -121,10 +145,15 @@ CASES = [
     # Komodakis 2016), with `--all` (the fast tier checks the family's blocks against timm's
     # outputs: tests/test_family.py): grouped convs through every float export, average-pool
     # shortcuts, SE and pre-activation through one each, the JAX load of one net per kind.
+    # ResNeXt's and SE's exports and JAX loads on their 26-layer nets (the same layers:
+    # grouped convs, projections, SE, the ImageNet stem); the 50-layer nets build, count and
+    # load their files in TensorFlow.
     _family("resnet50d"),
-    _family("resnext50_32x4d", exports=FLOAT_EXPORTS),
+    _family("resnext50_32x4d", backends=("tensorflow",)),
+    _shallow_family("resnext50_32x4d", exports=FLOAT_EXPORTS),
     _family("resnet18d", exports=("onnx",), backends=("tensorflow",)),
-    _family("seresnet50", exports=("onnx",)),
+    _family("seresnet50", backends=("tensorflow",)),
+    _shallow_family("seresnet50", exports=("onnx",)),
     _family("resnet50v2", exports=("openvino",)),  # pre-activation's one format
     _family("preact_resnet110", backends=("tensorflow",)),  # JAX: resnet50v2
     *[_family(name, backends=()) for name in ("preact_resnet164", "resnet34d")],
