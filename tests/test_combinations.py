@@ -2,6 +2,7 @@
 (a cosine recipe warms up in its schedule), and a grid of ``--model``, ``--recipe`` and
 ``--set`` each trains a step, or stops at a one-line error, never a traceback."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_resnet import cli, recipes
+from keras_resnet import architectures, cli, models, recipes
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.train import flow
 from keras_resnet.train.callbacks import paper_callbacks
@@ -60,21 +61,32 @@ def test_a_warmup_model_trains_with_a_cosine_recipe(one_batch_folder, tmp_path, 
 # resnet110's warm-up with a cosine recipe: the test above, resnet8 standing in).
 GRID = [
     ("resnet20", "paper", ["label_smoothing=0.1"]),
-    ("resnet18", "rsb_a1", []),  # bottlenecks: resnext, v2 and SE below
+    ("resnet18", "rsb_a1", []),  # bottlenecks: resnext, v2, SE and D below
     ("resnext50_32x4d", "rsb_a3", ["ema=true", "ema_decay=0.9998", "train_size_fraction=1"]),
     ("resnet50v2", "imagenet", []),
     ("seresnet50", "rsb_a2", ["mixup_alpha=0.2", "cutmix_alpha=2.0"]),
-    # ResNet-D's deep stem and average-pool shortcuts, on its 18-layer net (the bottleneck
-    # nets above train a step in a 50-layer net's time each)
-    ("resnet18d", "cifar", ["schedule=cosine"]),
+    ("resnet50d", "cifar", ["schedule=cosine"]),
     ("resnet18", "torchvision_v2", ["repeated_augmentation=1", "drop_path_rate=0.1"]),
 ]
 
 
+def _two_blocks_a_stage(name):
+    """The family net ``name`` with two blocks in each stage (timm's resnet26 layout): its
+    stem, blocks, shortcuts and options, in about half a 50-layer net's tracing time. The
+    50-layer nets themselves: tests/test_constructors.py."""
+    arch = architectures.family_architecture(name)
+    stages = tuple(dataclasses.replace(stage, repeats=2) for stage in arch.stages)
+    return dataclasses.replace(arch, stages=stages)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model, recipe, fields", GRID, ids=[f"{m}-{r}" for m, r, _ in GRID])
-def test_every_model_recipe_and_field_trains_a_step_or_says_why(one_batch_folder, tmp_path,
-                                                                  model, recipe, fields, capsys):
+def test_every_model_recipe_and_field_trains_a_step_or_says_why(one_batch_folder, tmp_path, model,
+                                                                  recipe, fields, capsys,
+                                                                  monkeypatch):
+    # The family's nets (resnext50_32x4d, seresnet50, resnet50v2, resnet50d) with two blocks
+    # a stage: each block kind trains its step under the recipe as in the 50-layer net.
+    monkeypatch.setattr(models, "family_architecture", _two_blocks_a_stage)
     # At 64x64, not the folder's default 32 (images of side <= 64: CIFAR style): every recipe
     # at another size, FixRes' crops at their fraction of it.
     flags = ["--model", model, "--recipe", recipe, "--image-size", "64"]
