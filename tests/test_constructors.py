@@ -148,10 +148,10 @@ CASES = [
     # ResNeXt's and SE's exports and JAX loads on their 26-layer nets (the same layers:
     # grouped convs, projections, SE, the ImageNet stem); the 50-layer nets build, count and
     # load their files in TensorFlow.
-    _family("resnet50d"),
+    _family("resnet50d", backends=("tensorflow",)),  # JAX: resnet18d (deep stem, avg-pool shortcuts)
     _family("resnext50_32x4d", backends=("tensorflow",)),
     _shallow_family("resnext50_32x4d", exports=FLOAT_EXPORTS),
-    _family("resnet18d", exports=("onnx",), backends=("tensorflow",)),
+    _family("resnet18d", exports=("onnx",)),
     _family("seresnet50", backends=("tensorflow",)),
     _shallow_family("seresnet50", exports=("onnx",)),
     _family("resnet50v2", exports=("openvino",)),  # pre-activation's one format
