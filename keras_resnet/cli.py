@@ -17,7 +17,7 @@ from keras_resnet.multilabel import TASKS
 
 # The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).
 RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3",
-                "torchvision_segmentation")
+                "torchvision_segmentation", "torchvision_detection")
 # The segmentation heads (keras_resnet.train.config.HEADS).
 HEADS = ("fcn", "deeplabv3", "deeplabv3plus")
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
@@ -64,13 +64,16 @@ def _add_train(commands):
     train.add_argument("--task", choices=TASKS, default="auto",
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
                             "per-class thresholds; segmentation: a class per pixel (--head), "
-                            "mIoU; auto: the dataset's (multilabel for labels files PATH.csv "
-                            "and digit_canvases, segmentation for digit_scenes and folders of "
-                            "images and masks)")
+                            "mIoU; detection: RetinaNet on the backbone, COCO mAP; auto: the "
+                            "dataset's (multilabel for labels files PATH.csv and "
+                            "digit_canvases, segmentation for digit_scenes and folders of "
+                            "images and masks, detection for digit_boxes, COCO JSON files and "
+                            "CSVs of boxes)")
     train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
                        help="paper (default: imagenet for ImageNet models, cifar otherwise), or a "
                             "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3; "
-                            "segmentation's default: torchvision_segmentation")
+                            "segmentation's default: torchvision_segmentation; detection's: "
+                            "torchvision_detection")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="change one field of the recipe, e.g. --set label_smoothing=0.05 "
                             "(repeatable; the fields: keras_resnet.recipes.Recipe)")
@@ -94,6 +97,7 @@ def _add_train(commands):
                        help="let 'auto' mean Keras' defaults instead of the measured fast path")
     train.add_argument("--seed", type=int, default=0)
     _add_segmentation_arguments(train)
+    _add_detection_arguments(train)
     _add_data_arguments(train)
     _add_validation_arguments(train)
     _add_image_size_argument(train)
@@ -105,12 +109,12 @@ def _add_length_arguments(train):
     # The defaults below are keras_resnet.train.config's RUN_DEFAULTS and FINE_TUNE_DEFAULTS.
     train.add_argument("--epochs", type=int, default=None,
                        help="default by dataset, whatever the recipe: digits 40, digit_canvases "
-                            "30, digit_scenes 12, cifar10/cifar100 164 (§4.2), imagenet2012 120, "
-                            "others 30; fine-tuning (--weights) 15")
+                            "30, digit_scenes 12, digit_boxes 8, cifar10/cifar100 164 (§4.2), "
+                            "imagenet2012 120, others 30; fine-tuning (--weights) 15")
     train.add_argument("--batch-size", type=int, default=None,
                        help="global batch size; default by dataset: digits 32, digit_canvases "
-                            "64, digit_scenes 16, cifar10/cifar100 128, imagenet2012 256, others "
-                            "128; fine-tuning (--weights) 32")
+                            "64, digit_scenes 16, digit_boxes 16, cifar10/cifar100 128, "
+                            "imagenet2012 256, others 128; fine-tuning (--weights) 32")
 
 
 def _add_segmentation_arguments(train):
@@ -123,6 +127,15 @@ def _add_segmentation_arguments(train):
     train.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
                        help="dilate the backbone to this stride (default: 8 for fcn and "
                             "deeplabv3, 16 for deeplabv3plus; 32 for classification)")
+
+
+def _add_detection_arguments(train):
+    train.add_argument("--retinanet-version", type=int, choices=(1, 2), default=None,
+                       help="detection: RetinaNet 1 (torchvision's retinanet_resnet50_fpn, L1 "
+                            "box loss; the default) or 2 (_v2: GroupNorm, GIoU box loss)")
+    train.add_argument("--head-width", type=int, default=None, metavar="N",
+                       help="detection: the channels of the FPN and the subnets (default 256; "
+                            "32 on images of side up to 64, e.g. digit_boxes)")
 
 
 def _add_output_arguments(train):

@@ -27,7 +27,11 @@ def print_run(result):
 
         print(format_parity(exported["parity"]))
     test = result["test"]
-    if "miou" in test:
+    if "map_50" in test:  # a detection run's COCO figures
+        from keras_resnet.train.detection import print_figures
+
+        print_figures(test)
+    elif "miou" in test:
         print(f"test mIoU {test['miou']:.4f}, pixel accuracy {test['pixel_accuracy']:.4f}, "
               f"mean class accuracy {test['mean_class_accuracy']:.4f}")
         print("test IoU per class: " + ", ".join(
@@ -74,6 +78,9 @@ def train_config(args):
         options["aux"] = True
     if getattr(args, "output_stride", None) is not None:
         options["output_stride"] = args.output_stride
+    for flag, option in (("retinanet_version", "version"), ("head_width", "head_width")):
+        if getattr(args, flag, None) is not None:  # RetinaNet's options
+            options[option] = getattr(args, flag)
     if args.shortcut:
         options["shortcut"] = args.shortcut
     if args.plain:

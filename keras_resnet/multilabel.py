@@ -26,8 +26,8 @@ from keras_resnet.errors import InvalidArgument
 
 DEFAULT_THRESHOLD = 0.5
 # What a model learns: "auto" lets the data (or a model's preprocessing) say; "segmentation"
-# needs data with masks (a class per pixel).
-TASKS = ("auto", "single_label", "multilabel", "segmentation")
+# needs data with masks (a class per pixel), "detection" data with boxes.
+TASKS = ("auto", "single_label", "multilabel", "segmentation", "detection")
 
 
 def _checked(y_true, scores):

@@ -10,6 +10,7 @@ ResNet-50 from 76.1% to about 80% ImageNet top-1.
 - ``"rsb_a1"``, ``"rsb_a2"``, ``"rsb_a3"``: Wightman, Touvron and Jégou 2021, "ResNet strikes
   back" (arXiv 2110.00476), Table 1 (80.4%, 79.8%, 78.1%), with timm's ``train.py`` defaults
   where the table is silent.
+- ``"torchvision_segmentation"``, ``"torchvision_detection"``: torchvision's references' SGD.
 
 Each field of :class:`Recipe` says what it is and where its value comes from (``SOURCES``).
 A recipe is a plain frozen dataclass: ``dataclasses.replace`` (or :func:`get_recipe` with
@@ -31,6 +32,9 @@ from keras_resnet.errors import InvalidArgument
 from keras_resnet.optimizers import Lamb, WarmupCosine
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012's training set: the recipes' EMA horizons
+# Iterations of one epoch of COCO train2017 (117,266 images with boxes) at batch 16: the
+# unit of the detection recipe's lengths (only their fractions of the run matter).
+COCO_ITERATIONS = 7_330
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,8 @@ class Recipe:
             trust ratio (not Keras' decoupled decay); for SGD Keras' decoupled decay.
         decay_norm, decay_bias: whether BatchNormalization's gamma/beta and biases decay
             (LAMB: both or neither, as timm's ``weight_decay_exclude_1d``).
-        schedule: "step" (``milestones`` of ``total_iterations``, §4.2), "plateau" (§3.4,
+        schedule: "step" (``milestones`` of ``total_iterations``, §4.2; after the linear
+            warm-up below when ``warmup_epochs`` is set, torchvision's detection), "plateau" (§3.4,
             ReduceLROnPlateau after ``plateau_patience`` epochs), "cosine" (to 0, after a
             linear warm-up of ``warmup_epochs`` from ``warmup_start_factor`` of the peak;
             :class:`keras_resnet.optimizers.WarmupCosine`, stepped per iteration) or "poly"
@@ -185,6 +190,15 @@ RECIPES = {
     "torchvision_segmentation": Recipe(
         "torchvision_segmentation", base_learning_rate=0.02, base_batch_size=32,
         weight_decay=1e-4, decay_norm=True, decay_bias=True, schedule="poly", epochs=30),
+    # torchvision's detection reference for RetinaNet: SGD 0.01 at batch 16 (8 GPUs x 2),
+    # momentum 0.9, coupled decay 1e-4 on every parameter, x0.1 at epochs 16 and 22 of 26,
+    # a linear warm-up from 0.001x over 1000 iterations (see _TV_DETECTION).
+    "torchvision_detection": Recipe(
+        "torchvision_detection", base_learning_rate=0.01, base_batch_size=16,
+        weight_decay=1e-4, decay_norm=True, decay_bias=True, schedule="step",
+        milestones=(16 * COCO_ITERATIONS, 22 * COCO_ITERATIONS),
+        total_iterations=26 * COCO_ITERATIONS, plateau_patience=26, epochs=26,
+        warmup_epochs=1000 / COCO_ITERATIONS, warmup_start_factor=0.001),
 }
 PAPER = ("cifar", "imagenet")
 
@@ -209,14 +223,22 @@ _TV_SEGMENTATION = (
     "--dataset coco -b 4 --model deeplabv3_resnet50 --aux-loss; train.py: SGD momentum 0.9, "
     "weight decay 1e-4 on every parameter (coupled), PolynomialLR(power=0.9) per iteration, "
     "30 epochs, loss out + 0.5 x aux, crop 480 of a 520 base size scaled 0.5-2.0")
+_TV_DETECTION = (
+    "torchvision references/detection README: torchrun --nproc_per_node=8 train.py --dataset coco "
+    "--model retinanet_resnet50_fpn --epochs 26 --lr-steps 16 22 --aspect-ratio-group-factor 3 "
+    "--lr 0.01 (batch 2 per GPU: 16); train.py: SGD momentum 0.9, weight decay 1e-4 on every "
+    "parameter (coupled), MultiStepLR gamma 0.1 per epoch; engine.py: LinearLR from 1/1000 over "
+    "min(1000, iterations of epoch 0 - 1). Here as fractions of the run: milestones 16/26 and "
+    "22/26, warm-up 1000 of 26 x 7,330 iterations; no plateau rule there (patience 26 epochs)")
 SOURCES = {"cifar": "He et al. 2015, §4.2", "imagenet": "He et al. 2015, §3.4",
            "torchvision_v2": _TV, "rsb_a1": _RSB, "rsb_a2": _RSB, "rsb_a3": _RSB,
-           "torchvision_segmentation": _TV_SEGMENTATION}
+           "torchvision_segmentation": _TV_SEGMENTATION, "torchvision_detection": _TV_DETECTION}
 # ImageNet top-1 (%) of ResNet-50 with each recipe, as published, one 224 crop: the paper's
 # from the authors' released model (24.7% error; Table 3 gives 77.15% with 10 crops), then
 # torchvision's IMAGENET1K_V2 weights and RSB's Table 1.
 PUBLISHED_TOP1 = {"cifar": None, "imagenet": 75.3, "torchvision_v2": 80.858, "rsb_a1": 80.4,
-                  "rsb_a2": 79.8, "rsb_a3": 78.1, "torchvision_segmentation": None}
+                  "rsb_a2": 79.8, "rsb_a3": 78.1, "torchvision_segmentation": None,
+                  "torchvision_detection": None}
 
 _CHOICES = {
     "learning_rate_scaling": ("linear", "sqrt"), "optimizer": ("sgd", "lamb"),
@@ -250,8 +272,9 @@ def _check(recipe):
     if not 0 < recipe.train_size_fraction <= 1:
         raise InvalidArgument("Recipe field `train_size_fraction` must be in (0, 1]; got "
                               f"{recipe.train_size_fraction!r}.")
-    if recipe.schedule != "cosine" and recipe.warmup_epochs:
-        raise InvalidArgument(f"`warmup_epochs` goes with schedule='cosine'; got schedule={recipe.schedule!r}.")
+    if recipe.schedule not in ("cosine", "step") and recipe.warmup_epochs:
+        raise InvalidArgument("`warmup_epochs` goes with schedule 'cosine' or 'step'; got "
+                              f"schedule={recipe.schedule!r}.")
     if recipe.ema and not 0 < recipe.ema_decay < 1:
         raise InvalidArgument(f"`ema=True` needs an `ema_decay` in (0, 1); got {recipe.ema_decay!r}.")
     return recipe

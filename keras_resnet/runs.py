@@ -63,7 +63,11 @@ def train(
     On segmentation data ("digit_scenes", a folder of images and masks; or ``task=
     "segmentation"``) it trains ``head`` ("fcn", "deeplabv3" by default, "deeplabv3plus") on
     the backbone ``model`` with torchvision's segmentation recipe unless told, and reports the
-    test split's mIoU, pixel accuracy and IoU per class.
+    test split's mIoU, pixel accuracy and IoU per class. On detection data ("digit_boxes", a
+    COCO JSON file, a CSV of boxes; or ``task="detection"``) it trains RetinaNet on the
+    backbone ``model`` (``model_options``: ``version`` 1 or 2, ``head_width``) with
+    torchvision's detection recipe unless told, and reports the test split's COCO mAP
+    (``keras_resnet.train.detection``).
 
     Args:
         model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.

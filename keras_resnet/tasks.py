@@ -142,7 +142,10 @@ class Task:
         return "one_hot" if getattr(recipe, "modern", False) else "sparse"
 
     def check_recipe(self, recipe):
-        """Raise unless ``recipe`` can train this task (its loss fits the head's activation)."""
+        """Raise unless ``recipe`` can train this task (its loss fits the head's activation;
+        a detector's loss is its own)."""
+        if self.detection:
+            return
         binary = getattr(recipe, "loss", "cross_entropy") == "binary_cross_entropy"
         expected = "sigmoid" if self.multilabel or binary else "softmax"
         if self.activation not in (expected, "linear"):
@@ -233,6 +236,8 @@ def for_recipe(kind, classes, recipe=None):
     """
     if kind == "segmentation":  # logits per pixel, whatever the recipe
         return Task(kind, classes, "linear")
+    if kind == "detection":  # a sigmoid per class of every anchor (focal loss), whatever the recipe
+        return Task(kind, classes, "sigmoid")
     binary = getattr(recipe, "loss", None) == "binary_cross_entropy"
     return Task(kind, classes, "sigmoid" if kind == "multilabel" or binary else "softmax")
 

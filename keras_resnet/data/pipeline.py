@@ -134,6 +134,10 @@ def label_format(source, task, recipe):
             f"`task` 'segmentation' needs masks (a class per pixel); dataset "
             f"{str(source.name)!r} has a label per image. Use 'digit_scenes' or a folder of "
             "images and masks.")
+    if task == "detection":
+        raise InvalidArgument(
+            f"`task` 'detection' needs boxes; dataset {str(source.name)!r} has a label per "
+            "image. Use 'digit_boxes', a COCO JSON file or a CSV of boxes.")
     if task == "single_label" and source.multilabel and not source.one_label_each:
         raise InvalidArgument(
             f"`task` 'single_label' needs one label per image; dataset {str(source.name)!r} "

@@ -19,6 +19,7 @@ from keras_resnet.evaluation import check_fits_dataset
 from keras_resnet.features import feature_info
 from keras_resnet.models import get_model, parse_model_name
 from keras_resnet.saving import load_model
+from keras_resnet.train import detection
 from keras_resnet.train.config import UNFREEZE
 
 
@@ -68,9 +69,12 @@ def build_model(model, info, options, recipe, task, head=None):
     ``keras_resnet.tasks.Task``): a model name, a ``.keras`` file or a model (the task's head
     activation; the recipe's stochastic depth; any input size while it trains at FixRes'
     smaller crops); for a segmentation task, ``head`` on that backbone
-    (:func:`segmentation_model`)."""
+    (:func:`segmentation_model`); for a detection task RetinaNet on it
+    (:func:`keras_resnet.train.detection.detector`)."""
     if task.segmentation:
         return segmentation_model(model, info, options, head)
+    if task.detection:
+        return detection.detector(model, info, options)
     if isinstance(model, str) and not model.endswith(".keras"):
         options = {"classifier_activation": task.activation, **options}
         if recipe.drop_path_rate:

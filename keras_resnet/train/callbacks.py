@@ -14,11 +14,16 @@ import keras
 from keras_resnet import interrupts
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.extras import require
-from keras_resnet.recipes import get_recipe
+from keras_resnet.recipes import get_recipe, warmup_steps
 from keras_resnet.saving import save_model
 from keras_resnet.train.backup import RunBackup
 from keras_resnet.train.ema import ModelEMA
-from keras_resnet.train.schedules import StepSchedule, WarmupUntilError, reduce_on_plateau
+from keras_resnet.train.schedules import (
+    LinearWarmup,
+    StepSchedule,
+    WarmupUntilError,
+    reduce_on_plateau,
+)
 
 
 class NaNError(RuntimeError):
@@ -126,7 +131,8 @@ def paper_callbacks(
         ema_steps: the run's steps, for a recipe with EMA (its decay and warm-up).
 
     Returns:
-        A list of callbacks: StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1),
+        A list of callbacks: LinearWarmup (a step recipe with ``warmup_epochs``),
+        StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1),
         BestCheckpoint, CSVLogger, StopOnNaN, TensorBoard, WarmupUntilError when asked, and
         RunBackup (resume with ``initial_epoch=restore_backup(model, run_dir + "/backup")``).
 
@@ -155,6 +161,9 @@ def paper_callbacks(
                 f"{recipe.name!r} sets its rate per step ({recipe.schedule} schedule).")
         callbacks.append(WarmupUntilError())
     if recipe.schedule == "step":
+        steps = warmup_steps(recipe, total_iterations or recipe.total_iterations)
+        if steps:  # first: torchvision's detection warms up, then steps
+            callbacks.append(LinearWarmup(steps, recipe.warmup_start_factor))
         if total_iterations is None:
             callbacks.append(StepSchedule(recipe.milestones, stop_at=recipe.total_iterations))
         else:

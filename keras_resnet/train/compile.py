@@ -86,6 +86,7 @@ def compile_model(
     fast_path=True,
     task="auto",
     total_steps=None,
+    loss=None,
 ):
     """Compile ``model`` with a recipe's optimisation (the paper's unless told).
 
@@ -110,6 +111,7 @@ def compile_model(
             (``keras_resnet.tasks.for_model``).
         total_steps: the run's training steps; cosine schedules need it (the recipe's EMA
             is a callback: ``keras_resnet.train.ema.ModelEMA.from_recipe``).
+        loss: a Keras loss instead of the task's (a version-2 detector's GIoU box loss).
 
     Returns:
         The model, compiled: the paper's recipes with SGD, sparse categorical cross-entropy
@@ -136,7 +138,8 @@ def compile_model(
         coupled = recipe.weight_decay if recipe.weight_decay_style == "l2" else 0
         apply_weight_decay(model, coupled, bias=recipe.decay_bias, norm=recipe.decay_norm)
     task = tasks.for_model(model, task, recipe)
-    loss, metrics, loss_weights = task.loss(recipe), task.metrics(recipe), None
+    loss = task.loss(recipe) if loss is None else loss
+    metrics, loss_weights = task.metrics(recipe), None
     if isinstance(model.output, dict):  # a segmenter's {"out", "aux"}: torchvision's out + 0.5 aux
         loss = {"out": loss, "aux": task.loss(recipe)}
         loss_weights, metrics = {"out": 1.0, "aux": AUX_LOSS_WEIGHT}, {"out": metrics}

@@ -24,7 +24,7 @@ from keras_resnet import tasks
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.models import parse_model_name
 from keras_resnet.recipes import get_recipe, peak_learning_rate
-from keras_resnet.train import segmentation
+from keras_resnet.train import detection, segmentation
 from keras_resnet.train.backup import restore_backup
 from keras_resnet.train.build import (
     build_model,
@@ -93,6 +93,7 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
     hardware, epochs = config.hardware, config.recipe.epochs
     steps = splits.info.num_examples // setup.global_batch if splits.info.num_examples else None
     task = tasks.task_of(net)
+    loss = detection.loss(net) if task.detection else None  # version 2: the GIoU box loss
     resumed, best = 0, None
     for phase in phases:
         iterations = steps * (phase.last_epoch - phase.first_epoch) if steps else None
@@ -103,12 +104,15 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
                           weight_decay=config.recipe.weight_decay,
                           jit_compile=hardware.jit_compile,
                           steps_per_execution=hardware.steps_per_execution,
-                          fast_path=hardware.fast_path, task=task, total_steps=iterations)
+                          fast_path=hardware.fast_path, task=task, total_steps=iterations,
+                          loss=loss)
         done = restore_backup(net, phase.backup_dir)
         if done:
             print(f"Resuming from the backup in {phase.backup_dir}: {done} of {epochs} epochs done.")
             resumed = resumed or done
         monitor = task.monitor if splits.validation is not None else task.metric
+        if task.detection:  # its mAP needs every test image's detections: the loss instead
+            monitor = detection.watched(splits.validation is not None)
         callbacks = paper_callbacks(
             setup.run_dir, recipe, total_iterations=iterations if phase.scale_schedule else None,
             warmup=phase.warmup, keep_backup=True, backup_dir=phase.backup_dir,
@@ -167,10 +171,12 @@ def train(config):
     Example:
         >>> train(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
     """
-    config = resolve(config)
+    config = resolve(detection.with_run_defaults(config))
+    detection.check_config(config)
     segments = segmentation.is_segmentation(config)
     family = "imagenet" if segments or _family(config.model_name) == "imagenet" else "cifar"
-    default_recipe = segmentation.RECIPE if segments else "paper"
+    default_recipe = (segmentation.RECIPE if segments else
+                      detection.RECIPE if detection.is_detection(config) else "paper")
     recipe = _with_weight_decay(get_recipe(config.recipe.recipe or default_recipe,
                                            config.recipe.recipe_overrides, family=family), config)
     setup = set_up_run(config, family)
@@ -180,23 +186,29 @@ def train(config):
     with setup.strategy.scope():
         net = build_model(config.model, splits.info, dict(config.model_options), recipe, task,
                           head=config.head or DEFAULT_HEAD)
-    splits = segmentation.with_aux_targets(net, splits)
+    trained = net
+    if task.detection:  # trains on every anchor's raw outputs; the detections model is saved
+        trained, splits = detection.for_training(net, splits)
+    else:
+        splits = segmentation.with_aux_targets(net, splits)
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
     # §4.2's warm-up waits for a training error below 80%: a single-label measure, and the
     # paper's recipe's (a cosine recipe warms up in its schedule, `warmup_epochs`).
-    warmup = (config.model_name in WARMUP_MODELS and not task.multilabel
+    warmup = (config.model_name in WARMUP_MODELS and task.kind == "classification"
               and recipe.schedule != "cosine")
     phase = Phase("train", 0, config.recipe.epochs, rate, os.path.join(setup.run_dir, "backup"),
                   warmup=warmup,
                   scale_schedule=True)
     started = time.time()
-    resumed = run_phases(net, [phase], config=config, setup=setup, splits=splits, recipe=recipe)
+    resumed = run_phases(trained, [phase], config=config, setup=setup, splits=splits,
+                         recipe=recipe)
     result = setup.record(
         model=config.model_name, splits=splits, epochs=config.recipe.epochs, started=started,
         resumed=resumed, test_examples=test_examples, jit_compile=net.jit_compile,
         steps_per_execution=net.steps_per_execution, fast_path=config.hardware.fast_path,
         recipe=dataclasses.asdict(recipe), learning_rate=rate, task=segmentation.task_name(task),
         **({"head": config.head or DEFAULT_HEAD} if task.segmentation else {}),
+        **(detection.record(net) if task.detection else {}),
     )
     return _finish(net, config, setup, splits, result)
 
@@ -254,6 +266,7 @@ def fine_tune(config):
         >>> fine_tune(RunConfig.from_options("resnet18", "path/to/images", weights="imagenet"))  # doctest: +SKIP
     """
     config = resolve(config)
+    detection.check_config(config)
     tuned = config.fine_tune
     recipe, options = _fine_tune_recipe(config)
     setup = set_up_run(config, "imagenet")

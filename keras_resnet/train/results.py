@@ -12,7 +12,7 @@ import shutil
 from keras_resnet import tasks
 from keras_resnet.evaluation import multilabel_test, with_thresholds
 from keras_resnet.saving import load_model, save_model, write_json
-from keras_resnet.train import segmentation
+from keras_resnet.train import detection, segmentation
 from keras_resnet.train.build import at_input_size
 
 
@@ -27,7 +27,8 @@ def history_rows(path):
 
 def plot_history(history_csv, path, metric="top1"):
     """Training and validation error per epoch (the paper's Fig. 4/6 style) as a PNG:
-    ``1 - metric`` (top-1 error; for multi-label runs ``1 - pr_auc``)."""
+    ``1 - metric`` (top-1 error; for multi-label runs ``1 - pr_auc``), or the loss itself
+    (``metric="loss"``: a detection run's)."""
     # A bare Figure (no pyplot): no backend switch, so notebooks keep plotting inline.
     from matplotlib.figure import Figure
 
@@ -40,9 +41,12 @@ def plot_history(history_csv, path, metric="top1"):
     for key, style, label in ((metric, "--", "training"), (f"val_{metric}", "-", "validation")):
         # Keras' CSVLogger writes "NA" in the validation columns of a run without validation
         if rows and key in rows[0] and rows[0][key] != "NA":
-            axis.plot(epochs, [100 * (1 - float(row[key])) for row in rows], style, label=label)
+            values = [float(row[key]) if metric == "loss" else 100 * (1 - float(row[key]))
+                      for row in rows]
+            axis.plot(epochs, values, style, label=label)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("top-1 error (%)" if metric == "top1" else f"1 - {metric} (%)")
+    axis.set_ylabel("loss" if metric == "loss" else
+                    "top-1 error (%)" if metric == "top1" else f"1 - {metric} (%)")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -53,6 +57,9 @@ def plot_history(history_csv, path, metric="top1"):
 def _scored(net, splits):
     """``(model to save, the test figures)``: the test split measured on ``net``."""
     task = tasks.task_of(net)
+    if task.detection:  # COCO's mAP of the detections model on every test image
+        net, figures = detection.score(net, splits.test, splits.info)
+        return net, {"test": figures}
     if task.segmentation:  # every test pixel; the model saved without its auxiliary head
         net, figures = segmentation.score(net, splits.test, task.classes, splits.info.class_names)
         return net, {"test": figures}
@@ -68,13 +75,17 @@ def _scored(net, splits):
 def finish(net, run_dir, splits, result, export, data_dir):
     """Evaluate, save, plot, export, write run.json, then drop the backup: in that order, so a
     run killed at any point redoes only what is missing."""
-    metric = segmentation.monitored(net, tasks.task_of(net).metric)  # as history.csv names it
+    task = tasks.task_of(net)
+    # as history.csv names it; a detection run's loss (no mAP while it trains)
+    metric = "loss" if task.detection else segmentation.monitored(net, task.metric)
     net, scored = _scored(net, splits)
     best_path = os.path.join(run_dir, "best.keras")
     if os.path.exists(best_path):
         # read and rewritten once: its input size, its thresholds, no auxiliary head
         best = load_model(best_path, compile=False)
-        if tasks.task_of(net).segmentation:
+        if task.detection:  # saved while training: its packed outputs
+            fixed = detection.detections_model(best, splits.info)
+        elif task.segmentation:
             fixed = segmentation.without_aux(best)
         else:
             fixed = at_input_size(best, splits.info)
@@ -85,7 +96,9 @@ def finish(net, run_dir, splits, result, export, data_dir):
     plot_history(os.path.join(run_dir, "history.csv"),
                  os.path.join(run_dir, "training_curves.png"), metric=metric)
     result.update(scored, history=history_rows(os.path.join(run_dir, "history.csv")))
-    if export:
+    if export and task.detection:
+        print("export of detectors: not yet (the run's model.keras holds the detector)")
+    elif export:
         from keras_resnet import export as export_lib
 
         result["export"] = export_lib.export_run(

@@ -67,6 +67,39 @@ class StepSchedule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class LinearWarmup(keras.callbacks.Callback):
+    """Raise the learning rate linearly over the first ``steps`` iterations, from
+    ``start_factor`` times the rate the optimizer holds when training begins to that rate
+    (torchvision's ``LinearLR(start_factor, total_iters=steps)``, which its detection reference
+    runs before the step schedule). Iterations are the optimizer's: a resumed run goes on
+    where it was. Before :class:`StepSchedule`, which multiplies the rate this one sets.
+
+    Example:
+        >>> LinearWarmup(1000, start_factor=0.001).factor(500)
+        0.5005
+    """
+
+    def __init__(self, steps, start_factor=0.001):
+        super().__init__()
+        self.steps = int(steps)
+        self.start_factor = float(start_factor)
+        self.target = None
+
+    def factor(self, iteration):
+        """The share of the target rate at ``iteration``: 1 from ``steps`` on."""
+        done = min(iteration, self.steps) / self.steps
+        return self.start_factor + (1.0 - self.start_factor) * done
+
+    def on_train_batch_begin(self, batch, logs=None):
+        iteration = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if iteration > self.steps:
+            return
+        if self.target is None:  # at 0 the rate itself; resumed, the rate before its factor
+            rate = _learning_rate(self.model)
+            self.target = rate if iteration == 0 else rate / self.factor(iteration - 1)
+        _set_learning_rate(self.model, self.target * self.factor(iteration))
+
+
 class WarmupUntilError(keras.callbacks.Callback):
     """§4.2, ResNet-110: train at ``warmup_learning_rate`` until the training error is below
     ``error_threshold``, then go back to the learning rate the optimizer started with.

@@ -93,5 +93,7 @@ def score(net, test, classes, class_names=None):
 
 
 def task_name(task):
-    """run.json's ``task``: "segmentation", "multilabel" or "single_label"."""
-    return "segmentation" if task.segmentation else "multilabel" if task.multilabel else "single_label"
+    """run.json's ``task``: "segmentation", "detection", "multilabel" or "single_label"."""
+    if task.segmentation or task.detection:
+        return task.kind
+    return "multilabel" if task.multilabel else "single_label"

@@ -1,0 +1,266 @@
+"""What a detection run does beyond a classification run: its recipe and defaults, the
+detector it trains, the targets its loss reads, the measure it watches and the test figures
+it reports.
+
+A detection run (``task="detection"``, or data with boxes such as "digit_boxes", a COCO JSON
+file or a CSV of boxes) puts RetinaNet (:func:`keras_resnet.heads.RetinaNet`: FPN P3..P7 on the
+backbone's last three stages, version 1 unless ``model_options={"version": 2}``) on the
+backbone ``model`` and trains it with torchvision's detection recipe unless told
+("torchvision_detection": SGD 0.01 at batch 16, x0.1 at 16/26 and 22/26 of the run, a linear
+warm-up from 0.001x) and RetinaNet's focal loss with the L1 box loss (version 2: GIoU). While
+it trains, the detector returns one tensor per image of every anchor's class logits, box
+deltas and anchor (``training_model``) against the boxes packed as ``(x1, y1, x2, y2,
+class)`` rows. Its mAP needs the detections (NMS over every test image), too slow to compute
+each epoch: the plateau schedule and ``best.keras`` watch the validation loss instead.
+
+At the end the test split runs through the detections model (post-processing inside), the
+boxes go back to each image's own pixels (the batches' ``"scale"``), and
+:func:`keras_resnet.coco_map.coco_map` (pycocotools' COCOeval) gives ``map``, ``map_50``,
+``map_75``, ``map_small``, ``map_medium``, ``map_large``, the ``mar_*`` recalls and the AP of
+each class (None where no ground truth counts, where COCOeval says -1). ``model.keras`` and
+``best.keras`` are detections models carrying the Task and the data's preprocessing.
+
+Example:
+    >>> is_detection(RunConfig("resnet20", data=DataConfig("digit_boxes")))  # doctest: +SKIP
+    True
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_resnet import coco_map as coco_map_lib
+from keras_resnet import detection_losses, tasks
+from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.data.detection import has_boxes, original_boxes
+from keras_resnet.data.segmentation import SMALL_SIDE
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.heads import detectors
+from keras_resnet.saving import load_model
+
+RECIPE = "torchvision_detection"
+# Epochs and global batch of a run on the offline boxes when not given (keras_resnet.train.
+# config's RUN_DEFAULTS hold the other data sets'): 2,000 training scenes of 64x64, batch 16
+# (the recipe's own, so its learning rate 0.01 as published).
+RUN_DEFAULTS = {"digit_boxes": {"epochs": 8, "batch_size": 16}}
+# The FPN's and the subnets' width on images of side up to 64: torchvision's 256 makes the
+# reduction-1 level of a CIFAR net (64x64 cells, 9 anchors each) cost seconds per batch on a
+# CPU; 32 trains the digit boxes in about a minute an epoch on 2 cores.
+SMALL_HEAD_WIDTH = 32
+WATCHED = "val_loss"  # what the plateau schedule and best.keras watch (no mAP per epoch)
+
+
+def is_detection(config):
+    """Whether ``config`` (a RunConfig) detects: its task says so, or (task "auto") its data
+    has boxes.
+
+    Example:
+        >>> is_detection(RunConfig("resnet20", task="detection"))  # doctest: +SKIP
+        True
+    """
+    if config.task == "detection":
+        return True
+    return config.task == "auto" and has_boxes(config.data.dataset)
+
+
+def check_config(config):
+    """Raise where ``config`` asks a detection run for what it cannot do: boxes from data with
+    a label per image, a segmentation head, fine-tuning.
+
+    Example:
+        >>> check_config(RunConfig("resnet20", data=DataConfig("digit_boxes")))  # doctest: +SKIP
+    """
+    boxes = has_boxes(config.data.dataset)
+    if config.task == "detection" and not boxes:
+        raise InvalidArgument(
+            f"`task` 'detection' needs boxes; dataset {config.data.dataset!r} has none. Use "
+            "'digit_boxes', a COCO JSON file or a CSV of boxes.")
+    if not is_detection(config):
+        return
+    if config.head is not None:
+        raise InvalidArgument(f"`head` {config.head!r} segments images; dataset "
+                              f"{config.data.dataset!r} has boxes (a RetinaNet run). Leave "
+                              "`head` None.")
+    if config.fine_tune is not None:
+        raise InvalidArgument(f"`weights` {config.fine_tune.weights!r}: fine-tuning a detector "
+                              "is not supported yet; train it from scratch (no `weights`).")
+
+
+def with_run_defaults(config):
+    """``config`` with the epochs and batch size of :data:`RUN_DEFAULTS` where it gives none
+    and its data is one of those data sets.
+
+    Example:
+        >>> with_run_defaults(RunConfig(data=DataConfig("digit_boxes"))).recipe.epochs  # doctest: +SKIP
+        8
+    """
+    defaults = RUN_DEFAULTS.get(config.data.dataset)
+    if defaults is None or config.fine_tune is not None:
+        return config
+    recipe = config.recipe
+    recipe = dataclasses.replace(
+        recipe, epochs=defaults["epochs"] if recipe.epochs is None else recipe.epochs,
+        batch_size=defaults["batch_size"] if recipe.batch_size is None else recipe.batch_size)
+    return dataclasses.replace(config, recipe=recipe)
+
+
+def detector(model, info, options):
+    """The detections model a run trains: RetinaNet on backbone ``model`` (a name, a
+    ``.keras`` backbone or model; a ``.keras`` file or model that detects already is taken as
+    it is) for the data's classes, images of any size, carrying the data's preprocessing (its
+    class names: :func:`named`, once trained; its own layers' outputs are what
+    ``training_model`` reads, so nothing is cloned before).
+
+    Args:
+        model: the backbone, or a detector to train further.
+        info: the training split's ``DetectionInfo``.
+        options: RetinaNet's options (``version``, ``head_width`` (default 256;
+            :data:`SMALL_HEAD_WIDTH` on images of side up to 64), ``anchor_sizes``, the
+            post-processing's) and the backbone's.
+
+    Returns:
+        A detections model (``{"boxes", "scores", "classes", "num_detections"}``).
+
+    Example:
+        >>> detector("resnet20", info, {"head_width": 16})  # doctest: +SKIP
+    """
+    if isinstance(model, str) and model.endswith(".keras"):
+        model = load_model(model, compile=False)
+    if isinstance(model, keras.Model) and getattr(tasks.task_of(model), "detection", False):
+        if tasks.task_of(model).classes != info.num_classes:
+            raise InvalidArgument(f"`model` {model.name!r} detects {tasks.task_of(model).classes} "
+                                  f"classes; the data has {info.num_classes}.")
+        return detectors.detections_model(model)
+    options = dict(options)
+    version = options.pop("version", 1)
+    if max(info.image_shape[:2]) <= SMALL_SIDE:
+        options.setdefault("head_width", SMALL_HEAD_WIDTH)
+    if isinstance(model, str):
+        options = {"preprocessing": info.preprocessing, **options}
+    return detectors.RetinaNet(model, classes=info.num_classes, version=version,
+                               input_shape=(None, None, info.image_shape[-1]), **options)
+
+
+def named(net, info):
+    """Detections model ``net`` carrying the data's preprocessing and class names (RetinaNet
+    names its classes "0".."K-1"); what a run saves."""
+    return preprocessing_lib.attach(net, info.preprocessing)
+
+
+def version_of(net):
+    """2 for a version-2 RetinaNet (GroupNorm in its subnets), else 1."""
+    return 2 if any(isinstance(layer, keras.layers.GroupNormalization)
+                    for layer in net.layers) else 1
+
+
+def loss(net):
+    """RetinaNet's loss for ``net``: focal + L1 boxes (version 1), focal + GIoU (version 2)."""
+    box_loss = "giou" if version_of(net) == 2 else "l1"
+    return detection_losses.RetinaNetLoss(tasks.task_of(net).classes, box_loss=box_loss)
+
+
+def watched(validation):
+    """The history's name of what the run watches: the validation loss, or the training loss
+    of a run without validation."""
+    return WATCHED if validation else WATCHED.removeprefix("val_")
+
+
+def for_training(net, splits):
+    """``(training model, splits)``: ``net``'s packed raw outputs (layers shared), and the
+    training and validation batches with their boxes as the loss's ``(B, M, 5)`` rows, ``M``
+    each batch's most boxes (the pipeline's padding to 100 rows left out: the anchor matching
+    costs in proportion to it)."""
+    import tensorflow as tf  # the tf.data side of the run
+
+    def packed(images, targets):
+        count = tf.reduce_max(tf.reduce_sum(tf.cast(targets["classes"] >= 0, tf.int32), axis=1))
+        count = tf.maximum(count, 1)  # boxes first, padding after (the pipeline's padded batch)
+        rows = tf.concat([targets["boxes"][:, :count],
+                          tf.cast(targets["classes"][:, :count, None], tf.float32)], axis=-1)
+        return images, rows
+
+    splits.train = splits.train.map(packed)
+    if splits.validation is not None:
+        splits.validation = splits.validation.map(
+            lambda images, targets: packed(images, {k: targets[k] for k in ("boxes", "classes")}))
+    return detectors.training_model(net), splits
+
+
+def detections_model(net, info):
+    """The detections model of a detector saved while it trained (its packed outputs), with
+    the data's class names."""
+    return named(detectors.detections_model(net), info)
+
+
+def predictions(net, test):
+    """``(detections, ground_truths)``: one dict per test image, as
+    :func:`~keras_resnet.coco_map.coco_map` reads them, boxes in the image's own pixels.
+
+    Example:
+        >>> found, truth = predictions(model, test)  # doctest: +SKIP
+    """
+    found, truth = [], []
+    for images, targets in test:
+        outputs = {k: np.asarray(v) for k, v in net.predict_on_batch(images).items()}
+        targets = {k: np.asarray(v) for k, v in targets.items()}
+        boxes = original_boxes(outputs["boxes"], targets["scale"], targets["image_size"])
+        true_boxes = original_boxes(targets["boxes"], targets["scale"], targets["image_size"])
+        for index, count in enumerate(outputs["num_detections"].astype(int)):
+            found.append({"boxes": boxes[index, :count], "scores": outputs["scores"][index, :count],
+                          "classes": outputs["classes"][index, :count]})
+            real = targets["classes"][index] >= 0
+            truth.append({"boxes": true_boxes[index, real],
+                          "classes": targets["classes"][index, real]})
+    return found, truth
+
+
+def figures(found, truth, class_names):
+    """COCO's figures of ``found`` against ``truth``: the twelve of COCOeval's summary and
+    ``per_class_ap`` (class name -> AP@[.5:.95]); None where no ground truth counts."""
+    stats = coco_map_lib.coco_map(found, truth, class_count=len(class_names))
+    result = {name: None if stats[name] < 0 else float(stats[name])
+              for name in coco_map_lib.STAT_NAMES}
+    per_class = stats["per_class"]
+    result["per_class_ap"] = {
+        name: None if per_class.get(index, -1) < 0 else float(per_class[index])
+        for index, name in enumerate(class_names)}
+    result["images"] = len(truth)
+    result["detections"] = int(sum(len(image["scores"]) for image in found))
+    return result
+
+
+def score(net, test, info):
+    """``(model, figures)``: detections model ``net`` with the data's class names
+    (:func:`named`), and its COCO figures on ``test`` (evaluation batches with ``"scale"`` and
+    ``"image_size"``).
+
+    Example:
+        >>> model, test_figures = score(net, splits.test, splits.info)  # doctest: +SKIP
+        >>> sorted(test_figures)[:2]  # doctest: +SKIP
+        ['detections', 'images']
+    """
+    net = named(net, info)
+    found, truth = predictions(net, test)
+    return net, figures(found, truth, list(info.class_names))
+
+
+def record(net):
+    """What run.json says of the detector: ``{"detector": {name, version, head_width,
+    anchor_sizes}}``."""
+    anchors = [list(net.get_layer(f"anchors{level}").sizes) for level in (3, 4, 5, 6, 7)]
+    return {"detector": {"name": "retinanet", "version": version_of(net),
+                         "head_width": net.get_layer("fpn_p7").filters, "anchor_sizes": anchors}}
+
+
+def print_figures(test):
+    """Print the test figures of a detection run (``keras-resnet train``'s last lines)."""
+    def shown(value):
+        return "-" if value is None else f"{value:.4f}"
+
+    print(f"test mAP {shown(test['map'])}, mAP@.50 {shown(test['map_50'])}, mAP@.75 "
+          f"{shown(test['map_75'])}; small {shown(test['map_small'])}, medium "
+          f"{shown(test['map_medium'])}, large {shown(test['map_large'])}")
+    print("test AP per class: " + ", ".join(
+        f"{name} {'-' if ap is None else f'{ap:.3f}'}" for name, ap in test["per_class_ap"].items()))
+
