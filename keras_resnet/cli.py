@@ -64,11 +64,10 @@ def _add_train(commands):
     train.add_argument("--task", choices=TASKS, default="auto",
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
                             "per-class thresholds; segmentation: a class per pixel (--head), "
-                            "mIoU; detection: RetinaNet on the backbone, COCO mAP; auto: the "
-                            "dataset's (multilabel for labels files PATH.csv and "
-                            "digit_canvases, segmentation for digit_scenes and folders of "
-                            "images and masks, detection for digit_boxes, COCO JSON files and "
-                            "CSVs of boxes)")
+                            "mIoU; detection: RetinaNet, COCO mAP; auto: the dataset's "
+                            "(multilabel: labels files PATH.csv, digit_canvases; segmentation: "
+                            "digit_scenes, folders of images and masks; detection: "
+                            "digit_boxes, COCO JSON files, CSVs of boxes)")
     train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
                        help="paper (default: imagenet for ImageNet models, cifar otherwise), or a "
                             "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3; "

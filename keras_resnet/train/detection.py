@@ -46,8 +46,15 @@ RECIPE = "torchvision_detection"
 RUN_DEFAULTS = {"digit_boxes": {"epochs": 8, "batch_size": 16}}
 # The FPN's and the subnets' width on images of side up to 64: torchvision's 256 makes the
 # reduction-1 level of a CIFAR net (64x64 cells, 9 anchors each) cost seconds per batch on a
-# CPU; 32 trains the digit boxes in about a minute an epoch on 2 cores.
+# CPU; 32 trains the digit boxes at about 1 s per batch of 16 on 2 cores.
 SMALL_HEAD_WIDTH = 32
+# torchvision draws the subnets' kernels from N(0, 0.01^2) for its width 256: each conv then
+# scales its input by 0.01 * sqrt(9 * 256) = 0.48. A narrower subnet keeps that gain with
+# std 0.01 * sqrt(256 / width); with 0.01 itself, 32 channels give 0.17 a layer and the five
+# layers of a subnet pass 1e-4 of torchvision's signal (and gradient): nothing learns.
+TORCHVISION_WIDTH, TORCHVISION_STD = 256, 0.01
+SUBNET_CONVS = tuple(f"{subnet}_{layer}" for subnet in ("cls", "box")
+                     for layer in ("conv1", "conv2", "conv3", "conv4", "predict"))
 WATCHED = "val_loss"  # what the plateau schedule and best.keras watch (no mAP per epoch)
 
 
@@ -138,8 +145,32 @@ def detector(model, info, options):
         options.setdefault("head_width", SMALL_HEAD_WIDTH)
     if isinstance(model, str):
         options = {"preprocessing": info.preprocessing, **options}
-    return detectors.RetinaNet(model, classes=info.num_classes, version=version,
-                               input_shape=(None, None, info.image_shape[-1]), **options)
+    net = detectors.RetinaNet(model, classes=info.num_classes, version=version,
+                              input_shape=(None, None, info.image_shape[-1]), **options)
+    return with_subnet_gain(net)
+
+
+def subnet_std(width):
+    """The std of the subnets' initial kernels at ``width``: torchvision's gain per conv.
+
+    Example:
+        >>> subnet_std(256), subnet_std(64)
+        (0.01, 0.02)
+    """
+    return TORCHVISION_STD * (TORCHVISION_WIDTH / width) ** 0.5
+
+
+def with_subnet_gain(net):
+    """``net`` with its subnets' kernels drawn again from N(0, :func:`subnet_std` ^ 2) when
+    its width is not torchvision's (the run's seed draws them); itself at width 256."""
+    width = net.get_layer("fpn_p7").filters
+    if width == TORCHVISION_WIDTH:
+        return net
+    draw = keras.initializers.RandomNormal(stddev=subnet_std(width))
+    for name in SUBNET_CONVS:
+        kernel = net.get_layer(name).kernel
+        kernel.assign(draw(kernel.shape, kernel.dtype))
+    return net
 
 
 def named(net, info):
@@ -187,10 +218,13 @@ def for_training(net, splits):
     return detectors.training_model(net), splits
 
 
-def detections_model(net, info):
-    """The detections model of a detector saved while it trained (its packed outputs), with
-    the data's class names."""
-    return named(detectors.detections_model(net), info)
+def detections_model(net, info, like):
+    """The detections model of detector ``net`` saved while it trained (its packed outputs),
+    with the data's class names and the post-processing settings of detections model
+    ``like`` (the run's)."""
+    config = like.get_layer("detections").get_config()
+    settings = {key: config[key] for key in detectors.POSTPROCESS_OPTIONS if key in config}
+    return named(detectors.detections_model(net, **settings), info)
 
 
 def predictions(net, test):
@@ -249,8 +283,9 @@ def record(net):
     """What run.json says of the detector: ``{"detector": {name, version, head_width,
     anchor_sizes}}``."""
     anchors = [list(net.get_layer(f"anchors{level}").sizes) for level in (3, 4, 5, 6, 7)]
-    return {"detector": {"name": "retinanet", "version": version_of(net),
-                         "head_width": net.get_layer("fpn_p7").filters, "anchor_sizes": anchors}}
+    width = net.get_layer("fpn_p7").filters
+    return {"detector": {"name": "retinanet", "version": version_of(net), "head_width": width,
+                         "subnet_init_std": subnet_std(width), "anchor_sizes": anchors}}
 
 
 def print_figures(test):

@@ -84,7 +84,7 @@ def finish(net, run_dir, splits, result, export, data_dir):
         # read and rewritten once: its input size, its thresholds, no auxiliary head
         best = load_model(best_path, compile=False)
         if task.detection:  # saved while training: its packed outputs
-            fixed = detection.detections_model(best, splits.info)
+            fixed = detection.detections_model(best, splits.info, like=net)
         elif task.segmentation:
             fixed = segmentation.without_aux(best)
         else:

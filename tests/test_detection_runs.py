@@ -1,0 +1,225 @@
+"""A detection run from start to end: ``keras_resnet.runs.train`` on the digit boxes (fewer of
+them) with RetinaNet on ResNet-20, its run folder, its COCO figures against the saved model's
+own predictions in a fresh interpreter; images without boxes; torchvision's detection
+recipe against torch's own schedulers; the settings a detection run refuses."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import cli, data, runs, tasks
+from keras_resnet.coco_map import coco_map
+from keras_resnet.commands import print_run, train_config
+from keras_resnet.data.sources.digit_boxes import BOX_COUNTS, digit_boxes
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.recipes import COCO_ITERATIONS, get_recipe, warmup_steps
+from keras_resnet.train import detection
+from keras_resnet.train.callbacks import paper_callbacks
+from keras_resnet.train.compile import compile_model
+from keras_resnet.train.config import RunConfig
+from keras_resnet.train.schedules import LinearWarmup, StepSchedule
+from keras_resnet.train.setup import Splits
+from tests.harness import torch_python
+
+FEW = {"train": 32, "validation": 16, "test": 16}
+MAP_FIELDS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
+
+
+@contextlib.contextmanager
+def few_scenes(**counts):
+    """The digit boxes with ``counts`` scenes per split (FEW by default) while inside."""
+    saved = dict(BOX_COUNTS)
+    BOX_COUNTS.update(counts or FEW)
+    try:
+        yield
+    finally:
+        BOX_COUNTS.update(saved)
+
+
+@pytest.fixture(scope="module")
+def small_box_run(tmp_path_factory):
+    """One epoch of RetinaNet (width 16) on ResNet-20 over 32 training scenes, keeping every
+    detection above 0.001 (an untrained detector scores about 0.01: the figures are not 0);
+    the run's result, folder and printed lines."""
+    run_dir = str(tmp_path_factory.mktemp("boxes") / "run")
+    printed = io.StringIO()
+    with few_scenes(), contextlib.redirect_stdout(printed):
+        result = runs.train("resnet20", "digit_boxes", run_dir=run_dir, epochs=1, verbose=0,
+                            model_options={"head_width": 16, "score_threshold": 0.001})
+    return result, run_dir, printed.getvalue()
+
+
+_PREDICT = textwrap.dedent("""
+    import sys
+
+    import keras
+    import numpy as np
+
+    import keras_resnet  # registers the package's layers
+    from keras_resnet.data.sources.digit_boxes import digit_boxes
+
+    model = keras.saving.load_model(sys.argv[1])
+    images = digit_boxes("test", count=int(sys.argv[2]))[0]
+    pixels = keras_resnet.preprocessing.of(model).normalize(images.astype("float32"))
+    found = model.predict(pixels, batch_size=16, verbose=0)
+    np.savez(sys.argv[3], **{key: np.asarray(value) for key, value in found.items()})
+""")
+
+
+def _fresh_predictions(model_path, count, tmp_path):
+    """The saved model's detections on the first ``count`` test scenes, from a fresh
+    interpreter that loads it with ``keras.saving.load_model``."""
+    script, out = tmp_path / "predict.py", tmp_path / "found.npz"
+    script.write_text(_PREDICT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, str(script), model_path, str(count), str(out)], check=True,
+                   env=env, timeout=300, capture_output=True)
+    return dict(np.load(out))
+
+
+@pytest.mark.slow
+def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_run, tmp_path):
+    result, run_dir, printed = small_box_run
+    assert (result["task"], result["recipe"]["name"]) == ("detection", "torchvision_detection")
+    assert result["detector"]["version"] == 1 and result["detector"]["head_width"] == 16
+    with open(os.path.join(run_dir, "run.json")) as f:
+        test = json.load(f)["test"]
+    for name in MAP_FIELDS:  # COCOeval's -1 (no ground truth in the range) is None
+        assert test[name] is None or 0.0 <= test[name] <= 1.0, name
+    assert test["map_large"] is None  # no digit is larger than 32x32
+    assert test["map"] > 0.0 and sorted(test["per_class_ap"]) == list("0123456789")
+    # The figures again, from the saved model in a fresh interpreter and the scenes' own boxes.
+    found = _fresh_predictions(os.path.join(run_dir, "model.keras"), FEW["test"], tmp_path)
+    assert found["boxes"].shape == (FEW["test"], 300, 4)
+    _, boxes, classes, _ = digit_boxes("test", count=FEW["test"])
+    detections = [{"boxes": b[:n], "scores": s[:n], "classes": c[:n]} for b, s, c, n in zip(
+        found["boxes"], found["scores"], found["classes"], found["num_detections"])]
+    truth = [{"boxes": b[c >= 0], "classes": c[c >= 0]} for b, c in zip(boxes, classes)]
+    expected = coco_map(detections, truth, class_count=10)
+    for name in MAP_FIELDS:
+        assert test[name] == pytest.approx(None if expected[name] < 0 else expected[name],
+                                           abs=1e-9), name
+    assert "export of detectors: not yet" in printed
+    assert not os.path.exists(os.path.join(run_dir, "export"))
+
+
+@pytest.mark.slow
+def test_a_detection_run_saves_detections_models_and_prints_its_figures(small_box_run, capsys):
+    result, run_dir, _ = small_box_run
+    for name in ("model.keras", "best.keras"):
+        model = keras.saving.load_model(os.path.join(run_dir, name))
+        assert tasks.task_of(model) == tasks.Task("detection", 10, "sigmoid")
+        assert keras_resnet.preprocessing.of(model).class_names == list("0123456789")
+        assert sorted(model.output) == ["boxes", "classes", "num_detections", "scores"]
+        assert model.get_layer("detections").score_threshold == 0.001  # the run's settings
+    assert "val_loss" in result["history"][0]  # watched: no mAP while it trains
+    print_run(result)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"test mAP {result['test']['map']:.4f}, mAP@.50 ")
+    assert lines[1].startswith("test AP per class: 0 ")
+
+
+def test_images_without_boxes_train_their_scores_down():
+    with few_scenes(train=16):
+        train, info = data.load("digit_boxes", "train", 8, seed=0)
+    keras.utils.set_random_seed(0)
+    net = detection.detector("resnet8", info, {"head_width": 8})
+
+    def without_boxes(images, targets):
+        return images, {"boxes": targets["boxes"] * 0, "classes": targets["classes"] * 0 - 1}
+
+    trained, splits = detection.for_training(net, Splits(train.map(without_boxes), None, None,
+                                                         info, None))
+    compile_model(trained, "torchvision_detection", 8, learning_rate=0.05,
+                  loss=detection.loss(net), fast_path=False)
+    images, packed = next(iter(splits.train))
+    assert packed.shape[1:] == (1, 5) and np.all(np.asarray(packed)[..., 4] == -1)
+    before = keras.ops.sigmoid(trained(images)[..., :10])
+    history = trained.fit(splits.train.take(1).repeat(4), verbose=0, shuffle=False)
+    after = keras.ops.sigmoid(trained(images)[..., :10])
+    assert all(np.isfinite(history.history["loss"]))
+    assert float(np.mean(after)) < float(np.mean(before))
+
+
+def test_the_detection_recipe_follows_torchvisions_schedulers(tmp_path):
+    recipe = get_recipe("torchvision_detection")
+    assert (recipe.base_learning_rate, recipe.base_batch_size, recipe.momentum) == (0.01, 16, 0.9)
+    assert (recipe.weight_decay, recipe.weight_decay_style) == (1e-4, "l2")  # torch SGD's own
+    assert recipe.decay_norm and recipe.decay_bias  # every parameter, as torch's SGD there
+    assert warmup_steps(recipe, 26 * COCO_ITERATIONS) == 1000  # the published warm-up
+    assert StepSchedule.scaled(260, recipe).milestones == (160, 220)  # epochs 16, 22 of 26
+    names = [type(c).__name__ for c in paper_callbacks(str(tmp_path), recipe,
+                                                       total_iterations=26_000, tensorboard=False)]
+    assert names.index("LinearWarmup") < names.index("StepSchedule")
+    # torch's LinearLR (epoch 0) and MultiStepLR, each stepped per iteration, on 60 iterations.
+    script = ("import torch\np = torch.nn.Parameter(torch.zeros(1))\n"
+              "o = torch.optim.SGD([p], lr=0.01, momentum=0.9)\n"
+              "w = torch.optim.lr_scheduler.LinearLR(o, start_factor=0.001, total_iters=10)\n"
+              "m = torch.optim.lr_scheduler.MultiStepLR(o, milestones=[37, 51], gamma=0.1)\n"
+              "for _ in range(60):\n    print(o.param_groups[0]['lr'])\n"
+              "    o.step(); w.step(); m.step()\n")
+    expected = [float(v) for v in subprocess.run([torch_python(), "-c", script], check=True,
+                                                 capture_output=True, text=True).stdout.split()]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    callbacks = [LinearWarmup(10, 0.001), StepSchedule((37, 51))]
+    rates = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model.fit(np.zeros((60, 1)), np.zeros((60, 1)), batch_size=1, verbose=0, shuffle=False,
+              callbacks=[*callbacks, Record()])
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
+
+
+def test_detection_flags_and_data_pick_a_detection_run():
+    args = cli.build_parser().parse_args(["train", "--dataset", "digit_boxes",
+                                          "--retinanet-version", "2", "--head-width", "64"])
+    config = train_config(args)
+    assert config.model_options == {"version": 2, "head_width": 64}
+    assert detection.is_detection(config)
+    assert detection.is_detection(RunConfig("resnet20", task="detection"))
+    assert not detection.is_detection(RunConfig("resnet20"))
+    defaults = detection.with_run_defaults(config)
+    assert (defaults.recipe.epochs, defaults.recipe.batch_size) == (8, 16)
+
+
+def test_the_subnets_keep_torchvisions_gain_at_any_width():
+    with few_scenes():
+        info = data.load("digit_boxes", "test", 8)[1]
+    keras.utils.set_random_seed(0)
+    net = detection.detector("resnet8", info, {"head_width": 32, "version": 2})
+    kernel = np.asarray(net.get_layer("cls_conv2").kernel)
+    # 0.01 at torchvision's 256 channels: std * sqrt(fan_in) = 0.01 * sqrt(9 * 256) = 0.48
+    assert np.std(kernel) * np.sqrt(9 * 32) == pytest.approx(0.48, rel=0.05)
+    assert detection.loss(net).box_loss == "giou"  # version 2's box loss
+    assert detection.record(net)["detector"]["anchor_sizes"][0] == [4, 5, 6]  # 4x reduction 1
+
+
+def test_a_detection_run_refuses_what_it_cannot_do(tmp_path):
+    with pytest.raises(InvalidArgument, match="needs boxes"):
+        runs.train("resnet20", "digits", task="detection", epochs=1, run_dir=str(tmp_path / "a"))
+    with pytest.raises(InvalidArgument, match="needs boxes"):
+        data.load("digits", "test", 8, task="detection")
+    with pytest.raises(InvalidArgument, match="`head` 'fcn' segments"):
+        runs.train("resnet20", "digit_boxes", head="fcn", epochs=1, run_dir=str(tmp_path / "b"))
+    with pytest.raises(InvalidArgument, match="fine-tuning a detector"):
+        runs.fine_tune("resnet18", "digit_boxes", run_dir=str(tmp_path / "c"))
+    with few_scenes(), pytest.raises(InvalidArgument, match="does not go with detection data"):
+        runs.train("resnet20", "digit_boxes", task="single_label", epochs=1, export=False,
+                   run_dir=str(tmp_path / "d"))
+    with few_scenes(), pytest.raises(InvalidArgument, match="`version`"):
+        runs.train("resnet20", "digit_boxes", model_options={"version": 3}, epochs=1,
+                   export=False, run_dir=str(tmp_path / "e"))
