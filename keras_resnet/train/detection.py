@@ -162,7 +162,11 @@ def subnet_std(width):
 
 def with_subnet_gain(net):
     """``net`` with its subnets' kernels drawn again from N(0, :func:`subnet_std` ^ 2) when
-    its width is not torchvision's (the run's seed draws them); itself at width 256."""
+    its width is not torchvision's (the run's seed draws them); itself at width 256.
+
+    Example:
+        >>> net = with_subnet_gain(RetinaNet("resnet8", 3, head_width=16))  # doctest: +SKIP
+    """
     width = net.get_layer("fpn_p7").filters
     if width == TORCHVISION_WIDTH:
         return net
@@ -175,25 +179,45 @@ def with_subnet_gain(net):
 
 def named(net, info):
     """Detections model ``net`` carrying the data's preprocessing and class names (RetinaNet
-    names its classes "0".."K-1"); what a run saves."""
+    names its classes "0".."K-1"); what a run saves.
+
+    Example:
+        >>> preprocessing_lib.of(named(net, info)).class_names  # doctest: +SKIP
+        ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
+    """
     return preprocessing_lib.attach(net, info.preprocessing)
 
 
 def version_of(net):
-    """2 for a version-2 RetinaNet (GroupNorm in its subnets), else 1."""
+    """2 for a version-2 RetinaNet (GroupNorm in its subnets), else 1.
+
+    Example:
+        >>> version_of(RetinaNet("resnet8", 3, version=2, head_width=32))  # doctest: +SKIP
+        2
+    """
     return 2 if any(isinstance(layer, keras.layers.GroupNormalization)
                     for layer in net.layers) else 1
 
 
 def loss(net):
-    """RetinaNet's loss for ``net``: focal + L1 boxes (version 1), focal + GIoU (version 2)."""
+    """RetinaNet's loss for ``net``: focal + L1 boxes (version 1), focal + GIoU (version 2).
+
+    Example:
+        >>> loss(RetinaNet("resnet8", 3, head_width=16)).box_loss  # doctest: +SKIP
+        'l1'
+    """
     box_loss = "giou" if version_of(net) == 2 else "l1"
     return detection_losses.RetinaNetLoss(tasks.task_of(net).classes, box_loss=box_loss)
 
 
 def watched(validation):
     """The history's name of what the run watches: the validation loss, or the training loss
-    of a run without validation."""
+    of a run without validation.
+
+    Example:
+        >>> watched(True), watched(False)
+        ('val_loss', 'loss')
+    """
     return WATCHED if validation else WATCHED.removeprefix("val_")
 
 
@@ -201,27 +225,35 @@ def for_training(net, splits):
     """``(training model, splits)``: ``net``'s packed raw outputs (layers shared), and the
     training and validation batches with their boxes as the loss's ``(B, M, 5)`` rows, ``M``
     each batch's most boxes (the pipeline's padding to 100 rows left out: the anchor matching
-    costs in proportion to it)."""
+    costs in proportion to it).
+
+    Example:
+        >>> trained, splits = for_training(net, splits)  # doctest: +SKIP
+        >>> trained.output_shape  # doctest: +SKIP
+        (None, None, 18)
+    """
     import tensorflow as tf  # the tf.data side of the run
 
     def packed(images, targets):
         count = tf.reduce_max(tf.reduce_sum(tf.cast(targets["classes"] >= 0, tf.int32), axis=1))
         count = tf.maximum(count, 1)  # boxes first, padding after (the pipeline's padded batch)
-        rows = tf.concat([targets["boxes"][:, :count],
-                          tf.cast(targets["classes"][:, :count, None], tf.float32)], axis=-1)
-        return images, rows
+        return images, detection_losses.pack_targets(targets["boxes"][:, :count],
+                                                     targets["classes"][:, :count])
 
     splits.train = splits.train.map(packed)
-    if splits.validation is not None:
-        splits.validation = splits.validation.map(
-            lambda images, targets: packed(images, {k: targets[k] for k in ("boxes", "classes")}))
+    if splits.validation is not None:  # its "scale" and "image_size" are the test's business
+        splits.validation = splits.validation.map(packed)
     return detectors.training_model(net), splits
 
 
 def detections_model(net, info, like):
     """The detections model of detector ``net`` saved while it trained (its packed outputs),
     with the data's class names and the post-processing settings of detections model
-    ``like`` (the run's)."""
+    ``like`` (the run's).
+
+    Example:
+        >>> best = detections_model(load_model("runs/r/best.keras"), info, net)  # doctest: +SKIP
+    """
     config = like.get_layer("detections").get_config()
     settings = {key: config[key] for key in detectors.POSTPROCESS_OPTIONS if key in config}
     return named(detectors.detections_model(net, **settings), info)
@@ -251,7 +283,15 @@ def predictions(net, test):
 
 def figures(found, truth, class_names):
     """COCO's figures of ``found`` against ``truth``: the twelve of COCOeval's summary and
-    ``per_class_ap`` (class name -> AP@[.5:.95]); None where no ground truth counts."""
+    ``per_class_ap`` (class name -> AP@[.5:.95]); None where no ground truth counts.
+
+    Example:
+        >>> truth = [{"boxes": [[0, 0, 8, 8]], "classes": [1]}]
+        >>> found = [{"boxes": [[0, 0, 8, 8]], "scores": [0.9], "classes": [1]}]
+        >>> per_class = figures(found, truth, ["a", "b"])["per_class_ap"]
+        >>> per_class["a"], round(per_class["b"], 6)
+        (None, 1.0)
+    """
     stats = coco_map_lib.coco_map(found, truth, class_count=len(class_names))
     result = {name: None if stats[name] < 0 else float(stats[name])
               for name in coco_map_lib.STAT_NAMES}
@@ -281,7 +321,12 @@ def score(net, test, info):
 
 def record(net):
     """What run.json says of the detector: ``{"detector": {name, version, head_width,
-    anchor_sizes}}``."""
+    subnet_init_std, anchor_sizes}}``.
+
+    Example:
+        >>> record(net)["detector"]["name"]  # doctest: +SKIP
+        'retinanet'
+    """
     anchors = [list(net.get_layer(f"anchors{level}").sizes) for level in (3, 4, 5, 6, 7)]
     width = net.get_layer("fpn_p7").filters
     return {"detector": {"name": "retinanet", "version": version_of(net), "head_width": width,
@@ -289,7 +334,12 @@ def record(net):
 
 
 def print_figures(test):
-    """Print the test figures of a detection run (``keras-resnet train``'s last lines)."""
+    """Print the test figures of a detection run (``keras-resnet train``'s last lines).
+
+    Example:
+        >>> print_figures(result["test"])  # doctest: +SKIP
+        test mAP 0.1234, mAP@.50 0.3456, mAP@.75 0.0789; small 0.1234, medium -, large -
+    """
     def shown(value):
         return "-" if value is None else f"{value:.4f}"
 
