@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -194,6 +195,18 @@ def test_detection_flags_and_data_pick_a_detection_run():
     assert not detection.is_detection(RunConfig("resnet20"))
     defaults = detection.with_run_defaults(config)
     assert (defaults.recipe.epochs, defaults.recipe.batch_size) == (8, 16)
+
+
+def test_the_train_help_states_the_detection_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, field, after in (("--epochs", "epochs", "batch-size"),
+                               ("--batch-size", "batch_size", "task")):
+        help_text = re.search(rf"{flag} [A-Z_]+ (.*?) --{after}", text).group(1)
+        for dataset, defaults in detection.RUN_DEFAULTS.items():
+            assert f"{dataset} {defaults[field]}," in help_text, help_text
 
 
 def test_the_subnets_keep_torchvisions_gain_at_any_width():
