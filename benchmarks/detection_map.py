@@ -3,16 +3,16 @@
 
 The offline detection task (``keras_resnet.data`` "digit_boxes": 2,000 / 250 / 500 scenes of
 64x64 with 0 to 4 digits of side 8 to 32 each, 10 classes) trained with torchvision's detection
-recipe ("torchvision_detection": SGD momentum 0.9, coupled weight decay 1e-4 on every
-parameter, x0.1 at 16/26 and 22/26 of the run after a linear warm-up from 0.001x, the learning
-rate scaled from 0.01 per 16 images unless ``--learning-rate`` sets it), RetinaNet version 1
-(focal loss, L1 box loss) on the backbone, then scored on the test scenes with pycocotools'
+recipe for a detector trained from scratch ("detection_from_scratch": Adam at 1e-3 per 16
+images, x0.1 at 16/26 and 22/26 of the run after a linear warm-up from 0.001x), RetinaNet
+version 1 (focal loss, L1 box loss) on the backbone (ResNet-18 unless ``--model``: the scenes
+doubled to 128x128, anchors from 16 pixels), then scored on the test scenes with pycocotools'
 COCOeval rules (``keras_resnet.coco_map``). Prints one line per seed, then the mean and the
 range.
 
 Commands:
 
-    python -m benchmarks.detection_map                        # ResNet-20, seeds 0, 1, 2
+    python -m benchmarks.detection_map                        # ResNet-18, seeds 0, 1, 2
     python -m benchmarks.detection_map --seeds 0 --epochs 2 --train-scenes 500
 """
 
@@ -26,12 +26,13 @@ FIGURES = ("map", "map_50", "map_75")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20", help="the backbone (default resnet20)")
+    parser.add_argument("--model", default=None,
+                        help="the backbone (default: the run's, resnet18)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the run's (8)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="default: the recipe's, scaled to the batch")
     parser.add_argument("--head-width", type=int, default=None,
-                        help="the FPN's and subnets' width (default: the run's, 32 at 64x64)")
+                        help="the FPN's and subnets' width (default: the run's, 64; 32 on a CIFAR net)")
     parser.add_argument("--version", type=int, choices=(1, 2), default=1)
     parser.add_argument("--train-scenes", type=int, default=None,
                         help="train on the first N training scenes (default: all 2,000)")

@@ -17,7 +17,7 @@ from keras_resnet.multilabel import TASKS
 
 # The training recipes (keras_resnet.recipes.RECIPES; "paper" picks cifar or imagenet).
 RECIPE_NAMES = ("paper", "cifar", "imagenet", "torchvision_v2", "rsb_a1", "rsb_a2", "rsb_a3",
-                "torchvision_segmentation", "torchvision_detection")
+                "torchvision_segmentation", "torchvision_detection", "detection_from_scratch")
 # The segmentation heads (keras_resnet.train.config.HEADS).
 HEADS = ("fcn", "deeplabv3", "deeplabv3plus")
 # Stages a fine-tuning run can unfreeze from (Table 1: conv2_x ... conv5_x).
@@ -46,11 +46,11 @@ def _add_train(commands):
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits), "
                       "or fine-tune pretrained weights (--weights)"
     )
-    train.add_argument("--model", default="resnet20",
+    train.add_argument("--model", default=None,
                        help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
                             "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file; "
-                            "segmentation: the backbone (a CIFAR or ImageNet net). Default "
-                            "resnet20")
+                            "segmentation and detection: the backbone (a CIFAR or ImageNet "
+                            "net). Default resnet20; detection (box data): resnet18")
     train.add_argument("--dataset", default="digits",
                        help="'digits' (offline), a tensorflow-datasets name or an image folder")
     train.add_argument("--weights", default=None,
@@ -167,7 +167,8 @@ def _add_image_size_argument(train):
 
 
 def _add_evaluate_export_predict(commands):
-    evaluate = commands.add_parser("evaluate", help="top-1/top-5 error of a .keras model")
+    evaluate = commands.add_parser(
+        "evaluate", help="top-1/top-5 error of a .keras model (a detector: COCO mAP)")
     evaluate.add_argument("model", help="a .keras file")
     evaluate.add_argument("--dataset", default="digits")
     evaluate.add_argument("--split", default="test")
@@ -196,7 +197,8 @@ def _add_evaluate_export_predict(commands):
     export.set_defaults(run=actions.export)
 
     predict = commands.add_parser("predict", help="top-5 classes of images (a segmentation "
-                                                  "model: a mask and an overlay per image)")
+                                                  "model: a mask and an overlay per image; a "
+                                                  "detector: boxes and a drawing per image)")
     predict.add_argument("model", help="a .keras file, a run directory, a SavedModel directory, "
                                        "or a .tflite, .onnx or OpenVINO .xml file")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -212,9 +214,13 @@ def _add_evaluate_export_predict(commands):
                               "(.keras files and run directories)")
     predict.add_argument("--stage", default=None,
                          help="the stage Grad-CAM reads (conv2 ... conv5; default: the last)")
-    predict.add_argument("--output-dir", default="masks",
+    predict.add_argument("--output-dir", default=None,
                          help="segmentation models: where NAME_mask.png (palette PNG of class "
-                              "ids) and NAME_overlay.png go (default ./masks)")
+                              "ids) and NAME_overlay.png go (default ./masks); detectors: where "
+                              "NAME_boxes.png goes (default ./boxes)")
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="detectors: the least score of a box printed and drawn "
+                              "(default 0.5)")
     predict.set_defaults(run=actions.predict)
 
 

@@ -28,7 +28,7 @@ def print_run(result):
         print(format_parity(exported["parity"]))
     test = result["test"]
     if "map_50" in test:  # a detection run's COCO figures
-        from keras_resnet.train.detection import print_figures
+        from keras_resnet.detection_evaluation import print_figures
 
         print_figures(test)
     elif "miou" in test:
@@ -72,6 +72,7 @@ def train_config(args):
         RecipeConfig,
         RunConfig,
     )
+    from keras_resnet.train.detection import default_model
 
     options = {}
     if getattr(args, "aux", False):
@@ -92,7 +93,7 @@ def train_config(args):
     if args.weights:
         fine_tune = FineTuneConfig(weights=args.weights, head_epochs=args.head_epochs,
                                    unfreeze=args.unfreeze)
-    model = args.model  # the parser defaults it to resnet20
+    model = args.model or default_model(args.dataset, args.task)
     return RunConfig(
         model=model, task=args.task, head=getattr(args, "head", None), seed=args.seed,
         model_options=options,
@@ -123,6 +124,13 @@ def evaluate(args):
     metrics = evaluate(args.model, args.dataset, args.split, batch_size=args.batch_size,
                        ten_crop=args.ten_crop, data_dir=args.data_dir, download=args.download)
     crops = " (10-crop)" if args.ten_crop else ""
+    if "map_50" in metrics:  # a detector's COCO figures
+        from keras_resnet.detection_evaluation import print_figures
+
+        print(f"{args.dataset} {args.split}: {metrics['images']} images, "
+              f"{metrics['detections']} detections")
+        print_figures(metrics)
+        return
     if "mAP" in metrics:
         print(f"{args.dataset} {args.split}: mAP {metrics['mAP']:.4f}, F1 {metrics['f1_macro']:.4f} "
               f"(macro) / {metrics['f1_micro']:.4f} (micro) at the model's thresholds")
@@ -166,9 +174,26 @@ def _predict_masks(args):
         flag = "--embeddings" if args.embeddings else "--explain"
         raise InvalidArgument(f"`{flag}` is for classifiers; {args.model!r} is a segmentation "
                               "model (predict writes its masks).")
-    output_dir = args.output_dir
+    output_dir = args.output_dir or "masks"
     results = segment_files(args.model, args.images, precision=args.precision)
     for written in write_mask_files(results, output_dir):
+        print(json.dumps(written))
+
+
+def _predict_boxes(args):
+    """``predict`` on a detector: one JSON line per image (its boxes at least
+    ``--score-threshold``, in its own pixels) and NAME_boxes.png in ``--output-dir`` (default
+    ./boxes)."""
+    import json
+
+    from keras_resnet.export.detections import detect_files, write_detection_files
+
+    for flag, given in (("--embeddings", args.embeddings), ("--explain", args.explain)):
+        if given:
+            raise InvalidArgument(f"`{flag}` is for classifiers; {args.model!r} is a detector "
+                                  "(predict writes its boxes).")
+    results = detect_files(args.model, args.images, score_threshold=args.score_threshold)
+    for written in write_detection_files(results, args.output_dir or "boxes"):
         print(json.dumps(written))
 
 
@@ -176,10 +201,14 @@ def predict(args):
     import json
 
     from keras_resnet.export import predict_files
+    from keras_resnet.export.detections import is_detection
     from keras_resnet.export.masks import is_segmentation
 
     if is_segmentation(args.model):
         _predict_masks(args)
+        return
+    if is_detection(args.model):
+        _predict_boxes(args)
         return
     if args.stage and not args.explain:
         raise InvalidArgument("`--stage` chooses the layer Grad-CAM reads; give `--explain DIR` with it.")

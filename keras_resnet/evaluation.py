@@ -1,5 +1,6 @@
-"""Scoring a trained model: top-1/top-5 accuracy (the paper's, also 10-crop, §3.4), or for a
-multi-label model mAP and F1 at per-class thresholds chosen on validation data.
+"""Scoring a trained model: top-1/top-5 accuracy (the paper's, also 10-crop, §3.4), for a
+multi-label model mAP and F1 at per-class thresholds chosen on validation data, for a detector
+COCO's figures.
 
 Example:
     >>> sorted(evaluate(keras_resnet.ResNet20(), "digits", "validation", batch_size=144))
@@ -11,6 +12,7 @@ import numpy as np
 
 from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
+from keras_resnet.detection_evaluation import evaluate_detector
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.multilabel import choose_thresholds, multilabel_report
 from keras_resnet.saving import load_model
@@ -58,7 +60,8 @@ def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=
              data_dir=None, download=True):
     """Top-1 and top-5 accuracy of a model (or ``.keras`` file) on a dataset split, with the
     model's own preprocessing; for a multi-label model (its Task says, ``keras_resnet.tasks``),
-    ``multilabel_report`` at the thresholds it carries (mAP, F1 macro and micro, per class).
+    ``multilabel_report`` at the thresholds it carries (mAP, F1 macro and micro, per class);
+    for a detector COCO's figures (``keras_resnet.detection_evaluation``).
 
     Example:
         >>> sorted(evaluate(keras_resnet.ResNet20(), "digits", "validation", batch_size=144))
@@ -71,6 +74,11 @@ def evaluate(model, dataset="digits", split="test", *, batch_size=128, ten_crop=
     if task is None:
         raise InvalidArgument(f"`model` {model.name!r} has no class scores to evaluate (a "
                               "backbone or feature extractor); give a classifier.")
+    if task.detection:
+        if ten_crop:
+            raise InvalidArgument("`ten_crop` averages class scores; this model is a detector.")
+        return evaluate_detector(model, dataset, split, batch_size=batch_size,
+                                 data_dir=data_dir, download=download)
     multilabel = task.multilabel
     if multilabel and ten_crop:
         raise InvalidArgument("`ten_crop` averages single-label predictions; this model is multi-label.")

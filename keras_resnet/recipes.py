@@ -30,6 +30,7 @@ import keras
 
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.optimizers import Lamb, WarmupCosine
+from keras_resnet.recipe_sources import PUBLISHED_TOP1, SOURCES  # noqa: F401  (the recipes' sources)
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012's training set: the recipes' EMA horizons
 # Iterations of one epoch of COCO train2017 (117,266 images with boxes) at batch 16: the
@@ -46,8 +47,9 @@ class Recipe:
         learning_rate_scaling: "linear" (Goyal et al. 2017: the rate times the batch ratio)
             or "sqrt" (timm's rule for LAMB: times its square root) from ``base_batch_size``
             to the run's batch.
-        optimizer: "sgd" (with ``momentum``) or "lamb" (timm's ``Lamb``:
-            :class:`keras_resnet.optimizers.Lamb`, global gradient norm clipped to 1).
+        optimizer: "sgd" (with ``momentum``), "lamb" (timm's ``Lamb``:
+            :class:`keras_resnet.optimizers.Lamb`, global gradient norm clipped to 1) or
+            "adam" (Keras' ``Adam``, Kingma & Ba 2015: betas 0.9 / 0.999, epsilon 1e-7).
         weight_decay, weight_decay_style: "l2", a coupled L2 term whose gradient is
             ``weight_decay * w`` (the paper's; PyTorch SGD's ``weight_decay``), put on the
             kernels as Keras regularizers; or "decoupled", the optimizer's own
@@ -139,7 +141,7 @@ class Recipe:
         return self.schedule == "cosine" or self.mixes or self.loss != "cross_entropy" or any((
             self.label_smoothing, self.auto_augment, self.random_erasing, self.ema,
             self.crop != "paper", self.repeated_augmentation != 1,
-            self.train_size_fraction != 1.0, self.optimizer != "sgd",
+            self.train_size_fraction != 1.0, self.optimizer == "lamb",
         ))
 
     @property
@@ -199,49 +201,19 @@ RECIPES = {
         milestones=(16 * COCO_ITERATIONS, 22 * COCO_ITERATIONS),
         total_iterations=26 * COCO_ITERATIONS, plateau_patience=26, epochs=26,
         warmup_epochs=1000 / COCO_ITERATIONS, warmup_start_factor=0.001),
+    # A detector trained from scratch (no pretrained backbone): torchvision's schedule above
+    # with Adam at 1e-3 per 16 images and no weight decay (see _DETECTION_FROM_SCRATCH).
+    "detection_from_scratch": Recipe(
+        "detection_from_scratch", base_learning_rate=1e-3, base_batch_size=16,
+        learning_rate_scaling="sqrt", optimizer="adam", momentum=0.0, weight_decay=0.0,
+        schedule="step", milestones=(16 * COCO_ITERATIONS, 22 * COCO_ITERATIONS),
+        total_iterations=26 * COCO_ITERATIONS, plateau_patience=26, epochs=26,
+        warmup_epochs=1000 / COCO_ITERATIONS, warmup_start_factor=0.001),
 }
 PAPER = ("cifar", "imagenet")
 
-# Where each value comes from (fields not named keep the paper's, or mean "off").
-_TV = ("torchvision blog command (2021-11-18): --batch-size 128 x 8 GPUs --lr 0.5 "
-       "--lr-scheduler cosineannealinglr --lr-warmup-epochs 5 --lr-warmup-method linear "
-       "--auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002 "
-       "--norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 "
-       "--train-crop-size 176 --model-ema --val-resize-size 232 --ra-sampler --ra-reps 4; "
-       "train.py defaults (vision 4bf6c6e4): --momentum 0.9, --lr-warmup-decay 0.01, "
-       "--model-ema-steps 32, --model-ema-decay 0.99998; biases decay (no --bias-weight-decay "
-       "then); SGD's weight_decay is coupled L2")
-_RSB = ("ResNet strikes back, Table 1: LAMB, cosine, 5 warm-up epochs, batch 2048, BCE, "
-        "RandAugment 7/0.5 (A3: 6/0.5), CutMix 1.0, test crop 0.95, no EMA or erasing; "
-        "A1 600 epochs lr 5e-3 wd 0.01 smoothing 0.1 stochastic depth 0.05 mixup 0.2 RA; "
-        "A2 300 epochs lr 5e-3 wd 0.02 stochastic depth 0.05 mixup 0.1 RA; A3 100 epochs "
-        "lr 8e-3 wd 0.02 mixup 0.1 train 160; timm train.py: sqrt lr scaling for LAMB, "
-        "--warmup-lr 1e-5, --aug-repeats 3, no decay on biases and norms; CosineLRScheduler "
-        "with warmup_prefix=False, lr_min 0, one cycle; Lamb's max_grad_norm 1.0")
-_TV_SEGMENTATION = (
-    "torchvision references/segmentation README: torchrun --nproc_per_node=8 train.py --lr 0.02 "
-    "--dataset coco -b 4 --model deeplabv3_resnet50 --aux-loss; train.py: SGD momentum 0.9, "
-    "weight decay 1e-4 on every parameter (coupled), PolynomialLR(power=0.9) per iteration, "
-    "30 epochs, loss out + 0.5 x aux, crop 480 of a 520 base size scaled 0.5-2.0")
-_TV_DETECTION = (
-    "torchvision references/detection README: torchrun --nproc_per_node=8 train.py --dataset coco "
-    "--model retinanet_resnet50_fpn --epochs 26 --lr-steps 16 22 --aspect-ratio-group-factor 3 "
-    "--lr 0.01 (batch 2 per GPU: 16); train.py: SGD momentum 0.9, weight decay 1e-4 on every "
-    "parameter (coupled), MultiStepLR gamma 0.1 per epoch; engine.py: LinearLR from 1/1000 over "
-    "min(1000, iterations of epoch 0 - 1). Here as fractions of the run: milestones 16/26 and "
-    "22/26, warm-up 1000 of 26 x 7,330 iterations; no plateau rule there (patience 26 epochs)")
-SOURCES = {"cifar": "He et al. 2015, §4.2", "imagenet": "He et al. 2015, §3.4",
-           "torchvision_v2": _TV, "rsb_a1": _RSB, "rsb_a2": _RSB, "rsb_a3": _RSB,
-           "torchvision_segmentation": _TV_SEGMENTATION, "torchvision_detection": _TV_DETECTION}
-# ImageNet top-1 (%) of ResNet-50 with each recipe, as published, one 224 crop: the paper's
-# from the authors' released model (24.7% error; Table 3 gives 77.15% with 10 crops), then
-# torchvision's IMAGENET1K_V2 weights and RSB's Table 1.
-PUBLISHED_TOP1 = {"cifar": None, "imagenet": 75.3, "torchvision_v2": 80.858, "rsb_a1": 80.4,
-                  "rsb_a2": 79.8, "rsb_a3": 78.1, "torchvision_segmentation": None,
-                  "torchvision_detection": None}
-
 _CHOICES = {
-    "learning_rate_scaling": ("linear", "sqrt"), "optimizer": ("sgd", "lamb"),
+    "learning_rate_scaling": ("linear", "sqrt"), "optimizer": ("sgd", "lamb", "adam"),
     "weight_decay_style": ("l2", "decoupled"), "schedule": ("step", "plateau", "cosine", "poly"),
     "loss": ("cross_entropy", "binary_cross_entropy"), "crop": ("paper", "random_resized"),
     "auto_augment": (None, "trivial_augment", "rand_augment"),
@@ -422,8 +394,8 @@ def learning_rate_schedule(recipe, peak, total_steps):
 
 def make_optimizer(model, recipe, learning_rate, *, momentum=None):
     """The recipe's optimizer for ``model``: SGD (decoupled weight decay off BN and biases
-    unless the recipe decays them) or timm's LAMB (:class:`~keras_resnet.optimizers.Lamb`,
-    its decay off the 1-D variables unless the recipe decays both). The EMA is a callback
+    unless the recipe decays them), timm's LAMB (:class:`~keras_resnet.optimizers.Lamb`,
+    its decay off the 1-D variables unless the recipe decays both) or Keras' Adam. The EMA is a callback
     (``keras_resnet.train.ema.ModelEMA``), not the optimizer's.
 
     Example:
@@ -439,6 +411,12 @@ def make_optimizer(model, recipe, learning_rate, *, momentum=None):
                 f"`decay_norm` and `decay_bias` must be equal; got {recipe.decay_norm!r} and "
                 f"{recipe.decay_bias!r}.")
         return Lamb(learning_rate, weight_decay=decay, decay_1d=recipe.decay_norm)
+    if recipe.optimizer == "adam":
+        if decay:
+            raise InvalidArgument(
+                "Adam takes its weight decay as L2 terms (`weight_decay_style` 'l2'); got "
+                f"'decoupled' with weight_decay={recipe.weight_decay!r}.")
+        return keras.optimizers.Adam(learning_rate)
     optimizer = keras.optimizers.SGD(
         learning_rate, momentum=recipe.momentum if momentum is None else momentum,
         weight_decay=decay or None)

@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from keras_resnet.train import flow
+from keras_resnet.train import detection, flow
 from keras_resnet.train.build import set_trainable  # noqa: F401  (re-exported, as before)
 from keras_resnet.train.config import (  # noqa: F401
     FINE_TUNE_DEFAULTS,
@@ -30,7 +30,7 @@ from keras_resnet.train.setup import RUN_FILES  # noqa: F401
 
 
 def train(
-    model="resnet20",
+    model=None,
     dataset="digits",
     *,
     run_dir=None,
@@ -70,7 +70,8 @@ def train(
     (``keras_resnet.train.detection``).
 
     Args:
-        model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``.
+        model: a name ("resnet20", "resnet50", ...), a ``.keras`` path or a ``keras.Model``;
+            None: "resnet20", or "resnet18" for a detection run.
         dataset: "digits", a tensorflow-datasets name or an image-folder path.
         image_size: the side of the model's square input (at least 32); None: the data set's
             default: 32 for CIFAR-style data (images of side up to 64), 224 for ImageNet-style
@@ -93,6 +94,8 @@ def train(
         1
     """
     options = {key: value for key, value in locals().items() if key not in ("model", "dataset")}
+    if model is None:
+        model = detection.default_model(dataset, task)
     return flow.run(RunConfig.from_options(model, dataset, **options))
 
 
@@ -155,4 +158,6 @@ def fine_tune(
         >>> fine_tune("resnet18", "path/to/images", run_dir="runs/pets", unfreeze="conv4")  # doctest: +SKIP
     """
     options = {key: value for key, value in locals().items() if key not in ("model", "dataset")}
+    if model is None:
+        model = detection.default_model(dataset, task)
     return flow.run(RunConfig.from_options(model, dataset, **options))

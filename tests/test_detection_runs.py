@@ -1,7 +1,8 @@
 """A detection run from start to end: ``keras_resnet.runs.train`` on the digit boxes (fewer of
 them) with RetinaNet on ResNet-20, its run folder, its COCO figures against the saved model's
 own predictions in a fresh interpreter; images without boxes; torchvision's detection
-recipe against torch's own schedulers; the settings a detection run refuses."""
+recipe against torch's own schedulers, the from-scratch recipe's Adam against torch's; each
+backbone family's defaults; the settings a detection run refuses."""
 
 import contextlib
 import io
@@ -17,19 +18,21 @@ import numpy as np
 import pytest
 
 import keras_resnet
+from harness import torch_python
 from keras_resnet import cli, data, runs, tasks
 from keras_resnet.coco_map import coco_map
 from keras_resnet.commands import print_run, train_config
 from keras_resnet.data.sources.digit_boxes import BOX_COUNTS, digit_boxes
 from keras_resnet.errors import InvalidArgument
-from keras_resnet.recipes import COCO_ITERATIONS, get_recipe, warmup_steps
+from keras_resnet.evaluation import evaluate
+from keras_resnet.export.masks import voc_palette
+from keras_resnet.recipes import COCO_ITERATIONS, get_recipe, make_optimizer, warmup_steps
 from keras_resnet.train import detection
 from keras_resnet.train.callbacks import paper_callbacks
 from keras_resnet.train.compile import compile_model
 from keras_resnet.train.config import RunConfig
 from keras_resnet.train.schedules import LinearWarmup, StepSchedule
 from keras_resnet.train.setup import Splits
-from tests.harness import torch_python
 
 FEW = {"train": 32, "validation": 16, "test": 16}
 MAP_FIELDS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
@@ -91,7 +94,7 @@ def _fresh_predictions(model_path, count, tmp_path):
 @pytest.mark.slow
 def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_run, tmp_path):
     result, run_dir, printed = small_box_run
-    assert (result["task"], result["recipe"]["name"]) == ("detection", "torchvision_detection")
+    assert (result["task"], result["recipe"]["name"]) == ("detection", "detection_from_scratch")
     assert result["detector"]["version"] == 1 and result["detector"]["head_width"] == 16
     with open(os.path.join(run_dir, "run.json")) as f:
         test = json.load(f)["test"]
@@ -190,11 +193,51 @@ def test_detection_flags_and_data_pick_a_detection_run():
                                           "--retinanet-version", "2", "--head-width", "64"])
     config = train_config(args)
     assert config.model_options == {"version": 2, "head_width": 64}
+    args = cli.build_parser().parse_args(["train", "--dataset", "digit_boxes",
+                                          "--retinanet-version", "2"])
+    config = train_config(args)
     assert detection.is_detection(config)
     assert detection.is_detection(RunConfig("resnet20", task="detection"))
     assert not detection.is_detection(RunConfig("resnet20"))
+    assert config.model == "resnet18"  # a detection run's default backbone
     defaults = detection.with_run_defaults(config)
     assert (defaults.recipe.epochs, defaults.recipe.batch_size) == (8, 16)
+    # ResNet-18 (ImageNet style) on the 64x64 scenes: doubled, anchors from 16; given options
+    # win over the family's.
+    assert defaults.data.image_size == 128
+    assert defaults.model_options["head_width"] == 64 and config.model_options["version"] == 2
+    assert defaults.model_options["anchor_sizes"][0] == (16, 20, 25)
+    cifar = detection.with_run_defaults(RunConfig("resnet20", data=config.data))
+    assert cifar.data.image_size is None and cifar.model_options == {"head_width": 32}
+    plain = train_config(cli.build_parser().parse_args(["train"]))
+    assert plain.model == "resnet20" and not detection.is_detection(plain)
+
+
+def test_the_from_scratch_recipe_steps_as_torchs_adam(tmp_path):
+    python = torch_python()
+    recipe = get_recipe("detection_from_scratch")
+    assert (recipe.optimizer, recipe.base_learning_rate, recipe.weight_decay) == ("adam", 1e-3, 0)
+    assert recipe.milestones == get_recipe("torchvision_detection").milestones
+    assert not recipe.modern  # the data pipeline's own targets (boxes), no mixing
+    start = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    grads = np.random.default_rng(1).normal(size=(5, 3, 4)).astype("float32")
+    variable = keras.Variable(start)
+    optimizer = make_optimizer(None, recipe, 0.01)
+    for grad in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(grad), variable)])
+    script = ("import sys, numpy as np, torch\n"
+              "start, grads = np.load(sys.argv[1]), np.load(sys.argv[2])\n"
+              "p = torch.nn.Parameter(torch.tensor(start))\n"
+              "o = torch.optim.Adam([p], lr=0.01, eps=1e-7)\n"
+              "for g in grads:\n    p.grad = torch.tensor(g); o.step()\n"
+              "print(' '.join(map(str, p.detach().numpy().ravel().tolist())))\n")
+    np.save(tmp_path / "start.npy", start)
+    np.save(tmp_path / "grads.npy", grads)
+    out = subprocess.run([python, "-c", script, tmp_path / "start.npy", tmp_path / "grads.npy"],
+                         check=True,
+                         capture_output=True, text=True).stdout.split()
+    np.testing.assert_allclose(np.asarray(variable), np.asarray(out, "float32").reshape(3, 4),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_the_train_help_states_the_detection_defaults(capsys, monkeypatch):
@@ -236,3 +279,90 @@ def test_a_detection_run_refuses_what_it_cannot_do(tmp_path):
     with few_scenes(), pytest.raises(InvalidArgument, match="`version`"):
         runs.train("resnet20", "digit_boxes", model_options={"version": 3}, epochs=1,
                    export=False, run_dir=str(tmp_path / "e"))
+
+
+@pytest.fixture(scope="module")
+def saved_detector(tmp_path_factory):
+    """An untrained ResNet-8 detector of the digit boxes (width 8, every box above 0.001 kept)
+    saved as a ``.keras`` file, and the model itself."""
+    with few_scenes():
+        info = data.load("digit_boxes", "test", 8)[1]
+    keras.utils.set_random_seed(0)
+    net = detection.named(detection.detector(
+        "resnet8", info, {"head_width": 8, "score_threshold": 0.001, "max_detections": 50}), info)
+    path = str(tmp_path_factory.mktemp("detector") / "detector.keras")
+    net.save(path)
+    return path, net
+
+
+def _coco_figures_of_scenes(net, count):
+    """COCO's figures of ``net`` on the first ``count`` test scenes fed as they are (64x64, no
+    fitting), against the scenes' own boxes."""
+    images, boxes, classes, _ = digit_boxes("test", count=count)
+    pixels = keras_resnet.preprocessing.of(net).normalize(images.astype("float32"))
+    found = net.predict(pixels, verbose=0)
+    detections = [{"boxes": b[:n], "scores": s[:n], "classes": c[:n]} for b, s, c, n in zip(
+        found["boxes"], found["scores"], found["classes"], found["num_detections"])]
+    truth = [{"boxes": b[c >= 0], "classes": c[c >= 0]} for b, c in zip(boxes, classes)]
+    return coco_map(detections, truth, class_count=10)
+
+
+def test_evaluate_gives_a_saved_detectors_coco_figures(saved_detector, capsys):
+    path, net = saved_detector
+    with few_scenes():
+        assert cli.main(["evaluate", path, "--dataset", "digit_boxes", "--batch-size", "8"]) == 0
+        figures = evaluate(path, "digit_boxes", batch_size=5)  # a last batch of one
+    expected = _coco_figures_of_scenes(net, FEW["test"])
+    assert figures["images"] == FEW["test"] and 0 < figures["detections"] <= 50 * FEW["test"]
+    for name in MAP_FIELDS:
+        assert figures[name] == pytest.approx(None if expected[name] < 0 else expected[name],
+                                              abs=1e-9), name
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3] == f"digit_boxes test: {FEW['test']} images, {figures['detections']} detections"
+    assert lines[-2].startswith(f"test mAP {figures['map']:.4f}, mAP@.50 ")
+    with pytest.raises(InvalidArgument, match="`ten_crop`"):
+        evaluate(net, "digit_boxes", ten_crop=True)
+    with pytest.raises(InvalidArgument, match="does not go with segmentation data"):
+        evaluate(net, "digit_scenes")
+
+
+def test_predict_writes_a_detectors_boxes_and_drawings(saved_detector, tmp_path, capsys):
+    from PIL import Image
+
+    path, net = saved_detector
+    images = digit_boxes("test", count=2)[0]
+    # the second scene cut to 64 wide x 40 high: fitted as it is, padded with black below
+    files = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    Image.fromarray(images[0]).save(files[0])
+    Image.fromarray(images[1][:40]).save(files[1])
+    padded = images[:2].copy()
+    padded[1, 40:] = 0
+    pixels = keras_resnet.preprocessing.of(net).normalize(padded.astype("float32"))
+    direct = net.predict(pixels, verbose=0)
+    threshold = float(np.sort(direct["scores"][0])[-3])  # the first scene's best three
+    out = tmp_path / "boxes"
+    assert cli.main(["predict", path, *files, "--output-dir", str(out), "--score-threshold",
+                     str(threshold)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in records] == files
+    for index, (record, height) in enumerate(zip(records, (64, 40))):
+        kept = direct["scores"][index] >= threshold
+        expected = np.clip(direct["boxes"][index][kept], 0, [64, height, 64, height])
+        found = record["detections"]
+        assert [d["class"] for d in found] == direct["classes"][index][kept].tolist()
+        assert [d["label"] for d in found] == [str(c) for c in direct["classes"][index][kept]]
+        np.testing.assert_allclose([d["box"] for d in found], expected.reshape(-1, 4), atol=0.01)
+        np.testing.assert_allclose([d["score"] for d in found], direct["scores"][index][kept],
+                                   atol=1e-4)
+        drawn = np.asarray(Image.open(record["drawn"]))
+        assert drawn.shape == (height, 64, 3)
+    assert len(records[0]["detections"]) >= 3
+    first = records[0]["detections"][0]  # its outline in its class's VOC colour
+    x1, y1 = (int(v) for v in first["box"][:2])
+    colour = voc_palette()[first["class"] + 1]
+    drawn = np.asarray(Image.open(records[0]["drawn"]))
+    assert (drawn[y1:y1 + 2, x1:x1 + 2] == colour).all(axis=-1).any()
+    assert cli.main(["predict", path, files[0], "--explain", str(tmp_path / "cam")]) == 2
+    assert "`--explain` is for classifiers" in capsys.readouterr().err
+    assert cli.main(["predict", path, files[0], "--score-threshold", "2"]) == 2
+    assert "`score_threshold` must be a number in [0, 1); got 2.0" in capsys.readouterr().err

@@ -128,8 +128,8 @@ def test_overrides_parse_to_the_fields_type_and_refuse_what_does_not_exist():
         recipes.get_recipe("torchvision_v2", {"smoothing": "0.1"})
     with pytest.raises(InvalidArgument, match="`label_smoothing` must be a number in \\[0, 1\\]; got 2.0"):
         recipes.get_recipe("torchvision_v2", {"label_smoothing": "2"})
-    with pytest.raises(InvalidArgument, match="`optimizer` must be one of 'sgd', 'lamb'; got 'adam'"):
-        recipes.get_recipe("rsb_a1", {"optimizer": "adam"})
+    with pytest.raises(InvalidArgument, match="`optimizer` must be one of 'sgd', 'lamb', 'adam'; got 'adagrad'"):
+        recipes.get_recipe("rsb_a1", {"optimizer": "adagrad"})
     with pytest.raises(InvalidArgument, match="`--set` takes FIELD=VALUE; got 'ema'"):
         recipes.parse_overrides(["ema"])
     with pytest.raises(InvalidArgument, match="`recipe` must be one of paper, cifar"):

@@ -12,8 +12,8 @@ the pipeline is made (its source knows the most boxes of any image); nothing is 
 - Training (``augment="auto"``): :func:`keras_resnet.data.augment.boxes.train_example`,
   the image scaled to fit ``S`` times a factor uniform in ``scale_range`` (torchvision's
   ``ScaleJitter``), flipped (not for digits), a random ``S x S`` window with the boxes whose
-  centres it holds, clipped (boxes under 1 pixel dropped). ``scale_range=(1.0, 1.0)`` leaves
-  the flip alone: the RetinaNet paper's augmentation.
+  centres it holds, clipped (boxes under 1 pixel dropped). The default ``scale_range=(1.0,
+  1.0)`` leaves the flip alone: the RetinaNet paper's augmentation.
 - Evaluation (and ``augment=None``): each image resized, keeping its aspect ratio, to fit
   ``S`` and padded at the bottom and right, as the segmentation pipeline's evaluation, its
   boxes scaled alike, every box kept. These batches (not the training transform's) carry
@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet.data.augment.boxes import SCALE_RANGE, fit_and_pad, train_example
+from keras_resnet.data.augment.boxes import fit_and_pad, train_example
 from keras_resnet.data.holdout import Holdout, pairs_with_holdout
 from keras_resnet.data.images import normalize, to_model_channels
 from keras_resnet.data.info import DatasetInfo
@@ -53,6 +53,10 @@ DETECTION_AUGMENTATIONS = ("auto", None)
 MAX_BOXES = 100  # torchvision keeps 300 detections per image; 100 targets suit training
 LARGE_SIDE = 512  # larger images' default input: a multiple of RetinaNet's stride 128 (P7)
 PADDING_CLASS = -1
+# The training scale's default range: 1 (no jitter), the flip alone, as torchvision's detection
+# reference trains RetinaNet (its "hflip" policy) and the RetinaNet paper (§5.1: horizontal
+# flipping only). (0.5, 2.0) is torchvision's large scale jitter.
+SCALE_RANGE = (1.0, 1.0)
 # The registered sources whose examples are images with boxes.
 BOX_SOURCES = ("digit_boxes", "coco_json", "box_csv")
 
@@ -288,7 +292,8 @@ def load_detection(name="digit_boxes", split="train", batch_size=32, training=No
         training: shuffle and augment; defaults to ``split == "train"``.
         data_dir: where the mean image is cached.
         image_size: the model's input side S.
-        scale_range: the training scale, in multiples of the size that fits S; (0.5, 2.0).
+        scale_range: the training scale, in multiples of the size that fits S; default
+            (1.0, 1.0), the flip alone; (0.5, 2.0) is torchvision's large scale jitter.
         max_boxes: M, box rows per image (an image with more raises); default 100.
         augment: "auto" (scale, flip, crop) or None.
         preprocessing: a model's ``ImagePreprocessing`` to follow (its input size and

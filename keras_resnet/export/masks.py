@@ -50,8 +50,13 @@ def voc_palette(count=256):
     return palette
 
 
-def _keras_task(path):
-    """The Task kind a ``.keras`` file's config names (its ``TaskLayer``), without loading it."""
+def keras_task(path):
+    """The Task kind a ``.keras`` file's config names (its ``TaskLayer``), without loading it.
+
+    Example:
+        >>> keras_task("runs/scenes/model.keras")  # doctest: +SKIP
+        'segmentation'
+    """
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     stack = [config]
@@ -83,7 +88,7 @@ def is_segmentation(model_path):
             task = read_sidecar(path)["task"]
             return task is not None and task.segmentation
         keras_file = os.path.join(path, "model.keras") if os.path.isdir(path) else path
-        return keras_file.endswith(".keras") and _keras_task(keras_file) == "segmentation"
+        return keras_file.endswith(".keras") and keras_task(keras_file) == "segmentation"
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return False
 
@@ -183,13 +188,23 @@ def overlay(pixels, mask, class_names, alpha=OVERLAY_ALPHA):
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
-def _save_png(image, path):
+def save_png(image, path):
+    """Write PIL image ``image`` to ``path`` as a PNG, whole or not at all.
+
+    Example:
+        >>> save_png(Image.new("RGB", (4, 4)), "black.png")  # doctest: +SKIP
+    """
     with atomic_path(path, suffix=".png") as tmp:
         image.save(tmp, format="PNG")
 
 
-def _stems(image_paths):
-    """One output name per image: its file name's stem, numbered where two repeat."""
+def output_stems(image_paths):
+    """One output name per image: its file name's stem, numbered where two repeat.
+
+    Example:
+        >>> output_stems(["a/x.png", "b/x.jpg", "y.png"])
+        ['x', 'x_2', 'y']
+    """
     stems, seen = [], {}
     for path in image_paths:
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -217,13 +232,13 @@ def write_mask_files(results, output_dir):
     check_writable("output_dir", output_dir)
     os.makedirs(output_dir, exist_ok=True)
     written = []
-    for result, stem in zip(results, _stems([r["image"] for r in results])):
+    for result, stem in zip(results, output_stems([r["image"] for r in results])):
         mask_path = os.path.join(output_dir, f"{stem}_mask.png")
         overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
         mask = Image.fromarray(result["mask"])  # mode L; the palette makes it P, ids kept
         mask.putpalette(voc_palette().ravel().tolist())
-        _save_png(mask, mask_path)
-        _save_png(Image.fromarray(overlay(result["pixels"], result["mask"],
+        save_png(mask, mask_path)
+        save_png(Image.fromarray(overlay(result["pixels"], result["mask"],
                                           result["class_names"]), "RGB"), overlay_path)
         written.append({"image": result["image"], "mask": mask_path, "overlay": overlay_path,
                         "size": list(result["mask"].shape), "class_shares": result["class_shares"]})

@@ -5,13 +5,15 @@ it reports.
 A detection run (``task="detection"``, or data with boxes such as "digit_boxes", a COCO JSON
 file or a CSV of boxes) puts RetinaNet (:func:`keras_resnet.heads.RetinaNet`: FPN P3..P7 on the
 backbone's last three stages, version 1 unless ``model_options={"version": 2}``) on the
-backbone ``model`` and trains it with torchvision's detection recipe unless told
-("torchvision_detection": SGD 0.01 at batch 16, x0.1 at 16/26 and 22/26 of the run, a linear
-warm-up from 0.001x) and RetinaNet's focal loss with the L1 box loss (version 2: GIoU). While
-it trains, the detector returns one tensor per image of every anchor's class logits, box
-deltas and anchor (``training_model``) against the boxes packed as ``(x1, y1, x2, y2,
-class)`` rows. Its mAP needs the detections (NMS over every test image), too slow to compute
-each epoch: the plateau schedule and ``best.keras`` watch the validation loss instead.
+backbone ``model`` (default ResNet-18) and trains it from scratch with the recipe
+"detection_from_scratch" unless told (torchvision's detection schedule, x0.1 at 16/26 and
+22/26 of the run after a linear warm-up from 0.001x, with Adam at 1e-3 per 16 images instead
+of its SGD at 0.01, which is made for a pretrained backbone) and RetinaNet's focal loss with
+the L1 box loss (version 2: GIoU). While it trains, the detector returns one tensor per image
+of every anchor's class logits, box deltas and anchor (``training_model``) against the boxes
+packed as ``(x1, y1, x2, y2, class)`` rows. Its mAP needs the detections (NMS over every test
+image), too slow to compute each epoch: the plateau schedule and ``best.keras`` watch the
+validation loss instead.
 
 At the end the test split runs through the detections model (post-processing inside), the
 boxes go back to each image's own pixels (the batches' ``"scale"``), and
@@ -28,25 +30,37 @@ Example:
 import dataclasses
 
 import keras
-import numpy as np
 
-from keras_resnet import coco_map as coco_map_lib
-from keras_resnet import detection_losses, tasks
+from keras_resnet import boxes, detection_evaluation, detection_losses, tasks
 from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet.data.detection import has_boxes, original_boxes
+from keras_resnet.data.detection import has_boxes
 from keras_resnet.data.segmentation import SMALL_SIDE
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.heads import detectors
+from keras_resnet.models import parse_model_name
 from keras_resnet.saving import load_model
 
-RECIPE = "torchvision_detection"
+RECIPE = "detection_from_scratch"  # a detection run trains its detector from scratch
+DEFAULT_BACKBONE = "resnet18"  # a detection run's model when none is given
 # Epochs and global batch of a run on the offline boxes when not given (keras_resnet.train.
 # config's RUN_DEFAULTS hold the other data sets'): 2,000 training scenes of 64x64, batch 16
-# (the recipe's own, so its learning rate 0.01 as published).
+# (the recipe's own, so its learning rate 1e-3 as set).
 RUN_DEFAULTS = {"digit_boxes": {"epochs": 8, "batch_size": 16}}
-# The FPN's and the subnets' width on images of side up to 64: torchvision's 256 makes the
-# reduction-1 level of a CIFAR net (64x64 cells, 9 anchors each) cost seconds per batch on a
-# CPU; 32 trains the digit boxes at about 1 s per batch of 16 on 2 cores.
+# The backbone's own defaults on the offline boxes (digits of side 8 to 32 on 64x64 scenes),
+# by its family. A CIFAR net's pyramid (reductions 1 to 16) and anchors (4 to 101 pixels) fit
+# the scenes as they are. An ImageNet net's P3 (reduction 8) gives a digit of side 8 one cell
+# of 8x8: the run doubles the scenes to 128x128 and takes anchors of twice (not four times)
+# each level's reduction, 16 to 406 pixels. On ResNet-18 after 600 steps of 16 (Adam 1e-3):
+# test mAP 0.06 at 64x64 with anchors from 8, 0.38 at 128x128 with anchors from 16.
+FAMILY_DEFAULTS = {
+    "cifar": {"model_options": {"head_width": 32}},
+    "imagenet": {"image_size": 128,
+                 "model_options": {"head_width": 64,
+                                   "anchor_sizes": boxes.anchor_sizes((4, 8, 16, 32, 64))}},
+}
+# The FPN's and the subnets' width on other images of side up to 64: torchvision's 256 makes
+# the reduction-1 level of a CIFAR net (64x64 cells, 9 anchors each) cost seconds per batch on
+# a CPU.
 SMALL_HEAD_WIDTH = 32
 # torchvision draws the subnets' kernels from N(0, 0.01^2) for its width 256: each conv then
 # scales its input by 0.01 * sqrt(9 * 256) = 0.48. A narrower subnet keeps that gain with
@@ -69,6 +83,18 @@ def is_detection(config):
     if config.task == "detection":
         return True
     return config.task == "auto" and has_boxes(config.data.dataset)
+
+
+def default_model(dataset, task="auto"):
+    """The model a run trains when none is given: :data:`DEFAULT_BACKBONE` for a detection
+    run, ResNet-20 for any other.
+
+    Example:
+        >>> default_model("digit_boxes"), default_model("digits")
+        ('resnet18', 'resnet20')
+    """
+    detects = task == "detection" or (task == "auto" and has_boxes(dataset))
+    return DEFAULT_BACKBONE if detects else "resnet20"
 
 
 def check_config(config):
@@ -96,7 +122,8 @@ def check_config(config):
 
 def with_run_defaults(config):
     """``config`` with the epochs and batch size of :data:`RUN_DEFAULTS` where it gives none
-    and its data is one of those data sets.
+    and its data is one of those data sets, and the backbone family's
+    :data:`FAMILY_DEFAULTS` (input side, RetinaNet's options) where it gives none.
 
     Example:
         >>> with_run_defaults(RunConfig(data=DataConfig("digit_boxes"))).recipe.epochs  # doctest: +SKIP
@@ -109,7 +136,22 @@ def with_run_defaults(config):
     recipe = dataclasses.replace(
         recipe, epochs=defaults["epochs"] if recipe.epochs is None else recipe.epochs,
         batch_size=defaults["batch_size"] if recipe.batch_size is None else recipe.batch_size)
-    return dataclasses.replace(config, recipe=recipe)
+    family = FAMILY_DEFAULTS.get(_family(config.model), {})
+    data = config.data
+    if data.image_size is None and "image_size" in family:
+        data = dataclasses.replace(data, image_size=family["image_size"])
+    options = {**family.get("model_options", {}), **config.model_options}
+    return dataclasses.replace(config, recipe=recipe, data=data, model_options=options)
+
+
+def _family(model):
+    """"cifar" or "imagenet" for a model name; None for a file or a model object."""
+    if not isinstance(model, str) or model.endswith(".keras"):
+        return None
+    try:
+        return parse_model_name(model)[0]
+    except ValueError:
+        return None
 
 
 def detector(model, info, options):
@@ -259,51 +301,6 @@ def detections_model(net, info, like):
     return named(detectors.detections_model(net, **settings), info)
 
 
-def predictions(net, test):
-    """``(detections, ground_truths)``: one dict per test image, as
-    :func:`~keras_resnet.coco_map.coco_map` reads them, boxes in the image's own pixels.
-
-    Example:
-        >>> found, truth = predictions(model, test)  # doctest: +SKIP
-    """
-    found, truth = [], []
-    for images, targets in test:
-        outputs = {k: np.asarray(v) for k, v in net.predict_on_batch(images).items()}
-        targets = {k: np.asarray(v) for k, v in targets.items()}
-        boxes = original_boxes(outputs["boxes"], targets["scale"], targets["image_size"])
-        true_boxes = original_boxes(targets["boxes"], targets["scale"], targets["image_size"])
-        for index, count in enumerate(outputs["num_detections"].astype(int)):
-            found.append({"boxes": boxes[index, :count], "scores": outputs["scores"][index, :count],
-                          "classes": outputs["classes"][index, :count]})
-            real = targets["classes"][index] >= 0
-            truth.append({"boxes": true_boxes[index, real],
-                          "classes": targets["classes"][index, real]})
-    return found, truth
-
-
-def figures(found, truth, class_names):
-    """COCO's figures of ``found`` against ``truth``: the twelve of COCOeval's summary and
-    ``per_class_ap`` (class name -> AP@[.5:.95]); None where no ground truth counts.
-
-    Example:
-        >>> truth = [{"boxes": [[0, 0, 8, 8]], "classes": [1]}]
-        >>> found = [{"boxes": [[0, 0, 8, 8]], "scores": [0.9], "classes": [1]}]
-        >>> per_class = figures(found, truth, ["a", "b"])["per_class_ap"]
-        >>> per_class["a"], round(per_class["b"], 6)
-        (None, 1.0)
-    """
-    stats = coco_map_lib.coco_map(found, truth, class_count=len(class_names))
-    result = {name: None if stats[name] < 0 else float(stats[name])
-              for name in coco_map_lib.STAT_NAMES}
-    per_class = stats["per_class"]
-    result["per_class_ap"] = {
-        name: None if per_class.get(index, -1) < 0 else float(per_class[index])
-        for index, name in enumerate(class_names)}
-    result["images"] = len(truth)
-    result["detections"] = int(sum(len(image["scores"]) for image in found))
-    return result
-
-
 def score(net, test, info):
     """``(model, figures)``: detections model ``net`` with the data's class names
     (:func:`named`), and its COCO figures on ``test`` (evaluation batches with ``"scale"`` and
@@ -315,8 +312,8 @@ def score(net, test, info):
         ['detections', 'images']
     """
     net = named(net, info)
-    found, truth = predictions(net, test)
-    return net, figures(found, truth, list(info.class_names))
+    found, truth = detection_evaluation.predictions(net, test)
+    return net, detection_evaluation.figures(found, truth, list(info.class_names))
 
 
 def record(net):
@@ -331,21 +328,3 @@ def record(net):
     width = net.get_layer("fpn_p7").filters
     return {"detector": {"name": "retinanet", "version": version_of(net), "head_width": width,
                          "subnet_init_std": subnet_std(width), "anchor_sizes": anchors}}
-
-
-def print_figures(test):
-    """Print the test figures of a detection run (``keras-resnet train``'s last lines).
-
-    Example:
-        >>> print_figures(result["test"])  # doctest: +SKIP
-        test mAP 0.1234, mAP@.50 0.3456, mAP@.75 0.0789; small 0.1234, medium -, large -
-    """
-    def shown(value):
-        return "-" if value is None else f"{value:.4f}"
-
-    print(f"test mAP {shown(test['map'])}, mAP@.50 {shown(test['map_50'])}, mAP@.75 "
-          f"{shown(test['map_75'])}; small {shown(test['map_small'])}, medium "
-          f"{shown(test['map_medium'])}, large {shown(test['map_large'])}")
-    print("test AP per class: " + ", ".join(
-        f"{name} {'-' if ap is None else f'{ap:.3f}'}" for name, ap in test["per_class_ap"].items()))
-
