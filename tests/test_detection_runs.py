@@ -26,6 +26,7 @@ from keras_resnet.data.sources.digit_boxes import BOX_COUNTS, digit_boxes
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.evaluation import evaluate
 from keras_resnet.export.masks import voc_palette
+from keras_resnet.heads import detectors
 from keras_resnet.recipes import COCO_ITERATIONS, get_recipe, make_optimizer, warmup_steps
 from keras_resnet.train import detection
 from keras_resnet.train.callbacks import paper_callbacks
@@ -366,3 +367,26 @@ def test_predict_writes_a_detectors_boxes_and_drawings(saved_detector, tmp_path,
     assert "`--explain` is for classifiers" in capsys.readouterr().err
     assert cli.main(["predict", path, files[0], "--score-threshold", "2"]) == 2
     assert "`score_threshold` must be a number in [0, 1); got 2.0" in capsys.readouterr().err
+
+
+def test_predictions_and_anchors_stay_float32_under_a_bfloat16_policy():
+    # A run on a CPU with native bfloat16 trains ImageNet nets in mixed_bfloat16: the
+    # detector's logits, deltas and anchors (up to hundreds of pixels) keep float32.
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        net = keras_resnet.RetinaNet("resnet8", classes=3, head_width=8,
+                                     input_shape=(None, None, 3))
+        images = np.random.default_rng(0).uniform(size=(1, 96, 96, 3)).astype("float32")
+        raw = detectors.raw_model(net)(images)
+        packed = detectors.training_model(net)(images)
+        found = net(images)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert net.get_layer("cls_conv1").compute_dtype == "bfloat16"  # the towers run mixed
+    dtype = keras.backend.standardize_dtype
+    assert {dtype(v.dtype) for v in raw.values()} | {dtype(packed.dtype)} == {"float32"}
+    anchors = np.asarray(raw["anchors"])[0]
+    expected = detectors.raw_model(keras_resnet.RetinaNet(
+        "resnet8", classes=3, head_width=8, input_shape=(None, None, 3)))(images)["anchors"]
+    np.testing.assert_array_equal(anchors, np.asarray(expected)[0])
+    assert (dtype(found["boxes"].dtype), dtype(found["classes"].dtype)) == ("float32", "int32")

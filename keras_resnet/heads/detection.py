@@ -35,6 +35,8 @@ VERSIONS = (1, 2)
 PRIOR_PROBABILITY = 0.01  # RetinaNet §3.3: the classifier starts at this foreground score
 LEVELS = (3, 4, 5, 6, 7)  # P3 .. P7 (§4: P3 to P7)
 TOWER_DEPTH = 4  # §4: four 3x3 conv layers per subnet
+# The dtype of the predictions, the anchors and what reads them, whatever the global policy.
+OUTPUT_DTYPE = "float32"
 GROUPS = 32  # version 2's GroupNorm (torchvision's retinanet_resnet50_fpn_v2)
 
 
@@ -44,11 +46,11 @@ def _lecun_uniform():
 
 
 def _conv(filters, kernel_size, name, strides=1, use_bias=True, initializer=None,
-          bias_initializer="zeros"):
+          bias_initializer="zeros", dtype=None):
     return keras.layers.Conv2D(filters, kernel_size, strides=strides,
                                padding="same" if strides == 1 else "valid", use_bias=use_bias,
                                kernel_initializer=initializer or _lecun_uniform(),
-                               bias_initializer=bias_initializer, name=name)
+                               bias_initializer=bias_initializer, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
@@ -152,11 +154,13 @@ def retina_subnets(pyramid, classes, anchors_per_cell, width=256, version=1):
     check_choice("version", version, VERSIONS)
     normal = keras.initializers.RandomNormal(stddev=0.01)
     prior = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+    # The predictions in float32 under a mixed policy (Keras' guide: the model's last layers):
+    # bfloat16's 8 bits would round the logits, the deltas and the anchors they meet.
     cls_layers = _tower("cls", width, version) + [
         _conv(anchors_per_cell * classes, 3, "cls_predict", initializer=normal,
-              bias_initializer=keras.initializers.Constant(prior))]
+              bias_initializer=keras.initializers.Constant(prior), dtype=OUTPUT_DTYPE)]
     box_layers = _tower("box", width, version) + [
-        _conv(anchors_per_cell * 4, 3, "box_predict", initializer=normal)]
+        _conv(anchors_per_cell * 4, 3, "box_predict", initializer=normal, dtype=OUTPUT_DTYPE)]
     class_logits, box_deltas = [], []
     for level, x in zip(LEVELS, pyramid):
         y, z = x, x
@@ -164,8 +168,10 @@ def retina_subnets(pyramid, classes, anchors_per_cell, width=256, version=1):
             y = layer(y)
         for layer in box_layers:
             z = layer(z)
-        class_logits.append(keras.layers.Reshape((-1, classes), name=f"cls_flat{level}")(y))
-        box_deltas.append(keras.layers.Reshape((-1, 4), name=f"box_flat{level}")(z))
+        class_logits.append(keras.layers.Reshape((-1, classes), name=f"cls_flat{level}",
+                                                 dtype=OUTPUT_DTYPE)(y))
+        box_deltas.append(keras.layers.Reshape((-1, 4), name=f"box_flat{level}",
+                                               dtype=OUTPUT_DTYPE)(z))
     return class_logits, box_deltas
 
 

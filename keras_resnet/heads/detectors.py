@@ -138,7 +138,8 @@ def RetinaNet(backbone="resnet50", classes=91, version=1, weights=None, raw_outp
     pyramid = detection.feature_pyramid([features[s] for s in stages], width, version)
     class_logits, box_deltas = detection.retina_subnets(
         pyramid, classes, len(boxes.cell_anchors(sizes[0])), width, version)
-    anchors = [detection.LevelAnchors(s, name=f"anchors{level}")([inputs, p])
+    anchors = [detection.LevelAnchors(s, name=f"anchors{level}", dtype=detection.OUTPUT_DTYPE)(
+        [inputs, p])
                for level, s, p in zip(detection.LEVELS, sizes, pyramid)]
     name = head.get("name") or f"retinanet{'_v2' if version == 2 else ''}_{network.name}"
     model = keras.Model(inputs, _raw(class_logits, box_deltas, anchors), name=name)
@@ -153,7 +154,7 @@ def RetinaNet(backbone="resnet50", classes=91, version=1, weights=None, raw_outp
 
 
 def _raw(class_logits, box_deltas, anchors):
-    return {key: keras.layers.Concatenate(axis=1, name=key)(parts)
+    return {key: keras.layers.Concatenate(axis=1, name=key, dtype=detection.OUTPUT_DTYPE)(parts)
             for key, parts in zip(RAW_OUTPUTS, (class_logits, box_deltas, anchors))}
 
 
@@ -197,7 +198,8 @@ def detections_model(model, **settings):
         raise InvalidArgument(f"Unknown detection setting(s) {unknown}; allowed: "
                               f"{', '.join(POSTPROCESS_OPTIONS)}.")
     class_logits, box_deltas, anchors = _levels(model)
-    outputs = postprocess.DetectionPostprocess(**settings, name="detections")(
+    outputs = postprocess.DetectionPostprocess(**settings, name="detections",
+                                               dtype=detection.OUTPUT_DTYPE)(
         [model.input, class_logits, box_deltas, anchors])
     return keras.Model(model.input, outputs, name=model.name)
 
@@ -212,7 +214,8 @@ def training_model(model):
         (None, None, 11)
     """
     raw = raw_model(model).output
-    packed = keras.layers.Concatenate(axis=-1, name="packed")([raw[k] for k in RAW_OUTPUTS])
+    packed = keras.layers.Concatenate(axis=-1, name="packed", dtype=detection.OUTPUT_DTYPE)(
+        [raw[k] for k in RAW_OUTPUTS])
     return keras.Model(model.input, packed, name=model.name)
 
 
