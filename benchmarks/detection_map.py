@@ -37,6 +37,8 @@ def main(argv=None):
     parser.add_argument("--train-scenes", type=int, default=None,
                         help="train on the first N training scenes (default: all 2,000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--precision", default="auto",
+                        help="the run's precision (default auto: the device's fast path)")
     args = parser.parse_args(argv)
     import keras_resnet  # noqa: F401  (first, quietly: this package sets KERAS_RESNET_QUIET)
     # isort: split
@@ -56,6 +58,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as run_dir:
             result = runs.train(args.model, "digit_boxes", run_dir=run_dir, epochs=args.epochs,
                                 learning_rate=args.learning_rate, model_options=options,
+                                precision=args.precision,
                                 seed=seed, export=False, verbose=0)
         test = result["test"]
         rows.append([test[name] for name in FIGURES] + [result["train_seconds"]])
