@@ -5,6 +5,7 @@ recipe against torch's own schedulers, the from-scratch recipe's Adam against to
 backbone family's defaults; the settings a detection run refuses."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -208,6 +209,8 @@ def test_detection_flags_and_data_pick_a_detection_run():
     assert defaults.data.image_size == 128
     assert defaults.model_options["head_width"] == 64 and config.model_options["version"] == 2
     assert defaults.model_options["anchor_sizes"][0] == (16, 20, 25)
+    sized = dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=64))
+    assert "anchor_sizes" not in detection.with_run_defaults(sized).model_options  # torchvision's
     cifar = detection.with_run_defaults(RunConfig("resnet20", data=config.data))
     assert cifar.data.image_size is None and cifar.model_options == {"head_width": 32}
     plain = train_config(cli.build_parser().parse_args(["train"]))

@@ -123,7 +123,8 @@ def check_config(config):
 def with_run_defaults(config):
     """``config`` with the epochs and batch size of :data:`RUN_DEFAULTS` where it gives none
     and its data is one of those data sets, and the backbone family's
-    :data:`FAMILY_DEFAULTS` (input side, RetinaNet's options) where it gives none.
+    :data:`FAMILY_DEFAULTS` (input side, RetinaNet's options) where it gives none (the
+    anchors of the doubled scenes only at their size).
 
     Example:
         >>> with_run_defaults(RunConfig(data=DataConfig("digit_boxes"))).recipe.epochs  # doctest: +SKIP
@@ -137,10 +138,13 @@ def with_run_defaults(config):
         recipe, epochs=defaults["epochs"] if recipe.epochs is None else recipe.epochs,
         batch_size=defaults["batch_size"] if recipe.batch_size is None else recipe.batch_size)
     family = FAMILY_DEFAULTS.get(_family(config.model), {})
-    data = config.data
-    if data.image_size is None and "image_size" in family:
-        data = dataclasses.replace(data, image_size=family["image_size"])
-    options = {**family.get("model_options", {}), **config.model_options}
+    data, options = config.data, dict(family.get("model_options", {}))
+    if "image_size" in family:
+        if data.image_size is None:
+            data = dataclasses.replace(data, image_size=family["image_size"])
+        elif data.image_size != family["image_size"]:  # the anchors go with the doubled scenes
+            options.pop("anchor_sizes", None)
+    options.update(config.model_options)
     return dataclasses.replace(config, recipe=recipe, data=data, model_options=options)
 
 
