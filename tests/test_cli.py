@@ -33,8 +33,10 @@ def test_the_main_job_defaults_are_resnet20_on_digits_for_40_epochs():
     from keras_resnet.runs import RUN_DEFAULTS
 
     args = build_parser().parse_args(["train"])
-    assert (args.model, args.dataset, args.epochs, args.batch_size) == ("resnet20", "digits", None, None)
+    assert (args.model, args.dataset, args.epochs, args.batch_size) == (None, "digits", None, None)
     assert train_config(args).model == "resnet20"  # segmentation data too: its backbone
+    scenes = build_parser().parse_args(["train", "--dataset", "digit_scenes"])
+    assert train_config(scenes).model == "resnet20"  # box data: resnet18 (test_detection_runs)
     assert RUN_DEFAULTS["digits"] == {"epochs": 40, "batch_size": 32}
 
 
