@@ -107,11 +107,7 @@ def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_r
     # The figures again, from the saved model in a fresh interpreter and the scenes' own boxes.
     found = _fresh_predictions(os.path.join(run_dir, "model.keras"), FEW["test"], tmp_path)
     assert found["boxes"].shape == (FEW["test"], 300, 4)
-    _, boxes, classes, _ = digit_boxes("test", count=FEW["test"])
-    detections = [{"boxes": b[:n], "scores": s[:n], "classes": c[:n]} for b, s, c, n in zip(
-        found["boxes"], found["scores"], found["classes"], found["num_detections"])]
-    truth = [{"boxes": b[c >= 0], "classes": c[c >= 0]} for b, c in zip(boxes, classes)]
-    expected = coco_map(detections, truth, class_count=10)
+    expected = _coco_figures_of(found, FEW["test"])
     for name in MAP_FIELDS:
         assert test[name] == pytest.approx(None if expected[name] < 0 else expected[name],
                                            abs=1e-9), name
@@ -302,9 +298,15 @@ def saved_detector(tmp_path_factory):
 def _coco_figures_of_scenes(net, count):
     """COCO's figures of ``net`` on the first ``count`` test scenes fed as they are (64x64, no
     fitting), against the scenes' own boxes."""
-    images, boxes, classes, _ = digit_boxes("test", count=count)
+    images = digit_boxes("test", count=count)[0]
     pixels = keras_resnet.preprocessing.of(net).normalize(images.astype("float32"))
-    found = net.predict(pixels, verbose=0)
+    return _coco_figures_of(net.predict(pixels, verbose=0), count)
+
+
+def _coco_figures_of(found, count):
+    """COCO's figures of a detections model's outputs ``found`` on the first ``count`` test
+    scenes, against the scenes' own boxes."""
+    boxes, classes = digit_boxes("test", count=count)[1:3]
     detections = [{"boxes": b[:n], "scores": s[:n], "classes": c[:n]} for b, s, c, n in zip(
         found["boxes"], found["scores"], found["classes"], found["num_detections"])]
     truth = [{"boxes": b[c >= 0], "classes": c[c >= 0]} for b, c in zip(boxes, classes)]
