@@ -72,7 +72,7 @@ def _add_train(commands):
                        help="paper (default: imagenet for ImageNet models, cifar otherwise), or a "
                             "modern recipe: torchvision_v2, rsb_a1, rsb_a2, rsb_a3; "
                             "segmentation's default: torchvision_segmentation; detection's: "
-                            "torchvision_detection")
+                            "detection_from_scratch")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="change one field of the recipe, e.g. --set label_smoothing=0.05 "
                             "(repeatable; the fields: keras_resnet.recipes.Recipe)")
@@ -187,7 +187,8 @@ def _add_evaluate_export_predict(commands):
                              "(default: %(default)s)")
     export.add_argument("--quantize", default="none",
                         help="comma-separated: none, float16, dynamic, int8, int8_full (TFLite); "
-                             "none, int8 (ONNX, OpenVINO)")
+                             "none, int8 (ONNX, OpenVINO); a detector: none, float16, dynamic "
+                             "(TFLite), none (ONNX, OpenVINO)")
     export.add_argument("--output-dir", default="exports")
     export.add_argument("--dataset", default=None,
                         help="data for int8 calibration and parity (default: the training dataset)")

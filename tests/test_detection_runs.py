@@ -111,8 +111,12 @@ def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_r
     for name in MAP_FIELDS:
         assert test[name] == pytest.approx(None if expected[name] < 0 else expected[name],
                                            abs=1e-9), name
-    assert "export of detectors: not yet" in printed
-    assert not os.path.exists(os.path.join(run_dir, "export"))
+    # Exported with its post-processing: the SavedModel's boxes are the Keras model's.
+    parity = {row["file"]: row for row in result["export"]["parity"]}
+    assert sorted(parity) == ["model_float32.tflite", "retinanet_resnet20/1"]
+    assert parity["retinanet_resnet20/1"]["box_agreement"] == 1.0
+    assert os.path.exists(os.path.join(run_dir, "export", "retinanet_resnet20", "1",
+                                       "saved_model.pb"))
 
 
 @pytest.mark.slow
@@ -127,8 +131,11 @@ def test_a_detection_run_saves_detections_models_and_prints_its_figures(small_bo
     assert "val_loss" in result["history"][0]  # watched: no mAP while it trains
     print_run(result)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"test mAP {result['test']['map']:.4f}, mAP@.50 ")
-    assert lines[1].startswith("test AP per class: 0 ")
+    first = next(i for i, line in enumerate(lines) if line.startswith("test "))
+    assert lines[first].startswith(f"test mAP {result['test']['map']:.4f}, mAP@.50 ")
+    assert lines[first + 1].startswith("test AP per class: 0 ")
+    assert lines[0].startswith("SavedModel: ")  # and the parity table of its boxes
+    assert any("box agree" in line for line in lines)
 
 
 def test_images_without_boxes_train_their_scores_down():

@@ -1,11 +1,11 @@
-"""Boxes of image files from a detector (a ``.keras`` file or a run directory), and the files
+"""Boxes of image files from a detector (a ``.keras`` file, a run directory or an export), and the files
 ``keras-resnet predict`` writes for them: one JSON record per image and a copy of the image
 with its boxes drawn (each class in its Pascal VOC colour, labelled with its name and score).
 
 Each image goes through the evaluation geometry of the detection pipeline (resized to fit the
 model's input side keeping its aspect ratio, padded at the bottom and right, normalised by the
-model's preprocessing); the model's own post-processing gives the boxes, mapped back to the
-image's pixels.
+model's preprocessing); the model's own post-processing (inside its exports too) gives the
+boxes, mapped back to the image's pixels.
 
 Example:
     >>> results = detect_files("runs/boxes/model.keras", ["scene.png"])  # doctest: +SKIP
@@ -19,16 +19,15 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import preprocessing as preprocessing_lib
-from keras_resnet import tasks
 from keras_resnet.data.augment.boxes import fit_and_pad
 from keras_resnet.data.detection import original_boxes
 from keras_resnet.data.images import normalize
 from keras_resnet.errors import InvalidArgument, check_fraction
 from keras_resnet.export.formats import check_writable
 from keras_resnet.export.masks import keras_task, output_stems, save_png, voc_palette
-from keras_resnet.export.runtimes import read_image
-from keras_resnet.saving import load_model
+from keras_resnet.export.runtimes import open_runner, read_image
+from keras_resnet.export.saved_model import read_export_task
+from keras_resnet.export.writers import read_sidecar
 
 LINE_WIDTH = 2  # pixels of a drawn box's outline
 
@@ -38,26 +37,39 @@ def _keras_file(model_path):
     return os.path.join(path, "model.keras") if os.path.isdir(path) else path
 
 
+def _export_task(path):
+    """The Task of a SavedModel or a file export, or None."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return read_export_task(path)
+    sidecar = read_sidecar(path) if os.path.isfile(path) else None
+    return sidecar and sidecar.get("task")
+
+
 def is_detection(model_path):
-    """Whether ``model_path`` (a ``.keras`` file or a run directory) holds a detector, read
-    from its config (nothing is loaded); False for anything else or unreadable.
+    """Whether ``model_path`` (a ``.keras`` file, a run directory or an export) holds a
+    detector, read from its config or metadata (nothing is loaded); False for anything else
+    or unreadable.
 
     Example:
         >>> is_detection("runs/boxes")  # doctest: +SKIP
         True
     """
-    path = _keras_file(model_path)
+    path = os.fspath(model_path)
     try:
+        task = _export_task(path)
+        if task is not None:
+            return task.detection
+        path = _keras_file(path)
         return path.endswith(".keras") and keras_task(path) == "detection"
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return False
 
 
-def _boxes_of(model, pixels, size):
+def _boxes_of(runner, pixels, size):
     """``(boxes, scores, classes)`` of one uint8 image, boxes in its own pixels."""
     image, _, scale, original = fit_and_pad(tf.constant(pixels), tf.zeros((0, 4)), size)
-    inputs = normalize(image, preprocessing_lib.of(model))[None]
-    found = {key: np.asarray(value) for key, value in model.predict_on_batch(inputs).items()}
+    inputs = normalize(image, runner.preprocessing)[None].numpy()
+    found = {key: np.asarray(value) for key, value in runner(inputs).items()}
     count = int(found["num_detections"][0])
     boxes = original_boxes(found["boxes"][:, :count], scale[None], original[None])[0]
     return boxes, found["scores"][0, :count], found["classes"][0, :count]
@@ -68,7 +80,8 @@ def detect_files(model_path, image_paths, score_threshold=0.5):
 
     Args:
         model_path: a ``.keras`` file or a run directory of a detector (``keras-resnet train``
-            on box data).
+            on box data), or its export (a SavedModel, ``.tflite``, ``.onnx`` or OpenVINO
+            ``.xml``: ``keras_resnet.export.open_runner``).
         image_paths: JPEG/PNG/GIF/BMP files.
         score_threshold: the least score a box keeps here, in [0, 1) (the model's own
             threshold, 0.05 by default, still applies first).
@@ -85,17 +98,16 @@ def detect_files(model_path, image_paths, score_threshold=0.5):
     for path in image_paths:  # before the model loads: a missing image fails fast
         if not os.path.isfile(path):
             read_image(path)
-    model = load_model(_keras_file(model_path), compile=False)
-    task = tasks.task_of(model)
-    if task is None or not task.detection:
+    if not is_detection(model_path):
         raise InvalidArgument(f"`model` {os.fspath(model_path)!r} is not a detector.")
-    preprocessing = preprocessing_lib.of(model)
-    names = preprocessing.class_names or [str(i) for i in range(task.classes)]
+    runner = open_runner(model_path)
+    preprocessing = runner.preprocessing
+    names = preprocessing.class_names or [str(i) for i in range(runner.task.classes)]
     size = tuple(preprocessing.image_size)
     results = []
     for path in image_paths:
         pixels = read_image(path, 3)
-        boxes, scores, classes = _boxes_of(model, pixels, size)
+        boxes, scores, classes = _boxes_of(runner, pixels, size)
         kept = scores >= score_threshold
         results.append({"image": path, "pixels": pixels, "detections": [
             {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),

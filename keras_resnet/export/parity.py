@@ -1,6 +1,7 @@
 """Parity reports: an exported file against its Keras model (probability difference, top-1
 agreement, size, batch-1 latency), and the report as a text table. A segmentation model's rows
-measure its logits and the pixel agreement of the argmax masks instead.
+measure its logits and the pixel agreement of the argmax masks instead; a detector's, the
+agreement of its boxes (same class, IoU >= 0.99) and the largest difference of their scores.
 
 Example:
     >>> print(format_parity([]))
@@ -12,6 +13,7 @@ import time
 
 import numpy as np
 
+from keras_resnet.export.detection import box_agreement
 from keras_resnet.export.formats import RUNTIMES
 from keras_resnet.export.resolve import task_for
 from keras_resnet.export.runtimes import choose_precision, open_runner
@@ -70,15 +72,17 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         ``max_abs_diff`` of probabilities, ``top1_agreement``, ``images``, ``size_bytes``,
         ``latency_ms`` (mean, batch 1). For a segmentation model: ``max_abs_diff`` of the
         logits and ``pixel_agreement`` (the fraction of pixels whose argmax class agrees with
-        Keras') in place of ``top1_agreement``.
+        Keras') in place of ``top1_agreement``. For a detector: ``box_agreement``
+        (``export.detection.box_agreement``: 1.0 when every box, class and count agree) and
+        ``max_abs_diff`` of the matched boxes' scores.
 
     Example:
         >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
     """
     images = np.asarray(images, np.float32)
     expected = keras_model.predict(images, verbose=0)
-    segmentation = task_for(keras_model).segmentation
-    if segmentation and os.path.exists(os.path.join(path, "saved_model.pb")):
+    task = task_for(keras_model)
+    if task.segmentation and os.path.exists(os.path.join(path, "saved_model.pb")):
         choose_precision(path, "saved_model", precision)  # float32 only: raises otherwise
         runner = SavedModelLogits(path)  # its serving signatures take uint8 images
     else:
@@ -95,13 +99,25 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         "runtime": _runtime_of(path),
         "quantization": sidecar and sidecar.get("quantization"),
         "precision": runner.precision,
-        "max_abs_diff": float(np.max(np.abs(got - expected))),
-        **({"pixel_agreement": pixel_agreement(got, expected)} if segmentation else
-           {"top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))}),
+        **_agreement(task, got, expected),
         "images": len(images),
         "size_bytes": size_bytes(path),
         "latency_ms": 1000 * latency,
     }
+
+
+def _agreement(task, got, expected):
+    """``max_abs_diff`` and the agreement measure of ``task``'s outputs."""
+    if task.detection:
+        agreement, difference = box_agreement(got, expected)
+        return {"max_abs_diff": difference, "box_agreement": agreement}
+    measure = (("pixel_agreement", pixel_agreement(got, expected)) if task.segmentation else
+               ("top1_agreement", float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))))
+    return {"max_abs_diff": float(np.max(np.abs(got - expected))), measure[0]: measure[1]}
+
+
+AGREEMENT_TITLES = {"top1_agreement": "top-1 agree", "pixel_agreement": "pixel agree",
+                    "box_agreement": "box agree"}
 
 
 def format_parity(rows):
@@ -110,9 +126,9 @@ def format_parity(rows):
     Example:
         >>> print(format_parity(export_run(model, "exports", FORMATS)["parity"]))  # doctest: +SKIP
     """
-    agreement = "pixel_agreement" if any("pixel_agreement" in row for row in rows) else (
-        "top1_agreement")  # a segmentation model's rows, or a classifier's
-    title = "pixel agree" if agreement == "pixel_agreement" else "top-1 agree"
+    agreement = next((key for key in AGREEMENT_TITLES if any(key in row for row in rows)),
+                     "top1_agreement")  # a classifier's, a segmentation model's or a detector's
+    title = AGREEMENT_TITLES[agreement]
     lines = [f"{'file':28s} {'max |diff|':>10s} {title:>11s} {'size KiB':>9s} "
              f"{'ms/image':>9s}  runtime"]
     for row in rows:

@@ -60,7 +60,10 @@ def resolve_model(model, preprocessing=None):
         or preprocessing_lib.of(model)
         or preprocessing_lib.default_for(model)
     )
-    return float32_model(without_aux(model)), preprocessing
+    task = tasks.task_of(model)
+    if task is None or not task.detection:  # a detector's outputs are its detections
+        model = without_aux(model)
+    return float32_model(model), preprocessing
 
 
 def task_for(model):

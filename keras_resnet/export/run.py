@@ -1,6 +1,11 @@
 """``keras-resnet export`` as a function: every requested format and quantization of one model,
 then a parity report of each exported file against the Keras model.
 
+A detector's files hold its post-processing (``export.detection``) and its parity report
+measures the agreement of their boxes with Keras' on :data:`DETECTOR_PARITY_IMAGES` test
+images: OpenVINO runs the post-processing's loop (non-maximum suppression) tens of times
+slower than ONNX Runtime and LiteRT do.
+
 Example:
     >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
 """
@@ -9,10 +14,12 @@ import importlib
 import os
 
 from keras_resnet import data, devices
+from keras_resnet.data.detection import load_detection
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export.formats import (
     BFLOAT16_FORMATS,
     DEFAULT_FORMATS,
+    DETECTOR_QUANTIZATIONS,
     FORMAT_QUANTIZATIONS,
     FORMATS,
     SUFFIXES,
@@ -31,11 +38,14 @@ from keras_resnet.export.writers import (
 )
 from keras_resnet.features import embedding_model
 
+# A detector's parity images: OpenVINO runs its post-processing's loop slowly (module note).
+DETECTOR_PARITY_IMAGES = 64
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
 
-def _parity_data(preprocessing, dataset, data_dir, count=360):
-    """Test images for the parity report and training images for int8 calibration."""
+def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360):
+    """Test images for the parity report and training images for int8 calibration (a
+    detector's as the detection pipeline evaluates them)."""
     dataset = dataset or preprocessing.source
     if dataset in (None, "default"):
         raise InvalidArgument(
@@ -43,6 +53,9 @@ def _parity_data(preprocessing, dataset, data_dir, count=360):
             "`dataset` (`--dataset`)."
         )
     def load(split, n):
+        if detector:  # the detection pipeline's evaluation geometry (fit and pad)
+            return load_detection(dataset, split, n, training=False, data_dir=data_dir,
+                                  cache=False, preprocessing=preprocessing)[0]
         return data.load(dataset, split, n, training=False, data_dir=data_dir, cache=False,
                          preprocessing=preprocessing)[0]
 
@@ -59,20 +72,22 @@ def _litert_installed():
     return True
 
 
-def _check_run_arguments(formats, quantizations):
+def _check_run_arguments(formats, quantizations, offers=FORMAT_QUANTIZATIONS):
     """Validated ``(formats, quantizations)``: float32 first, each quantization offered by some
-    requested file format; the packages of every requested format importable."""
+    requested file format (``offers``: a detector's are :data:`DETECTOR_QUANTIZATIONS`); the
+    packages of every requested format importable."""
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise InvalidArgument(f"`formats` must list some of {', '.join(FORMATS)}; got {formats!r}.")
     quantizations = [None] + [q for q in dict.fromkeys(quantizations) if q is not None]
     for quantization in quantizations:
-        offered = [f for f in formats if quantization in FORMAT_QUANTIZATIONS[f]]
+        offered = [f for f in formats if quantization in offers[f]]
         if not offered:
-            allowed = sorted({q for f in formats for q in FORMAT_QUANTIZATIONS[f] if q})
+            allowed = sorted({q for f in formats for q in offers[f] if q})
+            whose = "a detector in " if offers is DETECTOR_QUANTIZATIONS else ""
             raise InvalidArgument(
-                f"`quantizations`: {quantization!r} applies to none of the formats "
+                f"`quantizations`: {quantization!r} applies to {whose}none of the formats "
                 f"{', '.join(formats)}; allowed: {', '.join(map(repr, allowed)) or 'none'}."
             )
         for fmt in offered:
@@ -93,7 +108,8 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
         quantizations: float32 always comes first, as the parity report's reference; each
             other one is made for every requested format that offers it
             (:data:`FORMAT_QUANTIZATIONS`: TFLite all of :data:`QUANTIZATIONS`, ONNX and
-            OpenVINO "int8"), and one that no requested format offers is an error.
+            OpenVINO "int8"; a detector's :data:`DETECTOR_QUANTIZATIONS`), and one that no
+            requested format offers is an error.
         dataset: test and calibration images; default: the dataset the model was trained on.
         data_dir: tensorflow-datasets data directory.
         version: the SavedModel version (replaced when it exists); default: the next one.
@@ -105,7 +121,8 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
         dict: ``saved_model`` (path or None), ``tflite``, ``onnx``, ``openvino`` (paths,
         embeddings models last), ``parity`` (one :func:`parity_report` dict per exported
         file, the SavedModel too, when a file format is requested; a segmentation model's
-        measure its logits and the pixel agreement of its masks; TFLite rows only when LiteRT
+        measure its logits and the pixel agreement of its masks, a detector's the agreement
+        of its boxes (``export.detection.box_agreement``); TFLite rows only when LiteRT
         is installed; then, on a CPU with native bfloat16, a bfloat16 row per float32
         OpenVINO file, also recorded in its sidecar for ``precision="auto"``).
 
@@ -114,8 +131,12 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     """
     formats, quantizations = _check_run_arguments(formats, quantizations)
     keras_model, preprocessing = resolve_model(model)
-    if embeddings and task_for(keras_model).segmentation:
-        raise InvalidArgument("`embeddings`: a segmentation model exports per-pixel logits; "
+    task = task_for(keras_model)
+    offers = DETECTOR_QUANTIZATIONS if task.detection else FORMAT_QUANTIZATIONS
+    _check_run_arguments(formats, quantizations, offers)
+    if embeddings and (task.segmentation or task.detection):
+        raise InvalidArgument(f"`embeddings`: a {task.kind} model exports "
+                              f"{'per-pixel logits' if task.segmentation else 'detections'}; "
                               "embeddings (pooled features) come from a classifier.")
     check_writable("output_dir", output_dir)
     result = {"saved_model": None, "tflite": [], "onnx": [], "openvino": [], "parity": []}
@@ -127,10 +148,11 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     files = [f for f in formats if f != "saved_model"]
     if not files:
         return result
-    images, representative = _parity_data(preprocessing, dataset, data_dir)
+    images, representative = _parity_data(preprocessing, dataset, data_dir, task.detection,
+                                          DETECTOR_PARITY_IMAGES if task.detection else 360)
     checked = [result["saved_model"]] if result["saved_model"] else []
     for fmt in files:
-        for quantization in (q for q in quantizations if q in FORMAT_QUANTIZATIONS[fmt]):
+        for quantization in (q for q in quantizations if q in offers[fmt]):
             name = f"model_{quantization or 'float32'}{SUFFIXES[fmt]}"
             path = FILE_EXPORTERS[fmt](
                 keras_model, os.path.join(output_dir, keras_model.name, fmt, name),

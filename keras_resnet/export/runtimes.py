@@ -1,7 +1,8 @@
 """Running what was exported: one runner per runtime (``runner(images) -> outputs``,
 ``runner.preprocessing`` and ``runner.outputs``: "probabilities", or "embeddings" for a file
 exported from ``keras_resnet.embedding_model``), :func:`open_runner` picking one for a path,
-and top-k predictions or embeddings for image files.
+and top-k predictions or embeddings for image files. A detector's runners return its
+detections, ``{"boxes", "scores", "classes", "num_detections"}`` (numpy, batch first).
 
 Example:
     >>> predict_files("exports/resnet20/1", ["digit.png"])[0]["top_k"][0]["label"]  # doctest: +SKIP
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from keras_resnet import data, devices, logs
 from keras_resnet.errors import InvalidArgument, check_choice
+from keras_resnet.export.detection import DETECTIONS
 from keras_resnet.export.formats import (
     BFLOAT16_FORMATS,
     BFLOAT16_MIN_AGREEMENT,
@@ -39,6 +41,10 @@ def _file_preprocessing(path):
 def _file_task(path):
     """The Task in ``path + ".json"`` (``keras_resnet.tasks``), or None."""
     return (read_sidecar(path) or {}).get("task")
+
+
+def _is_detector(task):
+    return task is not None and task.detection
 
 
 def _file_outputs(path):
@@ -114,6 +120,8 @@ class TFLiteModel:
         self.preprocessing = sidecar and sidecar["preprocessing"]
         self.task = sidecar and sidecar["task"]
         self.outputs = _file_outputs(path)
+        if _is_detector(self.task):
+            self.signature = self.interpreter.get_signature_runner()
 
     def _run_one(self, image):
         scale, zero_point = self.input["quantization"]
@@ -128,8 +136,13 @@ class TFLiteModel:
         return output
 
     def __call__(self, images):
-        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
-        return np.stack([self._run_one(image) for image in np.asarray(images, np.float32)])
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)`` (a
+        detector's detections)."""
+        images = np.asarray(images, np.float32)
+        if _is_detector(self.task):
+            found = [self.signature(images=image[None]) for image in images]
+            return {key: np.concatenate([one[key] for one in found]) for key in found[0]}
+        return np.stack([self._run_one(image) for image in images])
 
 
 class ONNXRunner:
@@ -158,8 +171,12 @@ class ONNXRunner:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, images):
-        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
-        return self.session.run(None, {self.input: np.asarray(images, np.float32)})[0]
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)`` (a
+        detector's detections)."""
+        outputs = self.session.run(None, {self.input: np.asarray(images, np.float32)})
+        if _is_detector(self.task):
+            return dict(zip((o.name for o in self.session.get_outputs()), outputs))
+        return outputs[0]
 
 
 class OpenVINORunner:
@@ -200,9 +217,12 @@ class OpenVINORunner:
         return self.requests[shape]
 
     def __call__(self, images):
-        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)``."""
+        """Probabilities ``(n, classes)`` for preprocessed float images ``(n, h, w, c)`` (a
+        detector's detections)."""
         images = np.ascontiguousarray(images, np.float32)
         outputs = self._request(tuple(images.shape)).infer([images])
+        if _is_detector(self.task):
+            return {port.get_any_name(): value.copy() for port, value in outputs.items()}
         return next(iter(outputs.values())).copy()
 
 
@@ -219,9 +239,11 @@ class SavedModelRunner:
         self.precision = choose_precision(path, "saved_model", precision)
         try:
             self.loaded = tf.saved_model.load(path)
-            self.signature = self.loaded.signatures["serving_default"]
             self.preprocessing = read_export_preprocessing(path)
             self.task = read_export_task(path)
+            # A detector's float32 signature is "detections" (its serving ones take uint8).
+            self.signature = self.loaded.signatures[
+                DETECTIONS if _is_detector(self.task) else "serving_default"]
         except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
             raise _load_error("SavedModel", path, error) from None
 
@@ -229,7 +251,10 @@ class SavedModelRunner:
 
     def __call__(self, images):
         images = tf.constant(np.asarray(images, np.float32))
-        return self.signature(images=images)["probabilities"].numpy()
+        outputs = self.signature(images=images)
+        if _is_detector(self.task):
+            return {key: value.numpy() for key, value in outputs.items()}
+        return outputs["probabilities"].numpy()
 
     def embeddings(self, images):
         """The export's ``embeddings`` signature: pooled features ``(n, channels)``."""
@@ -394,6 +419,10 @@ def predict_files(model_path, image_paths, top_k=5, embeddings=False, precision=
         if not os.path.isfile(path):
             read_image(path)
     runner = open_runner(model_path, precision=precision)
+    if _is_detector(runner.task):
+        raise InvalidArgument(f"`model` {runner.path!r} is a detector: its boxes come from "
+                              "keras_resnet.export.detections.detect_files (`keras-resnet "
+                              "predict` picks it).")
     preprocessing = runner.preprocessing
     channels = 4 if preprocessing.channels == 4 else 3
     images = [read_image(path, channels) for path in image_paths]

@@ -26,7 +26,10 @@ thresholds), which decides the multi-label outputs above.
 A segmentation model's export (its Task's kind "segmentation") has the signatures of
 :mod:`keras_resnet.export.segmentation` instead (``serving_default``, ``serving_logits``,
 ``serving_bytes``, ``logits``: masks, class shares and logits), and its metadata adds
-``class_names``, ``ignore_label`` and ``signatures``.
+``class_names``, ``ignore_label`` and ``signatures``. A detector's (kind "detection") has those of
+:mod:`keras_resnet.export.detection` (``serving_default``, ``serving_bytes``, ``detections``:
+boxes, scores, classes, labels), and its metadata adds ``class_names``, ``input_size``,
+``max_detections`` and ``signatures``.
 
 Example:
     >>> path = export_saved_model("runs/resnet20-digits/model.keras", "exports")  # doctest: +SKIP
@@ -43,6 +46,7 @@ import tensorflow as tf
 from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export import detection
 from keras_resnet.export.formats import check_writable
 from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.segmentation import export_metadata, segmentation_archive
@@ -187,7 +191,7 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
     task = task_for(model)
     model_name = model_name or model.name
     path, version = _version_path(export_dir, model_name, version, overwrite)
-    classes = model.output_shape[-1]
+    classes = task.classes if task.detection else model.output_shape[-1]
     if len(info.class_names) != classes:
         raise InvalidArgument(
             f"The preprocessing names {len(info.class_names)} classes; the model predicts {classes}."
@@ -199,6 +203,9 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
         if task.segmentation:  # masks, not top-k classes
             archive = segmentation_archive(model, info)
             metadata = {**metadata, "top_k": None, **export_metadata(info)}
+        elif task.detection:  # boxes
+            archive = detection.detection_archive(model, info)
+            metadata = {**metadata, "top_k": None, **detection.export_metadata(info, model)}
         else:
             archive = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
         with atomic_path(path) as staging:

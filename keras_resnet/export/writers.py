@@ -4,8 +4,10 @@ the ``FILE.json`` sidecar beside each.
 ``.tflite`` (``"litert"``, run by LiteRT), ``.onnx`` (``"onnx"``, tf2onnx; run by ONNX Runtime)
 and OpenVINO IR ``.xml`` + ``.bin`` (``"openvino"``; run by OpenVINO). Each takes float32
 ``images`` (any batch, the model's h, w, c), already preprocessed, and returns
-``probabilities`` (a segmentation model's ``logits``, per pixel at its input size); ``FILE.json``
-beside it holds ``{"format", "quantization", "input", "output",
+``probabilities`` (a segmentation model's ``logits``, per pixel at its input size; a
+detector's ``boxes``, ``scores``, ``classes`` and ``num_detections`` in input pixels, its
+post-processing inside, at its preprocessing's size when it takes any); ``FILE.json`` beside it
+holds ``{"format", "quantization", "input", "output",
 "preprocessing"}`` (the preprocessing as ``ImagePreprocessing.to_json()`` writes it, class
 names included), so a client of that runtime can prepare inputs without keras_resnet. int8:
 TFLite's converter, ONNX Runtime's static quantization, NNCF for OpenVINO, each calibrated on
@@ -28,6 +30,7 @@ import tensorflow as tf
 from keras_resnet import logs, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.detection import DETECTIONS, input_size
 from keras_resnet.export.formats import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -41,6 +44,7 @@ from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
 from keras_resnet.export.segmentation import LOGITS
 from keras_resnet.extras import MissingExtra, require
+from keras_resnet.heads.postprocess import OUTPUTS as DETECTION_OUTPUTS
 from keras_resnet.saving import atomic_path, write_json
 
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -59,13 +63,15 @@ def _check_output(output):
 
 
 def _output_of(task, output):
-    """What a file of a model with ``task`` outputs: a segmentation model's are its logits."""
-    if task is None or not task.segmentation:
+    """What a file of a model with ``task`` outputs: a segmentation model's are its logits, a
+    detector's its detections (``boxes``, ``scores``, ``classes``, ``num_detections``)."""
+    if task is None or not (task.segmentation or task.detection):
         return output
+    what = f"per-pixel {LOGITS}" if task.segmentation else DETECTIONS
     if output != OUTPUT_NAME:
-        raise InvalidArgument(f"`output={output!r}`: a segmentation model's file outputs its "
-                              f"per-pixel {LOGITS}; embeddings come from a classifier.")
-    return LOGITS
+        raise InvalidArgument(f"`output={output!r}`: a {task.kind} model's file outputs its "
+                              f"{what}; embeddings come from a classifier.")
+    return LOGITS if task.segmentation else DETECTIONS
 
 
 def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
@@ -73,9 +79,11 @@ def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_
     """Write ``path + ".json"``: what a client needs to prepare inputs and read outputs
     (``output_name``: the output tensor's name; ``output``: what it holds; ``task``: the
     model's Task, ``keras_resnet.tasks``)."""
+    if output == DETECTIONS and output_name is not None:  # a detector's files: four outputs
+        output_name = list(DETECTION_OUTPUTS)
     sidecar = {"format": fmt, "quantization": quantization, "input": input_name,
                "output": output_name, "outputs": output,
-               "task": task.to_config() if output in (OUTPUT_NAME, LOGITS) else None,
+               "task": task.to_config() if output in (OUTPUT_NAME, LOGITS, DETECTIONS) else None,
                "preprocessing": json.loads(info.to_json())}
     write_json(path + ".json",
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})
@@ -92,7 +100,8 @@ def record_bfloat16_parity(path, row):
     with open(path + ".json") as f:
         sidecar = json.load(f)
     sidecar["bfloat16"] = {key: row[key] for key in (
-        "max_abs_diff", "top1_agreement", "pixel_agreement", "images") if key in row}
+        "max_abs_diff", "top1_agreement", "pixel_agreement", "box_agreement", "images")
+        if key in row}
     write_json(path + ".json", sidecar)
 
 
@@ -129,9 +138,13 @@ def _checked_path(fmt, path, quantization, representative_data):
     return path
 
 
-def _input_signature(model):
-    """Float32 ``images`` of any batch and the model's input size."""
-    return [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)]
+def _input_signature(model, info):
+    """Float32 ``images`` of any batch and the model's input size (a detector of any size:
+    its preprocessing's, ``export.detection.input_size``)."""
+    shape = model.input_shape[1:]
+    if task_for(model).detection:
+        shape = (*input_size(model, info), shape[-1])
+    return [tf.TensorSpec((None, *shape), tf.float32, name=INPUT_NAME)]
 
 
 def _reason(error):
@@ -160,11 +173,11 @@ def _exporter_errors(model, fmt):
         ) from error
 
 
-def _keras_export(model, path, fmt, **options):
+def _keras_export(model, info, path, fmt, **options):
     """``model.export(path, format=fmt)`` with float32 ``images`` of any batch as input."""
     with logs.loading():
-        model.export(path, format=fmt, verbose=False, input_signature=_input_signature(model),
-                     **options)
+        model.export(path, format=fmt, verbose=False,
+                     input_signature=_input_signature(model, info), **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,15 +252,17 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
     with atomic_path(path, suffix=".tflite") as staging:
         if source and os.path.exists(os.path.join(source, "saved_model.pb")):
             info, task = read_export_preprocessing(source), read_export_task(source)
+            check_quantization("tflite", quantization, representative_data, task.detection)
             output = _output_of(task, output)
             with open(staging, "wb") as f:
                 f.write(_convert_saved_model(source, options, output))
         else:
             model, info = resolve_model(model_or_savedmodel, preprocessing)
             task = task_for(model)
+            check_quantization("tflite", quantization, representative_data, task.detection)
             output = _output_of(task, output)
             with _exporter_errors(model, "litert"):
-                _keras_export(model, staging, "litert", **options)
+                _keras_export(model, info, staging, "litert", **options)
         _sidecar(path, "tflite", quantization, info, task, input_name=None, output_name=None,
                  output=output)
     return path
@@ -259,16 +274,18 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
 
 def _name_onnx_io(path, output_name=OUTPUT_NAME):
     """Name the input ``images``, the output ``output_name`` and the batch axis ``batch``
-    (tf2onnx names them ``images``, ``Identity:0`` and ``unk__N``)."""
+    (tf2onnx names them ``images``, ``Identity:0`` and ``unk__N``; a detector's outputs keep
+    their names, ``boxes`` ...)."""
     onnx = require("onnx", "ONNX export")
     model = onnx.load(path)
     graph = model.graph
-    old = graph.output[0].name
-    for node in graph.node:
-        node.input[:] = [output_name if name == old else name for name in node.input]
-        node.output[:] = [output_name if name == old else name for name in node.output]
-    graph.output[0].name = output_name
-    for value in (graph.input[0], graph.output[0]):
+    if output_name != DETECTIONS:
+        old = graph.output[0].name
+        for node in graph.node:
+            node.input[:] = [output_name if name == old else name for name in node.input]
+            node.output[:] = [output_name if name == old else name for name in node.output]
+        graph.output[0].name = output_name
+    for value in (graph.input[0], *graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(model)
     onnx.save(model, path)
@@ -338,11 +355,12 @@ def export_onnx(model, path, quantization=None, representative_data=None, prepro
     path = _checked_path("onnx", path, quantization, representative_data)
     _check_output(output)
     model, info = resolve_model(model, preprocessing)
+    check_quantization("onnx", quantization, representative_data, task_for(model).detection)
     output = _output_of(task_for(model), output)
     with atomic_path(path, suffix=".onnx") as staging, tempfile.TemporaryDirectory() as tmp:
         float_path = staging if quantization is None else os.path.join(tmp, "float32.onnx")
         with _exporter_errors(model, "onnx"):
-            _keras_export(model, float_path, "onnx", opset_version=opset)
+            _keras_export(model, info, float_path, "onnx", opset_version=opset)
             _name_onnx_io(float_path, output)  # also checks the graph (unsupported ops)
         if quantization == "int8":
             _quantize_onnx(float_path, staging, representative_data, activations)
@@ -393,16 +411,18 @@ def export_openvino(model, path, quantization=None, representative_data=None,
     _check_output(output)
     ov = require("openvino", "OpenVINO export")
     model, info = resolve_model(model, preprocessing)
+    check_quantization("openvino", quantization, representative_data, task_for(model).detection)
     output = _output_of(task_for(model), output)
     with atomic_path(path, suffix=".xml") as staging, tempfile.TemporaryDirectory() as tmp:
         staging_bin = staging[: -len(".xml")] + ".bin"
         try:
             exported = os.path.join(tmp, "model.xml")
             with _exporter_errors(model, "openvino"):
-                _keras_export(model, exported, "openvino")
+                _keras_export(model, info, exported, "openvino")
             ov_model = ov.Core().read_model(exported)
             ov_model.input(0).get_tensor().add_names({INPUT_NAME})
-            ov_model.output(0).get_tensor().add_names({output})
+            if output != DETECTIONS:  # a detector's outputs keep their names, boxes ...
+                ov_model.output(0).get_tensor().add_names({output})
             if quantization == "int8":
                 ov_model = _quantize_openvino(ov_model, representative_data)
             ov.save_model(ov_model, staging, compress_to_fp16=False)

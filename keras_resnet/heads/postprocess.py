@@ -78,14 +78,17 @@ def nms(candidate_boxes, scores, classes, iou_threshold, max_detections):
     candidate_boxes = ops.cast(candidate_boxes, "float32")
     scores, classes = ops.cast(scores, "float32"), ops.cast(classes, "int32")
     batch = ops.shape(scores)[0]
-    positions = ops.arange(ops.shape(scores)[1])[None, :]
+    candidates = ops.shape(scores)[1]
+    positions = ops.arange(candidates, dtype="int32")[None, :]
 
     def more(index, remaining, *kept):  # stop early once no image has a candidate left
         return (index < max_detections) & ops.any(remaining >= 0)
 
     def keep_best(index, remaining, kept_boxes, kept_scores, kept_classes):
-        best = ops.cast(ops.argmax(remaining, axis=1), "int32")  # first of ties: the earlier
-        score = ops.take_along_axis(remaining, best[:, None], axis=1)[:, 0]
+        # The best remaining candidate, the earlier of ties. Not ops.argmax: on TensorFlow it
+        # checks float signs with bit operations that TFLite, ONNX and OpenVINO do not convert.
+        score = ops.max(remaining, axis=1)
+        best = ops.min(ops.where(remaining == score[:, None], positions, candidates), axis=1)
         box = ops.take_along_axis(candidate_boxes, best[:, None, None], axis=1)  # (batch, 1, 4)
         label = ops.take_along_axis(classes, best[:, None], axis=1)[:, 0]
         found = score >= 0

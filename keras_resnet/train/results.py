@@ -96,9 +96,7 @@ def finish(net, run_dir, splits, result, export, data_dir):
     plot_history(os.path.join(run_dir, "history.csv"),
                  os.path.join(run_dir, "training_curves.png"), metric=metric)
     result.update(scored, history=history_rows(os.path.join(run_dir, "history.csv")))
-    if export and task.detection:
-        print("export of detectors: not yet (the run's model.keras holds the detector)")
-    elif export:
+    if export:
         from keras_resnet import export as export_lib
 
         result["export"] = export_lib.export_run(
