@@ -167,7 +167,7 @@ def test_export_run_every_format_keeps_the_keras_boxes(detector, tmp_path):
     files = {name for name, _ in rows}
     assert files == {"retinanet_resnet8/1", "model_float32.tflite", "model_float16.tflite",
                      "model_dynamic.tflite", "model_float32.onnx", "model_float32.xml"}
-    for (name, precision), row in rows.items():
+    for (_, precision), row in rows.items():
         assert "top1_agreement" not in row and row["images"] == export.run.DETECTOR_PARITY_IMAGES
         if row["quantization"] is None and precision == "float32":  # measured: 1.0
             assert row["box_agreement"] >= 0.99 and row["max_abs_diff"] < 1e-4, row
