@@ -3,8 +3,7 @@ then a parity report of each exported file against the Keras model.
 
 A detector's files hold its post-processing (``export.detection``) and its parity report
 measures the agreement of their boxes with Keras' on :data:`DETECTOR_PARITY_IMAGES` test
-images: OpenVINO runs the post-processing's loop (non-maximum suppression) tens of times
-slower than ONNX Runtime and LiteRT do.
+images (each holds many boxes, and costs a post-processing per runtime).
 
 Example:
     >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
@@ -38,7 +37,7 @@ from keras_resnet.export.writers import (
 )
 from keras_resnet.features import embedding_model
 
-# A detector's parity images: OpenVINO runs its post-processing's loop slowly (module note).
+# A detector's parity images (module note).
 DETECTOR_PARITY_IMAGES = 64
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
