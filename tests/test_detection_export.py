@@ -8,7 +8,6 @@ tier checks what refuses before exporting.
 """
 
 import base64
-import contextlib
 import io
 import os
 
@@ -190,12 +189,10 @@ def test_server_answers_boxes_with_their_labels(saved_model):
     expected = tf.saved_model.load(saved_model).signatures["serving_default"](
         images=tf.constant(scenes))
     instances = [{"b64": base64.b64encode(png(image)).decode()} for image in scenes]
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(serving.BackgroundServer(export_dir))
-        client = stack.enter_context(httpx.Client(base_url=server.url, timeout=60))
-        url = "/v1/models/retinanet_resnet8:predict"
-        response = client.post(url, json={"signature_name": "serving_bytes",
-                                          "instances": instances})
+    with serving.BackgroundServer(export_dir) as server, httpx.Client(
+            base_url=server.url, timeout=60) as client:
+        response = client.post("/v1/models/retinanet_resnet8:predict",
+                               json={"signature_name": "serving_bytes", "instances": instances})
         assert response.status_code == 200, response.text
         for i, prediction in enumerate(response.json()["predictions"]):
             np.testing.assert_allclose(prediction["boxes"], expected["boxes"][i].numpy(),
