@@ -169,11 +169,15 @@ def _add_image_size_argument(train):
 def _add_evaluate_export_predict(commands):
     evaluate = commands.add_parser(
         "evaluate", help="top-1/top-5 error of a .keras model (a detector: COCO mAP)")
-    evaluate.add_argument("model", help="a .keras file")
+    evaluate.add_argument("model", help="a .keras file (a run directory with --interpret)")
     evaluate.add_argument("--dataset", default="digits")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing")
+    evaluate.add_argument("--interpret", metavar="DIR", default=None,
+                          help="single-label classifiers: also write the confusion matrix, "
+                               "per-class figures, most-confused pairs and top losses (with "
+                               "Grad-CAM) of the split to DIR")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=actions.evaluate)
 

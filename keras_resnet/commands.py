@@ -118,9 +118,28 @@ def train(args):
     print_run(flow.run(train_config(args)))
 
 
+def _interpret(args):
+    """``evaluate --interpret DIR``: the split's interpretation files, and where they are."""
+    from keras_resnet.interpret import interpret
+
+    if args.ten_crop:
+        raise InvalidArgument("`--interpret` reads single-crop predictions; it does not go with "
+                              "`--ten-crop`.")
+    result = interpret(args.model, args.dataset, args.split, output_dir=args.interpret,
+                       data_dir=args.data_dir, batch_size=args.batch_size, download=args.download)
+    print(f"{args.dataset} {args.split}: top-1 error {1 - result['accuracy']:.2%} over "
+          f"{result['examples']} images")
+    for pair in result["most_confused"][:3]:
+        print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}")
+    print(f"interpretation: {args.interpret} ({', '.join(result['paths'])})")
+
+
 def evaluate(args):
     from keras_resnet.evaluation import evaluate
 
+    if args.interpret:
+        _interpret(args)
+        return
     metrics = evaluate(args.model, args.dataset, args.split, batch_size=args.batch_size,
                        ten_crop=args.ten_crop, data_dir=args.data_dir, download=args.download)
     crops = " (10-crop)" if args.ten_crop else ""

@@ -52,6 +52,7 @@ LEVELS = {
     "export": 8, "tuning": 8, "evaluation": 8, "train.setup": 8, "training": 8,
     "train.segmentation": 8,
     "train": 9, "serving": 9, "explain": 9,
+    "interpret": 9.5,
     "runs": 10, "commands": 10.5,
     "cli": 11,
 }
