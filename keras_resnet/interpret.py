@@ -366,11 +366,11 @@ def interpret(model, dataset="digits", split="test", output_dir="interpretation"
     """
     model, task = _classifier(model)
     check_positive_int("k", k)
-    dataset_, info = data.load(dataset, split, batch_size, training=False, data_dir=data_dir,
+    batches, info = data.load(dataset, split, batch_size, training=False, data_dir=data_dir,
                                download=download, preprocessing=preprocessing_lib.of(model),
                                task="single_label")
     check_fits_dataset(model, info)
-    scores, labels = scores_and_labels(model, dataset_)
+    scores, labels = scores_and_labels(model, batches)
     probabilities = _probabilities(scores, task.activation)
     labels = labels.reshape(-1).astype(np.int64)
     class_names = info.class_names or [str(i) for i in range(info.num_classes)]
@@ -378,7 +378,7 @@ def interpret(model, dataset="digits", split="test", output_dir="interpretation"
     table, pairs = per_class_table(matrix, class_names), most_confused(matrix, class_names)
     os.makedirs(output_dir, exist_ok=True)
     paths = _write_tables(output_dir, matrix, class_names, table, pairs)
-    written, rows = _write_top_losses(output_dir, model, dataset_, info, probabilities, labels,
+    written, rows = _write_top_losses(output_dir, model, batches, info, probabilities, labels,
                                       k, _file_paths(dataset, split, data_dir),
                                       class_names)
     paths.update(written)
