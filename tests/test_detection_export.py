@@ -168,10 +168,14 @@ def test_export_run_every_format_keeps_the_keras_boxes(detector, tmp_path):
                      "model_dynamic.tflite", "model_float32.onnx", "model_float32.xml"}
     for (_, precision), row in rows.items():
         assert "top1_agreement" not in row and row["images"] == export.run.DETECTOR_PARITY_IMAGES
-        if row["quantization"] is None and precision == "float32":  # measured: 1.0
+        # Measured (AVX-512 EPYC): float32 1.0 everywhere, float16 0.992, dynamic 0.548,
+        # OpenVINO run in bfloat16 0.953.
+        if row["quantization"] is None and precision == "float32":
             assert row["box_agreement"] >= 0.99 and row["max_abs_diff"] < 1e-4, row
-        elif row["quantization"] == "float16":  # measured: 1.0
+        elif row["quantization"] == "float16":
             assert row["box_agreement"] >= 0.9, row
+        else:  # int8 weights, or bfloat16 arithmetic: most boxes still found
+            assert row["box_agreement"] >= 0.3, row
     onnx_runner = export.open_runner(result["onnx"][0])
     found = onnx_runner(detector[3])
     assert sorted(found) == ["boxes", "classes", "num_detections", "scores"]

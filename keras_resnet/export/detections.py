@@ -1,6 +1,7 @@
-"""Boxes of image files from a detector (a ``.keras`` file, a run directory or an export), and the files
-``keras-resnet predict`` writes for them: one JSON record per image and a copy of the image
-with its boxes drawn (each class in its Pascal VOC colour, labelled with its name and score).
+"""Boxes of image files from a detector (a ``.keras`` file, a run directory or an export), and
+the files ``keras-resnet predict`` writes for them: one JSON record per image and a copy of the
+image with its boxes drawn (each class in its Pascal VOC colour, labelled with its name and
+score).
 
 Each image goes through the evaluation geometry of the detection pipeline (resized to fit the
 model's input side keeping its aspect ratio, padded at the bottom and right, normalised by the
