@@ -175,9 +175,10 @@ def _add_evaluate_export_predict(commands):
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing")
     evaluate.add_argument("--interpret", metavar="DIR", default=None,
-                          help="single-label classifiers: also write the confusion matrix, "
-                               "per-class figures, most-confused pairs and top losses (with "
-                               "Grad-CAM) of the split to DIR")
+                          help="also write the split's mistakes to DIR: the confusion matrix, "
+                               "per-class figures and most-confused pairs (each label's 2x2 "
+                               "table and precision-recall curve for a multi-label model) and "
+                               "the top losses with Grad-CAM")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=actions.evaluate)
 

@@ -127,10 +127,16 @@ def _interpret(args):
                               "`--ten-crop`.")
     result = interpret(args.model, args.dataset, args.split, output_dir=args.interpret,
                        data_dir=args.data_dir, batch_size=args.batch_size, download=args.download)
-    print(f"{args.dataset} {args.split}: top-1 error {1 - result['accuracy']:.2%} over "
-          f"{result['examples']} images")
-    for pair in result["most_confused"][:3]:
-        print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}")
+    if "per_label" in result:
+        print(f"{args.dataset} {args.split}: exact match {result['exact_match']:.2%} over "
+              f"{result['examples']} images")
+        for row in sorted(result["per_label"], key=lambda row: row["f1"])[:3]:
+            print(f"  {row['label']}: F1 {row['f1']:.3f} ({row['fp']} false, {row['fn']} missed)")
+    else:
+        print(f"{args.dataset} {args.split}: top-1 error {1 - result['accuracy']:.2%} over "
+              f"{result['examples']} images")
+        for pair in result["most_confused"][:3]:
+            print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}")
     print(f"interpretation: {args.interpret} ({', '.join(result['paths'])})")
 
 

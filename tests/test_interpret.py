@@ -7,14 +7,19 @@ import itertools
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import (
+    average_precision_score,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+)
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import precision_recall_curve as sklearn_precision_recall_curve
 
 import keras_resnet
 from harness import randomise_batch_norm
 from keras_resnet import cli, data, interpret, tasks
 from keras_resnet.errors import InvalidArgument
-from keras_resnet.saving import save_model
+from keras_resnet.saving import load_model, save_model
 
 FILES = ("confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
          "per_class.csv", "most_confused.csv", "top_losses.csv", "top_losses.png")
@@ -158,14 +163,99 @@ def test_cli_writes_the_files_and_says_where(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
 
 
-@pytest.mark.parametrize("kind", ["multilabel", "detection"])
-def test_multilabel_models_and_detectors_are_refused_in_one_line(tmp_path, capsys, kind):
-    head = keras_resnet.models.get_model("resnet8", classes=10, classifier_activation="sigmoid")
-    model = tasks.attach(head, tasks.Task(kind, 10, "sigmoid"))
-    with pytest.raises(InvalidArgument, match="for single-label classifiers for now"):
+@pytest.mark.parametrize("kind,activation", [("segmentation", "linear"), ("detection", "sigmoid")])
+def test_segmenters_and_detectors_are_refused_in_one_line(tmp_path, capsys, kind, activation):
+    head = keras_resnet.models.get_model("resnet8", classes=10, classifier_activation=None)
+    model = tasks.attach(head, tasks.Task(kind, 10, activation))
+    with pytest.raises(InvalidArgument, match="interpret is for classifiers"):
         interpret.interpret(model, output_dir=tmp_path / "python")
     model_path = save_model(model, str(tmp_path / "model.keras"))
     assert cli.main(["evaluate", model_path, "--interpret", str(tmp_path / "cli")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "for single-label classifiers for now" in error and len(error.splitlines()) == 1
+    assert "interpret is for classifiers" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "python").exists() and not (tmp_path / "cli").exists()
+
+
+def _multilabel_arrays():
+    """Multi-hot labels of 5 labels (label 3 never true) and scores with ties."""
+    rng = np.random.default_rng(5)
+    truth = (rng.random((240, 5)) < 0.35).astype(np.int64)
+    truth[:, 3] = 0
+    scores = np.clip(np.round(0.4 * truth + 0.6 * rng.random((240, 5)), 2), 0, 1)
+    return truth, scores
+
+
+def test_label_tables_equal_scikit_learns_multilabel_confusion_matrix():
+    truth, scores = _multilabel_arrays()
+    thresholds = [0.5, 0.3, 0.7, 0.5, 0.55]
+    table = interpret.label_table(truth, scores, thresholds, list("abcde"))
+    predicted = (scores >= thresholds).astype(np.int64)
+    for row, counts in zip(table, multilabel_confusion_matrix(truth, predicted)):
+        assert [[row["tn"], row["fp"]], [row["fn"], row["tp"]]] == counts.tolist()
+    expected = precision_recall_fscore_support(truth, predicted, zero_division=0)
+    for column, key in enumerate(("precision", "recall", "f1", "support")):
+        np.testing.assert_allclose([row[key] for row in table], expected[column], rtol=1e-12)
+    ap = [average_precision_score(truth[:, k], scores[:, k]) for k in (0, 1, 2, 4)]
+    np.testing.assert_allclose([table[k]["ap"] for k in (0, 1, 2, 4)], ap, rtol=1e-12)
+    assert np.isnan(table[3]["ap"]) and [row["threshold"] for row in table] == thresholds
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn on a label without positives
+def test_precision_recall_curves_equal_scikit_learns():
+    truth, scores = _multilabel_arrays()
+    for k in range(5):
+        ours = interpret.precision_recall_curve(truth[:, k], scores[:, k])
+        theirs = sklearn_precision_recall_curve(truth[:, k], scores[:, k])
+        for mine, reference in zip(ours, theirs):
+            np.testing.assert_allclose(mine, reference, rtol=1e-12)
+
+
+def test_label_top_losses_are_the_largest_mean_binary_cross_entropies():
+    truth, scores = _multilabel_arrays()
+    scores = np.clip(scores, 1e-3, 1 - 1e-3)
+    losses = [np.mean([-np.log(s if t else 1 - s) for t, s in zip(row, row_scores)])
+              for row, row_scores in zip(truth, scores)]
+    indices, values = interpret.label_top_losses(truth, scores, 7)
+    expected = sorted(range(240), key=lambda i: (-losses[i], i))[:7]
+    assert indices.tolist() == expected
+    np.testing.assert_allclose(values, np.asarray(losses)[expected], rtol=1e-12)
+
+
+LABEL_FILES = ("per_label.csv", "label_confusion.png", "precision_recall.csv",
+               "precision_recall.png", "top_losses.csv", "top_losses.png")
+
+
+def test_a_multilabel_model_gets_per_label_tables_and_curves(tmp_path, capsys):
+    thresholds = (0.3, 0.4, 0.5, 0.6, 0.7, 0.5, 0.5, 0.5, 0.45, 0.55)
+    head = randomise_batch_norm(keras_resnet.models.get_model(
+        "resnet8", classes=10, classifier_activation="sigmoid"), seed=3)
+    head = keras_resnet.preprocessing.attach(head, keras_resnet.preprocessing.default_for(head))
+    model_path = save_model(tasks.attach(head, tasks.Task("multilabel", 10, "sigmoid", thresholds)),
+                            str(tmp_path / "model.keras"))  # as a run leaves it
+    model = load_model(model_path)
+    result = interpret.interpret(model, "digit_canvases", "test", output_dir=tmp_path / "look", k=5)
+    assert sorted(result["paths"]) == sorted(LABEL_FILES)
+    images, truth = data.as_numpy(data.load(
+        "digit_canvases", "test", 250, training=False, task="multilabel",
+        preprocessing=keras_resnet.preprocessing.of(model))[0])
+    scores = model.predict(images, verbose=0)
+    predicted = (scores >= np.asarray(thresholds)).astype(np.int64)
+    rows = _rows(tmp_path / "look" / "per_label.csv")
+    assert rows[0][:6] == ["label", "threshold", "tp", "fp", "fn", "tn"]
+    for row, counts in zip(rows[1:], multilabel_confusion_matrix(truth, predicted)):
+        assert [[int(row[5]), int(row[3])], [int(row[4]), int(row[2])]] == counts.tolist()
+    assert result["exact_match"] == pytest.approx(np.mean(np.all(predicted == truth, axis=1)))
+    curve = [r for r in _rows(tmp_path / "look" / "precision_recall.csv")[1:] if r[0] == "0"]
+    # predict's float32 scores may break a tie or two differently: the area under the curve
+    # (average precision as its step sum) is compared, and the number of points
+    precision, recall = (np.array([float(r[i]) for r in curve] + [last]) for i, last in ((2, 1), (3, 0)))
+    assert abs(len(curve) + 1 - len(sklearn_precision_recall_curve(truth[:, 0], scores[:, 0])[0])) <= 2
+    assert -np.sum(np.diff(recall) * precision[:-1]) == pytest.approx(
+        average_precision_score(truth[:, 0], scores[:, 0]), abs=1e-3)
+    assert len(_rows(tmp_path / "look" / "top_losses.csv")) == 6
+    for name in ("label_confusion.png", "precision_recall.png", "top_losses.png"):
+        with Image.open(tmp_path / "look" / name) as figure:
+            assert figure.format == "PNG" and min(figure.size) >= 300
+    assert cli.main(["evaluate", model_path, "--dataset", "digit_canvases",
+                     "--interpret", str(tmp_path / "cli")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(LABEL_FILES)
