@@ -41,6 +41,7 @@ LEVELS = {
     "losses": 2, "metrics": 2, "boxes": 2, "coco_map": 2, "recipe_sources": 2,
     "detection_losses": 2.5, "detection_evaluation": 7.75,
     "saving": 3, "analysis": 3, "multilabel": 3, "recipes": 3, "tasks": 3,
+    "curves": 3.5,
     "weights": 4,
     "builder": 5,
     "models": 6,
