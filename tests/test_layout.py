@@ -54,7 +54,7 @@ LEVELS = {
     "train.segmentation": 8,
     "train": 9, "serving": 9, "explain": 9,
     "interpret": 9.5,
-    "runs": 10, "commands": 10.5,
+    "runs": 10, "reports": 10.25, "commands": 10.5,
     "cli": 11,
 }
 
