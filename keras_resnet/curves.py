@@ -67,8 +67,14 @@ def _column(rows, key):
 
 
 def task_metric(columns):
-    """The metric a history's ``columns`` rank the run by: ``top1``, ``pr_auc``, ``miou`` (or
-    ``out_miou``), else ``loss`` (a detection run's).
+    """The metric a history's ``columns`` rank the run by.
+
+    Args:
+        columns: history.csv's column names.
+
+    Returns:
+        ``top1``, ``pr_auc``, ``miou`` or ``out_miou``, whichever it holds; else ``loss`` (a
+        detection run's: no mAP while it trains).
 
     Example:
         >>> task_metric(["epoch", "loss", "out_miou", "val_out_miou"])
