@@ -57,6 +57,8 @@ _PUBLIC = {
     "summary_table": "summary",
     "grad_cam": "explain",
     "get_recipe": "recipes",
+    "plot_history": "curves",
+    "report": "reports",
 }
 # Modules that import TensorFlow, or modules that do: their public names above load on first
 # use only, so that `import keras_resnet` on JAX or torch loads no TensorFlow.

@@ -258,6 +258,21 @@ def _add_tune(commands):
     tune.set_defaults(run=actions.tune)
 
 
+def _add_report(commands):
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page about a run: final metrics, curves, "
+                       "interpretation, exports' parity, configuration")
+    report.add_argument("run_dir", metavar="RUN", help="a run directory (keras-resnet train's)")
+    report.add_argument("--output", default=None, metavar="FILE",
+                        help="the HTML file written (default RUN/report.html)")
+    report.add_argument("--interpret", action="store_true",
+                        help="single-label classifiers: first write the test split's "
+                             "interpretation (confusion matrices, top losses, per-class "
+                             "figures) into RUN/interpret/ when it is missing")
+    _add_data_arguments(report)
+    report.set_defaults(run=actions.report)
+
+
 class _Subcommands:
     """``add_subparsers()`` whose every command takes ``--debug`` and ``--verbose``."""
 
@@ -295,6 +310,7 @@ def build_parser():
     _add_train(commands)
     _add_evaluate_export_predict(commands)
     _add_tune(commands)
+    _add_report(commands)
     serve = commands.add_parser("serve", help="TensorFlow Serving's REST API on an export directory")
     serve.add_argument("export_dir")
     serve.add_argument("--port", type=int, default=8501)

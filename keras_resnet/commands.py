@@ -164,6 +164,15 @@ def evaluate(args):
           f"top-5 error {1 - metrics['top5']:.2%}")
 
 
+def report(args):
+    from keras_resnet.reports import read_run, report
+
+    read_run(args.run_dir, "RUN")  # a bad RUN is named as the command line names it
+    path = report(args.run_dir, args.output, interpret=args.interpret, data_dir=args.data_dir,
+                  download=args.download)
+    print(f"report: {path}")
+
+
 def export(args):
     from keras_resnet.export import export_run, format_parity
 

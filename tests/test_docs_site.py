@@ -25,7 +25,8 @@ DOCS = ROOT / "docs"
 # code blocks are that script's to keep.
 GENERATED = ("reference/cli.md", "models/", "benchmarks/")
 HOW_TO = ("models", "weights", "backbones", "grad-cam", "multi-label", "data", "training-runs",
-          "recipes", "export", "cpu-runtime", "serving", "tuning", "distributed", "performance")
+          "report", "recipes", "export", "cpu-runtime", "serving", "tuning", "distributed",
+          "performance")
 NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>\S.*\S) -->$")
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)\s*$")
 # mkdocs build alone took 4 s on an idle 2-core machine and 11 s with both cores busy; a

@@ -41,6 +41,7 @@ LEVELS = {
     "losses": 2, "metrics": 2, "boxes": 2, "coco_map": 2, "recipe_sources": 2,
     "detection_losses": 2.5, "detection_evaluation": 7.75,
     "saving": 3, "analysis": 3, "multilabel": 3, "recipes": 3, "tasks": 3,
+    "curves": 3.5,
     "weights": 4,
     "builder": 5,
     "models": 6,
@@ -53,7 +54,7 @@ LEVELS = {
     "train.segmentation": 8,
     "train": 9, "serving": 9, "explain": 9,
     "interpret": 9.5,
-    "runs": 10, "commands": 10.5,
+    "runs": 10, "reports": 10.25, "commands": 10.5,
     "cli": 11,
 }
 

@@ -5,6 +5,7 @@ Example:
     'max'
 """
 
+import csv
 import importlib.util
 import math
 import os
@@ -56,6 +57,37 @@ class StopOnSignal(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """``history.csv``: Keras' CSVLogger (appending), with the optimizer's learning rate at
+    each epoch's end as the column ``learning_rate`` whatever the recipe (Keras'
+    ReduceLROnPlateau logs it, a cosine or poly schedule nothing), and a resumed run's rows
+    under the header its file already has, so no row shifts when the columns differ.
+
+    Example:
+        >>> CSVLogger("runs/r20/history.csv").append
+        True
+    """
+
+    def __init__(self, filename, separator=",", append=True):
+        super().__init__(filename, separator=separator, append=append)
+        self._header = None
+
+    def on_train_begin(self, logs=None):
+        self._header = None
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                self._header = next(csv.reader(f, delimiter=self.sep), None)
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate)))
+        if self.keys is None and self._header:  # appending: the file's columns, in its order
+            self.keys = [key for key in self._header if key != "epoch"]
+        super().on_epoch_end(epoch, logs)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -132,8 +164,8 @@ def paper_callbacks(
 
     Returns:
         A list of callbacks: LinearWarmup (a step recipe with ``warmup_epochs``),
-        StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1),
-        BestCheckpoint, CSVLogger, StopOnNaN, TensorBoard, WarmupUntilError when asked, and
+        StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1), BestCheckpoint,
+        :class:`CSVLogger` (history.csv), StopOnNaN, TensorBoard, WarmupUntilError when asked, and
         RunBackup (resume with ``initial_epoch=restore_backup(model, run_dir + "/backup")``).
 
     Example:
@@ -175,7 +207,7 @@ def paper_callbacks(
     best = BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor)
     callbacks += [
         best,
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        CSVLogger(os.path.join(run_dir, "history.csv")),
         StopOnNaN(),
     ]
     if tensorboard:

@@ -212,7 +212,7 @@ class OutputConfig:
             ``training_curves.png``, ``logs/``, ``export/`` and, while training, ``backup/``.
         resume: continue from ``run_dir/backup`` when a killed run left one there.
         export: write a SavedModel and a float TFLite file to ``run_dir/export`` at the end.
-        verbose: ``model.fit``'s verbosity: "auto", 0, 1 or 2.
+        verbose: ``model.fit``'s 0, 1 or 2; "auto": 1 on a terminal, else 2 (a line an epoch).
 
     Example:
         >>> OutputConfig("runs/r8", export=False).resume

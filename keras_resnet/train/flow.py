@@ -17,6 +17,7 @@ Example:
 
 import dataclasses
 import os
+import sys
 import time
 
 from keras_resnet import preprocessing as preprocessing_lib
@@ -71,6 +72,31 @@ class Phase:
     scale_schedule: bool = False
 
 
+def fit_verbosity(verbose, stream=None):
+    """``model.fit``'s verbosity for a run's ``verbose``: "auto" is 1, Keras' progress bar, on
+    a terminal or in a notebook, and 2, one line per epoch, otherwise (a log file, a pipe:
+    Keras' bar would write a frame per update there, with carriage returns and backspaces).
+    0, 1 and 2 are kept.
+
+    Args:
+        verbose: "auto", 0, 1 or 2.
+        stream: what the run prints to (default ``sys.stdout``).
+
+    Returns:
+        0, 1 or 2.
+
+    Example:
+        >>> import io
+        >>> fit_verbosity("auto", io.StringIO()), fit_verbosity(1, io.StringIO())
+        (2, 1)
+    """
+    if verbose != "auto":
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    notebook = type(stream).__module__.startswith("ipykernel")  # its OutStream redraws the bar
+    return 1 if notebook or getattr(stream, "isatty", lambda: False)() else 2
+
+
 def run_phases(net, phases, *, config, setup, splits, recipe):
     """Train ``net`` through ``phases``, resuming each from its backup.
 
@@ -122,7 +148,8 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         if done < phase.last_epoch:
             net.fit(splits.train, validation_data=splits.validation, epochs=phase.last_epoch,
                     initial_epoch=max(phase.first_epoch, done), callbacks=callbacks,
-                    verbose=config.output.verbose, shuffle=False)  # the tf.data pipeline shuffles
+                    verbose=fit_verbosity(config.output.verbose),
+                    shuffle=False)  # the tf.data pipeline shuffles
         best = checkpoint.best
     return resumed
 

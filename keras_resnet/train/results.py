@@ -5,53 +5,15 @@ Example:
     []
 """
 
-import csv
 import os
 import shutil
 
 from keras_resnet import tasks
+from keras_resnet.curves import history_rows, plot_history
 from keras_resnet.evaluation import multilabel_test, with_thresholds
 from keras_resnet.saving import load_model, save_model, write_json
 from keras_resnet.train import detection, segmentation
 from keras_resnet.train.build import at_input_size
-
-
-def history_rows(path):
-    """history.csv rows, one per epoch (a resumed run may repeat an epoch: keep the last)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(f) if row.get("epoch")}
-    return [rows[epoch] for epoch in sorted(rows)]
-
-
-def plot_history(history_csv, path, metric="top1"):
-    """Training and validation error per epoch (the paper's Fig. 4/6 style) as a PNG:
-    ``1 - metric`` (top-1 error; for multi-label runs ``1 - pr_auc``), or the loss itself
-    (``metric="loss"``: a detection run's)."""
-    # A bare Figure (no pyplot): no backend switch, so notebooks keep plotting inline.
-    from matplotlib.figure import Figure
-
-    from keras_resnet.saving import atomic_path
-
-    rows = history_rows(history_csv)
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure = Figure(figsize=(6, 4))
-    axis = figure.subplots()
-    for key, style, label in ((metric, "--", "training"), (f"val_{metric}", "-", "validation")):
-        # Keras' CSVLogger writes "NA" in the validation columns of a run without validation
-        if rows and key in rows[0] and rows[0][key] != "NA":
-            values = [float(row[key]) if metric == "loss" else 100 * (1 - float(row[key]))
-                      for row in rows]
-            axis.plot(epochs, values, style, label=label)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("loss" if metric == "loss" else
-                    "top-1 error (%)" if metric == "top1" else f"1 - {metric} (%)")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, dpi=100)
 
 
 def _scored(net, splits):
