@@ -351,6 +351,7 @@ def test_help_needs_no_tensorflow():
         assert not {"tensorflow", "keras", "jax", "torch"} & imported, sorted(imported)[:50]
 
 
+@pytest.mark.slow
 def test_interrupting_a_command_stops_cleanly(tmp_path):
     process = subprocess.Popen(["keras-resnet", "train", "--model", "resnet8", "--output-dir", str(tmp_path / "r")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

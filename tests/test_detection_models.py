@@ -123,6 +123,7 @@ def test_detections_match_torchvision_s_postprocess(tiny):
             assert np.all(found["scores"][index, count:] == 0)
 
 
+@pytest.mark.slow
 def test_the_model_s_detections_are_its_raw_outputs_postprocessed(tiny):
     """The detections model runs the postprocessing on its own raw outputs: the same as
     the layer called on them."""
@@ -276,6 +277,7 @@ def test_any_backbone_and_input_size_gives_boxes_inside_the_image():
     assert keras_resnet.task_of(model).kind == "detection"
 
 
+@pytest.mark.slow
 def test_a_keras_file_round_trip_gives_identical_detections(tmp_path):
     model = keras_resnet.RetinaNet("resnet8", classes=2, version=2, head_width=32,
                                    input_shape=(32, 32, 3), max_detections=10,
@@ -301,6 +303,7 @@ def test_another_class_count_keeps_everything_but_the_class_logits(tiny):
     assert outputs["cls_logits"].shape[-1] == 5
 
 
+@pytest.mark.slow
 def test_an_image_without_boxes_trains():
     """One SGD step on a batch whose second image has no box: a finite loss that moves."""
     model = keras_resnet.RetinaNet("resnet8", classes=2, head_width=16, input_shape=(32, 32, 3))

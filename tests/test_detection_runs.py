@@ -138,6 +138,7 @@ def test_a_detection_run_saves_detections_models_and_prints_its_figures(small_bo
     assert any("box agree" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_images_without_boxes_train_their_scores_down():
     with few_scenes(train=16):
         train, info = data.load("digit_boxes", "train", 8, seed=0)
@@ -320,6 +321,7 @@ def _coco_figures_of(found, count):
     return coco_map(detections, truth, class_count=10)
 
 
+@pytest.mark.slow
 def test_evaluate_gives_a_saved_detectors_coco_figures(saved_detector, capsys):
     path, net = saved_detector
     with few_scenes():
@@ -339,6 +341,7 @@ def test_evaluate_gives_a_saved_detectors_coco_figures(saved_detector, capsys):
         evaluate(net, "digit_scenes")
 
 
+@pytest.mark.slow
 def test_predict_writes_a_detectors_boxes_and_drawings(saved_detector, tmp_path, capsys):
     from PIL import Image
 

@@ -148,6 +148,7 @@ def test_code_blocks_are_run_or_marked_with_a_reason():
 
 @pytest.mark.parametrize("where, lang, code", [block[:3] for block in RUN],
                          ids=[block[0] for block in RUN])
+@pytest.mark.slow
 def test_runnable_code_block_runs(where, lang, code, tmp_path):
     command = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))

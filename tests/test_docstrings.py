@@ -32,11 +32,13 @@ def _compiles(source):
     return True
 
 
-# Modules whose examples train (runs: a run of ResNet-8 on digits) run with `pytest --all`.
-TRAINING_EXAMPLES = ("keras_resnet.runs",)
+# Modules whose examples train (runs: a run of ResNet-8 on digits) or build many full-size
+# networks (models, the segmentation and detection heads) run with `pytest --all`.
+SLOW_EXAMPLES = ("keras_resnet.runs", "keras_resnet.models", "keras_resnet.heads.segmenters",
+                 "keras_resnet.heads.detectors")
 
 
-@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in TRAINING_EXAMPLES else m
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_EXAMPLES else m
                                   for m in ["keras_resnet"] + MODULES])
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -383,6 +383,7 @@ def _seed_draws(augment, count):
     return {key: value.numpy() for key, value in draws.items()}
 
 
+@pytest.mark.slow
 def test_auto_augment_applies_the_ops_its_seed_picks_in_order():
     augment = AutoAugment("rand_augment", num_ops=2, magnitude=0.7)
     names = list(augment.ops)
