@@ -184,7 +184,10 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, moment):
     assert run["resumed_from_epoch"] == done
     assert len(run["history"]) == epochs and sorted(set(_epochs(run_dir))) == list(range(epochs))
     if moment != "backup_write":  # killed after the last epoch: no training again
-        assert done == epochs and f"Epoch 1/{epochs}" not in result.stdout
+        assert done == epochs and f"epoch 1/{epochs} - " not in result.stdout
+    else:  # the epochs left, each on one line (the output is a pipe)
+        assert [line.split(" - ")[0] for line in result.stdout.splitlines()
+                if line.startswith("epoch ")] == [f"epoch {e}/{epochs}" for e in range(done + 1, epochs + 1)]
     # The step schedule continues where it was, as in an uninterrupted run: 40 steps an epoch,
     # the rate (0.1 x 32 / 128) divided by 10 at 50% and 75% of the steps; history holds each
     # epoch's rate at its last step.

@@ -172,7 +172,7 @@ def test_auto_verbosity_is_the_bar_on_a_terminal_and_a_line_per_epoch_elsewhere(
 
 @pytest.mark.slow
 def test_a_run_piped_to_a_file_prints_one_line_per_epoch(tmp_path):
-    """``keras-resnet train`` with its output in a pipe: Keras' per-epoch line, no progress-bar
+    """``keras-resnet train`` with its output in a pipe: one line per epoch, no progress-bar
     frames (carriage returns, backspaces)."""
     run_dir = tmp_path / "run"
     done = subprocess.run(
@@ -183,11 +183,15 @@ def test_a_run_piped_to_a_file_prints_one_line_per_epoch(tmp_path):
     out = done.stdout.decode()
     assert "\r" not in out and "\b" not in out
     lines = out.splitlines()
-    epoch_lines = [line for line in lines if " - loss: " in line]
-    assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
-    assert len(epoch_lines) == 2
-    assert all(re.match(r"\d+/\d+ - \d+s - ", line) for line in epoch_lines)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert not [line for line in lines if line.startswith("Epoch ")]
+    assert [line.split(" - ")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
     rows = results.history_rows(str(run_dir / "history.csv"))
+    for line, row in zip(epoch_lines, rows):  # the figures history.csv holds, as printed
+        assert re.match(r"epoch \d/2 - \d+s - loss: ", line), line
+        printed = dict(part.split(": ") for part in line.split(" - ")[2:])
+        assert float(printed["loss"]) == pytest.approx(float(row["loss"]), abs=1e-4)
+        assert float(printed["val_top1"]) == pytest.approx(float(row["val_top1"]), abs=1e-4)
     assert [float(row["learning_rate"]) > 0 for row in rows] == [True, True]
     figure = curves.history_figure(str(run_dir / "history.csv"))
     assert [len(line.get_xdata()) for axes in figure.axes for line in axes.get_lines()] == [2] * 5

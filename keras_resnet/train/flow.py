@@ -34,7 +34,7 @@ from keras_resnet.train.build import (
     pretrained_backbone,
     set_trainable,
 )
-from keras_resnet.train.callbacks import BestCheckpoint, paper_callbacks
+from keras_resnet.train.callbacks import BestCheckpoint, EpochLine, paper_callbacks
 from keras_resnet.train.compile import compile_model
 from keras_resnet.train.config import DEFAULT_HEAD, RunConfig, resolve
 from keras_resnet.train.results import finish
@@ -74,7 +74,7 @@ class Phase:
 
 def fit_verbosity(verbose, stream=None):
     """``model.fit``'s verbosity for a run's ``verbose``: "auto" is 1, Keras' progress bar, on
-    a terminal or in a notebook, and 2, one line per epoch, otherwise (a log file, a pipe:
+    a terminal or in a notebook, and 2, a line per epoch (the run prints it), otherwise (a log file, a pipe:
     Keras' bar would write a frame per update there, with carriage returns and backspaces).
     0, 1 and 2 are kept.
 
@@ -95,6 +95,13 @@ def fit_verbosity(verbose, stream=None):
     stream = sys.stdout if stream is None else stream
     notebook = type(stream).__module__.startswith("ipykernel")  # its OutStream redraws the bar
     return 1 if notebook or getattr(stream, "isatty", lambda: False)() else 2
+
+
+def _fit_output(verbose):
+    """``(verbose for model.fit, extra callbacks)``: "auto" off a terminal prints through
+    :class:`EpochLine`, one line an epoch (Keras' own 2 adds an "Epoch k/N" line before each)."""
+    chosen = fit_verbosity(verbose)
+    return (0, [EpochLine()]) if verbose == "auto" and chosen == 2 else (chosen, [])
 
 
 def run_phases(net, phases, *, config, setup, splits, recipe):
@@ -146,9 +153,10 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         checkpoint.best = best if checkpoint.best is None else checkpoint.best
         if done < phase.last_epoch:
+            verbose, printer = _fit_output(config.output.verbose)
             net.fit(splits.train, validation_data=splits.validation, epochs=phase.last_epoch,
-                    initial_epoch=max(phase.first_epoch, done), callbacks=callbacks,
-                    verbose=fit_verbosity(config.output.verbose),
+                    initial_epoch=max(phase.first_epoch, done), callbacks=callbacks + printer,
+                    verbose=verbose,
                     shuffle=False)  # the tf.data pipeline shuffles
         best = checkpoint.best
     return resumed
