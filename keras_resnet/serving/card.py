@@ -94,13 +94,19 @@ def _scalars(mapping):
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
+def _number(row, key):
+    value = row.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _parity_row(row):
-    measures = [f"{key.replace('_', ' ')} {row[key]:.4f}" for key in
-                ("top1_agreement", "pixel_agreement", "box_agreement") if isinstance(row.get(key), (int, float))]
-    if isinstance(row.get("max_abs_diff"), (int, float)):
+    """One row of the run's parity report: the file, then its agreement with Keras."""
+    measures = [f"{title} {_number(row, key):.4f}" for key, title in (
+        ("top1_agreement", "top-1 agreement"), ("pixel_agreement", "pixel agreement"),
+        ("box_agreement", "box agreement")) if _number(row, key) is not None]
+    if _number(row, "max_abs_diff") is not None:
         measures.append(f"max abs diff {row['max_abs_diff']:.2g}")
-    what = f"parity: {row.get('file')} ({row.get('runtime')}, {row.get('precision')})"
-    return what, ", ".join(measures)
+    return f"{row.get('file')} ({row.get('runtime')}, {row.get('precision')})", ", ".join(measures)
 
 
 def _sidecar_rows(export_dir, name):
@@ -116,23 +122,27 @@ def _sidecar_rows(export_dir, name):
             except (OSError, ValueError, AttributeError):
                 continue
             bfloat16 = recorded.get("bfloat16")
-            if isinstance(bfloat16, dict) and isinstance(bfloat16.get("top1_agreement"), (int, float)):
+            if isinstance(bfloat16, dict) and _number(bfloat16, "top1_agreement") is not None:
                 text += f"; bfloat16 top-1 agreement {bfloat16['top1_agreement']:.4f}"
-            rows.append((f"file: {folder}/{sidecar[:-5]}", text))
+            rows.append((f"{folder}/{sidecar[:-5]}", text))
     return rows
 
 
-def _metric_rows(export_dir, servable):
-    rows = []
+def _metric_sections(export_dir, servable):
+    """``[(heading, rows)]``: the run's test metrics and parity report (when its run.json
+    is beside the export), then the files exported beside the SavedModel."""
+    sections = []
     result = _run_result(export_dir, servable)
     if result is not None:
         test = result.get("test")
-        rows += [(f"test {key}", f"{value:.4g}") for key, value in
-                 _scalars(test if isinstance(test, dict) else {}).items()]
+        sections.append(("Test split (the run's run.json)",
+                         [(key, f"{value:.4g}") for key, value in
+                          _scalars(test if isinstance(test, dict) else {}).items()]))
         parity = result["export"].get("parity")
-        rows += [_parity_row(row) for row in (parity if isinstance(parity, list) else [])
-                 if isinstance(row, dict)]
-    return rows + _sidecar_rows(export_dir, servable.name)
+        sections.append(("Parity with the Keras model", [
+            _parity_row(row) for row in (parity if isinstance(parity, list) else []) if isinstance(row, dict)]))
+    sections.append(("Files exported beside it", _sidecar_rows(export_dir, servable.name)))
+    return [(heading, rows) for heading, rows in sections if rows]
 
 
 def model_card(servable, export_dir):
@@ -144,7 +154,8 @@ def model_card(servable, export_dir):
 
     Returns:
         dict: ``id`` ("NAME/VERSION"), ``name``, ``version``, ``kind`` (a Task kind, or None
-        when unknown), ``title``, ``rows`` and ``metrics`` (lists of (label, text)),
+        when unknown), ``title``, ``rows`` (a list of (label, text)), ``metrics`` (a list of
+        (heading, rows): what was recorded with the export; empty when nothing was),
         ``grad_cam`` (whether the export has the ``grad_cam`` signature) and its ``stage``,
         ``class_names``, ``thresholds`` (a multi-label model's, else None).
 
@@ -155,7 +166,7 @@ def model_card(servable, export_dir):
     card = {"id": f"{servable.name}/{servable.version}", "name": servable.name,
             "version": servable.version, "grad_cam": GRAD_CAM_SIGNATURE in servable.signatures,
             "thresholds": None, "class_names": [], "stage": None, "rows": [],
-            "metrics": _metric_rows(export_dir, servable)}
+            "metrics": _metric_sections(export_dir, servable)}
     try:
         metadata = read_export_metadata(servable.path)
         task = read_export_task(servable.path)

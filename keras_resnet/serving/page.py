@@ -50,8 +50,8 @@ td.bar span { display: block; height: 0.7rem; background: #3182ce; border-radius
 .card { background: #fff; border-radius: 0.6rem; padding: 0.8rem 1rem; border: 1px solid #e2e8f0; }
 .card h2 { font-size: 1.1rem; margin: 0 0 0.5rem; }
 .card h3 { font-size: 0.95rem; margin: 0.8rem 0 0.3rem; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 0.8rem; margin: 0;
-     font-size: 0.9rem; }
+dl { display: grid; grid-template-columns: minmax(6rem, auto) minmax(10rem, 1fr);
+     gap: 0.2rem 0.8rem; margin: 0; font-size: 0.9rem; }
 dt { color: #4a5568; } dd { margin: 0; overflow-wrap: anywhere; }
 select { font-size: 1rem; padding: 0.2rem; }
 """
@@ -179,6 +179,7 @@ async function send(file) {
   const model = models[current];
   if (!file || !model.classifier) return;
   const mine = ++ticket;
+  document.body.dataset.sent = String(Number(document.body.dataset.sent || 0) + 1);
   clearResult();
   setState("busy", `Sending ${file.name} to ${model.id}...`);
   try {
@@ -200,7 +201,11 @@ async function send(file) {
 }
 
 $("model").addEventListener("change", (event) => select(Number(event.target.value)));
-$("file").addEventListener("change", (event) => send(event.target.files[0]));
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  event.target.value = "";  // the same file can be chosen again
+  send(file);
+});
 const drop = $("drop");
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -243,8 +248,8 @@ def _definitions(rows):
 
 
 def _card_html(card):
-    metrics = (f"<h3>Recorded with the export</h3><dl>{_definitions(card['metrics'])}</dl>"
-               if card["metrics"] else "<h3>Recorded with the export</h3><p>No metrics.</p>")
+    metrics = "".join(f"<h3>{html.escape(heading)}</h3><dl>{_definitions(rows)}</dl>"
+                      for heading, rows in card["metrics"]) or "<p>No metrics recorded with this export.</p>"
     return (f'<section class="card" data-model="{html.escape(card["id"])}" hidden>'
             f"<h2>{html.escape(card['title'])}</h2><dl>{_definitions(card['rows'])}</dl>{metrics}"
             "</section>")
