@@ -170,7 +170,8 @@ def _grad_cam_stage(model, stage):
     names = [entry["name"] for entry in info]
     if stage is None:
         return info[-1]
-    canonical = f"conv{stage[1:]}" if isinstance(stage, str) and stage[:1] == "P" and stage[1:].isdigit() else stage
+    keras_hub = isinstance(stage, str) and stage[:1] == "P" and stage[1:].isdigit()
+    canonical = f"conv{stage[1:]}" if keras_hub else stage
     if canonical not in names:
         raise InvalidArgument(
             f"`stage` must name a stage of the model: {', '.join(names)} (or keras-hub's "

@@ -141,10 +141,10 @@ def _grad_cam_reference(model, preprocessing, encoded):
     from keras_resnet import explain
 
     images = [tf.io.decode_image(e, channels=3, expand_animations=False).numpy() for e in encoded]
-    batch = np.concatenate([np.asarray(data.preprocess(image[None], preprocessing)) for image in images])
+    batch = np.concatenate([data.preprocess(image[None], preprocessing) for image in images])
     cam = keras_resnet.grad_cam(model, batch)
-    overlays = [explain.overlay(image, explain.heatmap_on_image(heatmap, image.shape, preprocessing))
-                for image, heatmap in zip(images, cam.heatmaps)]
+    overlays = [explain.overlay(image, explain.heatmap_on_image(heat, image.shape, preprocessing))
+                for image, heat in zip(images, cam.heatmaps)]
     return cam, overlays
 
 
@@ -161,7 +161,8 @@ def _assert_grad_cam_signature_matches(path, model, preprocessing, encoded):
         assert got.shape == expected.shape and got.dtype == np.uint8
         assert np.abs(got.astype(int) - expected).max() <= 1  # the same pixels, up to rounding
     metadata = export.read_export_metadata(path)["grad_cam"]
-    assert metadata == {"signature": "grad_cam", "stage": cam.stage, "layer": cam.layer, "alpha": 0.4}
+    assert metadata == {"signature": "grad_cam", "stage": cam.stage, "layer": cam.layer,
+                        "alpha": 0.4}
     return outputs
 
 
@@ -192,8 +193,8 @@ def test_grad_cam_signature_places_the_heatmap_where_the_centre_crop_came_from(t
 def test_an_export_grad_cam_cannot_read_has_no_grad_cam_signature(tmp_path):
     inputs = keras.Input((32, 32, 3))
     wrapped = keras.Model(inputs, keras_resnet.CifarResNet(8, classes=3)(inputs), name="wrapped")
-    path = export.export_saved_model(wrapped, str(tmp_path), preprocessing=preprocessing_lib.ImagePreprocessing(
-        32, class_names=list("abc")))
+    preprocessing = preprocessing_lib.ImagePreprocessing(32, class_names=list("abc"))
+    path = export.export_saved_model(wrapped, str(tmp_path), preprocessing=preprocessing)
     assert "grad_cam" not in tf.saved_model.load(path).signatures
     assert "serving_bytes" in tf.saved_model.load(path).signatures
     assert export.read_export_metadata(path)["grad_cam"] is None

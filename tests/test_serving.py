@@ -331,7 +331,8 @@ def test_a_card_shows_what_the_export_and_its_run_recorded(export_dir, tmp_path)
     assert rows["Classes"] == "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
     assert rows["Grad-CAM"] == "top class, stage conv4 (layer conv4_block1)"
     assert card["metrics"] == [
-        ("Test split (the run's run.json)", [("top1", "0.9412"), ("top5", "0.99"), ("loss", "0.25")]),
+        ("Test split (the run's run.json)",
+         [("top1", "0.9412"), ("top5", "0.99"), ("loss", "0.25")]),
         ("Parity with the Keras model",
          [("digits/1 (TensorFlow, float32)", "top-1 agreement 1.0000, max abs diff 3e-07")]),
         ("Files exported beside it", [("onnx/model_int8.onnx", "int8")])]
@@ -347,14 +348,16 @@ def test_a_savedmodel_without_metadata_gets_a_card_saying_so(export_dir, tmp_pat
 
     shutil.copytree(export_dir / "digits" / "2", tmp_path / "plain" / "1")
     os.remove(tmp_path / "plain" / "1" / export.METADATA_FILE)
-    card = model_card(serving.load_servable("plain", 1, str(tmp_path / "plain" / "1")), str(tmp_path))
+    servable = serving.load_servable("plain", 1, str(tmp_path / "plain" / "1"))
+    card = model_card(servable, str(tmp_path))
     assert card["kind"] is None and card["title"] == "plain (no keras_resnet metadata)"
     (model,) = _page_models(render_page([card])[0])
     assert not model["classifier"] and "no keras_resnet metadata" in model["notice"]
     segmenter = {**card, "kind": "segmentation", "name": "roads"}
     (model,) = _page_models(render_page([segmenter])[0])
-    assert model["notice"] == ("This page shows classifiers; roads is a segmentation model: ask its "
-                               "REST API (POST /v1/models/roads/versions/1:predict) for its outputs.")
+    assert model["notice"] == (
+        "This page shows classifiers; roads is a segmentation model: ask its REST API "
+        "(POST /v1/models/roads/versions/1:predict) for its outputs.")
 
 
 def test_odd_but_valid_images(client, reference, china):

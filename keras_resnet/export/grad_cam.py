@@ -21,7 +21,7 @@ Outputs:
   draws (0 outside a centre crop).
 
 Example:
-    >>> endpoint = grad_cam_endpoint(model, preprocessing, labels, decode)  # doctest: +SKIP
+    >>> endpoint = grad_cam_endpoint(model, info, labels, decode)  # doctest: +SKIP
 """
 
 import numpy as np
@@ -110,7 +110,7 @@ def grad_cam_endpoint(model, preprocessing, labels, decode):
         metadata; None when the model has no Grad-CAM.
 
     Example:
-        >>> function, metadata = grad_cam_endpoint(model, preprocessing, labels, decode)  # doctest: +SKIP
+        >>> function, metadata = grad_cam_endpoint(model, info, labels, decode)  # doctest: +SKIP
     """
     try:
         chosen, features, scores = stage_scores(model)
@@ -122,7 +122,7 @@ def grad_cam_endpoint(model, preprocessing, labels, decode):
     def explain(image_bytes):
         heatmaps, indices, top_scores = _grad_cam(model, features, scores, decode(image_bytes))
         overlays = tf.map_fn(
-            lambda pair: _overlay_png(pair[0], pair[1], preprocessing, table, OVERLAY_ALPHA, channels),
+            lambda pair: _overlay_png(*pair, preprocessing, table, OVERLAY_ALPHA, channels),
             (image_bytes, heatmaps), fn_output_signature=tf.TensorSpec((), tf.string),
         )
         return {"heatmaps": heatmaps, "class_indices": indices,

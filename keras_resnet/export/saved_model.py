@@ -137,7 +137,8 @@ def _decoder(info, input_shape):
             image = tf.io.decode_image(encoded, channels=decoded_channels, expand_animations=False)
             return data.preprocess(image[None], info)[0]
 
-        return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(input_shape, tf.float32))
+        return tf.map_fn(decode, image_bytes,
+                         fn_output_signature=tf.TensorSpec(input_shape, tf.float32))
 
     return decode_batch
 

@@ -149,8 +149,9 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     app.state.models = registry.models
     app.state.limits = limits
     _add_error_handlers(app)
-    _add_page(app, [model_card(servable, export_dir) for _, versions in sorted(registry.models.items())
-                    for _, servable in sorted(versions.items(), reverse=True)])
+    servables = [servable for _, versions in sorted(registry.models.items())
+                 for _, servable in sorted(versions.items(), reverse=True)]
+    _add_page(app, [model_card(servable, export_dir) for servable in servables])
     _add_routes(app, registry, limits)
     return app
 

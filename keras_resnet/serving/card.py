@@ -65,10 +65,12 @@ def _preprocessing_rows(preprocessing):
 def _class_rows(task, class_names):
     names = ", ".join(class_names[:CLASS_NAMES_SHOWN])
     more = len(class_names) - CLASS_NAMES_SHOWN
-    rows = [("Classes", f"{len(class_names)}: {names}" + (f", ... ({more} more)" if more > 0 else ""))]
+    rows = [("Classes", f"{len(class_names)}: {names}"
+                        + (f", ... ({more} more)" if more > 0 else ""))]
     if task.multilabel and task.thresholds is not None:
         low, high = min(task.thresholds), max(task.thresholds)
-        rows.append(("Thresholds", f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g} per class"))
+        text = f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g} per class"
+        rows.append(("Thresholds", text))
     return rows
 
 
@@ -86,7 +88,8 @@ def _run_result(export_dir, servable):
         return None
     if not isinstance(saved, str):
         return None
-    return result if os.path.normpath(saved).split(os.sep)[-2:] == [servable.name, str(servable.version)] else None
+    exported = os.path.normpath(saved).split(os.sep)[-2:]
+    return result if exported == [servable.name, str(servable.version)] else None
 
 
 def _scalars(mapping):
@@ -112,9 +115,11 @@ def _parity_row(row):
 def _sidecar_rows(export_dir, name):
     """One row per file exported beside the SavedModel (their ``FILE.json`` sidecars)."""
     rows, base = [], os.path.join(export_dir, name)
-    folders = sorted(f for f in os.listdir(base) if not f.isdigit() and os.path.isdir(os.path.join(base, f)))
+    folders = sorted(f for f in os.listdir(base)
+                     if not f.isdigit() and os.path.isdir(os.path.join(base, f)))
     for folder in folders:
-        for sidecar in sorted(f for f in os.listdir(os.path.join(base, folder)) if f.endswith(".json")):
+        sidecars = sorted(f for f in os.listdir(os.path.join(base, folder)) if f.endswith(".json"))
+        for sidecar in sidecars:
             try:
                 with open(os.path.join(base, folder, sidecar)) as f:
                     recorded = json.load(f)
@@ -139,8 +144,9 @@ def _metric_sections(export_dir, servable):
                          [(key, f"{value:.4g}") for key, value in
                           _scalars(test if isinstance(test, dict) else {}).items()]))
         parity = result["export"].get("parity")
-        sections.append(("Parity with the Keras model", [
-            _parity_row(row) for row in (parity if isinstance(parity, list) else []) if isinstance(row, dict)]))
+        rows = parity if isinstance(parity, list) else []
+        sections.append(("Parity with the Keras model",
+                         [_parity_row(row) for row in rows if isinstance(row, dict)]))
     sections.append(("Files exported beside it", _sidecar_rows(export_dir, servable.name)))
     return [(heading, rows) for heading, rows in sections if rows]
 
@@ -173,12 +179,14 @@ def model_card(servable, export_dir):
         preprocessing = read_export_preprocessing(servable.path)
     except (OSError, ValueError, KeyError, TypeError):
         return {**card, "kind": None, "title": f"{servable.name} (no keras_resnet metadata)",
-                "rows": [("Metadata", "none: assets.extra/keras_resnet.json is missing or unreadable")]}
+                "rows": [("Metadata", "none: assets.extra/keras_resnet.json is missing or "
+                                      "unreadable")]}
     card.update(kind=task.kind, title=f"{servable.name}, version {servable.version}",
                 thresholds=list(task.thresholds) if task.multilabel and task.thresholds else None,
                 class_names=list(preprocessing.class_names or []))
     card["rows"] = [("Task", f"{KIND_TITLES[task.kind]}, {task.classes} classes")]
-    card["rows"] += _preprocessing_rows(preprocessing) + _class_rows(task, preprocessing.class_names)
+    card["rows"] += _preprocessing_rows(preprocessing)
+    card["rows"] += _class_rows(task, preprocessing.class_names)
     grad_cam = metadata.get("grad_cam")
     if card["grad_cam"] and isinstance(grad_cam, dict):
         card["stage"] = grad_cam.get("stage")

@@ -159,7 +159,8 @@ function showClasses(model, answer) {
         `(${answer.probabilities[top].toFixed(4)}).`;
   } else {
     answer.top_k_labels.forEach((label, i) => addRow(label, answer.top_k_scores[i], ""));
-    $("summary").textContent = `The top ${answer.top_k_labels.length} of ${model.class_names.length} classes.`;
+    const shown = answer.top_k_labels.length;
+    $("summary").textContent = `The top ${shown} of ${model.class_names.length} classes.`;
   }
 }
 
@@ -207,7 +208,10 @@ $("file").addEventListener("change", (event) => {
   send(file);
 });
 const drop = $("drop");
-drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
   event.preventDefault();
@@ -219,7 +223,8 @@ select(0);
 
 
 def _hash(text):
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode() + "'"
 
 
 def _model_json(card):
@@ -244,12 +249,14 @@ def _url(card):
 
 
 def _definitions(rows):
-    return "".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(text)}</dd>" for label, text in rows)
+    return "".join(f"<dt>{html.escape(label)}</dt><dd>{html.escape(text)}</dd>"
+                   for label, text in rows)
 
 
 def _card_html(card):
     metrics = "".join(f"<h3>{html.escape(heading)}</h3><dl>{_definitions(rows)}</dl>"
-                      for heading, rows in card["metrics"]) or "<p>No metrics recorded with this export.</p>"
+                      for heading, rows in card["metrics"])
+    metrics = metrics or "<p>No metrics recorded with this export.</p>"
     return (f'<section class="card" data-model="{html.escape(card["id"])}" hidden>'
             f"<h2>{html.escape(card['title'])}</h2><dl>{_definitions(card['rows'])}</dl>{metrics}"
             "</section>")
@@ -269,9 +276,10 @@ def render_page(cards):
     Example:
         >>> page, policy = render_page([model_card(servable, "exports")])  # doctest: +SKIP
     """
-    options = "".join(f'<option value="{i}">{html.escape(card["name"])} (version {card["version"]})</option>'
-                      for i, card in enumerate(cards))
-    data = json.dumps([_model_json(card) for card in cards], ensure_ascii=True).replace("<", "\\u003c")
+    options = "".join(f'<option value="{i}">{html.escape(card["name"])} '
+                      f'(version {card["version"]})</option>' for i, card in enumerate(cards))
+    data = json.dumps([_model_json(card) for card in cards], ensure_ascii=True)
+    data = data.replace("<", "\\u003c")  # no "</script>" inside the script
     document = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
