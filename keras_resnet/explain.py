@@ -31,10 +31,8 @@ import keras
 import numpy as np
 
 from keras_resnet.errors import InvalidArgument, InvalidType
-from keras_resnet.features import feature_info, stage_outputs
+from keras_resnet.features import OUTPUT_ACTIVATIONS, stage_scores  # noqa: F401 (re-exported)
 from keras_resnet.saving import atomic_path
-
-OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")  # undone to reach the class score
 
 
 @dataclasses.dataclass
@@ -53,58 +51,6 @@ class GradCAM:
     scores: np.ndarray
     stage: str
     layer: str
-
-
-def _stage(model, stage):
-    info = feature_info(model)
-    names = [entry["name"] for entry in info]
-    if stage is None:
-        return info[-1]
-    canonical = f"conv{stage[1:]}" if isinstance(stage, str) and stage[:1] == "P" and stage[1:].isdigit() else stage
-    if canonical not in names:
-        raise InvalidArgument(
-            f"`stage` must name a stage of the model: {', '.join(names)} (or keras-hub's "
-            f"P{names[1][4:]}..P{names[-1][4:]}); got {stage!r}."
-        )
-    return info[names.index(canonical)]
-
-
-def _score_model(model, chosen):
-    """``(features, scores)``: two models, input -> the stage ``chosen`` (a feature_info
-    entry) where its StageTap marks it, and that -> the class scores before the output
-    activation."""
-    stage = chosen["name"]
-    if chosen["layer"] not in {layer.name for layer in model.layers}:
-        raise InvalidArgument(
-            f"`model` {model.name!r} holds its ResNet as a nested model; Grad-CAM reads a flat "
-            "functional model (a keras_resnet constructor's, `keras_resnet.fine_tune`'s, or one "
-            "built on `model.output`)."
-        )
-    stage_output = stage_outputs(model)[stage]
-    last = model.layers[-1]
-    activation = getattr(getattr(last, "activation", None), "__name__", None)
-    if not isinstance(last, keras.layers.Dense) or activation not in OUTPUT_ACTIVATIONS:
-        raise InvalidArgument(
-            f"`model` {model.name!r} must end in a Dense layer with a softmax, sigmoid or linear "
-            f"activation (its class scores); it ends in {type(last).__name__} {last.name!r}."
-        )
-    features = keras.Model(model.input, stage_output)
-    try:
-        penultimate = keras.Model(stage_output, last.input)
-    except ValueError:  # features marked off the model's path (a block's pre-activated input)
-        raise InvalidArgument(
-            f"`stage={stage!r}`: Grad-CAM weighs a stage whose output the classifier reads; "
-            f"{model.name!r} marks {stage} inside a block (choose the last stage)."
-        ) from None
-
-    def scores(stage_values):
-        inputs = penultimate(stage_values, training=False)
-        inputs = keras.ops.cast(inputs, "float32")
-        kernel = keras.ops.cast(last.kernel, "float32")
-        logits = keras.ops.matmul(inputs, kernel)
-        return logits + keras.ops.cast(last.bias, "float32") if last.use_bias else logits
-
-    return features, scores
 
 
 def _gradient(function, values):
@@ -187,8 +133,7 @@ def grad_cam(model, images, class_index=None, stage=None):
             f"`images` must be (n, {', '.join(map(str, expected))}) preprocessed "
             f"images for this model; got shape {images.shape}."
         )
-    chosen = _stage(model, stage)
-    features, scores = _score_model(model, chosen)
+    chosen, features, scores = stage_scores(model, stage)
     probabilities = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
     indices = _class_indices(class_index, probabilities)
     activations = features(images, training=False)

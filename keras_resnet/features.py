@@ -13,6 +13,9 @@ are read by their layer names instead).
 - :func:`feature_extractor`: a functional model whose outputs are a dict of stage outputs.
 - :func:`embedding_model`: a functional model whose output is the pooled features.
 - :func:`create_model`: timm's entry point: a named model, or its feature extractor.
+- :func:`stage_scores`: a stage's output and the class scores before the classifier's
+  activation: what Grad-CAM differentiates (``keras_resnet.explain`` and the SavedModel's
+  ``grad_cam`` signature).
 
 Both read the model's layers, so they work on a model built, loaded from ``.keras``,
 fine-tuned or built with ``output_stride``, on every Keras backend.
@@ -32,6 +35,8 @@ from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.models import MODEL_NAMES, close_match, get_model, parse_model_name, walk_layers
 
 POOLING_LAYERS = ("avg_pool", "max_pool")  # keras_resnet.builder.head's global pooling
+# The classifier activations Grad-CAM undoes to reach the class score (stage_scores).
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 
 
 def _network(model):
@@ -157,6 +162,75 @@ def stage_outputs(model):
         (None, 8, 8, 64)
     """
     return {info["name"]: tensor for info, tensor in _stages(_network(model))}
+
+
+def _grad_cam_stage(model, stage):
+    """The feature_info entry of ``stage`` ("conv4", keras-hub's "P4"), or the last stage's."""
+    info = feature_info(model)
+    names = [entry["name"] for entry in info]
+    if stage is None:
+        return info[-1]
+    keras_hub = isinstance(stage, str) and stage[:1] == "P" and stage[1:].isdigit()
+    canonical = f"conv{stage[1:]}" if keras_hub else stage
+    if canonical not in names:
+        raise InvalidArgument(
+            f"`stage` must name a stage of the model: {', '.join(names)} (or keras-hub's "
+            f"P{names[1][4:]}..P{names[-1][4:]}); got {stage!r}."
+        )
+    return info[names.index(canonical)]
+
+
+def stage_scores(model, stage=None):
+    """What Grad-CAM (Selvaraju et al. 2017) differentiates: a stage's output and the class
+    scores before the classifier's activation (§3 of the paper), as two functions of ``model``.
+
+    Args:
+        model: a flat functional keras_resnet classifier (or one built on ``model.output``)
+            ending in its Dense layer with a softmax, sigmoid or linear activation.
+        stage: the stage whose output is weighed ("conv5", keras-hub's "P5", ...); default the
+            last stage, the layer the paper uses.
+
+    Returns:
+        ``(chosen, features, scores)``: the stage's :func:`feature_info` entry, a model from
+        the input to that stage's output (where its StageTap marks it), and a function from
+        that output to the float32 class scores (logits).
+
+    Example:
+        >>> chosen, features, scores = stage_scores(keras_resnet.ResNet20())
+        >>> chosen["name"], tuple(scores(features(np.zeros((1, 32, 32, 3)))).shape)
+        ('conv4', (1, 10))
+    """
+    chosen = _grad_cam_stage(model, stage)
+    stage = chosen["name"]
+    if chosen["layer"] not in {layer.name for layer in model.layers}:
+        raise InvalidArgument(
+            f"`model` {model.name!r} holds its ResNet as a nested model; Grad-CAM reads a flat "
+            "functional model (a keras_resnet constructor's, `keras_resnet.fine_tune`'s, or one "
+            "built on `model.output`)."
+        )
+    stage_output = stage_outputs(model)[stage]
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if not isinstance(last, keras.layers.Dense) or activation not in OUTPUT_ACTIVATIONS:
+        raise InvalidArgument(
+            f"`model` {model.name!r} must end in a Dense layer with a softmax, sigmoid or linear "
+            f"activation (its class scores); it ends in {type(last).__name__} {last.name!r}."
+        )
+    features = keras.Model(model.input, stage_output)
+    try:
+        penultimate = keras.Model(stage_output, last.input)
+    except ValueError:  # features marked off the model's path (a block's pre-activated input)
+        raise InvalidArgument(
+            f"`stage={stage!r}`: Grad-CAM weighs a stage whose output the classifier reads; "
+            f"{model.name!r} marks {stage} inside a block (choose the last stage)."
+        ) from None
+
+    def scores(stage_values):
+        inputs = keras.ops.cast(penultimate(stage_values, training=False), "float32")
+        logits = keras.ops.matmul(inputs, keras.ops.cast(last.kernel, "float32"))
+        return logits + keras.ops.cast(last.bias, "float32") if last.use_bias else logits
+
+    return chosen, features, scores
 
 
 def _stage_name(name, available):

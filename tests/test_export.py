@@ -13,6 +13,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+import sklearn.datasets
 import tensorflow as tf
 
 import keras_resnet
@@ -23,6 +24,7 @@ from keras_resnet.extras import MissingExtra
 from keras_resnet.saving import LEGACY_PREPROCESSING_ENTRY, load_model
 
 ALL_QUANTIZATIONS = (None, "float16", "dynamic", "int8", "int8_full")
+CHINA = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
 
 
 @pytest.fixture(scope="session")
@@ -133,14 +135,79 @@ def test_saved_model_signatures_match_the_keras_model(trained, digits_test, raw_
     assert export.read_export_preprocessing(path) == preprocessing
 
 
+def _grad_cam_reference(model, preprocessing, encoded):
+    """``keras_resnet.grad_cam`` on the images the ``grad_cam`` signature decodes, and
+    ``explain.overlay`` of each heatmap placed on its image."""
+    from keras_resnet import explain
+
+    images = [tf.io.decode_image(e, channels=3, expand_animations=False).numpy() for e in encoded]
+    batch = np.concatenate([data.preprocess(image[None], preprocessing) for image in images])
+    cam = keras_resnet.grad_cam(model, batch)
+    overlays = [explain.overlay(image, explain.heatmap_on_image(heat, image.shape, preprocessing))
+                for image, heat in zip(images, cam.heatmaps)]
+    return cam, overlays
+
+
+def _assert_grad_cam_signature_matches(path, model, preprocessing, encoded):
+    outputs = tf.saved_model.load(path).signatures["grad_cam"](image_bytes=tf.constant(encoded))
+    cam, overlays = _grad_cam_reference(model, preprocessing, encoded)
+    np.testing.assert_allclose(outputs["heatmaps"].numpy(), cam.heatmaps, atol=1e-4)
+    assert outputs["class_indices"].numpy().tolist() == cam.class_indices.tolist()
+    assert [label.decode() for label in outputs["class_labels"].numpy()] == [
+        preprocessing.class_names[i] for i in cam.class_indices]
+    np.testing.assert_allclose(outputs["scores"].numpy(), cam.scores, atol=1e-5)
+    for png, expected in zip(outputs["overlay_png_bytes"].numpy(), overlays):
+        got = tf.io.decode_png(png).numpy()
+        assert got.shape == expected.shape and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - expected).max() <= 1  # the same pixels, up to rounding
+    metadata = export.read_export_metadata(path)["grad_cam"]
+    assert metadata == {"signature": "grad_cam", "stage": cam.stage, "layer": cam.layer,
+                        "alpha": 0.4}
+    return outputs
+
+
+def test_grad_cam_signature_equals_keras_grad_cam_on_the_trained_model(trained, raw_digits):
+    """The SavedModel the training run exported answers Grad-CAM as keras_resnet.grad_cam
+    does on its .keras model: digits, and a photo at its own size (resized "direct")."""
+    model, preprocessing, run_dir = trained
+    path = os.path.join(run_dir, "export", model.name, "1")
+    raw, _ = raw_digits
+    photo = tf.io.decode_jpeg(open(CHINA, "rb").read()).numpy()
+    encoded = [tf.io.encode_png(image).numpy() for image in raw] + [tf.io.encode_png(photo).numpy()]
+    outputs = _assert_grad_cam_signature_matches(path, model, preprocessing, encoded)
+    assert outputs["heatmaps"].shape == (9, 32, 32)
+    assert (outputs["heatmaps"].numpy().max(axis=(1, 2)) == 1).all()  # scaled to [0, 1], not blank
+
+
+def test_grad_cam_signature_places_the_heatmap_where_the_centre_crop_came_from(tmp_path):
+    model = keras_resnet.CifarResNet(8, classes=4)
+    preprocessing = preprocessing_lib.ImagePreprocessing((32, 32), "shorter_side", 40,
+                                                         class_names=list("abcd"))
+    path = export.export_saved_model(model, str(tmp_path), preprocessing=preprocessing)
+    rng = np.random.default_rng(0)
+    encoded = [tf.io.encode_png(rng.integers(0, 256, shape, dtype=np.uint8)).numpy()
+               for shape in ((50, 77, 3), (91, 45, 3), (33, 33, 1), (300, 41, 4))]
+    _assert_grad_cam_signature_matches(path, model, preprocessing, encoded)
+
+
+def test_an_export_grad_cam_cannot_read_has_no_grad_cam_signature(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    wrapped = keras.Model(inputs, keras_resnet.CifarResNet(8, classes=3)(inputs), name="wrapped")
+    preprocessing = preprocessing_lib.ImagePreprocessing(32, class_names=list("abc"))
+    path = export.export_saved_model(wrapped, str(tmp_path), preprocessing=preprocessing)
+    assert "grad_cam" not in tf.saved_model.load(path).signatures
+    assert "serving_bytes" in tf.saved_model.load(path).signatures
+    assert export.read_export_metadata(path)["grad_cam"] is None
+
+
 @pytest.mark.slow
-def test_saved_model_cli_lists_the_three_signatures(trained):
+def test_saved_model_cli_lists_the_signatures(trained):
     model, _, run_dir = trained
     path = os.path.join(run_dir, "export", model.name, "1")
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    for signature in ("serving_default", "serving_images", "serving_bytes"):
+    for signature in ("serving_default", "serving_images", "serving_bytes", "grad_cam"):
         assert f"signature_def['{signature}']" in result.stdout
     assert "top_k_labels" in result.stdout and "DT_STRING" in result.stdout
 

@@ -9,6 +9,7 @@ memory and open-file limits; every wait is bounded.
 import base64
 import concurrent.futures
 import functools
+import hashlib
 import io
 import json
 import os
@@ -155,7 +156,7 @@ def test_metadata_describes_every_signature(client):
         assert metadata["model_spec"] == {"name": "digits", "signature_name": "", "version": "2"}
         defs = metadata["metadata"]["signature_def"]["signature_def"]
         assert {"serving_default", "serving_images", "serving_bytes", "probabilities",
-                "embeddings", "embeddings_images"} <= set(defs)
+                "embeddings", "embeddings_images", "grad_cam"} <= set(defs)
 
         def dims(tensor):
             return [int(d["size"]) for d in tensor["tensor_shape"]["dim"]]
@@ -175,6 +176,13 @@ def test_metadata_describes_every_signature(client):
         assert dims(outputs["probabilities"]) == [-1, 10] and dims(outputs["top_k_labels"]) == [-1, 5]
         assert defs["serving_bytes"]["method_name"] == "tensorflow/serving/predict"
         assert list(defs["probabilities"]["outputs"]) == ["probabilities"]
+        grad_cam = defs["grad_cam"]
+        assert dims(grad_cam["inputs"]["image_bytes"]) == [-1]
+        assert {k: (v["dtype"], dims(v)) for k, v in grad_cam["outputs"].items()} == {
+            "heatmaps": ("DT_FLOAT", [-1, 32, 32]), "class_indices": ("DT_INT32", [-1]),
+            "class_labels": ("DT_STRING", [-1]), "scores": ("DT_FLOAT", [-1]),
+            "overlay_png_bytes": ("DT_STRING", [-1]),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +260,104 @@ def test_embeddings_signatures_answer_by_signature_name(client, reference, expor
     )
     keras_model = keras_resnet.load_model(export_dir / "model.keras")
     np.testing.assert_allclose(expected, keras_resnet.embedding_model(keras_model)(images), atol=1e-5)
+
+
+def test_grad_cam_answers_over_rest_as_the_signature_does(client, reference, china):
+    response = predict(client, {"signature_name": "grad_cam", "instances": [b64(china)]})
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["predictions"]
+    expected = reference["grad_cam"](image_bytes=tf.constant([china]))
+    np.testing.assert_allclose(answer["heatmaps"], expected["heatmaps"].numpy()[0], atol=1e-6)
+    assert answer["class_indices"] == int(expected["class_indices"].numpy()[0])
+    assert answer["class_labels"] == expected["class_labels"].numpy()[0].decode()
+    overlay = base64.b64decode(answer["overlay_png_bytes"]["b64"])  # "_bytes": always base64
+    assert overlay == expected["overlay_png_bytes"].numpy()[0]
+    assert Image.open(io.BytesIO(overlay)).size == Image.open(io.BytesIO(china)).size
+
+
+# ---------------------------------------------------------------------------------------------
+# The web page at GET / (a browser drives it in tests/test_web_page.py)
+
+
+def _page_models(page):
+    return json.loads(re.search(r'<script type="application/json" id="models">(.*?)</script>',
+                                page, re.S).group(1))
+
+
+def test_the_page_is_one_self_contained_document(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page, policy = response.text, response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    assert "img-src data:" in policy  # nothing but the page itself and its own API
+    tags = re.findall(r"""<[a-z]+\b[^>]*?\s(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page)
+    assert tags == ["data:,"]  # the icon; the script sets data: images
+    assert "http:" not in page and "https:" not in page and "@import" not in page
+    for tag in ("script", "style"):  # each inline block is the one the policy allows
+        for body in re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S):
+            digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in policy
+    models = _page_models(page)
+    assert [(m["id"], m["url"], m["kind"], m["grad_cam"]) for m in models] == [
+        ("digits/2", "/v1/models/digits/versions/2:predict", "classification", True),
+        ("other/2", "/v1/models/other/versions/2:predict", "classification", True)]
+    assert models[0]["class_names"] == [str(i) for i in range(10)] and models[0]["stage"] == "conv4"
+    assert 'data-model="digits/2"' in page and "single-label classifier, 10 classes" in page
+
+
+def _run_layout(export_dir, root, saved_model):
+    """``root/export/digits/1`` (a copy of the served export), with the run.json of a run
+    that exported ``saved_model`` beside it and an ONNX file's sidecar."""
+    shutil.copytree(export_dir / "digits" / "2", root / "export" / "digits" / "1")
+    (root / "export" / "digits" / "onnx").mkdir()
+    sidecar = {"format": "onnx", "quantization": "int8", "preprocessing": {}}
+    (root / "export" / "digits" / "onnx" / "model_int8.onnx.json").write_text(json.dumps(sidecar))
+    run = {"test": {"top1": 0.9412, "top5": 0.99, "loss": 0.25, "per_class": [1, 2]},
+           "export": {"saved_model": saved_model, "parity": [
+               {"file": "digits/1", "runtime": "TensorFlow", "precision": "float32",
+                "max_abs_diff": 3e-7, "top1_agreement": 1.0}]}}
+    (root / "run.json").write_text(json.dumps(run))
+    return serving.load_servable("digits", 1, str(root / "export" / "digits" / "1"))
+
+
+def test_a_card_shows_what_the_export_and_its_run_recorded(export_dir, tmp_path):
+    from keras_resnet.serving.card import model_card
+
+    servable = _run_layout(export_dir, tmp_path, "runs/r8/export/digits/1")
+    card = model_card(servable, str(tmp_path / "export"))
+    rows = dict(card["rows"])
+    assert rows["Task"] == "single-label classifier, 10 classes"
+    assert rows["Input"] == "32x32, 3 channel(s), rgb" and rows["Normalisation"] == "pixels / 255"
+    assert rows["Classes"] == "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    assert rows["Grad-CAM"] == "top class, stage conv4 (layer conv4_block1)"
+    assert card["metrics"] == [
+        ("Test split (the run's run.json)",
+         [("top1", "0.9412"), ("top5", "0.99"), ("loss", "0.25")]),
+        ("Parity with the Keras model",
+         [("digits/1 (TensorFlow, float32)", "top-1 agreement 1.0000, max abs diff 3e-07")]),
+        ("Files exported beside it", [("onnx/model_int8.onnx", "int8")])]
+    # A run.json of another version says nothing of this one; the sidecars still do.
+    other = _run_layout(export_dir, tmp_path / "other", "runs/r8/export/digits/7")
+    assert model_card(other, str(tmp_path / "other" / "export"))["metrics"] == [
+        ("Files exported beside it", [("onnx/model_int8.onnx", "int8")])]
+
+
+def test_a_savedmodel_without_metadata_gets_a_card_saying_so(export_dir, tmp_path):
+    from keras_resnet.serving.card import model_card
+    from keras_resnet.serving.page import render_page
+
+    shutil.copytree(export_dir / "digits" / "2", tmp_path / "plain" / "1")
+    os.remove(tmp_path / "plain" / "1" / export.METADATA_FILE)
+    servable = serving.load_servable("plain", 1, str(tmp_path / "plain" / "1"))
+    card = model_card(servable, str(tmp_path))
+    assert card["kind"] is None and card["title"] == "plain (no keras_resnet metadata)"
+    (model,) = _page_models(render_page([card])[0])
+    assert not model["classifier"] and "no keras_resnet metadata" in model["notice"]
+    segmenter = {**card, "kind": "segmentation", "name": "roads"}
+    (model,) = _page_models(render_page([segmenter])[0])
+    assert model["notice"] == (
+        "This page shows classifiers; roads is a segmentation model: ask its REST API "
+        "(POST /v1/models/roads/versions/1:predict) for its outputs.")
 
 
 def test_odd_but_valid_images(client, reference, china):

@@ -14,6 +14,10 @@ An export lives in ``<export_dir>/<model_name>/<version>/``. Signatures:
   ``images``, any size): ``embeddings``, the pooled features
   (``keras_resnet.features.embedding_model``), for retrieval and clustering.
 
+- ``grad_cam``: string ``image_bytes`` like ``serving_bytes``; each image's top class with its
+  Grad-CAM heatmap and an overlay PNG, computed in the graph (:mod:`keras_resnet.export.grad_cam`;
+  absent where Grad-CAM cannot read the model, as in exports written before it existed).
+
 Every serving signature (``serving_*``) returns ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
 ``top_k_labels`` (class names from ``assets/labels.txt``). A multi-label model's also return
 ``predicted`` (int32 ``(batch, classes)``: 1 where the score is at or over the class's
@@ -21,7 +25,8 @@ threshold) and ``predicted_labels`` (one string per image: those classes' names,
 first, joined by ";" as in a labels file; "" for none). ``assets.extra/keras_resnet.json``
 holds the preprocessing recipe as JSON for clients that prepare inputs themselves, and
 ``task``: the model's Task (``keras_resnet.tasks.Task.to_config``: kind, classes, activation,
-thresholds), which decides the multi-label outputs above.
+thresholds), which decides the multi-label outputs above, and ``grad_cam``: the stage, layer
+and overlay weight of the ``grad_cam`` signature (None without one).
 
 A segmentation model's export (its Task's kind "segmentation") has the signatures of
 :mod:`keras_resnet.export.segmentation` instead (``serving_default``, ``serving_logits``,
@@ -48,6 +53,8 @@ from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export import detection
 from keras_resnet.export.formats import check_writable
+from keras_resnet.export.grad_cam import SIGNATURE as GRAD_CAM_SIGNATURE
+from keras_resnet.export.grad_cam import grad_cam_endpoint
 from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.segmentation import export_metadata, segmentation_archive
 from keras_resnet.features import embedding_model
@@ -120,21 +127,20 @@ def _predict_function(model, task, labels, k):
     return predict
 
 
-def _from_bytes_function(predict, info, input_shape):
-    """``serving_bytes``: encoded images decode to RGB (RGBA for a 4-channel stacked model),
-    then to the model's channels, size and normalisation."""
+def _decoder(info, input_shape):
+    """Encoded images (``image_bytes``, batch) -> the model's batch: each decodes to RGB (RGBA
+    for a 4-channel stacked model), then to the model's channels, size and normalisation."""
     decoded_channels = 4 if info.channels == 4 else 3
 
-    def from_bytes(image_bytes):
+    def decode_batch(image_bytes):
         def decode(encoded):
             image = tf.io.decode_image(encoded, channels=decoded_channels, expand_animations=False)
             return data.preprocess(image[None], info)[0]
 
-        images = tf.map_fn(decode, image_bytes,
-                           fn_output_signature=tf.TensorSpec(input_shape, tf.float32))
-        return predict(images)
+        return tf.map_fn(decode, image_bytes,
+                         fn_output_signature=tf.TensorSpec(input_shape, tf.float32))
 
-    return from_bytes
+    return decode_batch
 
 
 def _archive(model, info, task, labels, k):
@@ -153,8 +159,10 @@ def _archive(model, info, task, labels, k):
     archive.add_endpoint("serving_default", predict, input_signature=[float_spec])
     archive.add_endpoint("serving_images", lambda images: predict(data.preprocess(images, info)),
                          input_signature=[uint8_spec])
-    archive.add_endpoint("serving_bytes", _from_bytes_function(predict, info, model.input_shape[1:]),
-                         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    decode = _decoder(info, model.input_shape[1:])
+    bytes_spec = tf.TensorSpec((None,), tf.string, name="image_bytes")
+    archive.add_endpoint("serving_bytes", lambda image_bytes: predict(decode(image_bytes)),
+                         input_signature=[bytes_spec])
     archive.add_endpoint(
         "probabilities",
         lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)},
@@ -163,7 +171,10 @@ def _archive(model, info, task, labels, k):
     archive.add_endpoint("embeddings", embed, input_signature=[float_spec])
     archive.add_endpoint("embeddings_images", lambda images: embed(data.preprocess(images, info)),
                          input_signature=[uint8_spec])
-    return archive
+    explained = grad_cam_endpoint(model, info, labels, decode)
+    if explained is not None:
+        archive.add_endpoint(GRAD_CAM_SIGNATURE, explained[0], input_signature=[bytes_spec])
+    return archive, explained and explained[1]
 
 
 def export_saved_model(model, export_dir, *, model_name=None, version=None, top_k=5,
@@ -207,7 +218,8 @@ def export_saved_model(model, export_dir, *, model_name=None, version=None, top_
             archive = detection.detection_archive(model, info)
             metadata = {**metadata, "top_k": None, **detection.export_metadata(info, model)}
         else:
-            archive = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
+            archive, grad_cam = _archive(model, info, task, _labels_table(info.class_names, tmp), k)
+            metadata["grad_cam"] = grad_cam
         with atomic_path(path) as staging:
             archive.write_out(staging, verbose=False)
             write_json(os.path.join(staging, METADATA_FILE), metadata)

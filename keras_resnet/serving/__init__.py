@@ -14,6 +14,11 @@ as a PNG (``mask_png_bytes``, sent as ``{"b64": ...}``: 8-bit grey, pixel values
 at the image's own size) and ``class_shares`` (each class's share of the pixels), computed in
 the SavedModel itself, so TensorFlow Serving returns the same.
 
+``GET /`` answers a web page (everything inline, nothing fetched from elsewhere): choose or drop
+an image and it is sent to a classifier's ``:predict`` as any REST client sends it; the page
+shows the top classes (or the labels over their thresholds), the Grad-CAM overlay where the
+export has the ``grad_cam`` signature, and each model's card.
+
 Requests and responses follow https://www.tensorflow.org/tfx/serving/api_rest, so a client
 written against this server works unchanged against ``tensorflow/serving`` on the same export
 directory (see ``export/README.md``). What TensorFlow Serving leaves to the deployment (body
@@ -27,7 +32,8 @@ Infinity is a 500 naming the output.
 The modules, lowest first: ``limits`` (:class:`Limits`, :class:`ServingError`, the defaults),
 ``registry`` (finding and loading the models of an export directory), ``images`` (image
 header checks), ``codec`` (the REST JSON request and response, and running a signature),
-``app`` (the FastAPI app) and ``server`` (uvicorn: :func:`serve`, :class:`BackgroundServer`).
+``card`` and ``page`` (the web page and its model cards), ``app`` (the FastAPI app) and
+``server`` (uvicorn: :func:`serve`, :class:`BackgroundServer`).
 fastapi and uvicorn (the ``serve`` extra) are imported when an app or a server is made.
 
 Example:

@@ -3,6 +3,8 @@
 - ``GET  /v1/models/NAME[/versions/N]``: model status (``model_version_status``).
 - ``GET  /v1/models/NAME[/versions/N]/metadata``: the signature definitions.
 - ``POST /v1/models/NAME[/versions/N]:predict``: see :mod:`keras_resnet.serving.codec`.
+- ``GET  /``: a web page that sends an image to a classifier's ``:predict`` and shows its
+  answer and Grad-CAM overlay (:mod:`keras_resnet.serving.page`).
 
 Request bodies are read within the byte, time and memory limits of
 :class:`~keras_resnet.serving.limits.Limits`; every error is ``{"error": "..."}`` with a 4xx
@@ -20,8 +22,10 @@ import re
 
 from keras_resnet.errors import InvalidArgument, InvalidType
 from keras_resnet.extras import require
+from keras_resnet.serving.card import model_card
 from keras_resnet.serving.codec import predict
 from keras_resnet.serving.limits import Limits, ServingError, clip
+from keras_resnet.serving.page import render_page
 from keras_resnet.serving.registry import VERSION_POLICIES, Registry
 
 _DRAIN_FACTOR = 4  # an oversized body is read (and dropped) up to this many times the limit
@@ -145,8 +149,24 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     app.state.models = registry.models
     app.state.limits = limits
     _add_error_handlers(app)
+    servables = [servable for _, versions in sorted(registry.models.items())
+                 for _, servable in sorted(versions.items(), reverse=True)]
+    _add_page(app, [model_card(servable, export_dir) for servable in servables])
     _add_routes(app, registry, limits)
     return app
+
+
+def _add_page(app, cards):
+    """``GET /``: the web page (:mod:`keras_resnet.serving.page`), made once."""
+    from starlette.responses import Response
+
+    document, policy = render_page(cards)
+    body = document.encode("utf-8")
+
+    @app.get("/")
+    async def _page():
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": policy, "Cache-Control": "no-store"})
 
 
 def _checked_limits(version_policy, limits):
