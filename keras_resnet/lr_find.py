@@ -145,6 +145,7 @@ class LRFindResult:
         minimum_lr: the rate at the least smoothed loss (the mean with repeats).
         run_learning_rate: the rate a run of this configuration starts at.
         csv_path, png_path: the files written.
+        steps: the ramp's planned steps.
 
     Example:
         >>> result.suggestions["valley"]  # doctest: +SKIP
@@ -161,6 +162,7 @@ class LRFindResult:
     run_learning_rate: float
     csv_path: str = None
     png_path: str = None
+    steps: int = None
 
     @property
     def curves(self):
@@ -194,7 +196,7 @@ class LRFindResult:
             if len(each) > 1:
                 text += f" (repeats: {', '.join(each)})"
             out.append(f"{rule}: {text} - {RULE_TEXT[rule]}")
-        ends = ", ".join(f"step {len(s)} of {len(self.lrs)} ({'diverged' if d else 'end'})"
+        ends = ", ".join(f"step {len(s)} of {self.steps} ({'diverged' if d else 'end'})"
                          for s, d in zip(self.losses, self.diverged))
         out.append(f"least smoothed loss at lr {self.minimum_lr:.3g}; stopped at {ends}")
         out.append(f"a run of this configuration starts at lr {self.run_learning_rate:.3g}")
@@ -209,7 +211,7 @@ def _result(lrs, recorders, run_rate):
     steps = max(len(loss) for loss in losses)
     each = tuple(suggest(lrs, s[:len(s) - d]) for s, d in zip(smoothed, diverged))
     result = LRFindResult(np.asarray(lrs[:steps], float), losses, smoothed, diverged, {}, each,
-                          float("nan"), float(run_rate))
+                          float("nan"), float(run_rate), steps=len(lrs))
     mean = result.mean
     result.suggestions = suggest(lrs, mean) if len(recorders) > 1 else dict(each[0])
     if len(mean):

@@ -6,7 +6,7 @@ Backend-neutral (Keras and NumPy only).
 
 Example:
     >>> lrs = ramp(1e-4, 1, 5)
-    >>> suggest(lrs, [3.0, 2.9, 2.0, 1.8, 5.0])["minimum/10"] == lrs[3] / 10
+    >>> bool(suggest(lrs, [3.0, 2.9, 2.0, 1.8, 5.0])["minimum/10"] == lrs[3] / 10)
     True
 """
 
@@ -59,8 +59,8 @@ def smooth(losses, smoothing=0.98):
     """The bias-corrected exponential moving average of ``losses``.
 
     Example:
-        >>> smooth([2.0, 2.0, 2.0]).tolist()
-        [2.0, 2.0, 2.0]
+        >>> smooth([1.0, 3.0], smoothing=0.5).tolist()  # (0.5 * 1 + 1 * 3) / 1.5
+        [1.0, 2.3333333333333335]
     """
     out, average = [], 0.0
     for step, loss in enumerate(np.asarray(losses, dtype=float)):
@@ -84,9 +84,10 @@ def _longest_fall(losses):
     return first, last
 
 
-def suggest(lrs, smoothed):
-    """The rules' rates for the smoothed curve ``smoothed`` over the rates ``lrs`` (None
-    each when fewer than 3 points).
+def suggest(lrs, smoothed, skip=None):
+    """The rules' rates for the smoothed curve ``smoothed`` over the rates ``lrs``, read from
+    step ``skip`` on (None: the first tenth of the steps left out, where the average has seen
+    few batches and the rate does nothing yet); None each when fewer than 3 points are left.
 
     Returns:
         ``{"valley": lr, "steepest": lr, "minimum/10": lr}``.
@@ -96,10 +97,12 @@ def suggest(lrs, smoothed):
         >>> {k: float(f"{v:.0e}") for k, v in suggest(lrs, [3, 2.9, 2, 1.8, 5]).items()}
         {'valley': 0.003, 'steepest': 0.001, 'minimum/10': 0.01}
     """
-    lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
+    smoothed = np.asarray(smoothed, float)
+    skip = len(smoothed) // 10 if skip is None else skip
+    lrs, smoothed = np.asarray(lrs, float)[skip:len(smoothed)], smoothed[skip:]
     if len(smoothed) < 3:
         return dict.fromkeys(RULES)
-    logs = np.log(lrs[:len(smoothed)])
+    logs = np.log(lrs)
     first, last = _longest_fall(smoothed)
     slopes = np.diff(smoothed) / np.diff(logs)
     return {"valley": float(np.exp((logs[first] + logs[last]) / 2)),
@@ -110,12 +113,16 @@ def suggest(lrs, smoothed):
 class LRRamp(keras.callbacks.Callback):
     """Sets the optimizer's rate before each batch from ``lrs`` and records each batch's loss.
 
-    The model's metrics are reset before each batch, so Keras' ``loss`` is that batch's. Stops
-    after ``len(lrs)`` batches, or once the smoothed loss passes ``diverge`` times its least
-    (None: never) or is not finite.
+    The model's metrics are reset before each batch, so Keras' ``loss`` is that batch's; the
+    weight-decay term the model's regularizers add to it (the paper's L2, taken before the
+    step, on the weights the batch meets) is taken off: the data's loss is what the rate
+    should lower, and the L2 term alone falls fast at a high rate while the network is
+    already lost. Stops after ``len(lrs)`` batches, or once the smoothed loss passes
+    ``diverge`` times its least (None: never) or is not finite.
 
     Attributes:
         losses, smoothed: the batches' losses and their moving average so far.
+        penalties: the weight-decay term of each batch, taken off its loss.
         diverged: whether it stopped on divergence.
 
     Example:
@@ -126,7 +133,7 @@ class LRRamp(keras.callbacks.Callback):
     def __init__(self, lrs, smoothing=0.98, diverge=4.0):
         super().__init__()
         self.lrs, self.smoothing, self.diverge = np.asarray(lrs, float), smoothing, diverge
-        self.losses, self.smoothed, self.diverged = [], [], False
+        self.losses, self.smoothed, self.penalties, self.diverged = [], [], [], False
         self._average, self.rate = 0.0, None
 
     def on_train_begin(self, logs=None):
@@ -136,9 +143,11 @@ class LRRamp(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.rate.assign(self.lrs[len(self.losses)])
         self.model.reset_metrics()
+        terms = [keras.ops.convert_to_numpy(term) for term in self.model.losses]
+        self.penalties.append(float(np.sum(terms, dtype="float64")) if terms else 0.0)
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float(np.asarray(logs["loss"]))
+        loss = float(np.asarray(logs["loss"])) - self.penalties[-1]
         step = len(self.losses)
         self.losses.append(loss)
         self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
