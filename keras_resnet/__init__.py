@@ -59,11 +59,15 @@ _PUBLIC = {
     "get_recipe": "recipes",
     "plot_history": "curves",
     "report": "reports",
+    # keras_resnet.lr_find is the module (its function: keras_resnet.lr_find.lr_find)
+    "LRFindResult": "lr_find",
+    "RangeTest": "lr_find",
 }
 # Modules that import TensorFlow, or modules that do: their public names above load on first
 # use only, so that `import keras_resnet` on JAX or torch loads no TensorFlow.
 _NEEDS_TENSORFLOW = frozenset({
-    "data", "distribute", "evaluation", "export", "runs", "serving", "train", "training", "tuning",
+    "data", "distribute", "evaluation", "export", "lr_find", "runs", "serving", "train",
+    "training", "tuning",
 })
 # Submodules reached as attributes (``keras_resnet.data.load``), imported on first use: every
 # public module and package in this folder, read from its files, so new ones are reachable.

@@ -46,13 +46,7 @@ def _add_train(commands):
         "train", help="train a ResNet with the paper's recipe (default: ResNet-20 on digits), "
                       "or fine-tune pretrained weights (--weights)"
     )
-    train.add_argument("--model", default=None,
-                       help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
-                            "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file; "
-                            "segmentation and detection: the backbone (a CIFAR or ImageNet "
-                            "net). Default resnet20; detection (box data): resnet18")
-    train.add_argument("--dataset", default="digits",
-                       help="'digits' (offline), a tensorflow-datasets name or an image folder")
+    _add_model_arguments(train)
     train.add_argument("--weights", default=None,
                        help="fine-tune from these weights: 'imagenet', a weight set name "
                             "(keras-resnet weights MODEL lists them) or a file")
@@ -61,6 +55,23 @@ def _add_train(commands):
     train.add_argument("--head-epochs", type=int, default=None,
                        help="fine-tuning: epochs of phase 1 (the new head alone); default 5")
     _add_length_arguments(train)
+    _add_run_arguments(train)
+    _add_output_arguments(train)
+    train.set_defaults(run=actions.train)
+
+
+def _add_model_arguments(train):
+    train.add_argument("--model", default=None,
+                       help="a model name (resnet20, resnet50, resnext50_32x4d, resnet50d, "
+                            "seresnet50, resnet50v2, preact_resnet164, ...) or a .keras file; "
+                            "segmentation and detection: the backbone (a CIFAR or ImageNet "
+                            "net). Default resnet20; detection (box data): resnet18")
+    train.add_argument("--dataset", default="digits",
+                       help="'digits' (offline), a tensorflow-datasets name or an image folder")
+
+
+def _add_run_arguments(train):
+    """The flags of the run's task, recipe, hardware, seed and data (train and lr-find)."""
     train.add_argument("--task", choices=TASKS, default="auto",
                        help="multilabel: a sigmoid per class, binary cross-entropy, mAP/F1 and "
                             "per-class thresholds; segmentation: a class per pixel (--head), "
@@ -100,8 +111,6 @@ def _add_train(commands):
     _add_data_arguments(train)
     _add_validation_arguments(train)
     _add_image_size_argument(train)
-    _add_output_arguments(train)
-    train.set_defaults(run=actions.train)
 
 
 def _add_length_arguments(train):
@@ -110,6 +119,10 @@ def _add_length_arguments(train):
                        help="default by dataset, whatever the recipe: digits 40, digit_canvases "
                             "30, digit_scenes 12, digit_boxes 8, cifar10/cifar100 164 (§4.2), "
                             "imagenet2012 120, others 30; fine-tuning (--weights) 15")
+    _add_batch_size_argument(train)
+
+
+def _add_batch_size_argument(train):
     train.add_argument("--batch-size", type=int, default=None,
                        help="global batch size; default by dataset: digits 32, digit_canvases "
                             "64, digit_scenes 16, digit_boxes 16, cifar10/cifar100 128, "
@@ -164,6 +177,30 @@ def _add_image_size_argument(train):
                             "side up to 64, else 480. Not with --weights (fine-tuning keeps the "
                             "weights' own size)")
 
+
+
+def _add_lr_find(commands):
+    lr_find = commands.add_parser(
+        "lr-find", help="learning-rate range test: train steps at an exponentially growing "
+                        "rate from a run's starting weights and suggest a rate (the run is "
+                        "set up as `train` would, with the same flags)")
+    _add_model_arguments(lr_find)
+    _add_batch_size_argument(lr_find)
+    _add_run_arguments(lr_find)
+    lr_find.add_argument("--start-lr", type=float, default=1e-7, help="the first step's rate")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="the last step's rate")
+    lr_find.add_argument("--steps", type=int, default=100,
+                         help="steps (batches) of the ramp, at least 10; it stops early once "
+                              "the smoothed loss passes 4x its least")
+    lr_find.add_argument("--repeats", type=int, default=1,
+                         help="tests from the same starting weights, each with its own data "
+                              "order (seed + repeat): the CSV and plot give their spread")
+    lr_find.add_argument("--out", metavar="DIR", default=None,
+                         help="where lr_find.csv and lr_find.png go (default: lr_find/ in the "
+                              "run directory, runs/MODEL-DATASET/lr_find)")
+    # What train's other flags would set: a run from scratch, whose directory is not written.
+    lr_find.set_defaults(run=actions.lr_find, weights=None, head_epochs=None, unfreeze="conv4",
+                         epochs=None, output_dir=None, resume=True, export=False)
 
 
 def _add_evaluate_export_predict(commands):
@@ -308,6 +345,7 @@ def build_parser():
     )
     summary.set_defaults(run=actions.summary)
     _add_train(commands)
+    _add_lr_find(commands)
     _add_evaluate_export_predict(commands)
     _add_tune(commands)
     _add_report(commands)

@@ -118,6 +118,18 @@ def train(args):
     print_run(flow.run(train_config(args)))
 
 
+def lr_find(args):
+    """``keras-resnet lr-find``: the range test of the run the train flags describe; prints
+    each rule's rate, the run's own and the files written."""
+    from keras_resnet.lr_find import check_range, lr_find
+
+    check_range(args.start_lr, args.end_lr, args.steps, args.repeats, flags=True)
+    result = lr_find(train_config(args), start_lr=args.start_lr, end_lr=args.end_lr,
+                     steps=args.steps, repeats=args.repeats, output_dir=args.out)
+    for line in result.lines():
+        print(line)
+
+
 def _interpret(args):
     """``evaluate --interpret DIR``: the split's interpretation files, and where they are."""
     from keras_resnet.interpret import interpret

@@ -74,8 +74,9 @@ class Phase:
 
 def fit_verbosity(verbose, stream=None):
     """``model.fit``'s verbosity for a run's ``verbose``: "auto" is 1, Keras' progress bar, on
-    a terminal or in a notebook, and 2, a line per epoch (the run prints it), otherwise (a log file, a pipe:
-    Keras' bar would write a frame per update there, with carriage returns and backspaces).
+    a terminal or in a notebook, and 2, a line per epoch (the run prints it), otherwise (a log
+    file, a pipe: Keras' bar would write a frame per update there, with carriage returns and
+    backspaces).
     0, 1 and 2 are kept.
 
     Args:
@@ -102,6 +103,20 @@ def _fit_output(verbose):
     :class:`EpochLine`, one line an epoch (Keras' own 2 adds an "Epoch k/N" line before each)."""
     chosen = fit_verbosity(verbose)
     return (0, [EpochLine()]) if verbose == "auto" and chosen == 2 else (chosen, [])
+def compile_for_run(net, config, global_batch, recipe, learning_rate, total_steps):
+    """Compile ``net`` as a phase of a run of ``config`` does: the recipe's optimizer at
+    ``learning_rate``, the run's weight decay and hardware settings, the loss and metrics of
+    the model's task (a detector's box loss by its version). Call it in the strategy's scope.
+
+    Example:
+        >>> compile_for_run(net, config, 32, get_recipe("cifar"), 0.0125, 1440)  # doctest: +SKIP
+    """
+    hardware, task = config.hardware, tasks.task_of(net)
+    loss = detection.loss(net) if task.detection else None  # version 2: the GIoU box loss
+    compile_model(net, recipe, global_batch, learning_rate=learning_rate,
+                  weight_decay=config.recipe.weight_decay, jit_compile=hardware.jit_compile,
+                  steps_per_execution=hardware.steps_per_execution,
+                  fast_path=hardware.fast_path, task=task, total_steps=total_steps, loss=loss)
 
 
 def run_phases(net, phases, *, config, setup, splits, recipe):
@@ -123,22 +138,17 @@ def run_phases(net, phases, *, config, setup, splits, recipe):
         ...            setup=setup, splits=splits, recipe=recipe)  # doctest: +SKIP
         0
     """
-    hardware, epochs = config.hardware, config.recipe.epochs
+    epochs = config.recipe.epochs
     steps = splits.info.num_examples // setup.global_batch if splits.info.num_examples else None
     task = tasks.task_of(net)
-    loss = detection.loss(net) if task.detection else None  # version 2: the GIoU box loss
     resumed, best = 0, None
     for phase in phases:
         iterations = steps * (phase.last_epoch - phase.first_epoch) if steps else None
         with setup.strategy.scope():
             if phase.unfreeze is not None:
                 set_trainable(net, phase.unfreeze, phase.train_bn)
-            compile_model(net, recipe, setup.global_batch, learning_rate=phase.learning_rate,
-                          weight_decay=config.recipe.weight_decay,
-                          jit_compile=hardware.jit_compile,
-                          steps_per_execution=hardware.steps_per_execution,
-                          fast_path=hardware.fast_path, task=task, total_steps=iterations,
-                          loss=loss)
+            compile_for_run(net, config, setup.global_batch, recipe, phase.learning_rate,
+                            iterations)
         done = restore_backup(net, phase.backup_dir)
         if done:
             print(f"Resuming from the backup in {phase.backup_dir}: {done} of {epochs} epochs done.")
@@ -194,17 +204,59 @@ def _finish(net, config, setup, splits, result):
     return finish(net, setup.run_dir, splits, result, config.output.export, config.data.data_dir)
 
 
-def train(config):
-    """Train a ResNet from scratch as ``config`` says: one phase, the whole model.
+@dataclasses.dataclass
+class PreparedRun:
+    """A run from scratch set up as :func:`train` sets it up, before it trains
+    (:func:`prepare`).
+
+    Fields:
+        config: the resolved :class:`~keras_resnet.train.config.RunConfig`.
+        recipe: its Recipe (the run's weight decay in it).
+        setup: its :class:`~keras_resnet.train.setup.RunSetup` (run directory, strategy, batch).
+        splits: its :class:`~keras_resnet.train.setup.Splits`, as ``trained`` takes them.
+        test_examples: the test split's size.
+        task: the model's ``keras_resnet.tasks.Task``.
+        net: the model the run saves.
+        trained: the model the run fits: ``net``, or a detector's raw outputs (layers shared).
+        learning_rate: the rate the run starts at (the recipe's peak for the batch, or the
+            config's ``learning_rate``).
+
+    Example:
+        >>> prepare(RunConfig.from_options("resnet8", epochs=1)).learning_rate  # doctest: +SKIP
+        0.025
+    """
+
+    config: RunConfig
+    recipe: object
+    setup: object
+    splits: object
+    test_examples: int
+    task: object
+    net: object
+    trained: object
+    learning_rate: float
+
+
+def _fed(net, task, splits):
+    """``(model to fit, splits)``: a detector trains on every anchor's raw outputs, a
+    segmenter with an auxiliary head on both outputs."""
+    if task.detection:
+        return detection.for_training(net, splits)
+    return net, segmentation.with_aux_targets(net, splits)
+
+
+def prepare(config):
+    """Set up a run from scratch as :func:`train` does, up to the training: the run directory,
+    seed, precision, strategy, data, model and starting learning rate.
 
     Args:
         config: a :class:`~keras_resnet.train.config.RunConfig` without ``fine_tune``.
 
     Returns:
-        dict: the run's configuration and final test metrics (also written to run.json).
+        A :class:`PreparedRun`.
 
     Example:
-        >>> train(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
+        >>> prepared = prepare(RunConfig.from_options("resnet8", epochs=1))  # doctest: +SKIP
     """
     config = resolve(detection.with_run_defaults(config))
     detection.check_config(config)
@@ -221,31 +273,58 @@ def train(config):
     with setup.strategy.scope():
         net = build_model(config.model, splits.info, dict(config.model_options), recipe, task,
                           head=config.head or DEFAULT_HEAD)
-    trained = net
-    if task.detection:  # trains on every anchor's raw outputs; the detections model is saved
-        trained, splits = detection.for_training(net, splits)
-    else:
-        splits = segmentation.with_aux_targets(net, splits)
+    trained, splits = _fed(net, task, splits)
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
+    return PreparedRun(config, recipe, setup, splits, test_examples, task, net, trained, rate)
+
+
+def training_data(prepared, seed):
+    """The prepared run's training batches loaded again with data seed ``seed``: the same
+    images and pipeline, in another order with other augmentation draws.
+
+    Example:
+        >>> batches = training_data(prepared, seed=1)  # doctest: +SKIP
+    """
+    config = dataclasses.replace(prepared.config, seed=seed)
+    splits, _ = _load_splits(config, prepared.setup, prepared.recipe)
+    return _fed(prepared.net, prepared.task, splits)[1].train
+
+
+def train(config):
+    """Train a ResNet from scratch as ``config`` says: one phase, the whole model.
+
+    Args:
+        config: a :class:`~keras_resnet.train.config.RunConfig` without ``fine_tune``.
+
+    Returns:
+        dict: the run's configuration and final test metrics (also written to run.json).
+
+    Example:
+        >>> train(RunConfig.from_options("resnet8", epochs=1, export=False))  # doctest: +SKIP
+    """
+    prepared = prepare(config)
+    config, setup, task, net = prepared.config, prepared.setup, prepared.task, prepared.net
+    rate = prepared.learning_rate
     # §4.2's warm-up waits for a training error below 80%: a single-label measure, and the
     # paper's recipe's (a cosine recipe warms up in its schedule, `warmup_epochs`).
     warmup = (config.model_name in WARMUP_MODELS and task.kind == "classification"
-              and recipe.schedule != "cosine")
+              and prepared.recipe.schedule != "cosine")
     phase = Phase("train", 0, config.recipe.epochs, rate, os.path.join(setup.run_dir, "backup"),
                   warmup=warmup,
                   scale_schedule=True)
     started = time.time()
-    resumed = run_phases(trained, [phase], config=config, setup=setup, splits=splits,
-                         recipe=recipe)
+    resumed = run_phases(prepared.trained, [phase], config=config, setup=setup,
+                         splits=prepared.splits, recipe=prepared.recipe)
     result = setup.record(
-        model=config.model_name, splits=splits, epochs=config.recipe.epochs, started=started,
-        resumed=resumed, test_examples=test_examples, jit_compile=net.jit_compile,
-        steps_per_execution=net.steps_per_execution, fast_path=config.hardware.fast_path,
-        recipe=dataclasses.asdict(recipe), learning_rate=rate, task=segmentation.task_name(task),
+        model=config.model_name, splits=prepared.splits, epochs=config.recipe.epochs,
+        started=started, resumed=resumed, test_examples=prepared.test_examples,
+        jit_compile=net.jit_compile, steps_per_execution=net.steps_per_execution,
+        fast_path=config.hardware.fast_path, recipe=dataclasses.asdict(prepared.recipe),
+        learning_rate=rate, task=segmentation.task_name(task),
         **({"head": config.head or DEFAULT_HEAD} if task.segmentation else {}),
         **(detection.record(net) if task.detection else {}),
     )
-    return _finish(net, config, setup, splits, result)
+    return _finish(net, config, setup, prepared.splits, result)
 
 
 def fine_tune_phases(config, run_dir, head_rate, tune_rate):
