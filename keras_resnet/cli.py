@@ -192,9 +192,10 @@ def _add_lr_find(commands):
     lr_find.add_argument("--steps", type=int, default=100,
                          help="steps (batches) of the ramp, at least 10; it stops early once "
                               "the smoothed loss passes 4x its least")
-    lr_find.add_argument("--repeats", type=int, default=1,
+    lr_find.add_argument("--repeats", type=int, default=3,
                          help="tests from the same starting weights, each with its own data "
-                              "order (seed + repeat): the CSV and plot give their spread")
+                              "order (seed + repeat); the suggestions come from their mean "
+                              "curve, the CSV and plot give their spread (default: 3)")
     lr_find.add_argument("--out", metavar="DIR", default=None,
                          help="where lr_find.csv and lr_find.png go (default: lr_find/ in the "
                               "run directory, runs/MODEL-DATASET/lr_find)")
