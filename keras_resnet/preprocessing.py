@@ -424,7 +424,7 @@ def of(model):
 def attach(model, preprocessing):
     """``model`` carrying ``preprocessing``: its own layer replaced, or one added after the input.
 
-    Layers (and weights) are shared with ``model``, not copied.
+    The layers are made anew and the weights copied (so each layer's ``output`` is this model's).
 
     Example:
         >>> model = keras_resnet.ResNet20(classes=2)
@@ -441,9 +441,9 @@ def attach(model, preprocessing):
         raise InvalidArgument(f"`model` must have one input; {model.name!r} has {len(model.inputs)}.")
     current = of(model)
     if current is not None:
-        return keras.models.clone_model(
-            model,
-            clone_function=lambda layer: preprocessing if layer is current else layer,
-        )
+        copy = keras.models.clone_model(model, clone_function=lambda layer: preprocessing if (
+            layer is current) else type(layer).from_config(layer.get_config()))
+        copy.set_weights(model.get_weights())  # new layers, each in one graph: `output` holds
+        return copy
     inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
     return keras.Model(inputs, model(preprocessing(inputs)), name=model.name)

@@ -367,7 +367,7 @@ def task_of(model):
 
 def attach(model, task):
     """``model`` carrying ``task``: its own :class:`TaskLayer` replaced, or one added right
-    after its ``ImagePreprocessing`` (or its input). Layers and weights are shared.
+    after its ``ImagePreprocessing`` (or its input). The layers are new, the weights copied.
 
     Example:
         >>> model = attach(keras_resnet.ResNet20(classes=3), Task("classification", 3))
@@ -383,20 +383,27 @@ def attach(model, task):
         )
     layer = TaskLayer(**task.to_config())
     current = [existing for existing in model.layers if isinstance(existing, TaskLayer)]
-    if current:
-        return keras.models.clone_model(
-            model, clone_function=lambda existing: layer if existing is current[0] else existing)
     anchor = preprocessing_lib.of(model)
+    if not current and anchor is None:
+        inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
+        return keras.Model(inputs, model(layer(inputs)), name=model.name)
+    made = {}
+
+    def clone(existing):
+        if current and existing is current[0]:
+            return layer
+        made[id(existing)] = type(existing).from_config(existing.get_config())
+        return made[id(existing)]
 
     def call(existing, *args, **kwargs):
         outputs = existing(*args, **kwargs)
-        return layer(outputs) if existing is anchor else outputs
+        return layer(outputs) if not current and existing is made.get(id(anchor)) else outputs
 
-    if anchor is None:
-        inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
-        return keras.Model(inputs, model(layer(inputs)), name=model.name)
-    return keras.models.clone_model(model, clone_function=lambda existing: existing,
-                                    call_function=call)
+    # New layers with the weights copied, not shared: each layer sits in one graph, so its
+    # ``output`` is this model's (Grad-CAM, feature extractors and exports read it).
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def from_export(metadata, preprocessing=None):

@@ -300,13 +300,21 @@ def test_every_model_carries_its_preprocessing_through_keras_saving(tmp_path):
     assert default.class_names == [str(i) for i in range(1000)] and default.source == "default"
 
 
-def test_attach_replaces_the_preprocessing_and_shares_the_layers():
+def test_attach_replaces_the_preprocessing_and_copies_the_weights_into_new_layers():
     from keras_resnet import preprocessing
 
     model = keras_resnet.ResNet20()
     renamed = preprocessing.attach(model, preprocessing.of(model).with_class_names(list("0123456789")))
-    assert renamed.get_layer("conv2_block1") is model.get_layer("conv2_block1")
+    assert renamed.get_layer("conv2_block1") is not model.get_layer("conv2_block1")
+    for mine, theirs in zip(renamed.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     assert preprocessing.of(renamed).class_names == list("0123456789")
+    # each layer in one graph: its output is the new model's (a feature model builds from it)
+    stage = keras.Model(renamed.input, renamed.get_layer("conv2_block1").output)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(renamed.predict(images, verbose=0), model.predict(images, verbose=0),
+                               rtol=1e-6)
+    assert stage.predict(images, verbose=0).shape == (2, 32, 32, 16)
     foreign = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
     wrapped = preprocessing.attach(foreign, preprocessing.ImagePreprocessing(8, class_names=["a", "b"]))
     x = np.ones((1, 8, 8, 3), "float32")

@@ -103,3 +103,20 @@ def test_a_segmentation_task_trains_per_pixel_and_is_ranked_by_miou():
     assert loss.ignore_label == 255 and loss.from_logits
     assert [m.name for m in task.metrics()] == ["miou", "pixel_accuracy"]
     assert Task.from_config(task.to_config()) == task
+
+
+def test_a_model_given_a_task_in_memory_reads_its_stages():
+    # attach makes new layers with the weights copied: Grad-CAM and the feature models read
+    # the new model's own graph without a save and load first
+    model = keras_resnet.ResNet20(classes=10, classifier_activation="sigmoid")
+    tagged = tasks.attach(model, tasks.Task("multilabel", 10, "sigmoid", (0.4,) * 10))
+    retagged = tasks.attach(tagged, tasks.Task("multilabel", 10, "sigmoid", (0.6,) * 10))
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    for made in (tagged, retagged):
+        np.testing.assert_allclose(made.predict(images, verbose=0),
+                                   model.predict(images, verbose=0), rtol=1e-6)
+        np.testing.assert_allclose(keras_resnet.grad_cam(made, images, class_index=3).heatmaps,
+                                   keras_resnet.grad_cam(model, images, class_index=3).heatmaps,
+                                   atol=1e-5)
+        assert keras_resnet.features.embedding_model(made).output_shape == (None, 64)
+    assert tasks.task_of(retagged).thresholds == (0.6,) * 10
