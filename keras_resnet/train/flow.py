@@ -76,8 +76,7 @@ def fit_verbosity(verbose, stream=None):
     """``model.fit``'s verbosity for a run's ``verbose``: "auto" is 1, Keras' progress bar, on
     a terminal or in a notebook, and 2, a line per epoch (the run prints it), otherwise (a log
     file, a pipe: Keras' bar would write a frame per update there, with carriage returns and
-    backspaces).
-    0, 1 and 2 are kept.
+    backspaces). 0, 1 and 2 are kept.
 
     Args:
         verbose: "auto", 0, 1 or 2.
@@ -103,6 +102,8 @@ def _fit_output(verbose):
     :class:`EpochLine`, one line an epoch (Keras' own 2 adds an "Epoch k/N" line before each)."""
     chosen = fit_verbosity(verbose)
     return (0, [EpochLine()]) if verbose == "auto" and chosen == 2 else (chosen, [])
+
+
 def compile_for_run(net, config, global_batch, recipe, learning_rate, total_steps):
     """Compile ``net`` as a phase of a run of ``config`` does: the recipe's optimizer at
     ``learning_rate``, the run's weight decay and hardware settings, the loss and metrics of
