@@ -30,7 +30,14 @@ DEFAULT_THRESHOLD = 0.5
 TASKS = ("auto", "single_label", "multilabel", "segmentation", "detection")
 
 
-def _checked(y_true, scores):
+def checked_multi_hot(y_true, scores):
+    """``(y_true as bool, scores as float64)``, checked to be multi-hot labels and scores of
+    the same ``(examples, classes)`` shape.
+
+    Example:
+        >>> checked_multi_hot([[1, 0]], [[0.9, 0.2]])[0].tolist()
+        [[True, False]]
+    """
     y_true, scores = np.asarray(y_true), np.asarray(scores, np.float64)
     if y_true.ndim != 2 or y_true.shape != scores.shape:
         raise InvalidArgument(
@@ -57,7 +64,7 @@ def average_precision(y_true, scores):
         >>> average_precision([[1], [0], [1]], [[0.9], [0.8], [0.7]]).round(3)
         array([0.833])
     """
-    truth, scores = _checked(y_true, scores)
+    truth, scores = checked_multi_hot(y_true, scores)
     result = np.full(truth.shape[1], np.nan)
     for k in range(truth.shape[1]):
         if not truth[:, k].any():
@@ -77,7 +84,7 @@ def choose_thresholds(y_true, scores, default=DEFAULT_THRESHOLD):
         >>> choose_thresholds([[1], [0], [1]], [[0.9], [0.2], [0.6]])
         array([0.4])
     """
-    truth, scores = _checked(y_true, scores)
+    truth, scores = checked_multi_hot(y_true, scores)
     thresholds = np.full(truth.shape[1], float(default))
     for k in range(truth.shape[1]):
         positives = truth[:, k].sum()
@@ -109,7 +116,7 @@ def multilabel_report(y_true, scores, thresholds=DEFAULT_THRESHOLD, class_names=
         >>> multilabel_report([[1, 0]], [[0.7, 0.6]], thresholds=[0.5, 0.65])["f1_micro"]
         1.0
     """
-    truth, scores = _checked(y_true, scores)
+    truth, scores = checked_multi_hot(y_true, scores)
     classes = truth.shape[1]
     thresholds = np.asarray(thresholds, np.float64)
     if thresholds.shape not in ((), (classes,)):

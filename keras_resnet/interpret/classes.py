@@ -127,5 +127,15 @@ def top_losses(probabilities, labels, k):
     check_positive_int("k", k)
     chosen = probabilities[np.arange(len(labels)), labels]
     losses = -np.log(np.maximum(chosen, np.finfo(np.float64).tiny))  # a 0 gives 708, not inf
-    order = np.lexsort((np.arange(len(losses)), -losses))[:k]
-    return order.astype(np.int64), losses[order]
+    return largest(losses, k)
+
+
+def largest(losses, k):
+    """The indices and values of the ``k`` largest ``losses``, largest first, ties by index.
+
+    Example:
+        >>> largest(np.array([0.5, 2.0, 0.5]), 2)[0].tolist()
+        [1, 0]
+    """
+    order = np.lexsort((np.arange(len(losses)), -np.asarray(losses)))[:k]
+    return order.astype(np.int64), np.asarray(losses)[order]

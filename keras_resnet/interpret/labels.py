@@ -14,17 +14,8 @@ Example:
 import numpy as np
 
 from keras_resnet.errors import InvalidArgument, check_positive_int
-from keras_resnet.multilabel import average_precision
-
-
-def _checked(y_true, scores):
-    y_true, scores = np.asarray(y_true), np.asarray(scores, np.float64)
-    if y_true.ndim != 2 or y_true.shape != scores.shape:
-        raise InvalidArgument(f"`y_true` and `scores` must both be (examples, labels); got "
-                              f"{y_true.shape} and {scores.shape}.")
-    if not np.isin(y_true, (0, 1)).all():
-        raise InvalidArgument("`y_true` must hold 0 or 1 (multi-hot labels).")
-    return y_true.astype(bool), scores
+from keras_resnet.interpret.classes import largest
+from keras_resnet.multilabel import average_precision, checked_multi_hot
 
 
 def label_table(y_true, scores, thresholds, class_names):
@@ -45,7 +36,7 @@ def label_table(y_true, scores, thresholds, class_names):
         >>> label_table([[1], [0]], [[0.8], [0.6]], [0.5], ["a"])[0]["precision"]
         0.5
     """
-    truth, scores = _checked(y_true, scores)
+    truth, scores = checked_multi_hot(y_true, scores)
     thresholds = np.asarray(thresholds, np.float64).reshape(-1)
     if thresholds.shape != (truth.shape[1],) or len(class_names) != truth.shape[1]:
         raise InvalidArgument(f"`thresholds` and `class_names` must have one entry per label "
@@ -83,7 +74,7 @@ def precision_recall_curve(truth, scores):
         >>> precision_recall_curve([1, 0, 1], [0.9, 0.8, 0.7])[1].tolist()
         [1.0, 0.5, 0.5, 0.0]
     """
-    truth, scores = _checked(np.reshape(truth, (-1, 1)), np.reshape(scores, (-1, 1)))
+    truth, scores = checked_multi_hot(np.reshape(truth, (-1, 1)), np.reshape(scores, (-1, 1)))
     truth, scores = truth[:, 0], scores[:, 0]
     order = np.argsort(-scores, kind="mergesort")
     ranked, hits = scores[order], truth[order]
@@ -106,13 +97,12 @@ def label_top_losses(y_true, scores, k):
         >>> label_top_losses([[1, 0], [0, 1]], [[0.9, 0.1], [0.8, 0.3]], 1)[0].tolist()
         [1]
     """
-    truth, scores = _checked(y_true, scores)
+    truth, scores = checked_multi_hot(y_true, scores)
     check_positive_int("k", k)
     tiny = np.finfo(np.float64).tiny
     chosen = np.where(truth, scores, 1.0 - scores)
     losses = -np.log(np.maximum(chosen, tiny)).mean(axis=1)
-    order = np.lexsort((np.arange(len(losses)), -losses))[:k]
-    return order.astype(np.int64), losses[order]
+    return largest(losses, k)
 
 
 __all__ = ["label_table", "label_top_losses", "precision_recall_curve"]
