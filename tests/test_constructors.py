@@ -106,8 +106,11 @@ def _cifar(depth, slow=False, exports=FLOAT_EXPORTS, backends=("tensorflow", "ja
 
 CASES = [
     # The fast tier: each block type, each stem, shortcuts A and C.
-    _cifar(20),
-    _imagenet(50, exports=()),  # JAX loads with `--all` only
+    # ResNet-20's float exports: tests/test_export.py exports a trained ResNet-8 (the same
+    # basic blocks and option A shortcuts) to every format and quantization, with parity.
+    _cifar(20, exports=()),
+    # ResNet-50 loads in TensorFlow; its blocks load under JAX dilated (resnet50-output_stride=8).
+    _imagenet(50, exports=(), backends=("tensorflow",)),
     ModelCase("cifar_resnet8-C", functools.partial(keras_resnet.CifarResNet, 8, shortcut="C"),
               cifar_params(8) + sum(i * o + 2 * o for i, o in ((16, 16), (16, 32), (32, 64))),
               "§4.2 arithmetic plus a 1x1 projection with BN in every block", exports=()),
@@ -115,16 +118,13 @@ CASES = [
     # `pytest --all`: the other depths (ResNet-1202's count: tests/test_models.py). Each kind
     # of layer goes through each float export once (a converter holds several copies of a
     # model: ResNet-152's need GBs) and loads under JAX once: basic blocks and option A
-    # (resnet20: every format), grouped bottlenecks, projections and the ImageNet stem
+    # (resnet20; its formats: a trained ResNet-8's), grouped bottlenecks, projections and the ImageNet stem
     # (resnext26_32x4d: every format), dilation, average-pool shortcuts, SE, pre-activation
     # (one format each); the other variants load in TensorFlow.
     _cifar(20, slow=True, residual=False, exports=(), backends=("tensorflow",)),  # Fig. 6's plain net
-    _imagenet(18, slow=True, backends=("tensorflow",)),
-    # The other depths build, count and round-trip their configs here; their layers are
-    # saved and loaded by the nets above and below.
-    _imagenet(34, slow=True, backends=()),
-    _imagenet(101, slow=True, backends=()),
-    _imagenet(152, slow=True, backends=()),
+    _imagenet(18, slow=True, backends=()),  # its file: resnet18-output_stride=16 below
+    # ResNet-34/101/152: their exact counts in tests/test_models.py (full size), their blocks'
+    # configs and files those of ResNet-18 and ResNet-50 here.
     _imagenet(50, slow=True, stride_position="3x3", backends=("tensorflow",)),
     _cifar(32, slow=True, shortcut="B", exports=(), backends=("tensorflow",)),
     _cifar(44, slow=True, exports=(), backends=()),
@@ -140,19 +140,19 @@ CASES = [
     # A grey input: conv1 has 7 * 7 * (3 - 1) * 64 weights fewer.
     ModelCase("resnet18-grey", functools.partial(keras_resnet.ResNet18, input_shape=(64, 64, 1)),
               TORCHVISION_PARAMS[18] - 7 * 7 * 2 * 64, "torchvision, conv1 of 1 channel", slow=True,
-              exports=(), backends=("tensorflow",)),
+              exports=(), backends=()),  # a grey model saved and served: tests/test_features.py
     # The family (He et al. 2016 and 2019, Xie et al. 2017, Hu et al. 2018, Zagoruyko &
     # Komodakis 2016), with `--all` (the fast tier checks the family's blocks against timm's
     # outputs: tests/test_family.py): grouped convs through every float export, average-pool
     # shortcuts, SE and pre-activation through one each, the JAX load of one net per kind.
     # ResNeXt's and SE's exports and JAX loads on their 26-layer nets (the same layers:
     # grouped convs, projections, SE, the ImageNet stem); the 50-layer nets build, count and
-    # load their files in TensorFlow.
+    # round-trip their configs (ResNet-D's also loads its file in TensorFlow).
     _family("resnet50d", backends=("tensorflow",)),  # JAX: resnet18d (deep stem, avg-pool shortcuts)
-    _family("resnext50_32x4d", backends=("tensorflow",)),
+    _family("resnext50_32x4d", backends=()),  # its layers' files: resnext26_32x4d
     _shallow_family("resnext50_32x4d", exports=FLOAT_EXPORTS),
     _family("resnet18d", exports=("onnx",)),
-    _family("seresnet50", backends=("tensorflow",)),
+    _family("seresnet50", backends=()),  # its layers' files: seresnet26
     _shallow_family("seresnet50", exports=("onnx",)),
     _family("resnet50v2", exports=("openvino",)),  # pre-activation's one format
     _family("preact_resnet110", backends=("tensorflow",)),  # JAX: resnet50v2

@@ -78,8 +78,10 @@ def test_from_keras_applications_headless_with_pooling():
     np.testing.assert_allclose(ours.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-4, rtol=0)
 
 
+# ResNet152V2 differs from these two only in its blocks per stage (its count, which fixes
+# them: tests/test_family.py); ResNet101V2 checks the blocks numbered past 9 (conv4_block23).
 @pytest.mark.slow  # keras.applications' nets and ours, 12 s to 40 s each
-@pytest.mark.parametrize("application", ["ResNet50V2", "ResNet101V2", "ResNet152V2"])
+@pytest.mark.parametrize("application", ["ResNet50V2", "ResNet101V2"])
 def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(application):
     """keras.applications' own V2 nets are the reference (random weights, BN statistics)."""
     source = getattr(keras.applications, application)(weights=None, input_shape=(67, 75, 3))
@@ -92,11 +94,10 @@ def test_from_keras_applications_v2_gives_its_outputs_stages_and_parameters(appl
     ours = keras_resnet.from_keras_applications(source)
     assert ours.name == application.lower() and ours.count_params() == source.count_params()
     x = rng.uniform(-1, 1, size=(2, 67, 75, 3)).astype("float32")
-    last_conv3 = {"ResNet50V2": 4, "ResNet101V2": 4, "ResNet152V2": 8}[application]
-    last_conv4 = {"ResNet50V2": 6, "ResNet101V2": 23, "ResNet152V2": 36}[application]
+    last_conv4 = {"ResNet50V2": 6, "ResNet101V2": 23}[application]
     # The pre-activated input of each stage's strided (last) block: reductions 4, 8, 16.
     stages = {"conv1": "conv1_conv", "conv2": "conv2_block3_preact_relu",
-              "conv3": f"conv3_block{last_conv3}_preact_relu",
+              "conv3": "conv3_block4_preact_relu",
               "conv4": f"conv4_block{last_conv4}_preact_relu", "conv5": "post_relu"}
     theirs = keras.Model(source.input, [source.get_layer(n).output for n in stages.values()]
                          + [source.output]).predict(x, verbose=0)
