@@ -126,19 +126,18 @@ STOP_BOUND_SECONDS = 15
 @pytest.mark.slow  # a dozen short runs
 def test_a_signal_at_any_moment_of_train_stops_it_and_the_run_resumes(tmp_path):
     """SIGINT (and SIGTERM at every other moment) at each moment, with a second process
-    loading the CPU: exit 130 within the bound and one line, whole files only; killed after
-    its first epoch's backup, the same command finishes the run from it (every other moment
-    of a kill: tests/test_cli.py's kill-and-resume tests)."""
-    # The spinner runs at the lowest priority: it loads a core left idle (as when this test
-    # runs alone) and yields to the suite's other worker, which loads it as much.
-    spinner = subprocess.Popen([sys.executable, "-c", "import os; os.nice(19)\nwhile True: pass"])
-    results = []
+    loading the CPU while the run stops: exit 130 within the bound and one line, whole files
+    only; killed after its first epoch's backup, the same command finishes the run from it
+    (every other moment of a kill: tests/test_cli.py's kill-and-resume tests)."""
+    results, spinner = [], None
     try:
         for index, moment in enumerate(MOMENTS):
             signum = signal.SIGTERM if index % 2 else signal.SIGINT
             run_dir = str(tmp_path / f"run{index}")
+            # Only the export moment reaches the export; the others (and the resumed run,
+            # whose export tests/test_cli.py's resumes check) skip it.
             command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", "2",
-                       "--output-dir", run_dir]
+                       "--output-dir", run_dir, *([] if moment == "export" else ["--no-export"])]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)
             started = time.monotonic()
@@ -148,10 +147,17 @@ def test_a_signal_at_any_moment_of_train_stops_it_and_the_run_resumes(tmp_path):
                     break
                 time.sleep(0.02)
             assert process.poll() is None, f"the run ended before {moment}"
+            # The load spans the stop, the part the bound is on. The spinner runs at the
+            # lowest priority: it loads a core left idle (as when this test runs alone) and
+            # yields to the suite's other worker, which loads it as much.
+            spinner = subprocess.Popen([sys.executable, "-c", "import os; os.nice(19)\nwhile True: pass"])
             process.send_signal(signum)
             sent = time.monotonic()
             out, err = process.communicate(timeout=120)
             took = time.monotonic() - sent
+            spinner.kill()
+            spinner.wait()
+            spinner = None
             results.append((moment, signal.Signals(signum).name, process.returncode, round(took, 1)))
             assert process.returncode == 130, (moment, out[-2000:], err[-3000:])
             assert took < STOP_BOUND_SECONDS, results
@@ -171,6 +177,7 @@ def test_a_signal_at_any_moment_of_train_stops_it_and_the_run_resumes(tmp_path):
                 with open(os.path.join(run_dir, "history.csv")) as f:
                     assert len(f.read().strip().splitlines()) == 1 + 2  # header, both epochs
     finally:
-        spinner.kill()
-        spinner.wait()
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
         print("signal, moment, exit status, seconds to stop:", results)

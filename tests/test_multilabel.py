@@ -368,23 +368,21 @@ def test_fine_tuning_on_multilabel_data_puts_a_sigmoid_head_with_thresholds(tiny
 
 
 @pytest.mark.slow
-def test_train_infers_the_task_from_a_labels_file(tmp_path):
+def test_train_infers_the_task_from_a_labels_file(tmp_path, capsys):
     import json
-    import subprocess
+
+    from keras_resnet.cli import main  # in-process: the console script calls the same main
 
     rows = [([str(n % 3)] + ([str((n + 1) % 3)] if n % 2 else []), split)
             for n, split in enumerate(["train"] * 24 + ["validation"] * 8 + ["test"] * 8)]
     path, _ = _write_labels_folder(tmp_path, rows)
-    done = subprocess.run(
-        ["keras-resnet", "train", "--model", "resnet8", "--dataset", path, "--epochs", "1",
-         "--batch-size", "8", "--no-export", "--output-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "test mAP" in done.stdout and "at thresholds chosen on the validation split" in done.stdout
+    code = main(["train", "--model", "resnet8", "--dataset", path, "--epochs", "1",
+                 "--batch-size", "8", "--no-export", "--output-dir", str(tmp_path / "run")])
+    done = capsys.readouterr()
+    assert code == 0, done.err[-2000:]
+    assert "test mAP" in done.out and "at thresholds chosen on the validation split" in done.out
     record = json.load(open(tmp_path / "run" / "run.json"))
     assert record["task"] == "multilabel" and record["data"]["preprocessing"]["class_names"] == ["0", "1", "2"]
-    refused = subprocess.run(
-        ["keras-resnet", "train", "--model", "resnet8", "--dataset", path, "--task", "single_label",
-         "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "refused")],
-        capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "`task` 'single_label' needs one label per image" in refused.stderr
+    code = main(["train", "--model", "resnet8", "--dataset", path, "--task", "single_label",
+                 "--epochs", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "refused")])
+    assert code == 2 and "`task` 'single_label' needs one label per image" in capsys.readouterr().err
