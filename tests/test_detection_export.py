@@ -62,9 +62,16 @@ def detector(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def saved_model(detector, tmp_path_factory):
-    return export.export_saved_model(detector[1], str(tmp_path_factory.mktemp("exports")),
-                                     version=1)
+def every_format(detector, tmp_path_factory):
+    """``export_run`` of the detector to every format, float32, float16 and dynamic."""
+    return export.export_run(detector[1], str(tmp_path_factory.mktemp("exports")),
+                             export.FORMATS, (None, "float16", "dynamic"), dataset="digit_boxes")
+
+
+@pytest.fixture(scope="module")
+def saved_model(every_format):
+    """The SavedModel of ``every_format`` (version 1): the tests below read it, converted once."""
+    return every_format["saved_model"]
 
 
 def png(array):
@@ -159,9 +166,8 @@ def test_bytes_signature_finds_boxes_in_each_images_own_pixels(saved_model):
 
 
 @pytest.mark.slow
-def test_export_run_every_format_keeps_the_keras_boxes(detector, tmp_path):
-    result = export.export_run(detector[1], str(tmp_path), export.FORMATS,
-                               (None, "float16", "dynamic"), dataset="digit_boxes")
+def test_export_run_every_format_keeps_the_keras_boxes(detector, every_format):
+    result = every_format
     rows = {(row["file"], row["precision"]): row for row in result["parity"]}
     files = {name for name, _ in rows}
     assert files == {"retinanet_resnet8/1", "model_float32.tflite", "model_float16.tflite",

@@ -1,5 +1,5 @@
 """A detection run from start to end: ``keras_resnet.runs.train`` on the digit boxes (fewer of
-them) with RetinaNet on ResNet-20, its run folder, its COCO figures against the saved model's
+them) with RetinaNet on ResNet-8, its run folder, its COCO figures against the saved model's
 own predictions in a fresh interpreter; images without boxes; torchvision's detection
 recipe against torch's own schedulers, the from-scratch recipe's Adam against torch's; each
 backbone family's defaults; the settings a detection run refuses."""
@@ -53,13 +53,13 @@ def few_scenes(**counts):
 
 @pytest.fixture(scope="module")
 def small_box_run(tmp_path_factory):
-    """One epoch of RetinaNet (width 16) on ResNet-20 over 32 training scenes, keeping every
+    """One epoch of RetinaNet (width 16) on ResNet-8 over 32 training scenes, keeping every
     detection above 0.001 (an untrained detector scores about 0.01: the figures are not 0);
     the run's result, folder and printed lines."""
     run_dir = str(tmp_path_factory.mktemp("boxes") / "run")
     printed = io.StringIO()
     with few_scenes(), contextlib.redirect_stdout(printed):
-        result = runs.train("resnet20", "digit_boxes", run_dir=run_dir, epochs=1, verbose=0,
+        result = runs.train("resnet8", "digit_boxes", run_dir=run_dir, epochs=1, verbose=0,
                             model_options={"head_width": 16, "score_threshold": 0.001})
     return result, run_dir, printed.getvalue()
 
@@ -113,9 +113,9 @@ def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_r
                                            abs=1e-9), name
     # Exported with its post-processing: the SavedModel's boxes are the Keras model's.
     parity = {row["file"]: row for row in result["export"]["parity"]}
-    assert sorted(parity) == ["model_float32.tflite", "retinanet_resnet20/1"]
-    assert parity["retinanet_resnet20/1"]["box_agreement"] == 1.0
-    assert os.path.exists(os.path.join(run_dir, "export", "retinanet_resnet20", "1",
+    assert sorted(parity) == ["model_float32.tflite", "retinanet_resnet8/1"]
+    assert parity["retinanet_resnet8/1"]["box_agreement"] == 1.0
+    assert os.path.exists(os.path.join(run_dir, "export", "retinanet_resnet8", "1",
                                        "saved_model.pb"))
 
 

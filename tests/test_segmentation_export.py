@@ -56,9 +56,16 @@ def scenes(segmenter):
 
 
 @pytest.fixture(scope="module")
-def saved_model(segmenter, tmp_path_factory):
-    return export.export_saved_model(segmenter[1], str(tmp_path_factory.mktemp("exports")),
-                                     version=1)
+def every_format(segmenter, tmp_path_factory):
+    """``export_run`` of the segmenter to every format, float32 and int8."""
+    return export.export_run(segmenter[1], str(tmp_path_factory.mktemp("exports")),
+                             export.FORMATS, (None, "int8"))
+
+
+@pytest.fixture(scope="module")
+def saved_model(every_format):
+    """The SavedModel of ``every_format`` (version 1): the tests below read it, converted once."""
+    return every_format["saved_model"]
 
 
 def keras_masks(segmenter, images):
@@ -141,8 +148,8 @@ def test_saved_model_runs_where_keras_resnet_cannot_be_imported(segmenter, scene
 
 
 @pytest.mark.slow
-def test_export_run_every_format_and_int8(segmenter, tmp_path):
-    result = export.export_run(segmenter[1], str(tmp_path), export.FORMATS, (None, "int8"))
+def test_export_run_every_format_and_int8(every_format):
+    result = every_format
     rows = [row for row in result["parity"] if row["precision"] == "float32"]
     assert len(rows) == 7  # the SavedModel, float32 and int8 of each file format
     assert {"fcn_resnet8/1", "model_float32.tflite"} <= {row["file"] for row in rows}

@@ -54,7 +54,7 @@ def size_bytes(path):
 
 
 def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=None,
-                  precision="float32"):
+                  precision="float32", expected=None):
     """Compare an exported file with its Keras model on ``images`` (preprocessed float32).
 
     Args:
@@ -66,6 +66,8 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         num_threads: runtime threads (see :func:`open_runner`).
         precision: the runner's arithmetic, "float32" (the file as exported), "bfloat16" or
             "auto" (see :func:`choose_precision`).
+        expected: ``keras_model``'s outputs on ``images``, when already computed (a report
+            of several files against one model runs it once); default: computed here.
 
     Returns:
         dict: ``file``, ``runtime``, ``quantization``, ``precision`` (what ran),
@@ -80,7 +82,8 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         >>> parity_report(model, "m_int8.tflite", test_images)["top1_agreement"]  # doctest: +SKIP
     """
     images = np.asarray(images, np.float32)
-    expected = keras_model.predict(images, verbose=0)
+    if expected is None:
+        expected = keras_model.predict(images, verbose=0)
     task = task_for(keras_model)
     if task.segmentation and os.path.exists(os.path.join(path, "saved_model.pb")):
         choose_precision(path, "saved_model", precision)  # float32 only: raises otherwise

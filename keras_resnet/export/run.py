@@ -42,9 +42,10 @@ DETECTOR_PARITY_IMAGES = 64
 FILE_EXPORTERS = {"tflite": tflite, "onnx": export_onnx, "openvino": export_openvino}
 
 
-def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360):
-    """Test images for the parity report and training images for int8 calibration (a
-    detector's as the detection pipeline evaluates them)."""
+def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360, calibrate=True):
+    """Test images for the parity report and, when ``calibrate`` (an int8 quantization is
+    asked for), training images for its calibration, else None (a detector's as the detection
+    pipeline evaluates them)."""
     dataset = dataset or preprocessing.source
     if dataset in (None, "default"):
         raise InvalidArgument(
@@ -59,7 +60,7 @@ def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360):
                          preprocessing=preprocessing)[0]
 
     images = next(iter(load("test", count)))[0].numpy()
-    representative = next(iter(load("train", 200)))[0].numpy()
+    representative = next(iter(load("train", 200)))[0].numpy() if calibrate else None
     return images, representative
 
 
@@ -108,7 +109,8 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
             other one is made for every requested format that offers it
             (:data:`FORMAT_QUANTIZATIONS`: TFLite all of :data:`QUANTIZATIONS`, ONNX and
             OpenVINO "int8"; a detector's :data:`DETECTOR_QUANTIZATIONS`), and one that no
-            requested format offers is an error.
+            requested format offers is an error. With "saved_model" among ``formats``, the
+            TFLite files are converted from that SavedModel (the model traced once).
         dataset: test and calibration images; default: the dataset the model was trained on.
         data_dir: tensorflow-datasets data directory.
         version: the SavedModel version (replaced when it exists); default: the next one.
@@ -147,24 +149,33 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     files = [f for f in formats if f != "saved_model"]
     if not files:
         return result
-    images, representative = _parity_data(preprocessing, dataset, data_dir, task.detection,
-                                          DETECTOR_PARITY_IMAGES if task.detection else 360)
+    images, representative = _parity_data(
+        preprocessing, dataset, data_dir, task.detection,
+        DETECTOR_PARITY_IMAGES if task.detection else 360,
+        calibrate=any(q in ("int8", "int8_full") for q in quantizations))
     checked = [result["saved_model"]] if result["saved_model"] else []
     for fmt in files:
+        # TFLite converts a SavedModel: the one just written, when there is one, rather than
+        # another that Keras' exporter would trace and write for each quantization.
+        source = result["saved_model"] if fmt == "tflite" and result["saved_model"] else keras_model
         for quantization in (q for q in quantizations if q in offers[fmt]):
             name = f"model_{quantization or 'float32'}{SUFFIXES[fmt]}"
             path = FILE_EXPORTERS[fmt](
-                keras_model, os.path.join(output_dir, keras_model.name, fmt, name),
+                source, os.path.join(output_dir, keras_model.name, fmt, name),
                 quantization, representative_data=representative, preprocessing=preprocessing,
             )
             result[fmt].append(path)
             if fmt != "tflite" or _litert_installed():
                 checked.append(path)
-    result["parity"] = [parity_report(keras_model, path, images) for path in checked]
+    # The Keras model's outputs once: every row compares its file with the same reference.
+    expected = keras_model.predict(images, verbose=0) if checked else None
+    result["parity"] = [parity_report(keras_model, path, images, expected=expected)
+                        for path in checked]
     if devices.cpu_has_bfloat16():  # a bfloat16 row per runtime that has a bfloat16 path
         for path in [p for fmt in BFLOAT16_FORMATS if fmt in files for p in result[fmt]]:
             if read_sidecar(path)["quantization"] is None:
-                row = parity_report(keras_model, path, images, precision="bfloat16")
+                row = parity_report(keras_model, path, images, precision="bfloat16",
+                                    expected=expected)
                 record_bfloat16_parity(path, row)
                 result["parity"].append(row)
     if embeddings:
