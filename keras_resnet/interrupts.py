@@ -10,7 +10,8 @@ command goes on. So :func:`install` replaces the handlers with one that only rec
 - anything else (start-up, tracing, export) is ended by a watchdog ``GRACE_SECONDS`` after the
   signal, and a second signal ends the process at once. Either way the command's one line is
   printed and the exit status is 130. Every file is written under a temporary name and renamed
-  (``keras_resnet.saving.atomic_path``), so ending at once leaves whole files only.
+  (``keras_resnet.saving.atomic_path``), and ending at once removes the temporaries being
+  written (:data:`WRITING`), so it leaves whole files only.
 
 Importing this module imports nothing heavy.
 
@@ -20,6 +21,7 @@ Example:
 """
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -27,6 +29,8 @@ import threading
 GRACE_SECONDS = 3.0
 EXIT_STATUS = 130
 _state = {"signals": 0, "message": None, "announced": False}
+# The temporaries being written (keras_resnet.saving.atomic_path adds and discards them).
+WRITING = set()
 
 
 def requested():
@@ -48,9 +52,22 @@ def announce():
         os.write(_state["stderr"], (_state["message"] + "\n").encode())
 
 
+def remove_temporaries():
+    """Remove every temporary in :data:`WRITING` (a command ended at once leaves none)."""
+    for path in list(WRITING):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
 def _end_now():
     try:
         announce()
+        remove_temporaries()
     finally:
         os._exit(EXIT_STATUS)
 

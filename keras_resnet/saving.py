@@ -21,6 +21,7 @@ import zipfile
 
 import keras
 
+from keras_resnet import interrupts
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 
@@ -48,11 +49,13 @@ def atomic_path(path, suffix=""):
                                    dir=folder)
     os.close(handle)
     os.remove(tmp)  # writers create it themselves (some refuse an existing file)
+    interrupts.WRITING.add(tmp)  # removed by a command that a signal ends mid-write
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         _remove(tmp)
+        interrupts.WRITING.discard(tmp)
 
 
 def _remove(path):

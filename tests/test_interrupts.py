@@ -47,6 +47,13 @@ import sys, time
 sys.argv[0] = "keras-resnet"  # as the console script: the package defers loading Keras
 from keras_resnet import interrupts
 interrupts.install("stuck: interrupted.")
+if len(sys.argv) > 1:  # a file and a folder being written (keras_resnet.saving.atomic_path)
+    import os
+    half_file = os.path.join(sys.argv[1], ".model_float32.tflite.x.tmp.tflite")
+    open(half_file, "wb").close()
+    half_folder = os.path.join(sys.argv[1], ".1.x.tmp")
+    os.makedirs(os.path.join(half_folder, "variables"))
+    interrupts.WRITING.update({half_file, half_folder})
 print("ready", flush=True)
 time.sleep(60)
 print("slept on", flush=True)
@@ -68,8 +75,9 @@ def test_training_stops_at_the_next_batch(signum):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_command_stuck_outside_training_ends_after_the_grace_period(signum):
-    process = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE,
+def test_a_command_stuck_outside_training_ends_after_the_grace_period(signum, tmp_path):
+    """Ended by the watchdog, it removes the temporaries it was writing."""
+    process = subprocess.Popen([sys.executable, "-c", STUCK, str(tmp_path)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     sent = time.time()
@@ -79,6 +87,17 @@ def test_a_command_stuck_outside_training_ends_after_the_grace_period(signum):
     assert process.returncode == 130 and err.strip() == "stuck: interrupted.", (out, err)
     assert "slept on" not in out
     assert interrupts.GRACE_SECONDS <= elapsed < 30  # 30: a loaded machine's scheduling
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_path_names_its_temporary_while_it_writes(tmp_path):
+    from keras_resnet.saving import atomic_path
+
+    with atomic_path(tmp_path / "out.json") as tmp:
+        assert tmp in interrupts.WRITING
+        with open(tmp, "w") as f:
+            f.write("{}")
+    assert tmp not in interrupts.WRITING and os.listdir(tmp_path) == ["out.json"]
 
 
 def test_a_second_signal_ends_at_once():

@@ -254,8 +254,11 @@ def tflite(model_or_savedmodel, path, quantization=None, representative_data=Non
             info, task = read_export_preprocessing(source), read_export_task(source)
             check_quantization("tflite", quantization, representative_data, task.detection)
             output = _output_of(task, output)
+            # Converted before the file is opened: a command ended during the conversion
+            # (keras_resnet.interrupts) leaves no empty temporary behind.
+            flatbuffer = _convert_saved_model(source, options, output)
             with open(staging, "wb") as f:
-                f.write(_convert_saved_model(source, options, output))
+                f.write(flatbuffer)
         else:
             model, info = resolve_model(model_or_savedmodel, preprocessing)
             task = task_for(model)
