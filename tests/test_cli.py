@@ -8,7 +8,28 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_RUN_EPOCHS
+
+# The README's main job is `keras-resnet train` with no flags (40 epochs, 98.1% test top-1 with
+# the default seed). This module runs it with every default but a tenth of the epochs: the same
+# code path from command line to export, in a time a test suite can afford.
+DEFAULT_RUN_EPOCHS = 4
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`keras-resnet train --epochs 4`, the main job's defaults in all else, in-process
+    (``cli.main``, what the console script calls; the script's own runs: the kill test below):
+    ``(exit status, what it printed, run directory, seconds)``."""
+    import contextlib
+    import io
+
+    from keras_resnet.cli import main
+
+    cwd, printed, started = tmp_path_factory.mktemp("default"), io.StringIO(), time.time()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(cwd)
+        code = main(["train", "--epochs", str(DEFAULT_RUN_EPOCHS)])
+    return code, printed.getvalue(), os.path.join(cwd, "runs", "resnet20-digits"), time.time() - started
 
 
 def _run(*args, cwd=None, timeout=600):
@@ -42,19 +63,20 @@ def test_the_main_job_defaults_are_resnet20_on_digits_for_40_epochs():
 
 @pytest.mark.slow
 def test_default_train_learns_digits(default_run):
-    """The main job's defaults, a fifth of its epochs (the whole run reaches 98.1%)."""
-    result, run_dir, seconds = default_run
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test top-1 accuracy" in result.stdout
+    """The main job's defaults, a tenth of its epochs (the whole run reaches 98.1%)."""
+    code, printed, run_dir, seconds = default_run
+    assert code == 0, printed[-3000:]
+    assert "test top-1 accuracy" in printed
     with open(os.path.join(run_dir, "run.json")) as f:
         run = json.load(f)
     assert run["model"] == "resnet20" and run["dataset"] == "digits"
     assert run["epochs"] == DEFAULT_RUN_EPOCHS and run["batch_size"] == 32
-    # 0.967 .. 0.986 over seeds 0-3 (tests/measure_spread.py), 0.961 on another CPU: margin.
-    assert run["test"]["top1"] >= 0.93, run["test"]
+    # 0.931 .. 0.950 over seeds 0-3 at 4 epochs (tests/measure_spread.py; at 8 epochs
+    # 0.967 .. 0.986, and 0.961 on another CPU): 0.88 leaves five points of margin.
+    assert run["test"]["top1"] >= 0.88, run["test"]
     assert run["test"]["top5"] >= run["test"]["top1"]
-    printed = float(result.stdout.split("test top-1 accuracy ")[1].split()[0])
-    assert printed == pytest.approx(run["test"]["top1"], abs=1e-4)
+    top1 = float(printed.split("test top-1 accuracy ")[1].split()[0])
+    assert top1 == pytest.approx(run["test"]["top1"], abs=1e-4)
     print(f"default run: {seconds:.0f} s, test top-1 {run['test']['top1']:.4f}")
 
 
@@ -65,7 +87,7 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
     import keras_resnet  # noqa: F401  (registers the blocks)
     from keras_resnet import data, preprocessing
 
-    _, run_dir, _ = default_run
+    _, _, run_dir, _ = default_run
     assert _epochs(run_dir) == list(range(DEFAULT_RUN_EPOCHS))
     with open(os.path.join(run_dir, "training_curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -90,23 +112,30 @@ def test_run_directory_holds_model_history_plot_logs_and_config(default_run):
 
 
 @pytest.mark.slow
-def test_evaluate_command_single_and_ten_crop(default_run, capsys):
-    _, run_dir, _ = default_run
+def test_evaluate_command_single_and_ten_crop(default_run, capsys, monkeypatch):
+    """In-process (``cli.main``, what the console script calls: no second TensorFlow start)."""
+    from keras_resnet import evaluation
+    from keras_resnet.cli import main
+
+    _, _, run_dir, _ = default_run
     model = os.path.join(run_dir, "model.keras")
-    single = _run("evaluate", model, "--dataset", "digits")
-    assert single.returncode == 0, single.stderr[-2000:]
+    assert main(["evaluate", model, "--dataset", "digits"]) == 0
     with open(os.path.join(run_dir, "run.json")) as f:
         top1 = json.load(f)["test"]["top1"]
-    assert f"top-1 error {1 - top1:.2%}" in single.stdout
-    from keras_resnet.cli import main  # the same command in-process: no second TensorFlow start
+    assert f"top-1 error {1 - top1:.2%}" in capsys.readouterr().out
+    # What the command prints is the 10-crop evaluation of that model (deterministic: no bound
+    # inside the run-to-run spread of a trained model's accuracy), as the command computed it.
+    evaluated, evaluate = [], evaluation.evaluate
 
+    def spy(*args, **kwargs):
+        evaluated.append((args, kwargs, evaluate(*args, **kwargs)))
+        return evaluated[-1][2]
+
+    monkeypatch.setattr(evaluation, "evaluate", spy)
     assert main(["evaluate", model, "--dataset", "digits", "--ten-crop"]) == 0
     printed = capsys.readouterr().out
-    # What the command prints is the 10-crop evaluation of that model, computed here the same
-    # way (deterministic: no bound inside the run-to-run spread of a trained model's accuracy).
-    from keras_resnet import evaluation
-
-    ten_crop = evaluation.evaluate(model, "digits", ten_crop=True)
+    [(args, kwargs, ten_crop)] = evaluated
+    assert args[:2] == (model, "digits") and kwargs["ten_crop"] is True
     assert f"top-1 error {1 - ten_crop['top1']:.2%}" in printed
     assert 1 - ten_crop["top1"] < 0.5  # a trained model, far from chance (90% error)
 
@@ -128,10 +157,11 @@ def _files_matching(folder, predicate):
     return found
 
 
-def _kill_when(command, seen, near=lambda: True, timeout=300):
+def _kill_when(command, seen, near=lambda: True, timeout=300, stdout=subprocess.DEVNULL):
     """Start ``command``, SIGKILL it as soon as ``seen()`` is true: polled without sleeping
     once ``near()`` is (a moment that lasts milliseconds), every 20 ms before."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # lines kept at a kill
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and process.poll() is None:
@@ -154,19 +184,19 @@ def _state_epoch(run_dir):
         return 0
 
 
+def _epoch_lines(output):
+    return [line.split(" - ")[0] for line in output.splitlines() if line.startswith("epoch ")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kills", [("backup_write",), ("after_last_epoch", "export_write")],
-                         ids=["backup_write", "after_last_epoch-then-export_write"])
-def test_a_kill_at_any_moment_loses_nothing(tmp_path, kills):
-    """SIGKILL at a chosen moment (after the last epoch: then the rerun killed again, while
-    its export is written), then the same command again: it resumes from the backup and ends
-    with what an uninterrupted run leaves, whole files only."""
-    run_dir = tmp_path / "run"
-    mid_run = kills == ("backup_write",)
-    epochs = 3 if mid_run else 2  # a kill mid-run needs epochs on both sides
-    # Mid-run, the export at the end is skipped: the other case's resumed run checks it.
+def test_a_kill_at_any_moment_loses_nothing(tmp_path):
+    """SIGKILL at each chosen moment of one run, the same command rerun after each kill: mid-run
+    (a backup being written), after the last epoch, while the export is written. Each rerun
+    resumes from the backup; the last one ends with what an uninterrupted run leaves, whole
+    files only."""
+    run_dir, epochs = tmp_path / "run", 3  # a kill mid-run needs epochs on both sides
     command = ["keras-resnet", "train", "--model", "resnet8", "--epochs", str(epochs),
-               "--output-dir", str(run_dir), *(["--no-export"] if mid_run else [])]
+               "--output-dir", str(run_dir)]
     moments = {
         # mid-training: a temporary backup file being written after epoch 1 (else just after
         # a backup landed)
@@ -182,25 +212,29 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, kills):
         "after_last_epoch": lambda: False,  # the backup stays: a poll every 20 ms finds it
         "export_write": lambda: (run_dir / "export").exists(),
     }
-    for moment in kills:
-        _kill_when(command, moments[moment], near[moment])
-        assert not (run_dir / "run.json").exists(), moment
-    done = _state_epoch(run_dir)
-    assert done >= 1
-    if mid_run:
-        assert done < epochs, "the kill must land mid-run"
+    _kill_when(command, moments["backup_write"], near["backup_write"])
+    mid_run = _state_epoch(run_dir)
+    assert 1 <= mid_run < epochs, "the kill must land mid-run"
+    with open(tmp_path / "resumed.txt", "w") as printed:  # the rerun's lines up to its kill
+        _kill_when(command, moments["after_last_epoch"], near["after_last_epoch"], stdout=printed)
+    resumed = (tmp_path / "resumed.txt").read_text()
+    assert not (run_dir / "run.json").exists()  # killed before the run's end
+    assert f"Resuming from the backup in {run_dir / 'backup'}: {mid_run} of {epochs} epochs done." in resumed
+    # The epochs left, each on one line (the output is a pipe); the kill may come between the
+    # last epoch's backup and its line.
+    left = [f"epoch {e}/{epochs}" for e in range(mid_run + 1, epochs + 1)]
+    assert _epoch_lines(resumed) in (left, left[:-1]), resumed
+    _kill_when(command, moments["export_write"], near["export_write"])
+    assert not (run_dir / "run.json").exists()
+    assert _state_epoch(run_dir) == epochs
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resuming from the backup in {run_dir / 'backup'}: {done} of {epochs} epochs done." in result.stdout
+    assert f"Resuming from the backup in {run_dir / 'backup'}: {epochs} of {epochs} epochs done." in result.stdout
+    assert _epoch_lines(result.stdout) == []  # killed after the last epoch: no training again
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["resumed_from_epoch"] == done
+    assert run["resumed_from_epoch"] == epochs
     assert len(run["history"]) == epochs and sorted(set(_epochs(run_dir))) == list(range(epochs))
-    if not mid_run:  # killed after the last epoch: no training again
-        assert done == epochs and f"epoch 1/{epochs} - " not in result.stdout
-    else:  # the epochs left, each on one line (the output is a pipe)
-        assert [line.split(" - ")[0] for line in result.stdout.splitlines()
-                if line.startswith("epoch ")] == [f"epoch {e}/{epochs}" for e in range(done + 1, epochs + 1)]
     # The step schedule continues where it was, as in an uninterrupted run: 40 steps an epoch,
     # the rate (0.1 x 32 / 128) divided by 10 at 50% and 75% of the steps; history holds each
     # epoch's rate at its last step.
@@ -208,22 +242,18 @@ def test_a_kill_at_any_moment_loses_nothing(tmp_path, kills):
     expected = [0.025 * 0.1 ** sum(40 * (e + 1) - 1 >= m for m in milestones) for e in range(epochs)]
     rates = [float(row["learning_rate"]) for row in run["history"]]
     np.testing.assert_allclose(rates, expected, rtol=1e-5)
-    _assert_whole_files(run_dir, exported=not mid_run)
+    _assert_whole_files(run_dir)
 
 
-def _assert_whole_files(run_dir, exported):
+def _assert_whole_files(run_dir):
     """Whole files only in a finished ``run_dir``: no temporaries, no backup, a model that
-    loads and, if ``exported``, one export version that gives the model's probabilities."""
+    loads and one export version that gives the model's probabilities."""
     assert not _files_matching(run_dir, lambda n: ".tmp" in n)
     assert not (run_dir / "backup").exists()  # a finished run removes its backup
     import keras_resnet
 
     model = keras_resnet.load_model(str(run_dir / "model.keras"))
     images = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
-    if not exported:
-        assert not (run_dir / "export").exists()
-        assert np.all(np.isfinite(model.predict(images, verbose=0)))
-        return
     assert sorted(os.listdir(run_dir / "export" / "resnet8")) == ["1", "tflite"]
     import tensorflow as tf
 
@@ -415,52 +445,3 @@ def test_train_help_states_the_default_epochs_and_batch_sizes_the_runs_use(capsy
         assert f"others {OTHER_RUN_DEFAULTS[field]};" in helps[flag], helps
         assert helps[flag].endswith(f"fine-tuning (--weights) {FINE_TUNE_DEFAULTS[field]}"), helps
     assert helps["--head-epochs"].endswith(f"default {FINE_TUNE_DEFAULTS['head_epochs']}"), helps
-
-
-def test_weight_decay_with_weights_is_in_the_fine_tuning_configuration():
-    from keras_resnet.cli import build_parser
-    from keras_resnet.commands import train_config
-    from keras_resnet.train.config import resolve
-
-    args = build_parser().parse_args(["train", "--weights", "w.keras", "--weight-decay", "3e-4"])
-    config = resolve(train_config(args))
-    assert config.fine_tune.weights == "w.keras" and config.recipe.recipe == "imagenet"
-    assert config.recipe.weight_decay == 3e-4 and config.to_dict()["recipe"]["weight_decay"] == 3e-4
-
-
-@pytest.mark.slow
-def test_weight_decay_reaches_every_fine_tuning_phase_and_run_json(tmp_path, monkeypatch):
-    import keras
-
-    import keras_resnet
-    from keras_resnet.cli import build_parser
-    from keras_resnet.commands import train_config
-    from keras_resnet.train import flow
-
-    keras_resnet.save_model(keras_resnet.get_model("resnet8"), str(tmp_path / "source.keras"))
-    args = build_parser().parse_args([
-        "train", "--model", "resnet8", "--weights", str(tmp_path / "source.keras"),
-        "--weight-decay", "3e-4", "--epochs", "2", "--head-epochs", "1", "--unfreeze", "conv4",
-        "--output-dir", str(tmp_path / "run"), "--no-export"])
-    config = train_config(args)
-    assert config.fine_tune is not None and config.recipe.weight_decay == 3e-4
-    compiled, compile_model = [], flow.compile_model
-
-    def spy(model, recipe, *positional, **options):
-        model = compile_model(model, recipe, *positional, **options)
-        compiled.append({v.path: v.regularizer for v in model.trainable_weights
-                         if v.path.endswith("kernel")})
-        return model
-
-    monkeypatch.setattr(flow, "compile_model", spy)
-    flow.run(config)
-    head, backbone = compiled
-    assert set(head) == {"predictions/kernel"} and len(backbone) == 3  # conv4_block1's two convs
-    for kernels in compiled:
-        for path, regularizer in kernels.items():  # L2(decay / 2): gradient decay * w
-            assert isinstance(regularizer, keras.regularizers.L2), path
-            assert regularizer.l2 == pytest.approx(1.5e-4), path
-    with open(tmp_path / "run" / "run.json") as f:
-        run = json.load(f)
-    assert run["config"]["recipe"]["weight_decay"] == 3e-4 and run["recipe"]["weight_decay"] == 3e-4
-    assert run["head_epochs"] == 1 and run["epochs"] == 2

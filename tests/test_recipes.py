@@ -433,7 +433,7 @@ def test_training_crops_follow_the_recipe_and_evaluation_the_model():
 def test_train_with_a_modern_recipe_records_it_and_saves_the_ema_model_at_its_input_size(tmp_path, capsys):
     from keras_resnet.cli import main  # in-process: the console script calls the same main
 
-    code = main(["train", "--model", "resnet8", "--recipe", "rsb_a2", "--epochs", "2",
+    code = main(["train", "--model", "resnet8", "--recipe", "rsb_a2", "--epochs", "1",
                  "--set", "mixup_alpha=0.3", "--set", "train_size_fraction=0.75", "--no-export",
                  "--output-dir", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err[-2000:]

@@ -1,4 +1,5 @@
-"""End-to-end runs in the library: train and fine_tune (the command line's are in test_cli)."""
+"""End-to-end runs in the library: train and fine_tune, and the fine-tuning configuration that
+`keras-resnet train --weights` builds (the command line's runs are in test_cli)."""
 
 import json
 import os
@@ -189,3 +190,53 @@ def test_a_segmentation_run_loads_at_the_image_size_asked(tmp_path):
     assert images.shape == (2, 48, 48, 3) and masks.shape == (2, 48, 48)
     default, _ = load_splits(str(tmp_path), 2, **options)  # torchvision's crop for large images
     assert default.info.image_shape == (480, 480, 3)
+
+
+def test_weight_decay_with_weights_is_in_the_fine_tuning_configuration():
+    from keras_resnet.cli import build_parser
+    from keras_resnet.commands import train_config
+    from keras_resnet.train.config import resolve
+
+    args = build_parser().parse_args(["train", "--weights", "w.keras", "--weight-decay", "3e-4"])
+    config = resolve(train_config(args))
+    assert config.fine_tune.weights == "w.keras" and config.recipe.recipe == "imagenet"
+    assert config.recipe.weight_decay == 3e-4 and config.to_dict()["recipe"]["weight_decay"] == 3e-4
+
+
+@pytest.mark.slow
+def test_weight_decay_reaches_every_fine_tuning_phase_and_run_json(tmp_path, monkeypatch):
+    import keras
+
+    import keras_resnet
+    from keras_resnet.cli import build_parser
+    from keras_resnet.commands import train_config
+    from keras_resnet.train import flow
+
+    keras_resnet.save_model(keras_resnet.get_model("resnet8"), str(tmp_path / "source.keras"))
+    args = build_parser().parse_args([
+        "train", "--model", "resnet8", "--weights", str(tmp_path / "source.keras"),
+        "--weight-decay", "3e-4", "--epochs", "2", "--head-epochs", "1", "--unfreeze", "conv4",
+        "--output-dir", str(tmp_path / "run"), "--no-export"])
+    config = train_config(args)
+    assert config.fine_tune is not None and config.recipe.weight_decay == 3e-4
+    compiled, compile_model = [], flow.compile_model
+
+    def spy(model, recipe, *positional, **options):
+        model = compile_model(model, recipe, *positional, **options)
+        compiled.append({v.path: v.regularizer for v in model.trainable_weights
+                         if v.path.endswith("kernel")})
+        return model
+
+    monkeypatch.setattr(flow, "compile_model", spy)
+    flow.run(config)
+    head, backbone = compiled
+    assert set(head) == {"predictions/kernel"} and len(backbone) == 3  # conv4_block1's two convs
+    for kernels in compiled:
+        for path, regularizer in kernels.items():  # L2(decay / 2): gradient decay * w
+            assert isinstance(regularizer, keras.regularizers.L2), path
+            assert regularizer.l2 == pytest.approx(1.5e-4), path
+    with open(tmp_path / "run" / "run.json") as f:
+        run = json.load(f)
+    assert run["config"]["recipe"]["weight_decay"] == 3e-4 and run["recipe"]["weight_decay"] == 3e-4
+    assert run["head_epochs"] == 1 and run["epochs"] == 2
+    assert not (tmp_path / "run" / "export").exists()  # --no-export: the run ends at its save

@@ -15,9 +15,10 @@ from keras_resnet.models import get_model
 
 # A search small enough for a test: the shallowest CIFAR nets, one batch size, 2-epoch budgets.
 TINY = tuning.SearchSpace(cifar_depths=(8, 14), width_multipliers=(0.5,), batch_sizes=(64,))
-# Trials per tuner: Bayesian optimisation samples at random until it has points to model, so
-# two of its trials show it running; random and Hyperband get three.
-TRIALS = {"random": 3, "hyperband": 3, "bayesian": 2}
+# Trials per tuner: Hyperband's three (factor 2, budgets of 1 and 2 epochs) continue a trial
+# with more epochs; two trials show random search and Bayesian optimisation (which samples at
+# random until it has points to model) running and ranked.
+TRIALS = {"random": 2, "hyperband": 3, "bayesian": 2}
 
 
 def _csv_rows(path):
@@ -25,19 +26,49 @@ def _csv_rows(path):
         return list(csv.DictReader(f))
 
 
+# The Hyperband search as `keras-resnet tune` runs it (in-process: the console script calls the
+# same main), flag for flag the search space TINY and the other tuners' budgets.
+TUNE_COMMAND = ["tune", "--dataset", "digits", "--tuner", "hyperband", "--max-trials", str(TRIALS["hyperband"]),
+                "--max-epochs", "2", "--hyperband-factor", "2", "--cifar-depths", "8,14",
+                "--width-multipliers", "0.5", "--batch-sizes", "64"]
+
+
+def _tune_command(output_dir):
+    """Run TUNE_COMMAND into ``output_dir``: (exit status, what it printed, what its
+    ``tuning.tune`` returned)."""
+    import contextlib
+    import io
+
+    from keras_resnet.cli import main
+
+    returned, printed, real = {}, io.StringIO(), tuning.tune
+
+    def spy(*args, **kwargs):
+        returned.update(real(*args, **kwargs))
+        return returned
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(tuning, "tune", spy)
+        code = main([*TUNE_COMMAND, "--output-dir", output_dir])
+    return code, printed.getvalue(), returned
+
+
 @pytest.fixture(scope="session")
 def searches(tmp_path_factory):
-    """One tiny real search on digits with each tuner."""
+    """One tiny real search on digits with each tuner (Hyperband's by the tune command)."""
     root = tmp_path_factory.mktemp("tuning")
     results = {}
     for name in tuning.TUNERS:
         keras.config.set_dtype_policy("float32")
+        if name == "hyperband":
+            code, printed, results[name] = _tune_command(str(root / name))
+            results[name].update(command_exit=code, command_output=printed)
+            continue
         results[name] = tuning.tune(
             "digits", name, output_dir=str(root / name), max_trials=TRIALS[name], max_epochs=2,
             hyperband_factor=2, search_space=TINY, verbose=0,
         )
     return results
-
 
 
 @pytest.mark.slow
@@ -97,15 +128,16 @@ def test_a_search_resumes_in_the_same_project(searches, tmp_path):
     output_dir = str(tmp_path / "random")
     shutil.copytree(first["output_dir"], output_dir)
     before = {row["trial"]: row for row in first["results"]}
-    resumed = tuning.tune("digits", "random", output_dir=output_dir, max_trials=4, max_epochs=2,
+    more = TRIALS["random"] + 1
+    resumed = tuning.tune("digits", "random", output_dir=output_dir, max_trials=more, max_epochs=2,
                           search_space=TINY, verbose=0)
     after = {row["trial"]: row for row in resumed["results"]}
-    assert len(after) == 4 and set(before) < set(after)
+    assert len(after) == more and set(before) < set(after)
     for trial, row in before.items():  # the earlier trials were kept, not run again
         assert after[trial]["val_top1"] == row["val_top1"]
         assert after[trial]["learning_rate"] == row["learning_rate"]
     with open(os.path.join(output_dir, "tuner", "oracle.json")) as f:
-        assert len(json.load(f)["start_order"]) == 4
+        assert len(json.load(f)["start_order"]) == more
 
 
 def test_hypermodel_builds_what_the_hyperparameters_say():
@@ -172,19 +204,20 @@ def test_unknown_tuner_and_budgets_are_refused():
 
 
 @pytest.mark.slow
-def test_tune_command_writes_results_and_a_model_that_export_accepts(tmp_path, capsys):
-    """The console script in-process (``cli.main``); keras-tuner is imported by `tune` alone."""
+def test_tune_command_writes_results_and_a_model_that_export_accepts(searches, tmp_path):
+    """The tune command's search (the Hyperband one of ``searches``); keras-tuner is imported
+    by `tune` alone."""
     from keras_resnet.cli import main
 
-    out = tmp_path / "search"
-    assert main(["tune", "--dataset", "digits", "--tuner", "hyperband", "--max-trials", "2",
-                 "--max-epochs", "2", "--hyperband-factor", "2", "--cifar-depths", "8",
-                 "--width-multipliers", "0.5", "--batch-sizes", "64", "--output-dir", str(out)]) == 0
-    rows = _csv_rows(out / "results.csv")
-    assert len(rows) == 2 and f"val_top1 {float(rows[0]['val_top1']):.4f}" in capsys.readouterr().out
-    assert main(["export", str(out / "best.keras"), "--format", "saved_model",
+    result = searches["hyperband"]
+    assert result["command_exit"] == 0, result["command_output"][-2000:]
+    rows = _csv_rows(os.path.join(result["output_dir"], "results.csv"))
+    assert len(rows) == TRIALS["hyperband"]
+    assert f"val_top1 {float(rows[0]['val_top1']):.4f}" in result["command_output"]
+    assert main(["export", result["best_model"], "--format", "saved_model",
                  "--output-dir", str(tmp_path / "exports")]) == 0
-    assert os.path.isfile(tmp_path / "exports" / "resnet8" / "1" / "saved_model.pb")
+    model = f"resnet{result['best']['cifar_depth']}"
+    assert os.path.isfile(tmp_path / "exports" / model / "1" / "saved_model.pb")
 
 
 @pytest.mark.parametrize(
