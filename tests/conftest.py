@@ -13,8 +13,6 @@ import functools
 import json
 import os
 import pathlib
-import subprocess
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -223,19 +221,3 @@ def tiny_run(shared_dir):
 
     _, made = made_once(shared_dir, "tiny_run", make)
     return made["run_dir"], made
-
-
-# The README's main job is `keras-resnet train` with no flags (40 epochs, 98.1% test top-1 with
-# the default seed, minutes on 2 cores). The suite runs it with every default but a fifth of the
-# epochs: the same code path from command line to export, in a time a test suite can afford.
-DEFAULT_RUN_EPOCHS = 8
-
-
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    """`keras-resnet train --epochs 8`: the main job's defaults in all else."""
-    cwd = tmp_path_factory.mktemp("default")
-    started = time.time()
-    result = subprocess.run(["keras-resnet", "train", "--epochs", str(DEFAULT_RUN_EPOCHS)],
-                            capture_output=True, text=True, timeout=900, cwd=cwd)
-    return result, os.path.join(cwd, "runs", "resnet20-digits"), time.time() - started
