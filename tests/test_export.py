@@ -2,7 +2,9 @@
 runtimes' files (TFLite, ONNX, OpenVINO), their parity, quantization and ``predict`` on each
 with ``pytest --all``."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -52,17 +54,30 @@ def raw_digits():
     return np.clip(np.round(raw), 0, 255).astype(np.uint8), labels[index]
 
 
-def _export_run(run_dir, folder, quantizations):
-    result = export.export_run(run_dir, str(folder), export.FORMATS, quantizations)
-    # The files as exported; on a CPU with native bfloat16 the report adds OpenVINO bfloat16 rows.
-    result["rows"] = {row["file"]: row for row in result["parity"] if row["precision"] == "float32"}
-    return result
-
-
 @pytest.fixture(scope="session")
 def quantized(trained, tmp_path_factory):
-    """`export_run` to every format, every quantization (int8 calibration: `pytest --all`)."""
-    return _export_run(trained[2], tmp_path_factory.mktemp("quantized"), ALL_QUANTIZATIONS)
+    """`keras-resnet export` (in this process: ``cli.main``, what the console script calls) of
+    the trained run to every format, every quantization (int8 calibration: `pytest --all`):
+    ``export_run``'s result as the command got it, with ``rows`` (its float32 parity rows by
+    file), ``folder`` and ``printed`` (what the command printed)."""
+    folder = tmp_path_factory.mktemp("quantized")
+    results, export_run = [], export.export_run
+
+    def recording(*args, **kwargs):  # the command's own call, its result kept for the tests
+        results.append(export_run(*args, **kwargs))
+        return results[-1]
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(export, "export_run", recording)
+        code = cli.main(["export", trained[2], "--format", ",".join(export.FORMATS), "--quantize",
+                         ",".join(q or "float32" for q in ALL_QUANTIZATIONS),
+                         "--output-dir", str(folder)])
+    assert code == 0 and len(results) == 1, printed.getvalue()[-2000:]
+    result = results[0]
+    # The files as exported; on a CPU with native bfloat16 the report adds OpenVINO bfloat16 rows.
+    result["rows"] = {row["file"]: row for row in result["parity"] if row["precision"] == "float32"}
+    return {**result, "folder": folder, "printed": printed.getvalue()}
 
 
 @pytest.fixture(scope="session")
@@ -201,19 +216,10 @@ def test_an_export_grad_cam_cannot_read_has_no_grad_cam_signature(tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_model_cli_lists_the_signatures(trained):
-    model, _, run_dir = trained
-    path = os.path.join(run_dir, "export", model.name, "1")
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    for signature in ("serving_default", "serving_images", "serving_bytes", "grad_cam"):
-        assert f"signature_def['{signature}']" in result.stdout
-    assert "top_k_labels" in result.stdout and "DT_STRING" in result.stdout
-
-
-@pytest.mark.slow
 def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_digits, tmp_path):
+    """A fresh interpreter that cannot import keras_resnet loads the run's SavedModel and gets
+    the Keras model's predictions; then TensorFlow's ``saved_model_cli`` (its console script's
+    ``main``, in that interpreter) lists its signatures."""
     model, _, run_dir = trained
     path = os.path.join(run_dir, "export", model.name, "1")
     raw, labels = raw_digits
@@ -229,13 +235,19 @@ def test_saved_model_loads_where_keras_resnet_cannot_be_imported(trained, raw_di
         loaded = tf.saved_model.load({path!r})
         raw = np.load({str(tmp_path / 'raw.npy')!r})
         out = loaded.signatures["serving_images"](images=tf.constant(raw))
-        print("TOP1", ",".join(str(i) for i in out["top_k_indices"].numpy()[:, 0]))
+        print("TOP1", ",".join(str(i) for i in out["top_k_indices"].numpy()[:, 0]), flush=True)
         assert "keras_resnet" not in sys.modules
+        from tensorflow.python.tools.saved_model_cli import main
+        sys.argv = ["saved_model_cli", "show", "--dir", {path!r}, "--all"]
+        main()
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    predicted = [int(i) for i in result.stdout.split("TOP1 ")[1].split(",")]
+    predicted = [int(i) for i in result.stdout.split("TOP1 ")[1].split()[0].split(",")]
+    for signature in ("serving_default", "serving_images", "serving_bytes", "grad_cam"):
+        assert f"signature_def['{signature}']" in result.stdout
+    assert "top_k_labels" in result.stdout and "DT_STRING" in result.stdout
     # Exactly the Keras model's predictions (the model is 95% accurate on the whole test split).
     model, preprocessing, _ = trained
     expected = model.predict(data.preprocess(raw, preprocessing).numpy(), verbose=0).argmax(axis=1)
@@ -343,8 +355,10 @@ FRESH_RUNTIME = textwrap.dedent("""
 @pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 @pytest.mark.parametrize("quantization", ["float32", pytest.param("int8", marks=pytest.mark.slow)])
-def test_runtime_file_runs_in_a_fresh_process(trained, request, raw_digits, tmp_path, fmt, quantization):
-    exported = request.getfixturevalue("exported" if quantization == "float32" else "quantized")
+def test_runtime_file_runs_in_a_fresh_process(trained, quantized, raw_digits, tmp_path, fmt, quantization):
+    # `quantized` named here, not fetched by name: the schedule then runs this test in that
+    # fixture's unit, on the worker that made it, rather than making it again on the other.
+    exported = quantized
     model, preprocessing, _ = trained
     raw, labels = raw_digits
     expected = model.predict(data.preprocess(raw, preprocessing).numpy(), verbose=0)
@@ -489,17 +503,17 @@ def test_open_runner_names_what_is_wrong(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_command_writes_exports_and_prints_parity(trained, tmp_path, capsys):
-    # In this process: the `keras-resnet` script itself runs in a shell in test_cli's
-    # test_a_user_mistake_in_a_shell_is_one_line_on_stderr.
-    model, _, run_dir = trained
-    assert cli.main(["export", run_dir, "--format", "saved_model,tflite,onnx", "--quantize", "int8",
-                     "--output-dir", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
-    assert os.path.exists(tmp_path / model.name / "1" / "saved_model.pb")
-    assert f"SavedModel: {tmp_path / model.name / '1'}" in printed
-    rows = {line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("model_")}
-    assert set(rows) == {"model_float32.tflite", "model_int8.tflite", "model_float32.onnx", "model_int8.onnx"}
+def test_export_command_writes_exports_and_prints_parity(trained, quantized):
+    # The command of the `quantized` fixture, in this process: the `keras-resnet` script itself
+    # runs in a shell in test_cli's test_a_user_mistake_in_a_shell_is_one_line_on_stderr.
+    model, folder, printed = trained[0], quantized["folder"], quantized["printed"]
+    assert os.path.exists(folder / model.name / "1" / "saved_model.pb")
+    assert f"SavedModel: {folder / model.name / '1'}" in printed
+    rows = {line.split()[0]: line.split() for line in printed.splitlines()
+            if line.startswith("model_") and not line.endswith("bfloat16")}
+    assert set(rows) == {f"model_{q or 'float32'}{export.SUFFIXES[fmt]}"
+                         for fmt in ("tflite", "onnx", "openvino") for q in ALL_QUANTIZATIONS
+                         if fmt == "tflite" or q in (None, "int8")}
     assert float(rows["model_float32.tflite"][1]) <= 1e-4
     assert float(rows["model_float32.onnx"][1]) <= 1e-5
     assert float(rows["model_int8.tflite"][2].rstrip("%")) >= 98.0
