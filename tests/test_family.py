@@ -5,7 +5,6 @@ checked live in tests/test_weights.py), and each named constructor through the h
 (tests/test_constructors.py).
 """
 
-import contextlib
 import dataclasses
 import glob
 import os
@@ -18,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import keras_resnet
-from harness import preact_cifar_params, relative_difference, torch_python
+from harness import preact_cifar_params, relative_difference, shapes_only, torch_python
 from keras_resnet import architectures
 from keras_resnet.architectures import (
     DEEP_STEM,
@@ -213,18 +212,6 @@ def test_every_family_member_has_a_constructor_and_a_command_line_name():
     for name, constructor in FAMILY_CONSTRUCTORS.items():
         assert getattr(keras_resnet, constructor.__name__) is constructor
         assert parse_model_name(name)[0] == family_architecture(name).family
-
-
-@contextlib.contextmanager
-def shapes_only():
-    """Models built inside get variables with shapes and no values (Keras defers them in a
-    stateless scope): for counts, which read shapes only. Keras' state is cleared after, which
-    also drops the variables left without values."""
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            yield
-    finally:
-        keras.backend.clear_session()
 
 
 # torchvision's num_params, timm.create_model's and keras.applications' trainable weights
