@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
+from harness import shapes_only
 from keras_resnet import architectures, builder, features, models
 from keras_resnet.errors import InvalidArgument, UserError
 from keras_resnet.summary import PAPER_FIGURES, count_multiply_adds, count_trainable_params
@@ -42,8 +43,9 @@ def test_resnet50_takes_se_and_average_pool_shortcuts_as_keywords():
     ({"preactivation": True, "downsample_in": "last", "stride_position": "3x3"}, "resnet50v2"),
 ])
 def test_keywords_reach_the_family_s_published_parameter_counts(options, reference):
-    model = keras_resnet.ResNet50(**options)
-    assert count_trainable_params(model) == PAPER_FIGURES[reference]["params"]
+    with shapes_only():  # a count reads shapes only
+        model = keras_resnet.ResNet50(**options)
+        assert count_trainable_params(model) == PAPER_FIGURES[reference]["params"]
 
 
 def test_a_deep_stem_and_the_keywords_of_every_kind_of_constructor():
