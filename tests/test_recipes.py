@@ -379,7 +379,8 @@ def test_auto_augment_rotates_translates_and_posterizes_as_far_as_its_source_and
 def _seed_draws(augment, count):
     seeds = tf.stack([tf.range(count), tf.zeros([count], tf.int32)], 1)
     signature = {"ops": tf.int32, "applied": tf.bool, "levels": tf.float32, "signs": tf.float32}
-    draws = tf.map_fn(augment.draws, seeds, fn_output_signature=signature)
+    # In a graph: a while loop, where eager map_fn would run the draws op by op per seed.
+    draws = tf.function(lambda s: tf.map_fn(augment.draws, s, fn_output_signature=signature))(seeds)
     return {key: value.numpy() for key, value in draws.items()}
 
 
@@ -402,8 +403,9 @@ def test_auto_augment_applies_the_ops_its_seed_picks_in_order():
         "auto_contrast", tf.floor(image + 0.5), 0.0), 0.0)
     np.testing.assert_array_equal(augment(image, tf.constant([seed, 0])).numpy(),
                                   expected.numpy())
+    traced = tf.function(augment)  # one trace for the seeds below (the same ops as eagerly)
     for seed in range(40):
-        out = augment(image, tf.constant([seed, 0]))
+        out = traced(image, tf.constant([seed, 0]))
         assert out.shape == (16, 16, 3) and out.dtype == tf.float32
         assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
     with pytest.raises(InvalidArgument, match="auto_augment"):
