@@ -172,20 +172,17 @@ def _seeded_float32():
 @pytest.fixture(scope="session")
 def named_model():
     """Build each named model once per session: ``named_model("resnet50")``, for what reads
-    shapes only (names, counts, multiply-adds): its variables have shapes and no values (Keras
-    defers them in a stateless scope; drawing ResNet-1202's 19M random weights took most of its
-    build), and stay so: they are taken off Keras' list of variables to initialize later."""
-    from keras.src.backend.common import global_state
-
+    shapes only (names, counts, multiply-adds): its variables have shapes and no values
+    (``harness.shapes_only``: drawing ResNet-1202's 19M random weights took most of its build)."""
     import keras_resnet
+    from harness import shapes_only
 
     cache = {}
 
     def get(name):
         if name not in cache:
-            with keras.StatelessScope(initialize_variables=False):
+            with shapes_only():
                 cache[name] = keras_resnet.get_model(name)
-            global_state.set_global_attribute("uninitialized_variables", [])
         return cache[name]
 
     return get
