@@ -7,6 +7,7 @@ traceback, ``--verbose`` TensorFlow's own log lines.
 """
 
 import argparse
+import gc
 import sys
 
 from keras_resnet import commands as actions
@@ -361,6 +362,23 @@ def build_parser():
     return parser
 
 
+def _settle_imports():
+    """Import Keras and its backend, then take every object alive out of the cyclic garbage
+    collector's reach (:func:`gc.freeze`), for a process the console script owns.
+
+    TensorFlow's and Keras' modules hold about 440,000 objects that live as long as the
+    process; without this, every full collection during a run walks them all again. Measured
+    on a 2-core AVX-512 CPU, ``keras-resnet train --model resnet8 --epochs 2`` (the export
+    included), three runs each: 20.8 s of CPU against 23.3 s through ``main(argv)``, the same
+    test figures. A library call (``main(argv)`` in someone's process) leaves their collector
+    alone.
+    """
+    import keras  # noqa: F401  (after logs.quiet(): TensorFlow reads its log settings at import)
+
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv=None):
     """Entry point of the ``keras-resnet`` console script.
 
@@ -383,6 +401,8 @@ def main(argv=None):
             from keras_resnet import logs
 
             logs.quiet()
+        if argv is None:
+            _settle_imports()
         args.run(args)
         return 0
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ end (below: units of tests that share a fixture, longest first).
 import ast
 import fcntl
 import functools
+import gc
 import json
 import os
 import pathlib
@@ -148,6 +149,15 @@ def _schedule(config, items):
         return tier, _module_rank(item), unit if shared else "", index
 
     items[:] = [item for _, item in sorted(enumerate(items), key=order)]
+
+
+def pytest_collection_finish(session):
+    """Each worker, once its modules are imported: TensorFlow's, Keras' and the tests' module
+    objects out of the cyclic garbage collector's reach (``gc.freeze``, as the console script
+    does: ``keras_resnet.cli._settle_imports``). Full collections then walk what the tests
+    made, not those 440,000 objects again: measured 10% less CPU time on the model modules."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -406,6 +406,31 @@ def test_help_needs_no_tensorflow():
         assert not {"tensorflow", "keras", "jax", "torch"} & imported, sorted(imported)[:50]
 
 
+@pytest.mark.slow  # a fresh interpreter
+def test_the_console_script_freezes_its_imports_and_main_leaves_a_process_alone(capsys):
+    """The console script takes TensorFlow's and Keras' objects out of the garbage collector's
+    walks (gc.freeze) before its command runs; main(argv) in someone's process does not."""
+    import gc
+
+    from keras_resnet.cli import main
+
+    before = gc.get_freeze_count()
+    assert main(["summary", "resnet20"]) == 0 and "269,722" in capsys.readouterr().out
+    assert gc.get_freeze_count() <= before  # frozen objects freed since; none added
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import gc, sys; sys.argv = ['keras-resnet', 'summary', 'resnet20']\n"
+         "from keras_resnet.cli import main\n"
+         "frozen_at_start = gc.get_freeze_count()\n"
+         "code = main()\n"
+         "print(frozen_at_start, gc.get_freeze_count(), code)"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "269,722" in result.stdout
+    frozen_at_start, frozen, code = map(int, result.stdout.splitlines()[-1].split())
+    assert (frozen_at_start, code) == (0, 0) and frozen > 100_000, result.stdout
+
 def test_predict_reads_a_palette_bmp_as_the_same_pixels_as_a_png(tmp_path, capsys):
     """TensorFlow's BMP decoder reads 8-bit palette indices as grey levels; predict must not."""
     from PIL import Image
