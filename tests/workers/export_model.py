@@ -7,6 +7,7 @@ take GBs for a ResNet-50) is returned to the system when the process ends:
 Prints one JSON line: ``{format: parity_report(...)}`` of the loaded model and each export.
 """
 
+import gc
 import json
 import os
 import sys
@@ -17,6 +18,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_resnet import export  # noqa: E402  (also registers the layers)
+
+gc.collect()  # the imports' objects out of the collector's walks, as the console script does
+gc.freeze()
 
 model_path, inputs_path, folder, *formats = sys.argv[1:]
 model = keras.saving.load_model(model_path, safe_mode=True)

@@ -8,6 +8,7 @@ The manifest lists ``{"name", "keras", "inputs", "backends"}`` entries: a ``.ker
 layers; loading is Keras' own, in safe mode.
 """
 
+import gc
 import json
 import os
 import sys
@@ -18,6 +19,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_resnet  # noqa: E402,F401  (registers the layers)
+
+gc.collect()  # the imports' objects out of the collector's walks, as the console script does
+gc.freeze()
 
 manifest_path, out_path = sys.argv[1], sys.argv[2]
 with open(manifest_path) as f:
