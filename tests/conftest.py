@@ -3,9 +3,8 @@
 Plain ``pytest`` is the fast tier: every module with small models and data. ``pytest --all``
 (the README's test command, CI's) adds the end-to-end tests marked ``slow``: the main job's
 ``keras-resnet train``, kills and resumes, notebooks, tuner searches, multi-process strategies,
-full-size builds and exports. Two workers (three for the README's ``pytest --all -n 3``) run
-them on a schedule that keeps them busy to the end (below: units of tests that share a
-fixture, longest first).
+full-size builds and exports. Two workers run them on a schedule that keeps both busy to the
+end (below: units of tests that share a fixture, longest first).
 """
 
 import ast
@@ -27,10 +26,6 @@ def pytest_addoption(parser):
                      help="also run the end-to-end tests marked slow (the README's test command)")
 
 
-# The README's test command runs three workers on two cores: about a tenth of two workers' time
-# was idle (tests waiting on subprocesses, servers and timeouts), and a third worker fills it
-# (fresh clone: 19 min 15 s against 19 min 46 s and 19 min 50 s with two; memory at most
-# 12.7 of 24 GB). The fast tier keeps two.
 # The schedule of `pytest -n 2` (setup.cfg: `--dist loadgroup --no-loadscope-reorder`, with the
 # units below as the groups): each worker takes one unit of work at a time, in collection
 # order, and the next when it is almost done. A unit is every test of a module that shares a
