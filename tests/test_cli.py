@@ -431,6 +431,7 @@ def test_the_console_script_freezes_its_imports_and_main_leaves_a_process_alone(
     frozen_at_start, frozen, code = map(int, result.stdout.splitlines()[-1].split())
     assert (frozen_at_start, code) == (0, 0) and frozen > 100_000, result.stdout
 
+
 def test_predict_reads_a_palette_bmp_as_the_same_pixels_as_a_png(tmp_path, capsys):
     """TensorFlow's BMP decoder reads 8-bit palette indices as grey levels; predict must not."""
     from PIL import Image
