@@ -30,6 +30,7 @@ from keras_resnet.recipes import get_recipe
 from keras_resnet.saving import atomic_path, save_model, write_text
 from keras_resnet.train.callbacks import NaNError, StopOnNaN, StopOnSignal
 from keras_resnet.train.compile import compile_model
+from keras_resnet.train.replicas import AverageReplicaStatistics
 from keras_resnet.train.schedules import reduce_on_plateau
 
 keras_tuner = require("keras_tuner", "Hyperparameter search (keras_resnet.tuning)")
@@ -249,7 +250,8 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         """Train with the paper's plateau rule; a diverged trial fails instead of scoring."""
-        callbacks = list(callbacks or []) + [
+        # First: the replicas share their batch-norm statistics before the tuner's checkpoint.
+        callbacks = [AverageReplicaStatistics()] + list(callbacks or []) + [
             reduce_on_plateau(OBJECTIVE, self.plateau_patience),
             StopOnNaN(),
             StopOnSignal(),

@@ -120,6 +120,16 @@ def test_mirrored_strategy_over_two_cpus_trains_and_replicas_agree(tmp_path):
     assert all(len(values) == 2 for values in weights.values())
     for values in weights.values():
         np.testing.assert_array_equal(values[0], values[1])
+    # Per-replica batch norm (the default): Keras keeps a copy of each moving statistic per
+    # replica, and they drift apart; averaging sets every copy to their mean.
+    count = len([key for key in saved.files if key.endswith("/before0")])
+    before = [[saved[f"statistic{i}/before{r}"] for r in range(2)] for i in range(count)]
+    drifted = sum(not np.array_equal(*copies) for copies in before)
+    assert count >= 14 and drifted > 0 and int(saved["averaged"]) == drifted
+    for i, copies in enumerate(before):
+        for r in range(2):
+            np.testing.assert_allclose(saved[f"statistic{i}/after{r}"], (copies[0] + copies[1]) / 2,
+                                       rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow

@@ -110,6 +110,8 @@ def test_paper_callbacks_for_a_run_directory(tmp_path):
     assert kinds["StepSchedule"].milestones == (500, 750)
     assert {"BestCheckpoint", "RunBackup", "CSVLogger", "StopOnNaN", "TensorBoard", "WarmupUntilError"} <= set(kinds)
     assert type(callbacks[-1]).__name__ == "RunBackup"  # last: it restores the others' state
+    names = [type(c).__name__ for c in callbacks]  # replicas agree before anything saves
+    assert names.index("AverageReplicaStatistics") < names.index("BestCheckpoint")
     imagenet = {type(c).__name__ for c in training.paper_callbacks(str(tmp_path), "imagenet")}
     assert "StepSchedule" not in imagenet and "ReduceLROnPlateau" in imagenet
 

@@ -22,6 +22,7 @@ from keras_resnet.recipes import get_recipe, warmup_steps
 from keras_resnet.saving import save_model
 from keras_resnet.train.backup import RunBackup
 from keras_resnet.train.ema import ModelEMA
+from keras_resnet.train.replicas import AverageReplicaStatistics
 from keras_resnet.train.schedules import (
     LinearWarmup,
     StepSchedule,
@@ -194,16 +195,17 @@ def paper_callbacks(
         ema_steps: the run's steps, for a recipe with EMA (its decay and warm-up).
 
     Returns:
-        A list of callbacks: LinearWarmup (a step recipe with ``warmup_epochs``),
-        StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1), BestCheckpoint,
+        A list of callbacks: StopOnSignal, AverageReplicaStatistics (TensorFlow: one set of
+        batch-norm statistics across a strategy's replicas), LinearWarmup (a step recipe
+        with ``warmup_epochs``), StepSchedule (CIFAR), ReduceLROnPlateau (factor 0.1), BestCheckpoint,
         :class:`CSVLogger` (history.csv), StopOnNaN, TensorBoard, WarmupUntilError when asked, and
         RunBackup (resume with ``initial_epoch=restore_backup(model, run_dir + "/backup")``).
 
     Example:
         >>> [type(c).__name__ for c in paper_callbacks("runs/r20", "cifar", total_iterations=3000)]
         ... # doctest: +NORMALIZE_WHITESPACE
-        ['StopOnSignal', 'StepSchedule', 'ReduceLROnPlateau', 'BestCheckpoint', 'CSVLogger',
-         'StopOnNaN', 'TensorBoard', 'RunBackup']
+        ['StopOnSignal', 'AverageReplicaStatistics', 'StepSchedule', 'ReduceLROnPlateau',
+         'BestCheckpoint', 'CSVLogger', 'StopOnNaN', 'TensorBoard', 'RunBackup']
     """
     recipe = get_recipe(recipe)
     if tensorboard not in (True, False, "auto"):
@@ -214,6 +216,8 @@ def paper_callbacks(
         require("tensorflow", "TensorBoard logs (paper_callbacks(tensorboard=True))")
     os.makedirs(run_dir, exist_ok=True)
     callbacks = [StopOnSignal()]
+    if keras.backend.backend() == "tensorflow":  # before anything that validates or saves
+        callbacks.append(AverageReplicaStatistics())
     backup_dir = backup_dir or os.path.join(run_dir, "backup")
     if recipe.ema:  # first: the callbacks after it see the EMA weights at each epoch's end
         callbacks.append(ModelEMA.from_recipe(recipe, ema_steps, state_dir=backup_dir))

@@ -43,5 +43,20 @@ for i, variable in enumerate(model.weights):
     replicas = getattr(variable.value, "values", (variable.value,))
     for r, value in enumerate(replicas):
         weights[f"{i}/replica{r}"] = value.numpy()
+
+if strategy.num_replicas_in_sync > 1:  # per-replica batch norm (the default): its statistics
+    from keras_resnet.train.replicas import average_replica_statistics, moving_statistics
+
+    with strategy.scope():
+        plain = keras_resnet.CifarResNet(8)
+        training.compile_model(plain, "cifar", batch)
+    plain.fit(dataset, epochs=1, verbose=0)
+    for i, variable in enumerate(moving_statistics(plain)):
+        for r, value in enumerate(variable.value.values):
+            weights[f"statistic{i}/before{r}"] = value.numpy()
+    weights["averaged"] = np.array(average_replica_statistics(plain))
+    for i, variable in enumerate(moving_statistics(plain)):
+        for r, value in enumerate(variable.value.values):
+            weights[f"statistic{i}/after{r}"] = value.numpy()
 np.savez(out_path, replicas=strategy.num_replicas_in_sync, loss=np.array(history.history["loss"]), **weights)
 print("trained", strategy.num_replicas_in_sync, "replicas, loss", history.history["loss"])
