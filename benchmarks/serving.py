@@ -12,6 +12,7 @@ server's and ``--device`` only describes this client machine.
     python -m benchmarks.serving --device gpu --clients 32 --requests 2000
     python -m benchmarks.serving --url http://127.0.0.1:8501 --model resnet20   # a running server
     python -m benchmarks.serving --mixed --clients 64 --requests 2000   # hostile mix, server RSS
+    python -m benchmarks.serving --network resnet50 --precision bfloat16 --batch 8  # vs float32
 
 ``--mixed`` alternates good requests (the JPEG, a palette BMP) and hostile ones
 (an animated GIF of 600 4096x4096 frames, eight 4096x4096 PNGs in one request, JSON nested
@@ -140,19 +141,23 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def export_resnet20(export_dir, name):
-    """Export an untrained ResNet-20 (speed does not depend on the weights)."""
+NETWORKS = {"resnet20": {"classes": 10}, "resnet50": {"classes": 1000}}
+
+
+def export_network(export_dir, name, network="resnet20"):
+    """Export an untrained ``network`` (speed does not depend on the weights): ResNet-20 at
+    32x32, or ResNet-50 at 224x224, where bfloat16 pays."""
     import keras_resnet
     from keras_resnet import export
 
-    model = keras_resnet.ResNet20(weights=None, classes=10)
+    model = keras_resnet.get_model(network, weights=None, **NETWORKS[network])
     return export.export_saved_model(model, export_dir, model_name=name, version=1)
 
 
-def start_server(export_dir, name, port, timeout):
+def start_server(export_dir, name, port, timeout, precision="auto"):
     """``keras_resnet.serving.serve`` in a subprocess; returns it once the model answers."""
     code = (f"from keras_resnet.serving import serve; serve({export_dir!r}, port={port}, "
-            f"max_request_bytes={MAX_REQUEST_BYTES})")
+            f"max_request_bytes={MAX_REQUEST_BYTES}, precision={precision!r})")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -221,15 +226,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     report.add_common_arguments(parser, "serving.json")
     parser.add_argument("--url", help="a running server (default: start one on 127.0.0.1)")
-    parser.add_argument("--model", default="resnet20", help="model name on the server")
+    parser.add_argument("--model", default=None,
+                        help="model name on the server (default: the --network's name)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     parser.add_argument("--requests", type=int, default=200, help="stop after this many requests")
     parser.add_argument("--seconds", type=float, default=60, help="stop after this many seconds")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--warmup", type=int, default=4, help="requests sent before timing")
+    parser.add_argument("--network", default="resnet20", choices=sorted(NETWORKS),
+                        help="the network exported and served without --url")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the started server's arithmetic (bfloat16: TensorFlow's oneDNN "
+                             "rewrite, on CPUs that multiply bfloat16 natively)")
     parser.add_argument("--mixed", action="store_true",
                         help="rotate through good and hostile requests; sample the server's RSS")
     args = parser.parse_args()
+    args.model = args.model or args.network
     for name in ("clients", "requests", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1; got {getattr(args, name)}")
@@ -252,9 +264,10 @@ def main():
         url = args.url
         if url is None:
             tmp = tempfile.TemporaryDirectory()
-            export_resnet20(tmp.name, args.model)
+            export_network(tmp.name, args.model, args.network)
             port = free_port()
-            process = start_server(tmp.name, args.model, port, timeout=120)
+            process = start_server(tmp.name, args.model, port, timeout=120,
+                                   precision=args.precision)
             url = f"http://127.0.0.1:{port}"
         url = url.rstrip("/")
         _, warm_errors, _ = drive(url, good, 1, args.warmup, args.seconds)
@@ -283,6 +296,8 @@ def main():
     if not latencies:
         raise SystemExit(f"No request succeeded; first error: {errors[0] if errors else 'none sent'}")
     result = {
+        "network": None if args.url else args.network,
+        "precision": None if args.url else args.precision,
         "mixed": args.mixed,
         "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
         "server_alive": alive,

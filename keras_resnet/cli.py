@@ -250,8 +250,9 @@ def _add_evaluate_export_predict(commands):
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (>= 1)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
-                         help="bfloat16 where the runtime (OpenVINO) and the CPU have it and the "
-                              "export measured it to agree; float32 otherwise (default: auto)")
+                         help="bfloat16 where the runtime (OpenVINO, TensorFlow for a SavedModel) "
+                              "and the CPU have it and the export measured it to agree and to run "
+                              "faster; float32 otherwise (default: auto)")
     predict.add_argument("--embeddings", metavar="OUT.npy",
                          help="write the images' embeddings (pooled features) to OUT.npy instead")
     predict.add_argument("--explain", metavar="DIR",
@@ -355,6 +356,10 @@ def build_parser():
     serve.add_argument("export_dir")
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                       help="bfloat16 (TensorFlow's oneDNN rewrite) where the CPU has it and the "
+                            "export measured it to agree and to run faster; float32 otherwise "
+                            "(default: auto)")
     serve.set_defaults(run=actions.serve)
     weights = commands.add_parser("weights", help="the pretrained weight sets of a model")
     weights.add_argument("model", nargs="?", default=None, help="e.g. resnet50 (default: all)")

@@ -308,7 +308,7 @@ def predict(args):
 def serve(args):
     from keras_resnet.serving import serve
 
-    serve(args.export_dir, host=args.host, port=args.port)
+    serve(args.export_dir, host=args.host, port=args.port, precision=args.precision)
 
 
 def weights(args):

@@ -112,7 +112,7 @@ def test_a_detection_run_reports_the_coco_figures_of_its_saved_model(small_box_r
         assert test[name] == pytest.approx(None if expected[name] < 0 else expected[name],
                                            abs=1e-9), name
     # Exported with its post-processing: the SavedModel's boxes are the Keras model's.
-    parity = {row["file"]: row for row in result["export"]["parity"]}
+    parity = {row["file"]: row for row in result["export"]["parity"] if row["precision"] == "float32"}
     assert sorted(parity) == ["model_float32.tflite", "retinanet_resnet8/1"]
     assert parity["retinanet_resnet8/1"]["box_agreement"] == 1.0
     assert os.path.exists(os.path.join(run_dir, "export", "retinanet_resnet8", "1",

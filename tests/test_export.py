@@ -623,31 +623,43 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
 
 
 # ---------------------------------------------------------------------------------------------
-# bfloat16 inference: OpenVINO's path, chosen by the CPU and by measured parity
+# bfloat16 inference: OpenVINO's and TensorFlow's paths, chosen by the CPU and by measured parity
 
 
-def test_bfloat16_parity_row_is_recorded_and_auto_follows_it(trained, tmp_path, monkeypatch):
+def test_bfloat16_parity_rows_are_recorded_and_auto_follows_them(trained, tmp_path, monkeypatch):
     """On a CPU with native bfloat16 (here: said to have it), export_run measures OpenVINO's
-    bfloat16 against the trained Keras model and writes the figures into the sidecar, and
-    precision="auto" runs bfloat16 exactly when they reach BFLOAT16_MIN_AGREEMENT."""
+    and the SavedModel's bfloat16 against the trained Keras model and records the figures with
+    each file; precision="auto" runs bfloat16 exactly when they reach BFLOAT16_MIN_AGREEMENT
+    and BFLOAT16_MIN_SPEEDUP (set here: a measured speed-up would make the choice chance's)."""
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
-    result = export.export_run(trained[2], str(tmp_path), ("openvino",))
-    path = _file(result, "openvino", "float32")
-    float32_row, bfloat16_row = result["parity"]
-    assert (float32_row["precision"], bfloat16_row["precision"]) == ("float32", "bfloat16")
-    assert float32_row["file"] == bfloat16_row["file"] == "model_float32.xml"
-    assert bfloat16_row["images"] == 360 and bfloat16_row["top1_agreement"] >= 0.9
-    recorded = export.read_sidecar(path)["bfloat16"]
-    assert recorded == {k: bfloat16_row[k] for k in ("max_abs_diff", "top1_agreement", "images")}
-    agrees = recorded["top1_agreement"] >= export.BFLOAT16_MIN_AGREEMENT
-    runner = export.open_runner(path)
-    assert runner.precision == ("bfloat16" if agrees else "float32")
-    assert runner.config["INFERENCE_PRECISION_HINT"] == ("bf16" if agrees else "f32")
-    assert export.open_runner(path, precision="float32").config["INFERENCE_PRECISION_HINT"] == "f32"
-    assert "OpenVINO, bfloat16" in export.format_parity(result["parity"]).splitlines()[2]
-    # The sidecar's figures decide: a file whose bfloat16 agreement is too low runs float32.
-    export.record_bfloat16_parity(path, {**bfloat16_row, "top1_agreement": 0.99})
-    assert export.open_runner(path).precision == "float32"
+    result = export.export_run(trained[2], str(tmp_path), ("saved_model", "openvino"))
+    saved_model, xml = result["saved_model"], _file(result, "openvino", "float32")
+    rows = {(row["runtime"], row["precision"]): row for row in result["parity"]}
+    assert sorted(rows) == [("OpenVINO", "bfloat16"), ("OpenVINO", "float32"),
+                            ("TensorFlow", "bfloat16"), ("TensorFlow", "float32")]
+    assert rows["OpenVINO", "bfloat16"]["file"] == "model_float32.xml"
+    for path, runtime in ((xml, "OpenVINO"), (saved_model, "TensorFlow")):
+        float32_row, bfloat16_row = rows[runtime, "float32"], rows[runtime, "bfloat16"]
+        assert bfloat16_row["images"] == 360 and bfloat16_row["top1_agreement"] >= 0.9
+        assert export.read_bfloat16_parity(path) == {
+            **{k: bfloat16_row[k] for k in ("max_abs_diff", "top1_agreement", "images")},
+            "speedup": pytest.approx(float32_row["latency_ms"] / bfloat16_row["latency_ms"])}
+        # The recorded figures decide: agreement and speed-up, each at its threshold or not.
+        for agreement, speedup, chosen in ((1.0, 1.5, "bfloat16"), (0.99, 1.5, "float32"),
+                                           (1.0, 1.05, "float32")):
+            export.record_bfloat16_parity(path, {**bfloat16_row, "top1_agreement": agreement},
+                                          {"latency_ms": speedup * bfloat16_row["latency_ms"]})
+            assert export.open_runner(path).precision == chosen, (runtime, agreement, speedup)
+        assert export.open_runner(path, precision="float32").precision == "float32"
+    hint = export.open_runner(xml).config["INFERENCE_PRECISION_HINT"]  # the last record: float32
+    assert hint == "f32" and export.open_runner(xml, precision="bfloat16").config[
+        "INFERENCE_PRECISION_HINT"] == "bf16"
+    table = export.format_parity(result["parity"])
+    assert "OpenVINO, bfloat16" in table and "TensorFlow, bfloat16" in table
+    # A file recorded before speed-ups were measured: its agreement alone decides.
+    export.record_bfloat16_parity(saved_model, {**rows["TensorFlow", "bfloat16"], "top1_agreement": 1.0})
+    assert "speedup" not in export.read_bfloat16_parity(saved_model)
+    assert export.open_runner(saved_model).precision == "bfloat16"
 
 
 @pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
@@ -667,10 +679,10 @@ def test_a_cpu_without_bfloat16_runs_float32_and_refuses_a_forced_bfloat16(expor
 
 
 @pytest.mark.slow  # the runtimes' files (TFLite, ONNX, OpenVINO): `pytest --all`
-@pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_runtimes_without_a_bfloat16_path_refuse_it(exported, monkeypatch, fmt):
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
-    path = exported["saved_model"] if fmt == "saved_model" else _file(exported, fmt, "float32")
+    path = _file(exported, fmt, "float32")
     with pytest.raises(ValueError, match=f"`precision='bfloat16'`: {export.RUNTIMES[fmt]} has no bfloat16 path"):
         export.open_runner(path, precision="bfloat16")
     if fmt != "tflite" or importlib.util.find_spec("ai_edge_litert"):

@@ -330,6 +330,7 @@ def test_a_card_shows_what_the_export_and_its_run_recorded(export_dir, tmp_path)
     assert rows["Input"] == "32x32, 3 channel(s), rgb" and rows["Normalisation"] == "pixels / 255"
     assert rows["Classes"] == "10: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
     assert rows["Grad-CAM"] == "top class, stage conv4 (layer conv4_block1)"
+    assert rows["Precision"] == "float32"  # no bfloat16 figures recorded: float32
     assert card["metrics"] == [
         ("Test split (the run's run.json)",
          [("top1", "0.9412"), ("top5", "0.99"), ("loss", "0.25")]),

@@ -17,6 +17,8 @@ leaves either no export or a whole one.
 - :mod:`~keras_resnet.export.runtimes`: runners for each format, :func:`open_runner`,
   :func:`predict_files`.
 - :mod:`~keras_resnet.export.parity`: an export against its Keras model.
+- :mod:`~keras_resnet.export.bfloat16`: SavedModels in bfloat16 (TensorFlow's oneDNN
+  rewrite) and the bfloat16 figures recorded with an export.
 - :mod:`~keras_resnet.export.run`: :func:`export_run`, what ``keras-resnet export`` does.
 
 Example:
@@ -32,6 +34,7 @@ tf = require("tensorflow", "keras_resnet.export (SavedModel, TFLite, ONNX, OpenV
 from keras_resnet.export.formats import (  # noqa: E402
     BFLOAT16_FORMATS,
     BFLOAT16_MIN_AGREEMENT,
+    BFLOAT16_MIN_SPEEDUP,
     DEFAULT_FORMATS,
     DETECTOR_QUANTIZATIONS,
     FORMAT_NAMES,
@@ -73,20 +76,26 @@ from keras_resnet.export.writers import (  # noqa: E402
     export_onnx,
     export_openvino,
     read_sidecar,
-    record_bfloat16_parity,
     tflite,
+)
+from keras_resnet.export.bfloat16 import (  # noqa: E402
+    onednn_bfloat16,
+    read_bfloat16_parity,
+    record_bfloat16_parity,
 )
 
 __all__ = [
-    "ACTIVATION_TYPES", "BFLOAT16_FORMATS", "BFLOAT16_MIN_AGREEMENT", "DEFAULT_FORMATS",
+    "ACTIVATION_TYPES", "BFLOAT16_FORMATS", "BFLOAT16_MIN_AGREEMENT", "BFLOAT16_MIN_SPEEDUP",
+    "DEFAULT_FORMATS",
     "DETECTOR_QUANTIZATIONS",
     "FILE_EXPORTERS", "FILE_RUNNERS", "FORMATS",
     "FORMAT_NAMES", "FORMAT_PACKAGES", "FORMAT_QUANTIZATIONS", "INFERENCE_PRECISIONS", "INPUT_NAME", "METADATA_FILE",
     "OUTPUT_NAME", "OUTPUTS", "QUANTIZATIONS", "RUNTIMES", "SUFFIXES",
     "KerasRunner", "ONNXRunner", "OpenVINORunner", "SavedModelRunner", "TFLiteModel",
     "choose_precision", "export_onnx", "export_openvino", "export_run", "export_saved_model", "float32_model",
-    "format_parity", "open_runner", "parity_report", "predict_files", "read_export_metadata",
-    "read_export_preprocessing", "read_image", "read_sidecar", "record_bfloat16_parity",
+    "format_parity", "onednn_bfloat16", "open_runner", "parity_report", "predict_files", "read_export_metadata",
+    "read_bfloat16_parity", "read_export_preprocessing", "read_image", "read_sidecar",
+    "record_bfloat16_parity",
     "require_format",
     "resolve_model", "size_bytes", "tflite",
 ]

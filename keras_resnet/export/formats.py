@@ -40,11 +40,19 @@ INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 # export's parity report measured top-1 agreement >= BFLOAT16_MIN_AGREEMENT, else float32.
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 BFLOAT16_MIN_AGREEMENT = 0.995
+# ... and, where the export records it, bfloat16's batch-1 speed-up over float32 is at least
+# this (TensorFlow's rewrite ran ResNet-50 1.66x faster, a digits ResNet-8 0.69x: 2-core
+# AVX512_BF16).
+BFLOAT16_MIN_SPEEDUP = 1.1
 # The formats whose runtime has a bfloat16 CPU path: OpenVINO's inference precision hint (2x
-# float32 on ResNet-50 with AVX512_BF16). ONNX Runtime's CPU execution provider has no
-# bfloat16 convolution on x86 (its bfloat16 fast-math GEMM is ARM64's), LiteRT's XNNPACK no
-# bfloat16 at all, and TensorFlow runs SavedModels in float32.
-BFLOAT16_FORMATS = ("openvino",)
+# float32 on ResNet-50 with AVX512_BF16) and TensorFlow's oneDNN bfloat16 rewrite of a
+# SavedModel (keras_resnet.export.bfloat16: 1.9-2.4x with AMX, slower than float32 with
+# AVX512_BF16 alone, hence the measured speed-up "auto" also reads). ONNX Runtime's CPU
+# execution provider has no bfloat16 convolution on x86 (its bfloat16 fast-math GEMM is
+# ARM64's), LiteRT's XNNPACK no bfloat16 at all.
+BFLOAT16_FORMATS = ("openvino", "saved_model")
+# What an export carries besides its graph (preprocessing, task, measured figures).
+METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")
 # What an exported file can output: class probabilities, or the pooled features.
 OUTPUTS = ("probabilities", "embeddings")
 FORMAT_NAMES = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX",

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.bfloat16 import choose_precision, run_in
 from keras_resnet.export.formats import check_writable
 from keras_resnet.export.runtimes import KerasRunner, open_runner, read_image
 from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
@@ -119,12 +120,14 @@ class MaskRunner:
     def __init__(self, model_path, precision="auto"):
         path = os.fspath(model_path)
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            self.precision = choose_precision(path, "saved_model", precision)
             self.signature = tf.saved_model.load(path).signatures["serving_default"]
             self.preprocessing = read_export_preprocessing(path)
             self.task = read_export_task(path)
         else:
             self.signature = None
             self.runner = open_runner(path, precision=precision)
+            self.precision = self.runner.precision
             self.preprocessing, self.task = self.runner.preprocessing, self.runner.task
             self.size = _fixed_size(self.runner)
         if self.task is None or not self.task.segmentation:
@@ -133,7 +136,7 @@ class MaskRunner:
     def __call__(self, image):
         images = tf.constant(image[None])
         if self.signature is not None:
-            return self.signature(images=images)["mask"].numpy()[0]
+            return run_in(self.precision, self.signature, images=images)["mask"].numpy()[0]
         inputs, region = model_input(images, self.size, self.preprocessing)
         logits = self.runner(inputs.numpy())
         return argmax_mask(logits_at(tf.constant(logits), region, tf.shape(images)[1:3]))[0]

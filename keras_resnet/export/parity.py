@@ -86,8 +86,8 @@ def parity_report(keras_model, path, images, *, latency_runs=20, num_threads=Non
         expected = keras_model.predict(images, verbose=0)
     task = task_for(keras_model)
     if task.segmentation and os.path.exists(os.path.join(path, "saved_model.pb")):
-        choose_precision(path, "saved_model", precision)  # float32 only: raises otherwise
-        runner = SavedModelLogits(path)  # its serving signatures take uint8 images
+        # Its serving signatures take uint8 images: the logits signature is compared.
+        runner = SavedModelLogits(path, choose_precision(path, "saved_model", precision))
     else:
         runner = open_runner(path, num_threads=num_threads, precision=precision)
     got = runner(images)

@@ -15,6 +15,7 @@ import os
 from keras_resnet import data, devices
 from keras_resnet.data.detection import load_detection
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.bfloat16 import record_bfloat16_parity
 from keras_resnet.export.formats import (
     BFLOAT16_FORMATS,
     DEFAULT_FORMATS,
@@ -32,7 +33,6 @@ from keras_resnet.export.writers import (
     export_onnx,
     export_openvino,
     read_sidecar,
-    record_bfloat16_parity,
     tflite,
 )
 from keras_resnet.features import embedding_model
@@ -62,6 +62,15 @@ def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360, ca
     images = next(iter(load("test", count)))[0].numpy()
     representative = next(iter(load("train", 200)))[0].numpy() if calibrate else None
     return images, representative
+
+
+def _bfloat16_candidates(result, float32_rows):
+    """``(path, its float32 parity row)`` of each float32 file (SavedModel, OpenVINO .xml)
+    whose runtime has a bfloat16 path."""
+    paths = [result["saved_model"]] if "saved_model" in BFLOAT16_FORMATS else []
+    paths += [p for fmt in BFLOAT16_FORMATS if fmt != "saved_model" for p in result[fmt]
+              if read_sidecar(p)["quantization"] is None]
+    return [(path, float32_rows[path]) for path in paths if path in float32_rows]
 
 
 def _litert_installed():
@@ -124,8 +133,9 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
         file, the SavedModel too, when a file format is requested; a segmentation model's
         measure its logits and the pixel agreement of its masks, a detector's the agreement
         of its boxes (``export.detection.box_agreement``); TFLite rows only when LiteRT
-        is installed; then, on a CPU with native bfloat16, a bfloat16 row per float32
-        OpenVINO file, also recorded in its sidecar for ``precision="auto"``).
+        is installed; then, on a CPU with native bfloat16, a bfloat16 row for the SavedModel
+        and per float32 OpenVINO file, recorded with it (agreement and speed-up over its
+        float32 row) for ``precision="auto"``).
 
     Example:
         >>> export_run("runs/resnet20-digits", "exports", ("onnx",), (None, "int8"))["onnx"]  # doctest: +SKIP
@@ -172,12 +182,10 @@ def export_run(model, output_dir, formats=DEFAULT_FORMATS, quantizations=(None,)
     result["parity"] = [parity_report(keras_model, path, images, expected=expected)
                         for path in checked]
     if devices.cpu_has_bfloat16():  # a bfloat16 row per runtime that has a bfloat16 path
-        for path in [p for fmt in BFLOAT16_FORMATS if fmt in files for p in result[fmt]]:
-            if read_sidecar(path)["quantization"] is None:
-                row = parity_report(keras_model, path, images, precision="bfloat16",
-                                    expected=expected)
-                record_bfloat16_parity(path, row)
-                result["parity"].append(row)
+        for path, float32_row in _bfloat16_candidates(result, dict(zip(checked, result["parity"]))):
+            row = parity_report(keras_model, path, images, precision="bfloat16", expected=expected)
+            record_bfloat16_parity(path, row, float32_row)
+            result["parity"].append(row)
     if embeddings:
         embedder = embedding_model(keras_model)
         for fmt in files:

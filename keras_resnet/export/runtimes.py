@@ -13,16 +13,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import data, devices, logs
-from keras_resnet.errors import InvalidArgument, check_choice
+from keras_resnet import data, logs
+from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.bfloat16 import choose_precision, run_in
 from keras_resnet.export.detection import DETECTIONS
-from keras_resnet.export.formats import (
-    BFLOAT16_FORMATS,
-    BFLOAT16_MIN_AGREEMENT,
-    INFERENCE_PRECISIONS,
-    OUTPUT_NAME,
-    RUNTIMES,
-)
+from keras_resnet.export.formats import OUTPUT_NAME
 from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.saved_model import read_export_preprocessing, read_export_task
 from keras_resnet.export.writers import read_sidecar
@@ -51,41 +46,6 @@ def _file_outputs(path):
     """What a file's output holds, per its sidecar ("probabilities" before embeddings existed)."""
     sidecar = read_sidecar(path)
     return (sidecar or {}).get("outputs", OUTPUT_NAME)
-
-
-def choose_precision(path, fmt, precision="auto"):
-    """The arithmetic a runner of ``path`` (a file of format ``fmt``) uses: "float32" or
-    "bfloat16".
-
-    "auto" takes bfloat16 where the runtime has a bfloat16 path (``BFLOAT16_FORMATS``), the
-    CPU multiplies bfloat16 natively (AVX512_BF16 or AMX-BF16) and the file's sidecar records a
-    bfloat16 parity of at least ``BFLOAT16_MIN_AGREEMENT`` top-1 agreement (``export_run``
-    measures it); float32 otherwise. "bfloat16" asked of a runtime or a CPU without it raises.
-
-    Example:
-        >>> choose_precision("exports/resnet20/onnx/model_float32.onnx", "onnx")
-        'float32'
-    """
-    check_choice("precision", precision, INFERENCE_PRECISIONS)
-    if precision == "float32":
-        return "float32"
-    native = devices.cpu_has_bfloat16()
-    if precision == "bfloat16":
-        if fmt not in BFLOAT16_FORMATS:
-            raise InvalidArgument(
-                f"`precision='bfloat16'`: {RUNTIMES.get(fmt, fmt)} has no bfloat16 path on CPUs "
-                f"({path!r}); only OpenVINO's does ({', '.join(BFLOAT16_FORMATS)} files). Use "
-                "'float32' or 'auto'."
-            )
-        if not native:
-            raise InvalidArgument(
-                "`precision='bfloat16'` needs a CPU that multiplies bfloat16 natively (the "
-                "avx512_bf16 or amx_bf16 flags); this one has neither. Use 'float32' or 'auto'."
-            )
-        return "bfloat16"
-    parity = ((read_sidecar(path) or {}).get("bfloat16") or {}) if fmt in BFLOAT16_FORMATS else {}
-    agreement = parity.get("top1_agreement", 0.0)
-    return "bfloat16" if native and agreement >= BFLOAT16_MIN_AGREEMENT else "float32"
 
 
 def _load_error(kind, path, error):
@@ -228,7 +188,8 @@ class OpenVINORunner:
 
 class SavedModelRunner:
     """A SavedModel written by :func:`export_saved_model`: preprocessed float images in,
-    probabilities out, through its ``serving_default`` signature.
+    probabilities out, through its ``serving_default`` signature; in bfloat16 where
+    :func:`choose_precision` says so (TensorFlow's oneDNN rewrite, ``export.bfloat16``).
 
     Example:
         >>> probabilities = SavedModelRunner("exports/resnet20/1")(images)  # doctest: +SKIP
@@ -251,7 +212,7 @@ class SavedModelRunner:
 
     def __call__(self, images):
         images = tf.constant(np.asarray(images, np.float32))
-        outputs = self.signature(images=images)
+        outputs = run_in(self.precision, self.signature, images=images)
         if _is_detector(self.task):
             return {key: value.numpy() for key, value in outputs.items()}
         return outputs["probabilities"].numpy()
@@ -264,7 +225,8 @@ class SavedModelRunner:
                 "keras_resnet had them); export it again."
             )
         images = tf.constant(np.asarray(images, np.float32))
-        return self.loaded.signatures["embeddings"](images=images)["embeddings"].numpy()
+        return run_in(self.precision, self.loaded.signatures["embeddings"],
+                      images=images)["embeddings"].numpy()
 
 
 class KerasRunner:

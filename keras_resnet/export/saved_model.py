@@ -52,15 +52,13 @@ from keras_resnet import data, tasks
 from keras_resnet import preprocessing as preprocessing_lib
 from keras_resnet.errors import InvalidArgument
 from keras_resnet.export import detection
-from keras_resnet.export.formats import check_writable
+from keras_resnet.export.formats import METADATA_FILE, check_writable
 from keras_resnet.export.grad_cam import SIGNATURE as GRAD_CAM_SIGNATURE
 from keras_resnet.export.grad_cam import grad_cam_endpoint
 from keras_resnet.export.resolve import resolve_model, task_for
 from keras_resnet.export.segmentation import export_metadata, segmentation_archive
 from keras_resnet.features import embedding_model
 from keras_resnet.saving import atomic_path, write_json
-
-METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")
 
 
 def _next_version(model_dir):

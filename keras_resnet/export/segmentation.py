@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from keras_resnet import data
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.bfloat16 import run_in
 
 LOGITS = "logits"  # the output of a segmentation model's file exports and ``logits`` signature
 MAX_CLASSES = data.IGNORE_LABEL  # class ids 0..254 fit a uint8 mask beside the ignore label
@@ -271,11 +272,10 @@ class SavedModelLogits:
         (8, 64, 64, 11)
     """
 
-    precision = "float32"  # TensorFlow runs SavedModels in float32
     outputs = LOGITS
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, precision="float32"):
+        self.path, self.precision = path, precision  # "bfloat16": TensorFlow's oneDNN rewrite
         loaded = tf.saved_model.load(path)
         if LOGITS not in loaded.signatures:
             raise InvalidArgument(f"SavedModel {path!r} has no {LOGITS!r} signature: it is not "
@@ -283,4 +283,5 @@ class SavedModelLogits:
         self.loaded, self.signature = loaded, loaded.signatures[LOGITS]
 
     def __call__(self, images):
-        return self.signature(images=tf.constant(np.asarray(images, np.float32)))[LOGITS].numpy()
+        images = tf.constant(np.asarray(images, np.float32))
+        return run_in(self.precision, self.signature, images=images)[LOGITS].numpy()

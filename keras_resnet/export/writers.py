@@ -89,22 +89,6 @@ def _sidecar(path, fmt, quantization, info, task, input_name=INPUT_NAME, output_
                {k: v for k, v in sidecar.items() if v is not None or k == "quantization"})
 
 
-def record_bfloat16_parity(path, row):
-    """Add a bfloat16 parity row (``parity_report(..., precision="bfloat16")``) to the sidecar
-    of ``path``: ``"bfloat16": {"max_abs_diff", "top1_agreement", "images"}``, which
-    ``precision="auto"`` reads.
-
-    Example:
-        >>> record_bfloat16_parity("exports/resnet20/openvino/model_float32.xml", row)  # doctest: +SKIP
-    """
-    with open(path + ".json") as f:
-        sidecar = json.load(f)
-    sidecar["bfloat16"] = {key: row[key] for key in (
-        "max_abs_diff", "top1_agreement", "pixel_agreement", "box_agreement", "images")
-        if key in row}
-    write_json(path + ".json", sidecar)
-
-
 def read_sidecar(path):
     """The ``FILE.json`` beside an exported file, with ``preprocessing`` as an
     ``ImagePreprocessing`` and ``task`` as a ``keras_resnet.tasks.Task``; None when there is

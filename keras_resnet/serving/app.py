@@ -120,7 +120,7 @@ async def _read_body(request, limits, budget):
     return b"".join(chunks)
 
 
-def create_app(export_dir, *, version_policy="latest", **limits):
+def create_app(export_dir, *, version_policy="latest", precision="auto", **limits):
     """A FastAPI app serving every model under ``export_dir`` with TensorFlow Serving's REST API.
 
     Args:
@@ -129,6 +129,11 @@ def create_app(export_dir, *, version_policy="latest", **limits):
             load stops the start with a ``ValueError`` naming it and what is wrong.
         version_policy: "latest" (TensorFlow Serving's default: the highest version only) or
             "all" (every version, as ``model_version_policy { all {} }``).
+        precision: "auto" (each export in bfloat16 where the CPU multiplies it natively and
+            the export records a bfloat16 agreement of at least 99.5% and a speed-up over
+            float32; ``keras_resnet.export.choose_precision``), "float32" or "bfloat16" (an
+            error on a CPU without it). bfloat16 runs the SavedModel through TensorFlow's oneDNN
+            rewrite (``keras_resnet.export.bfloat16``); the file does not change.
         **limits: fields of :class:`Limits` (``max_image_bytes``, ``max_image_pixels``,
             ``max_batch``, ``max_request_bytes``, ``max_request_pixels``, ...); the connection
             limits among them apply when :func:`serve` or :class:`BackgroundServer` runs it.
@@ -144,7 +149,7 @@ def create_app(export_dir, *, version_policy="latest", **limits):
     from fastapi import FastAPI
 
     limits = _checked_limits(version_policy, limits)
-    registry = Registry(str(export_dir), version_policy)
+    registry = Registry(str(export_dir), version_policy, precision)
     app = FastAPI(title="keras_resnet serving", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = registry.models
     app.state.limits = limits

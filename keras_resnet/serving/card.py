@@ -194,5 +194,7 @@ def model_card(servable, export_dir):
                                          f"(layer {grad_cam.get('layer')})"))
     elif task.kind in CLASSIFIER_KINDS:
         card["rows"].append(("Grad-CAM", "none: this export has no grad_cam signature"))
+    card["rows"].append(("Precision", "bfloat16 (TensorFlow's oneDNN rewrite)"
+                         if servable.precision == "bfloat16" else "float32"))
     return card
 

@@ -23,6 +23,7 @@ import json
 
 import numpy as np
 
+from keras_resnet.export.bfloat16 import run_in
 from keras_resnet.extras import require
 from keras_resnet.serving.images import check_images
 from keras_resnet.serving.limits import ServingError
@@ -332,7 +333,7 @@ def run_signature(servable, signature_name, arrays):
     specs = servable.inputs(signature_name)
     try:
         tensors = {name: tf.constant(array, dtype=specs[name].dtype) for name, array in arrays.items()}
-        outputs = function(**tensors)
+        outputs = run_in(servable.precision, function, **tensors)
     except tf.errors.ResourceExhaustedError as error:
         raise ServingError(503, f"The server ran out of resources: {tf_error_message(error)}") from None
     except tf.errors.OpError as error:

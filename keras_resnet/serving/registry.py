@@ -15,6 +15,7 @@ import os
 import re
 
 from keras_resnet.errors import InvalidArgument
+from keras_resnet.export.bfloat16 import choose_precision
 from keras_resnet.extras import require
 from keras_resnet.serving.limits import ServingError, clip
 
@@ -34,6 +35,7 @@ class Servable:
     signatures: dict  # name -> ConcreteFunction (callable signatures only)
     signature_defs: dict  # name -> SignatureDef as TensorFlow Serving prints it (JSON dict)
     loaded: object = None  # the loaded SavedModel, kept alive for its variables and tables
+    precision: str = "float32"  # or "bfloat16": TensorFlow's oneDNN rewrite (export.bfloat16)
 
     def inputs(self, signature_name):
         """A signature's inputs: ``{input name: tf.TensorSpec}``."""
@@ -93,13 +95,16 @@ def _signature_defs(path):
     }
 
 
-def load_servable(name, version, path):
+def load_servable(name, version, path, precision="float32"):
     """Load one SavedModel version (``tf.saved_model.load``) for serving.
 
     Args:
         name: the model name clients use (``/v1/models/<name>``).
         version: the integer version.
         path: the version directory holding ``saved_model.pb``.
+        precision: "float32", "bfloat16" or "auto"
+            (``keras_resnet.export.choose_precision``: bfloat16 where the CPU has it and the
+            export records its agreement and speed-up); the servable's ``precision``.
 
     Returns:
         a :class:`Servable`.
@@ -113,6 +118,7 @@ def load_servable(name, version, path):
         >>> servable = load_servable("resnet20", 1, "exports/resnet20/1")  # doctest: +SKIP
     """
     where = f"Model {name!r} version {version} at {str(path)!r}"
+    precision = choose_precision(path, "saved_model", precision)
     try:
         signature_defs = _signature_defs(path)
     except Exception as error:  # protobuf's DecodeError, OSError, no meta graph
@@ -126,7 +132,8 @@ def load_servable(name, version, path):
         reason = ("variables/variables.index is missing: copy the whole SavedModel directory"
                   if not os.path.isfile(index) else tf_error_message(error).splitlines()[0])
         raise InvalidArgument(f"{where} cannot be loaded: {reason}.") from None
-    return Servable(name, version, path, dict(loaded.signatures), signature_defs, loaded)
+    return Servable(name, version, path, dict(loaded.signatures), signature_defs, loaded,
+                    precision)
 
 
 def tf_error_message(error):
@@ -157,11 +164,12 @@ class Registry:
         >>> Registry("exports", "latest").get("resnet20", version="1")  # doctest: +SKIP
     """
 
-    def __init__(self, export_dir, version_policy):
+    def __init__(self, export_dir, version_policy, precision="float32"):
         self.models = {}
         for name, versions in find_models(export_dir).items():
             chosen = versions if version_policy == "all" else {max(versions): versions[max(versions)]}
-            self.models[name] = {v: load_servable(name, v, p) for v, p in sorted(chosen.items())}
+            self.models[name] = {v: load_servable(name, v, p, precision)
+                                 for v, p in sorted(chosen.items())}
 
     def get(self, name, version=None, label=None):
         """The servable a URL names (the highest version if none); 404 or 400 as TF Serving."""

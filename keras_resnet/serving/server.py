@@ -237,8 +237,9 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
         export_dir: directory of ``<name>/<version>/`` SavedModels.
         host: interface to listen on; "0.0.0.0" exposes the server to the network.
         port: TCP port in 1..65535 (TensorFlow Serving's REST port is 8501).
-        **limits: keyword arguments of :func:`create_app`: ``version_policy`` and the fields
-            of :class:`Limits` (request, image, concurrency and connection limits).
+        **limits: keyword arguments of :func:`create_app`: ``version_policy``, ``precision``
+            and the fields of :class:`Limits` (request, image, concurrency and connection
+            limits).
 
     Returns:
         None, once the server stops.
@@ -264,8 +265,8 @@ def serve(export_dir, host="127.0.0.1", port=8501, **limits):
                   "closed.", flush=True)
         url = _url(host, port)
         for name, versions in sorted(app.state.models.items()):
-            print(f"Serving {name} (version {', '.join(map(str, sorted(versions)))}) at "
-                  f"{url}/v1/models/{name}", flush=True)
+            served = ", ".join(f"{v} in {versions[v].precision}" for v in sorted(versions))
+            print(f"Serving {name} (version {served}) at {url}/v1/models/{name}", flush=True)
         print(f"Predict: POST {url}/v1/models/<name>:predict  (Ctrl-C stops)", flush=True)
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
