@@ -156,3 +156,9 @@ def test_multi_worker_strategy_two_processes_end_with_identical_weights(tmp_path
     assert first["loss"][-1] < first["loss"][0]
     for key in weights0:
         np.testing.assert_array_equal(weights0[key][0], weights1[key][0])
+    # Per-replica batch norm, one replica a worker: each worker's statistics drift on its own
+    # shard of the data, and averaging makes them the same on both, to the bit.
+    count = len([key for key in first.files if key.endswith("/after0")])
+    assert count >= 14 and int(first["averaged"]) == int(second["averaged"]) > 0
+    for i in range(count):
+        np.testing.assert_array_equal(first[f"statistic{i}/after0"], second[f"statistic{i}/after0"])

@@ -4,10 +4,11 @@ Under a ``tf.distribute`` strategy, Keras 3 creates each batch norm's moving mea
 as a mirrored variable without aggregation, and each replica updates its own copy from its own
 share of the batch (tf.keras aggregated them as a mean). The copies drift apart: validation
 scores each replica's share of a batch with that replica's statistics, and a saved model keeps
-the first replica's. :class:`AverageReplicaStatistics` sets every copy to the mean of the
-copies before each validation, at each epoch's end (before the checkpoints) and when training
-ends. A moving average is linear, so the mean of the replicas' moving averages is the moving
-average of their mean batch statistics: what one aggregated variable would have held.
+the first replica's. :class:`AverageReplicaStatistics` sets every copy, on every worker, to
+the mean of the copies before each validation, at each epoch's end (before the checkpoints)
+and when training ends. A moving average is linear, so the mean of the replicas' moving
+averages is the moving average of their mean batch statistics: what one aggregated variable
+would have held.
 
 Example:
     >>> model = keras_resnet.ResNet20()
@@ -42,14 +43,16 @@ def average_replica_statistics(model):
         return 0
     import tensorflow as tf
 
-    def flat(read):  # one vector of every statistic
-        return tf.concat([tf.reshape(read(variable.value), [-1]) for variable in statistics], 0)
+    def in_each_replica():  # the mean of the copies, and how far they are from the first's
+        context = tf.distribute.get_replica_context()
+        copies = tf.concat([tf.reshape(tf.identity(v.value), [-1]) for v in statistics], 0)
+        first = context.all_reduce("SUM", tf.where(  # the first replica's copies, everywhere
+            tf.equal(context.replica_id_in_sync_group, 0), copies, tf.zeros_like(copies)))
+        return context.all_reduce("MEAN", copies), context.all_reduce("SUM", tf.abs(copies - first))
 
-    first = flat(tf.convert_to_tensor)  # here, outside the replicas: the first copies
-    mean = strategy.reduce("MEAN", strategy.run(lambda: flat(tf.identity)), axis=None)
-    # How far each replica's copies are from the first (zero for a frozen batch norm's).
-    spread = strategy.reduce(
-        "SUM", strategy.run(lambda ref: tf.abs(flat(tf.identity) - ref), args=(first,)), axis=None)
+    # All-reduced: the same in every replica, on every worker.
+    mean, spread = (strategy.experimental_local_results(value)[0]
+                    for value in strategy.run(in_each_replica))
     sizes = [int(variable.value.shape.num_elements()) for variable in statistics]
     averaged = 0
     for variable, part, apart in zip(statistics, tf.split(mean, sizes), tf.split(spread, sizes)):
