@@ -138,3 +138,28 @@ def test_predict_on_a_savedmodel_reports_in_the_precision_asked(saved_model, tmp
     assert len(result["top_k"]) == 5
     assert cli.main(["predict", saved_model, str(image), "--precision", "bfloat16"]) == 2
     assert "needs a CPU that multiplies bfloat16 natively" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not devices.cpu_has_bfloat16(), reason="the CPU does not multiply bfloat16")
+def test_a_threads_first_float32_call_waits_out_a_bfloat16_call_on_another_thread(saved_model, digits):
+    """TensorFlow reads the rewrite option into a thread's settings at its first call: that
+    call waits for the lock, so a bfloat16 call on another thread cannot leave it on for it."""
+    import threading
+
+    from keras_resnet.export.bfloat16 import run_in
+
+    signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+    images = tf.constant(digits[:8])
+    float32 = export.open_runner(saved_model, precision="float32")(digits[:8])
+    got = {}
+
+    def first_call_of_a_new_thread():
+        got["float32"] = run_in("float32", signature, images=images)["probabilities"].numpy()
+
+    with onednn_bfloat16():  # the option is on while this thread holds the lock
+        thread = threading.Thread(target=first_call_of_a_new_thread)
+        thread.start()
+        thread.join(timeout=1)  # without the lock, the call would run now, the option on
+        assert thread.is_alive()  # it waits
+    thread.join()
+    np.testing.assert_array_equal(got["float32"], float32)

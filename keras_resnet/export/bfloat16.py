@@ -41,8 +41,12 @@ from keras_resnet.export.formats import (
 from keras_resnet.saving import write_json
 
 REWRITE_OPTION = "auto_mixed_precision_onednn_bfloat16"
-# The option is the process's: calls that need it hold this lock while it is on.
+# The option is the process's: calls that need it hold this lock while it is on. TensorFlow
+# reads it into a thread's function-call settings at the thread's first call after a change
+# made on that thread; a thread's float32 calls therefore make that first call under the lock
+# (``_SETTLED``), or a bfloat16 call on another thread could leave the option on for them.
 _REWRITE_LOCK = threading.RLock()
+_SETTLED = threading.local()
 
 
 @contextlib.contextmanager
@@ -56,6 +60,7 @@ def onednn_bfloat16():
             yield
         finally:
             tf.config.optimizer.set_experimental_options({REWRITE_OPTION: before})
+            _SETTLED.float32 = False  # this thread reads the option again at its next call
 
 
 def choose_precision(path, fmt, precision="auto"):
@@ -104,10 +109,15 @@ def run_in(precision, function, **inputs):
         >>> run_in("bfloat16", tf.function(lambda x: x * 2), x=tf.ones(2)).numpy()
         array([2., 2.], dtype=float32)
     """
-    if precision != "bfloat16":
+    if precision == "bfloat16":
+        with onednn_bfloat16():
+            return function(**inputs)
+    if getattr(_SETTLED, "float32", False):
         return function(**inputs)
-    with onednn_bfloat16():
-        return function(**inputs)
+    with _REWRITE_LOCK:  # this thread's first call reads the option while it is off
+        outputs = function(**inputs)
+    _SETTLED.float32 = True
+    return outputs
 
 
 def is_saved_model(path):
