@@ -67,9 +67,9 @@ def _parity_data(preprocessing, dataset, data_dir, detector=False, count=360, ca
 def _bfloat16_candidates(result, float32_rows):
     """``(path, its float32 parity row)`` of each float32 file (SavedModel, OpenVINO .xml)
     whose runtime has a bfloat16 path."""
-    paths = [result["saved_model"]] if "saved_model" in BFLOAT16_FORMATS else []
-    paths += [p for fmt in BFLOAT16_FORMATS if fmt != "saved_model" for p in result[fmt]
-              if read_sidecar(p)["quantization"] is None]
+    paths = [result["saved_model"]] + [
+        p for fmt in BFLOAT16_FORMATS if fmt != "saved_model" for p in result[fmt]
+        if read_sidecar(p)["quantization"] is None]
     return [(path, float32_rows[path]) for path in paths if path in float32_rows]
 
 
