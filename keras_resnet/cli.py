@@ -98,9 +98,12 @@ def _add_run_arguments(train):
     train.add_argument("--plain", action="store_true", help="the plain counterpart (no shortcuts)")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="auto: the device's measured fast path (keras_resnet.devices."
-                            "FAST_PATH): float32 on CPUs, mixed_bfloat16 for ImageNet nets on "
-                            "CPUs that multiply bfloat16 natively, mixed_float16 on GPUs")
+                       help="auto: on a CPU that multiplies bfloat16 natively, float32 or "
+                            "mixed_bfloat16, whichever trains this model faster (timed once "
+                            "per CPU model, cached in ~/.keras/keras_resnet/fast_path.json; a "
+                            "short run with nothing cached takes the table); elsewhere the "
+                            "device's fast path (keras_resnet.devices.FAST_PATH): float32 on "
+                            "CPUs, mixed_float16 on GPUs")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                        help="XLA; auto: the device's fast path")
     train.add_argument("--steps-per-execution", type=_auto_or_int, default="auto")

@@ -169,6 +169,20 @@ def _seeded_float32():
     keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_keras_home(tmp_path_factory):
+    """$KERAS_HOME in a folder of the session's, for the tests and the commands they start:
+    what the package caches there (the measured training precision, mean images, weights)
+    never comes from or goes to the user's own ~/.keras."""
+    previous = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras_home"))
+    yield
+    if previous is None:
+        os.environ.pop("KERAS_HOME", None)
+    else:
+        os.environ["KERAS_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def named_model():
     """Build each named model once per session: ``named_model("resnet50")``, for what reads

@@ -148,8 +148,10 @@ def test_images_without_boxes_train_their_scores_down():
     def without_boxes(images, targets):
         return images, {"boxes": targets["boxes"] * 0, "classes": targets["classes"] * 0 - 1}
 
-    trained, splits = detection.for_training(net, Splits(train.map(without_boxes), None, None,
-                                                         info, None))
+    given = Splits(train.map(without_boxes), None, None, info, None)
+    unpacked = given.train
+    trained, splits = detection.for_training(net, given)
+    assert given.train is unpacked  # new splits: the run maps its data once per model it builds
     compile_model(trained, "torchvision_detection", 8, learning_rate=0.05,
                   loss=detection.loss(net), fast_path=False)
     images, packed = next(iter(splits.train))

@@ -50,6 +50,7 @@ LEVELS = {
     # train/: its parts below evaluation and tuning, its set-up and flow above them
     "train.compile": 7, "train.schedules": 7, "train.backup": 7, "train.config": 7,
     "train.callbacks": 7.5, "train.ema": 7, "train.lr_range": 7, "train.replicas": 7,
+    "train.precision": 7,
     "export": 8, "tuning": 8, "evaluation": 8, "train.setup": 8, "training": 8,
     "train.segmentation": 8,
     "train": 9, "serving": 9, "explain": 9,

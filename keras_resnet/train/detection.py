@@ -268,7 +268,7 @@ def watched(validation):
 
 
 def for_training(net, splits):
-    """``(training model, splits)``: ``net``'s packed raw outputs (layers shared), and the
+    """``(training model, new splits)``: ``net``'s packed raw outputs (layers shared), and the
     training and validation batches with their boxes as the loss's ``(B, M, 5)`` rows, ``M``
     each batch's most boxes (the pipeline's padding to 100 rows left out: the anchor matching
     costs in proportion to it).
@@ -286,10 +286,10 @@ def for_training(net, splits):
         return images, detection_losses.pack_targets(targets["boxes"][:, :count],
                                                      targets["classes"][:, :count])
 
-    splits.train = splits.train.map(packed)
-    if splits.validation is not None:  # its "scale" and "image_size" are the test's business
-        splits.validation = splits.validation.map(packed)
-    return detectors.training_model(net), splits
+    validation = splits.validation  # its "scale" and "image_size" are the test's business
+    return detectors.training_model(net), dataclasses.replace(
+        splits, train=splits.train.map(packed),
+        validation=None if validation is None else validation.map(packed))
 
 
 def detections_model(net, info, like):

@@ -37,6 +37,7 @@ from keras_resnet.train.build import (
 from keras_resnet.train.callbacks import BestCheckpoint, EpochLine, paper_callbacks
 from keras_resnet.train.compile import compile_model
 from keras_resnet.train.config import DEFAULT_HEAD, RunConfig, resolve
+from keras_resnet.train.precision import choose_for_run
 from keras_resnet.train.results import finish
 from keras_resnet.train.setup import load_splits, set_up_run
 
@@ -238,6 +239,11 @@ class PreparedRun:
     learning_rate: float
 
 
+# The schedule length the candidates of a measured precision compile with (a cosine
+# schedule needs one; it does not change a step's time).
+MEASURED_SCHEDULE = 1000
+
+
 def _fed(net, task, splits):
     """``(model to fit, splits)``: a detector trains on every anchor's raw outputs, a
     segmenter with an auxiliary head on both outputs."""
@@ -271,11 +277,22 @@ def prepare(config):
     splits, test_examples = _load_splits(config, setup, recipe)
     task = tasks.for_recipe(splits.info.task_kind, splits.info.num_classes, recipe)
     segmentation.check_data(config, task)
-    with setup.strategy.scope():
-        net = build_model(config.model, splits.info, dict(config.model_options), recipe, task,
-                          head=config.head or DEFAULT_HEAD)
-    trained, splits = _fed(net, task, splits)
+
     rate = config.recipe.learning_rate or peak_learning_rate(recipe, setup.global_batch)
+
+    def build():
+        return build_model(config.model, splits.info, dict(config.model_options), recipe, task,
+                           head=config.head or DEFAULT_HEAD)
+
+    def candidate():  # as the run trains it, on one batch of its data repeated
+        model, fed = _fed(build(), task, splits)
+        compile_for_run(model, config, setup.global_batch, recipe, rate, MEASURED_SCHEDULE)
+        return model, fed.train.take(1).cache().repeat()
+
+    choose_for_run(setup, config, splits.info, candidate)
+    with setup.strategy.scope():
+        net = build()
+    trained, splits = _fed(net, task, splits)
     return PreparedRun(config, recipe, setup, splits, test_examples, task, net, trained, rate)
 
 

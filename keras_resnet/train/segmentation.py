@@ -13,6 +13,8 @@ Example:
     True
 """
 
+import dataclasses
+
 import numpy as np
 
 from keras_resnet import data, heads
@@ -37,18 +39,17 @@ def check_data(config, task):
 
 
 def with_aux_targets(net, splits):
-    """``splits`` whose training and validation masks feed both of ``net``'s outputs when it
-    has torchvision's auxiliary head (``{"out", "aux"}``); unchanged otherwise."""
+    """New ``splits`` whose training and validation masks feed both of ``net``'s outputs when
+    it has torchvision's auxiliary head (``{"out", "aux"}``); ``splits`` itself otherwise."""
     if not isinstance(net.output, dict):
         return splits
 
     def both(images, masks):
         return images, {"out": masks, "aux": masks}
 
-    splits.train = splits.train.map(both)
-    if splits.validation is not None:
-        splits.validation = splits.validation.map(both)
-    return splits
+    validation = splits.validation
+    return dataclasses.replace(splits, train=splits.train.map(both),
+                               validation=None if validation is None else validation.map(both))
 
 
 def monitored(net, name):

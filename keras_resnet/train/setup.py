@@ -115,6 +115,7 @@ class RunSetup:
     strategy: object
     global_batch: int
     policy: str
+    precision_choice: dict = None  # a measured precision (keras_resnet.train.precision)
 
     def record(self, *, model, splits, epochs, started, resumed, test_examples, **fields):
         """The run.json fields every run writes, with ``fields`` of its own in between."""
@@ -122,7 +123,9 @@ class RunSetup:
             "run_dir": self.run_dir, "model": model, "dataset": splits.info.name, "epochs": epochs,
             **fields,
             "batch_size": self.global_batch, "replicas": self.strategy.num_replicas_in_sync,
-            "strategy": self.strategy_name, "precision": self.policy, "seed": self.seed,
+            "strategy": self.strategy_name, "precision": self.policy,
+            **({"precision_choice": self.precision_choice} if self.precision_choice else {}),
+            "seed": self.seed,
             "resumed_from_epoch": resumed or None,
             "train_seconds": round(time.time() - started, 1), "data": splits.info.to_config(),
             "validation_split": splits.validation_split, "validation": splits.validation_record,
