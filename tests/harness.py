@@ -15,7 +15,7 @@ this order:
    is as fresh as TensorFlow's, and the cross-backend load is the stronger check), else in
    TensorFlow (bit for bit);
 5. float exports (TFLite, ONNX, OpenVINO; the case's ``exports``) with parity to the model, made
-   in a fresh process per case.
+   from the saved files in one fresh process, in the background while the cases are checked.
 
 Batch-norm statistics are randomised first (:func:`randomise_batch_norm`), so the outputs are
 far from uniform and a wrong layer cannot hide behind them.
@@ -168,7 +168,25 @@ class Prepared:
     built: dict
     loads: dict
     folder: str
-    exports: bool = True  # whether check_model also checks the cases' float exports
+    exporting: object = None  # the export process: (Popen, its output file, its stderr)
+    exported: dict = None  # what it wrote, once it has ended
+
+    @property
+    def exports(self):
+        """Whether check_model also checks the cases' float exports."""
+        return self.exporting is not None
+
+    def export_reports(self):
+        """``{case name: {format: parity}}`` of the export process (waited for once)."""
+        if self.exported is None:
+            process, out, stderr = self.exporting
+            code = process.wait(timeout=1800)
+            stderr.seek(0)
+            assert code == 0, f"the export process failed:\n{stderr.read()[-4000:]}"
+            stderr.close()
+            with open(out) as f:
+                self.exported = json.load(f)
+        return self.exported
 
 
 def load_backends(case, backends):
@@ -179,9 +197,21 @@ def load_backends(case, backends):
     return tuple(backend for backend in case.backends if backend in backends)
 
 
-def prepare(cases, folder, backends=BACKENDS):
+def _start_exports(manifest, folder):
+    """The export process of the cases with ``exports`` (:meth:`Prepared.export_reports`)."""
+    path, out = os.path.join(folder, "exports.json"), os.path.join(folder, "exported.json")
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    stderr = open(os.path.join(folder, "exports.stderr"), "w+")
+    process = subprocess.Popen(
+        [sys.executable, EXPORT_WORKER, path, out], stdout=subprocess.DEVNULL, stderr=stderr,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return process, out, stderr
+
+
+def prepare(cases, folder, backends=BACKENDS, exports=False):
     """Build every case, save it, and load all of them in one fresh process per backend (the
-    processes run side by side)."""
+    processes run side by side); with ``exports``, start the process that exports them."""
     manifest, built = [], {}
     for case in cases:
         model, inputs, outputs = build(case)
@@ -196,6 +226,11 @@ def prepare(cases, folder, backends=BACKENDS):
     manifest_path = os.path.join(folder, "manifest.json")
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
+    exporting = None
+    if exports:
+        exporting = _start_exports([{"name": c.name, "keras": os.path.join(folder, f"{c.name}.keras"),
+                                     "inputs": os.path.join(folder, f"{c.name}.npy"),
+                                     "formats": list(c.exports)} for c in cases if c.exports], folder)
     processes = {}
     for backend in [b for b in backends if any(b in entry["backends"] for entry in manifest)]:
         environment = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
@@ -219,7 +254,7 @@ def prepare(cases, folder, backends=BACKENDS):
             facts = json.loads(str(loaded["facts"]))
             loads[backend] = {case.name: (loaded[case.name], facts[case.name])
                               for case in cases if backend in load_backends(case, backends)}
-    return Prepared(built, loads, folder)
+    return Prepared(built, loads, folder, exporting)
 
 
 def check_build(case, model, outputs):
@@ -266,19 +301,14 @@ def check_fresh_loads(case, model, loads, outputs):
         assert facts["losses"] == len(model.losses) > 0, (backend, facts["losses"])
 
 
-def check_exports(case, folder):
-    """The case's float exports, made from its saved ``.keras`` file in a fresh process (a
-    converter's memory goes with the process: in one process tf2onnx alone took a test worker
-    from 7 to 20 GB), each with parity to the model."""
+def check_exports(case, prepared):
+    """The case's float exports (made from its saved ``.keras`` file by the export process of
+    :func:`prepare`: a converter's memory goes with the process; in one test worker tf2onnx
+    alone took it from 7 to 20 GB), each with parity to the model."""
     if not case.exports:
         return
-    result = subprocess.run(
-        [sys.executable, EXPORT_WORKER, os.path.join(folder, f"{case.name}.keras"),
-         os.path.join(folder, f"{case.name}.npy"), folder, *case.exports],
-        capture_output=True, text=True, timeout=900,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, f"exporting {case.name} failed:\n{result.stderr[-4000:]}"
-    reports = json.loads(result.stdout.strip().splitlines()[-1])
+    reports = prepared.export_reports()[case.name]
+    assert "error" not in reports, f"exporting {case.name} failed:\n{reports.get('error')}"
     assert sorted(reports) == sorted(case.exports), reports
     for fmt, report in reports.items():
         assert report["max_abs_diff"] <= 2e-5 and report["top1_agreement"] == 1.0, (fmt, report)
@@ -292,7 +322,7 @@ def check_model(case, prepared):
     check_config(case, model, inputs, outputs)
     check_fresh_loads(case, model, prepared.loads, outputs)
     if prepared.exports:
-        check_exports(case, prepared.folder)
+        check_exports(case, prepared)
 
 
 def digits_top1(model, split="test", batch_size=128, **load_options):

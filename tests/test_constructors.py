@@ -176,9 +176,8 @@ def prepared(request, tmp_path_factory):
     # The JAX load compiles every model, exports convert them: `pytest --all` (the fast tier
     # loads in TensorFlow; tests/test_export.py exports a trained ResNet-8 to every format).
     everything = request.config.getoption("--all")
-    prepared = prepare(cases, str(tmp_path_factory.mktemp("harness")), BACKENDS if everything else ("tensorflow",))
-    prepared.exports = everything
-    return prepared
+    return prepare(cases, str(tmp_path_factory.mktemp("harness")),
+                   BACKENDS if everything else ("tensorflow",), exports=everything)
 
 
 @pytest.mark.parametrize(

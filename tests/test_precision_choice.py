@@ -8,13 +8,13 @@ and fake where it decides the choice.
 """
 
 import json
-import os
 
 import keras
 import numpy as np
 import pytest
 
-from keras_resnet import devices
+import keras_resnet
+from keras_resnet import cli, devices
 from keras_resnet.train import flow
 from keras_resnet.train import precision as precision_lib
 from keras_resnet.train.config import HardwareConfig, RunConfig
@@ -157,33 +157,27 @@ def test_a_run_measures_once_prints_its_choice_and_keeps_its_seeded_weights(tmp_
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.mark.slow  # a whole run through the command line: `pytest --all`
-def test_the_command_line_records_the_choice_in_run_json(tmp_path):
-    """``keras-resnet train`` on a bfloat16 CPU with a cached measurement: the run's
-    precision is the cached choice, printed and in run.json; ``--precision`` wins."""
-    import subprocess
-
-    if not devices.cpu_has_bfloat16():
-        pytest.skip("this CPU does not multiply bfloat16 natively: 'auto' measures nothing")
-    home = tmp_path / "home"
-    network = "resnet8, classification, 10 classes"
-    key = precision_lib.cache_key(network, (32, 32, 3), 32)
+@pytest.mark.slow  # a whole run: `pytest --all`
+def test_the_command_line_records_a_cached_choice_in_run_json(tmp_path, monkeypatch, capsys):
+    """``keras-resnet train`` on a bfloat16 CPU with a measurement cached: the run trains in
+    the cached choice, prints it and records it in run.json (an explicit precision measures
+    nothing: the test above)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    key = precision_lib.cache_key("resnet8, classification, 10 classes", (32, 32, 3), 32)
     rates = {"float32": 100.0, "mixed_bfloat16": 250.0}
-    (home / "keras_resnet").mkdir(parents=True)
-    (home / "keras_resnet" / precision_lib.CACHE_FILE).write_text(json.dumps(
+    (tmp_path / "home" / "keras_resnet").mkdir(parents=True)
+    (tmp_path / "home" / "keras_resnet" / precision_lib.CACHE_FILE).write_text(json.dumps(
         {precision_lib.cpu_model(): {key: {"images_per_second": rates}}}))
-    env = {**os.environ, "KERAS_HOME": str(home)}
-    for flags, expected in (([], "mixed_bfloat16"), (["--precision", "float32"], "float32")):
-        run_dir = tmp_path / expected
-        result = subprocess.run(
-            ["keras-resnet", "train", "--model", "resnet8", "--epochs", "1", "--no-export",
-             "--output-dir", str(run_dir), *flags], capture_output=True, text=True, env=env,
-            timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        run = json.loads((run_dir / "run.json").read_text())
-        assert run["precision"] == expected
-        if flags:
-            assert "precision_choice" not in run and "Precision " not in result.stdout
-        else:
-            assert run["precision_choice"]["cached"] and run["precision_choice"]["measured_for"] == key
-            assert "Precision mixed_bfloat16 for this CPU (" in result.stdout
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--model", "resnet8", "--epochs", "1", "--no-export",
+                     "--output-dir", str(run_dir)]) == 0
+    keras.config.set_dtype_policy("float32")
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["precision"] == "mixed_bfloat16"
+    assert run["precision_choice"] == {"precision": "mixed_bfloat16", "cached": True,
+                                       "measured_images_per_second": rates,
+                                       "cpu": precision_lib.cpu_model(), "measured_for": key}
+    assert "Precision mixed_bfloat16 for this CPU (" in capsys.readouterr().out
+    saved = keras_resnet.load_model(str(run_dir / "model.keras"))
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in saved.layers}  # its blocks

@@ -1,9 +1,10 @@
 """The training precision "auto" means on a CPU that multiplies bfloat16 natively: measured.
 
 Whether ``mixed_bfloat16`` trains faster than float32 depends on the CPU and the network, not
-on the CPU's flags alone (``python -m benchmarks.train_throughput``): on a 2-core EPYC with
-AVX512_BF16 it trains ResNet-50 at 224x224 1.18x as fast as float32 and CIFAR ResNet-20 0.92x
-as fast; on a 2-core Xeon with AMX, 2.01x both. So the first time a network trains at an input
+on the CPU's flags alone: on a 2-core Zen 4 EPYC with AVX512_BF16 it trains ResNet-50 at
+224x224 1.18x as fast as float32 (``python -m benchmarks.fast_path``) and CIFAR ResNet-20
+anywhere from 0.92x to 1.3x; on a 2-core Xeon with AMX, 2.01x both (``python -m
+benchmarks.train_throughput``). So the first time a network trains at an input
 shape and batch on a CPU model, :func:`measured_choice` times a few training steps of it in
 each of :data:`CANDIDATES` and keeps bfloat16 only when it is at least :data:`MIN_SPEEDUP`
 times float32's speed. The figures are cached per CPU model, in ``fast_path.json`` of the
@@ -172,7 +173,7 @@ def measured_choice(network, build, input_shape, batch_size, *, measure=True, ca
             (default :func:`training_speeds`).
 
     Returns:
-        A :class:`Choice`, or None. Keras' dtype policy is float32 afterwards.
+        A :class:`Choice`, or None. Keras' dtype policy is float32 after a measurement.
     """
     path = os.path.join(cache_folder(cache_dir), CACHE_FILE)
     cpu, key = cpu_model(), cache_key(network, input_shape, batch_size)
@@ -186,7 +187,6 @@ def measured_choice(network, build, input_shape, batch_size, *, measure=True, ca
         for policy in CANDIDATES:
             keras.config.set_dtype_policy(policy)
             candidates[policy] = build()
-        keras.config.set_dtype_policy("float32")
         measured = (speed or training_speeds)(candidates, batch_size)
     finally:
         keras.config.set_dtype_policy("float32")
@@ -232,7 +232,6 @@ def choose_for_run(setup, config, info, build):
     choice = measured_choice(network, build, tuple(info.image_shape), batch,
                              measure=steps >= MIN_STEPS_TO_MEASURE)
     if choice is None:
-        keras.config.set_dtype_policy(setup.policy)
         return None
     keras.utils.set_random_seed(setup.seed)  # the timed models drew weights from it
     keras.config.set_dtype_policy(choice.precision)
