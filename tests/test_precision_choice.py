@@ -99,6 +99,7 @@ def test_a_short_run_reads_the_cache_but_does_not_measure(tmp_path):
 
 def test_only_auto_on_a_bfloat16_cpu_with_a_named_model_is_measured(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(devices, "has_gpu", lambda: False)
     auto = HardwareConfig()
     assert precision_lib.applies(auto, "resnet20")
     assert not precision_lib.applies(HardwareConfig(precision="float32"), "resnet20")
@@ -106,6 +107,9 @@ def test_only_auto_on_a_bfloat16_cpu_with_a_named_model_is_measured(monkeypatch)
     assert not precision_lib.applies(HardwareConfig(fast_path=False), "resnet20")
     assert not precision_lib.applies(auto, "runs/r8/model.keras")  # its policy is its own
     assert not precision_lib.applies(auto, "resnet20", replicas=2)
+    monkeypatch.setattr(devices, "has_gpu", lambda: True)
+    assert not precision_lib.applies(auto, "resnet20")
+    monkeypatch.setattr(devices, "has_gpu", lambda: False)
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
     assert not precision_lib.applies(auto, "resnet20")
 
@@ -120,6 +124,7 @@ def test_a_run_measures_once_prints_its_choice_and_keeps_its_seeded_weights(tmp_
                                                                             capsys):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(devices, "has_gpu", lambda: False)  # a CPU run, on any machine
     monkeypatch.setattr(precision_lib, "MIN_STEPS_TO_MEASURE", 1)  # one epoch: 40 steps
     timed = []
     real_speeds = precision_lib.training_speeds
@@ -164,6 +169,7 @@ def test_the_command_line_records_a_cached_choice_in_run_json(tmp_path, monkeypa
     nothing: the test above)."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(devices, "has_gpu", lambda: False)  # a CPU run, on any machine
     key = precision_lib.cache_key("resnet8, classification, 10 classes", (32, 32, 3), 32)
     rates = {"float32": 100.0, "mixed_bfloat16": 250.0}
     (tmp_path / "home" / "keras_resnet").mkdir(parents=True)
