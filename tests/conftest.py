@@ -14,11 +14,12 @@ import json
 import os
 import pathlib
 
+import pytest
+
+# Before any test module imports Keras. Keras itself is imported where a fixture needs it: the
+# pytest-xdist controller loads this file too, and needs no TensorFlow (5 s at every start).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
-import pytest  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -163,6 +164,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seeded_float32():
     """Every test starts seeded, in float32, and leaves the global policy as it found it."""
+    import keras
+
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("float32")
     yield

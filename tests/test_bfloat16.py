@@ -48,6 +48,7 @@ def _rewrite_is_off():
 
 
 @pytest.mark.skipif(not devices.cpu_has_bfloat16(), reason="the CPU does not multiply bfloat16")
+@pytest.mark.slow
 def test_a_savedmodel_runs_in_bfloat16_inside_the_rewrite_and_in_float32_outside(saved_model, digits):
     float32 = export.open_runner(saved_model, precision="float32")(digits)
     runner = export.open_runner(saved_model, precision="bfloat16")
@@ -85,6 +86,7 @@ def test_auto_reads_the_recorded_figures_and_a_cpu_without_bfloat16_refuses_it(s
         export.open_runner(saved_model, precision="bfloat16")
 
 
+@pytest.mark.slow
 def test_serve_takes_a_precision_per_export_and_says_it(saved_model, digits, tmp_path, monkeypatch):
     from keras_resnet.serving.card import model_card
     from keras_resnet.serving.codec import run_signature

@@ -140,6 +140,7 @@ def test_evaluate_command_single_and_ten_crop(default_run, capsys, monkeypatch):
     assert 1 - ten_crop["top1"] < 0.5  # a trained model, far from chance (90% error)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_with_a_message(tmp_path, capsys):
     from keras_resnet.cli import main  # in-process: the console script calls the same main
 
@@ -377,6 +378,7 @@ def test_cli_user_mistakes_get_one_line_and_no_traceback(hostile_files, args, me
     assert len(captured.err.strip().splitlines()) == 1, captured.err
 
 
+@pytest.mark.slow
 def test_a_user_mistake_in_a_shell_is_one_line_on_stderr(hostile_files):
     result = _run("predict", str(hostile_files / "truncated.keras"), str(hostile_files / "image.png"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

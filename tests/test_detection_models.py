@@ -99,6 +99,7 @@ def _level_counts(model, images):
     return [int(t.shape[1]) for t in levels(images)]
 
 
+@pytest.mark.slow
 def test_detections_match_torchvision_s_postprocess(tiny):
     """Score threshold, per-level top-k, decoding, clipping and class-aware NMS on
     torchvision's own raw outputs: the same detections in the same order."""

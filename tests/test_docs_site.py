@@ -70,6 +70,7 @@ def _page(site_dir, path):
     return page.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_site_builds_strict_without_warnings(site):
     done, _, seconds = site
     output = done.stdout + done.stderr
@@ -79,6 +80,7 @@ def test_site_builds_strict_without_warnings(site):
     assert seconds < BUILD_SECONDS, f"mkdocs build took {seconds:.1f} s"
 
 
+@pytest.mark.slow
 def test_site_has_its_pages(site):
     _, site_dir, _ = site
     assert "pip install" in _page(site_dir, "getting-started")
@@ -88,6 +90,7 @@ def test_site_has_its_pages(site):
         _page(site_dir, path)
 
 
+@pytest.mark.slow
 def test_every_notebook_is_a_page_with_its_outputs(site):
     _, site_dir, _ = site
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -99,6 +102,7 @@ def test_every_notebook_is_a_page_with_its_outputs(site):
         assert "jp-OutputArea-output" in html, f"{notebook.name}: no committed output shown"
 
 
+@pytest.mark.slow
 def test_api_page_of_features_documents_feature_extractor(site):
     _, site_dir, _ = site
     html = _page(site_dir, "reference/features")

@@ -32,10 +32,12 @@ def _compiles(source):
     return True
 
 
-# Modules whose examples train (runs: a run of ResNet-8 on digits) or build many full-size
-# networks (models, the segmentation and detection heads) run with `pytest --all`.
+# Modules whose examples train (runs: a run of ResNet-8 on digits; the backup's, the
+# evaluation's), build many full-size networks (models, the segmentation and detection heads)
+# or convert weight layouts run with `pytest --all`: each takes 2 s or more.
 SLOW_EXAMPLES = ("keras_resnet.runs", "keras_resnet.models", "keras_resnet.heads.segmenters",
-                 "keras_resnet.heads.detectors")
+                 "keras_resnet.heads.detectors", "keras_resnet.evaluation", "keras_resnet.preprocessing",
+                 "keras_resnet.train.backup", "keras_resnet.weights.layouts")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_EXAMPLES else m

@@ -194,6 +194,7 @@ def test_grad_cam_signature_equals_keras_grad_cam_on_the_trained_model(trained, 
     assert (outputs["heatmaps"].numpy().max(axis=(1, 2)) == 1).all()  # scaled to [0, 1], not blank
 
 
+@pytest.mark.slow
 def test_grad_cam_signature_places_the_heatmap_where_the_centre_crop_came_from(tmp_path):
     model = keras_resnet.CifarResNet(8, classes=4)
     preprocessing = preprocessing_lib.ImagePreprocessing((32, 32), "shorter_side", 40,
@@ -205,6 +206,7 @@ def test_grad_cam_signature_places_the_heatmap_where_the_centre_crop_came_from(t
     _assert_grad_cam_signature_matches(path, model, preprocessing, encoded)
 
 
+@pytest.mark.slow
 def test_an_export_grad_cam_cannot_read_has_no_grad_cam_signature(tmp_path):
     inputs = keras.Input((32, 32, 3))
     wrapped = keras.Model(inputs, keras_resnet.CifarResNet(8, classes=3)(inputs), name="wrapped")
@@ -626,6 +628,7 @@ def test_a_mixed_precision_model_exports_in_float32(tmp_path, digits_test):
 # bfloat16 inference: OpenVINO's and TensorFlow's paths, chosen by the CPU and by measured parity
 
 
+@pytest.mark.slow
 def test_bfloat16_parity_rows_are_recorded_and_auto_follows_them(trained, tmp_path, monkeypatch):
     """On a CPU with native bfloat16 (here: said to have it), export_run measures OpenVINO's
     and the SavedModel's bfloat16 against the trained Keras model and records the figures with

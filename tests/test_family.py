@@ -193,6 +193,7 @@ def test_unsupported_combinations_raise_naming_the_argument(build, message):
         build()
 
 
+@pytest.mark.slow
 def test_layouts_without_a_counterpart_are_refused(tmp_path):
     v2 = keras_resnet.ResNet50V2(input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="pre-activation.*'torch' layout"):

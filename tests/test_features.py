@@ -347,6 +347,7 @@ def test_bad_rates_name_the_argument(options, message):
 # --- embeddings ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embedding_model_gives_the_pooled_last_stage():
     model = _randomize_batch_norms(keras_resnet.ResNet18(input_shape=(64, 64, 3)))
     images = _images((2, 64, 64, 3))

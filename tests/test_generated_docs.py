@@ -56,6 +56,7 @@ def test_check_passes_on_the_committed_pages(script):
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
+@pytest.mark.slow
 def test_check_names_a_page_edited_by_hand_and_a_missing_one(script, tmp_path):
     page = SCRIPTS[script]
     _copy_pages(tmp_path, page.split("/")[0])
@@ -127,6 +128,7 @@ def test_the_model_index_links_a_page_for_every_family_and_every_model():
         assert f"`{weight_set.name}`" in cards
 
 
+@pytest.mark.slow
 def test_the_benchmarks_page_renders_results_files(tmp_path):
     results = tmp_path / "results"
     results.mkdir()

@@ -116,6 +116,7 @@ def test_tfds_cifar10_holds_out_a_tenth_of_its_training_split(tmp_path, monkeypa
     assert splits.info.num_examples == 60 - expected
 
 
+@pytest.mark.slow
 def test_the_run_records_its_validation_and_none_watches_the_training_metric(tmp_path):
     root = _folder(tmp_path / "photos", {"a": 10, "b": 10})
     result = runs.train("resnet8", root, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,

@@ -154,6 +154,7 @@ def test_a_wide_matrix_draws_the_classes_of_the_most_confused_pairs(tmp_path):
         assert figure.format == "PNG" and min(figure.size) >= 300
 
 
+@pytest.mark.slow
 def test_cli_writes_the_files_and_says_where(tmp_path, capsys):
     model_path = save_model(_model(), str(tmp_path / "model.keras"))
     out = tmp_path / "look"
@@ -225,6 +226,7 @@ LABEL_FILES = ("per_label.csv", "label_confusion.png", "precision_recall.csv",
                "precision_recall.png", "top_losses.csv", "top_losses.png")
 
 
+@pytest.mark.slow
 def test_a_multilabel_model_gets_per_label_tables_and_curves(tmp_path, capsys):
     thresholds = (0.3, 0.4, 0.5, 0.6, 0.7, 0.5, 0.5, 0.5, 0.45, 0.55)
     head = randomise_batch_norm(keras_resnet.models.get_model(

@@ -71,6 +71,7 @@ def test_imagenet_multiply_adds_within_3_percent_of_table_1(named_model, name, g
     [_full_size_slow(*p) for p in [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
                                    ("resnet56", 0.85), ("resnet110", 1.7), ("resnet1202", 19.4)]],
 )
+@pytest.mark.slow
 def test_cifar_parameters_within_2_percent_of_table_6(named_model, name, millions):
     model = named_model(name)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
@@ -78,6 +79,7 @@ def test_cifar_parameters_within_2_percent_of_table_6(named_model, name, million
     assert count_trainable_params(model) == pytest.approx(millions * 1e6, rel=0.02)
 
 
+@pytest.mark.slow
 def test_option_a_adds_no_parameters_and_c_more_than_b():
     params = {
         option: count_trainable_params(keras_resnet.ResNet34(shortcut=option, input_shape=(64, 64, 3)))
@@ -147,6 +149,7 @@ def test_stride_position_on_basic_blocks_is_refused_not_ignored(build, position)
     assert message.endswith(" has basic blocks).")
 
 
+@pytest.mark.slow
 def test_stride_position_default_keeps_basic_and_bottleneck_nets_unchanged():
     # Basic nets build as before; a bottleneck net still takes either position.
     assert keras_resnet.ResNet20().count_params() == 271098
@@ -210,6 +213,7 @@ def test_weights_from_a_weights_file(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_model_export_writes_a_saved_model(tmp_path):
     import tensorflow as tf
 
@@ -279,6 +283,7 @@ def test_the_paper_weight_decay_is_the_default_and_compile_keeps_the_models_own(
     assert l1.get_layer("conv2_block1").get_config()["kernel_regularizer"]["config"]["l2"] == pytest.approx(1e-4)
 
 
+@pytest.mark.slow
 def test_every_model_carries_its_preprocessing_through_keras_saving(tmp_path):
     from keras_resnet import preprocessing
 
@@ -300,6 +305,7 @@ def test_every_model_carries_its_preprocessing_through_keras_saving(tmp_path):
     assert default.class_names == [str(i) for i in range(1000)] and default.source == "default"
 
 
+@pytest.mark.slow
 def test_attach_replaces_the_preprocessing_and_copies_the_weights_into_new_layers():
     from keras_resnet import preprocessing
 

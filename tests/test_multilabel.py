@@ -36,6 +36,7 @@ def test_average_precision_and_f1_equal_scikit_learns(seed, ties):
     np.testing.assert_allclose([row["f1"] for row in report["per_class"].values()], per_class, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_thresholds_maximise_each_classes_f1():
     truth, scores = _scored(4, ties=True)
     chosen = multilabel.choose_thresholds(truth, scores)

@@ -48,6 +48,7 @@ def test_keywords_reach_the_family_s_published_parameter_counts(options, referen
         assert count_trainable_params(model) == PAPER_FIGURES[reference]["params"]
 
 
+@pytest.mark.slow
 def test_a_deep_stem_and_the_keywords_of_every_kind_of_constructor():
     deep = keras_resnet.ResNet18(stem="deep", input_shape=(64, 64, 3))
     names = {layer.name for layer in deep.layers}
@@ -168,6 +169,7 @@ def test_stage_tap_is_a_serializable_weightless_identity():
         architectures.Tap("conv2", "inside")
 
 
+@pytest.mark.slow
 def test_taps_follow_the_architecture_data_and_leave_counts_unchanged():
     model = keras_resnet.ResNet50(input_shape=(64, 64, 3))
     taps = builder.stage_taps(model)

@@ -46,6 +46,7 @@ def test_bfloat16_is_chosen_only_at_a_clear_speed_up(bfloat16, expected):
     assert precision_lib.choose_from({"float32": 200.0, "mixed_bfloat16": bfloat16}) == expected
 
 
+@pytest.mark.slow
 def test_a_measurement_is_made_once_per_cpu_and_network_and_read_back(tmp_path, monkeypatch):
     calls = []
     speed = fake_speed({"float32": 100.0, "mixed_bfloat16": 150.0}, calls)
@@ -120,6 +121,7 @@ def _prepared(tmp_path, name, **options):
     return flow.prepare(config)
 
 
+@pytest.mark.slow
 def test_a_run_measures_once_prints_its_choice_and_keeps_its_seeded_weights(tmp_path, monkeypatch,
                                                                             capsys):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))

@@ -54,6 +54,7 @@ print(json.dumps(dict(
     assert found["grad_cam"] and found["get_recipe"] and found["recipe"] == "Recipe"
 
 
+@pytest.mark.slow
 def test_import_loads_no_tensorflow_on_jax():
     found = _run("""
 import json, sys
@@ -67,6 +68,7 @@ print(json.dumps(dict(before=before, after="tensorflow" in sys.modules, eager=ea
     assert found == {"before": False, "after": False, "eager": True, "backend": "jax"}
 
 
+@pytest.mark.slow
 def test_the_command_imports_the_package_without_keras():
     """`keras-resnet --help` stays instant: the package the command imports first loads no
     Keras and no submodule, and its names are still there on first use."""

@@ -266,6 +266,7 @@ def _ema_recipe(total_steps, every, decay, warmup_epochs=0):
                                                  "ema_decay": 1 - share})
 
 
+@pytest.mark.slow
 def test_ema_weights_equal_the_recursive_average_and_are_what_the_model_keeps():
     keras.utils.set_random_seed(4)
     model = _tiny()
@@ -294,6 +295,7 @@ def test_ema_weights_equal_the_recursive_average_and_are_what_the_model_keeps():
     assert not np.allclose(model.weights[0].numpy(), seen[-1][0])  # not the raw weights
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_ema_and_schedule_state_exactly(tmp_path):
     rng = np.random.default_rng(1)
     x, y = rng.random((32, 32, 32, 3), dtype="float32"), np.eye(4, dtype="float32")[np.arange(32) % 4]
@@ -418,6 +420,7 @@ def test_repeated_augmentation_repeats_each_image_and_keeps_the_epoch_length():
     assert len(values) == 12 and values == [v for v in range(4) for _ in range(3)]
 
 
+@pytest.mark.slow
 def test_training_crops_follow_the_recipe_and_evaluation_the_model():
     recipe = recipes.get_recipe("torchvision_v2")
     train, info = data.load("digits", "train", 16, seed=0, recipe=recipe)

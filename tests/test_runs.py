@@ -41,6 +41,7 @@ def _frozen_state(model):
             if not v.path.startswith("predictions")}
 
 
+@pytest.mark.slow
 def test_phase_one_trains_the_head_alone_with_batch_norm_frozen(source_model, tmp_path):
     path, source = source_model
     result = runs.fine_tune("resnet8", "digits", weights=path, run_dir=str(tmp_path / "run"),
@@ -59,6 +60,7 @@ def test_phase_one_trains_the_head_alone_with_batch_norm_frozen(source_model, tm
     assert result["test_examples"] == 360 and json.load(open(tmp_path / "run" / "run.json"))["head_epochs"] == 1
 
 
+@pytest.mark.slow
 def test_phase_two_unfreezes_from_the_named_stage(source_model, tmp_path):
     path, source = source_model
     runs.fine_tune("resnet8", "digits", weights=path, run_dir=str(tmp_path / "run"), epochs=2,

@@ -108,6 +108,7 @@ SHAPE_CASES = [(keras_resnet.FCN, "resnet18", 8), (keras_resnet.DeepLabV3, "resn
 
 @pytest.mark.parametrize("constructor, backbone, output_stride", SHAPE_CASES,
                          ids=[f"{c.__name__}-{b}-os{s}" for c, b, s in SHAPE_CASES])
+@pytest.mark.slow
 def test_logits_come_at_the_input_size(constructor, backbone, output_stride):
     keras.utils.set_random_seed(0)
     options = {} if constructor is keras_resnet.FCN else {"head_width": 16}
@@ -142,6 +143,7 @@ def test_a_cifar_backbone_gives_its_last_stage_to_the_head(constructor):
 
 
 @pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.slow
 def test_any_input_channels(channels):
     model = keras_resnet.DeepLabV3Plus("resnet18", classes=2, head_width=8,
                                        input_shape=(40, 48, channels))
@@ -176,6 +178,7 @@ def test_the_model_carries_its_task_and_preprocessing():
     assert not any(layer.name.startswith("aux") for layer in plain.layers)
 
 
+@pytest.mark.slow
 def test_a_keras_file_round_trip_gives_identical_outputs(tmp_path):
     keras.utils.set_random_seed(1)
     model = keras_resnet.DeepLabV3Plus("resnet18", classes=3, aux=True, head_width=8)
@@ -202,6 +205,7 @@ def test_a_new_class_count_keeps_the_body(tmp_path):
     assert set(loaded) == {k for k in source if not k.endswith("num_batches_tracked")}
 
 
+@pytest.mark.slow
 def test_deeplabv3plus_state_dict_round_trip(tmp_path):
     keras.utils.set_random_seed(3)
     model = keras_resnet.DeepLabV3Plus("resnet18", classes=3, head_width=8)

@@ -107,6 +107,7 @@ def test_the_segmentation_recipe_is_torchvisions_polynomial_schedule():
     ("resnet18", {"output_stride": 16}, [1, 1, 2]),
     ("resnet8", {"atrous_rates": (2, 5, 7)}, [2, 5, 7]),  # given rates stay
 ])
+@pytest.mark.slow
 def test_a_run_sizes_deeplabs_rates_to_its_images(backbone, options, rates):
     from keras_resnet.heads.segmentation import atrous_rates
     from keras_resnet.train.build import segmentation_model

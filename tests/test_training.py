@@ -76,6 +76,7 @@ def test_step_schedule_divides_by_10_at_milestones_and_stops():
     assert int(model.optimizer.iterations) == 8  # stop_training ends after the batch at 7
 
 
+@pytest.mark.slow
 def test_step_schedule_composes_with_reduce_lr_on_plateau():
     x, y = _tiny_data(8)
     model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.1)
@@ -92,6 +93,7 @@ def test_scaled_step_schedule_keeps_the_papers_fractions():
     assert schedule.milestones == (320, 480) and schedule.stop_at == 640
 
 
+@pytest.mark.slow
 def test_warmup_until_training_error_below_80_percent():
     x, y = _tiny_data(64, classes=2)
     model = training.compile_model(_tiny_model(classes=2), "cifar", learning_rate=0.1)
@@ -127,6 +129,7 @@ class _PoisonWeightsAtEpoch(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     x, y = _tiny_data(16)
     model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.01)
@@ -179,6 +182,7 @@ def test_train_takes_the_fast_path_unless_switched_off(tmp_path, monkeypatch):
         assert result["test"]["top1"] == pytest.approx(top1, abs=1 / examples + 1e-9)
 
 
+@pytest.mark.slow
 def test_run_backup_resumes_exactly_and_survives_a_damaged_file(tmp_path, capsys):
     x, y = _tiny_data(32)
     backup = str(tmp_path / "backup")

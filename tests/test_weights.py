@@ -54,6 +54,7 @@ def _randomize(model, seed=0):
 # The bottleneck nets' conversion (ResNet-101/152 have the same blocks, more of them: their
 # exact counts are tests/test_models.py's).
 @pytest.mark.parametrize("depth", [50])
+@pytest.mark.slow
 def test_from_keras_applications_gives_equal_predictions(depth):
     application = getattr(keras.applications, f"ResNet{depth}")
     source = application(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
@@ -70,6 +71,7 @@ def test_from_keras_applications_gives_equal_predictions(depth):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_from_keras_applications_headless_with_pooling():
     source = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
     _randomize(source)
@@ -675,6 +677,7 @@ def test_adapt_input_kernel_follows_timms_rule():
 
 
 @pytest.mark.parametrize("channels, order", [(1, "grey"), (4, "stacked")])
+@pytest.mark.slow
 def test_a_weight_set_adapts_conv1_and_its_preprocessing(http_folder, monkeypatch, channels, order):
     """ResNet18(weights=..., input_shape=(h, w, C)): conv1 adapted, the recipe C channels wide."""
     reference = _serve_resnet18_set(http_folder, monkeypatch)
