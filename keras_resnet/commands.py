@@ -238,7 +238,8 @@ def _predict_boxes(args):
         if given:
             raise InvalidArgument(f"`{flag}` is for classifiers; {args.model!r} is a detector "
                                   "(predict writes its boxes).")
-    results = detect_files(args.model, args.images, score_threshold=args.score_threshold)
+    results = detect_files(args.model, args.images, score_threshold=args.score_threshold,
+                           precision=args.precision)
     for written in write_detection_files(results, args.output_dir or "boxes"):
         print(json.dumps(written))
 

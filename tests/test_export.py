@@ -174,7 +174,10 @@ def _assert_grad_cam_signature_matches(path, model, preprocessing, encoded):
     for png, expected in zip(outputs["overlay_png_bytes"].numpy(), overlays):
         got = tf.io.decode_png(png).numpy()
         assert got.shape == expected.shape and got.dtype == np.uint8
-        assert np.abs(got.astype(int) - expected).max() <= 1  # the same pixels, up to rounding
+        # The same pixels up to rounding, and where the heatmap sits at the edge of one of the
+        # jet colormap's 256 steps, one step (at most 4 levels, 1.6 at alpha 0.4) more.
+        difference = np.abs(got.astype(int) - expected)
+        assert difference.max() <= 2 and np.mean(difference > 1) < 1e-3
     metadata = export.read_export_metadata(path)["grad_cam"]
     assert metadata == {"signature": "grad_cam", "stage": cam.stage, "layer": cam.layer,
                         "alpha": 0.4}

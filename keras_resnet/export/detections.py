@@ -76,7 +76,7 @@ def _boxes_of(runner, pixels, size):
     return boxes, found["scores"][0, :count], found["classes"][0, :count]
 
 
-def detect_files(model_path, image_paths, score_threshold=0.5):
+def detect_files(model_path, image_paths, score_threshold=0.5, precision="auto"):
     """The boxes of image files found by a detector, at least ``score_threshold``.
 
     Args:
@@ -86,6 +86,7 @@ def detect_files(model_path, image_paths, score_threshold=0.5):
         image_paths: JPEG/PNG/GIF/BMP files.
         score_threshold: the least score a box keeps here, in [0, 1) (the model's own
             threshold, 0.05 by default, still applies first).
+        precision: "auto", "float32" or "bfloat16" (``keras_resnet.export.choose_precision``).
 
     Returns:
         list of ``{"image": path, "pixels": uint8 (h, w, 3), "detections": [{"box": [x1, y1,
@@ -101,7 +102,7 @@ def detect_files(model_path, image_paths, score_threshold=0.5):
             read_image(path)
     if not is_detection(model_path):
         raise InvalidArgument(f"`model` {os.fspath(model_path)!r} is not a detector.")
-    runner = open_runner(model_path)
+    runner = open_runner(model_path, precision=precision)
     preprocessing = runner.preprocessing
     names = preprocessing.class_names or [str(i) for i in range(runner.task.classes)]
     size = tuple(preprocessing.image_size)
