@@ -157,10 +157,14 @@ def test_a_run_measures_once_prints_its_choice_and_keeps_its_seeded_weights(tmp_
     assert cached.setup.policy == chosen and "measured before, from" in capsys.readouterr().out
     explicit = _prepared(tmp_path, "explicit", precision=chosen)
     assert explicit.setup.precision_choice is None and capsys.readouterr().out == ""
-    # The timed models drew from the seed: the run's weights are those of a run that timed none.
+    # The timed models drew from the seed and read the training batches: the run's weights and
+    # batches (their order, their augmentation) are those of a run that timed none.
+    first_batch = next(iter(explicit.splits.train))
     for prepared in (measured, cached):
         for ours, theirs in zip(prepared.net.weights, explicit.net.weights):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+        for ours, theirs in zip(next(iter(prepared.splits.train)), first_batch):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     keras.config.set_dtype_policy("float32")
 
 

@@ -289,7 +289,11 @@ def prepare(config):
         compile_for_run(model, config, setup.global_batch, recipe, rate, MEASURED_SCHEDULE)
         return model, fed.train.take(1).cache().repeat()
 
-    choose_for_run(setup, config, splits.info, candidate)
+    choice = choose_for_run(setup, config, splits.info, candidate)
+    if choice is not None and not choice.cached:
+        # The timing read the training batches (a shuffle's next order, augmentation draws):
+        # load them again, after the reseeding, as a run that timed nothing has them.
+        splits, test_examples = _load_splits(config, setup, recipe)
     with setup.strategy.scope():
         net = build()
     trained, splits = _fed(net, task, splits)
