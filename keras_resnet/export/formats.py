@@ -45,11 +45,11 @@ BFLOAT16_MIN_AGREEMENT = 0.995
 # AVX512_BF16).
 BFLOAT16_MIN_SPEEDUP = 1.1
 # The formats whose runtime has a bfloat16 CPU path: OpenVINO's inference precision hint (2x
-# float32 on ResNet-50 with AVX512_BF16) and TensorFlow's oneDNN bfloat16 rewrite of a
-# SavedModel (keras_resnet.export.bfloat16: 1.9-2.4x with AMX, slower than float32 with
-# AVX512_BF16 alone, hence the measured speed-up "auto" also reads). ONNX Runtime's CPU
-# execution provider has no bfloat16 convolution on x86 (its bfloat16 fast-math GEMM is
-# ARM64's), LiteRT's XNNPACK no bfloat16 at all.
+# float32 on ResNet-50 with AVX512_BF16, 4.9x with AMX) and TensorFlow's oneDNN bfloat16
+# rewrite of a SavedModel (keras_resnet.export.bfloat16: 1.5x served on ResNet-50 with AMX;
+# with AVX512_BF16 alone anywhere from slower than float32 to 1.49x, hence the measured
+# speed-up "auto" also reads). ONNX Runtime's CPU execution provider has no bfloat16
+# convolution on x86 (its bfloat16 fast-math GEMM is ARM64's), LiteRT's XNNPACK no bfloat16.
 BFLOAT16_FORMATS = ("openvino", "saved_model")
 # What an export carries besides its graph (preprocessing, task, measured figures).
 METADATA_FILE = os.path.join("assets.extra", "keras_resnet.json")

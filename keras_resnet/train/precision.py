@@ -3,8 +3,8 @@
 Whether ``mixed_bfloat16`` trains faster than float32 depends on the CPU and the network, not
 on the CPU's flags alone: on a 2-core Zen 4 EPYC with AVX512_BF16 it trains ResNet-50 at
 224x224 1.18x as fast as float32 (``python -m benchmarks.fast_path``) and CIFAR ResNet-20
-anywhere from 0.92x to 1.3x; on a 2-core Xeon with AMX, 2.01x both (``python -m
-benchmarks.train_throughput``). So the first time a network trains at an input
+anywhere from 0.92x to 1.3x; on a 2-core Xeon with AMX, ResNet-50 1.99x and ResNet-20 from
+1.00x to 1.32x (``python -m benchmarks.train_throughput``). So the first time a network trains at an input
 shape and batch on a CPU model, :func:`measured_choice` times a few training steps of it in
 each of :data:`CANDIDATES` and keeps bfloat16 only when it is at least :data:`MIN_SPEEDUP`
 times float32's speed. The figures are cached per CPU model, in ``fast_path.json`` of the
