@@ -47,6 +47,7 @@ def test_plain_network_has_the_same_layers(images):
     assert layer_response_std(keras_resnet.CifarResNet(8, residual=False), images).shape == (7,)
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_imagenet_nets_count_only_3x3_convolutions(images):
     # ResNet-18: 8 basic blocks x 2 (the 7x7 stem is not a 3x3 layer).
     assert layer_response_std(keras_resnet.ResNet18(input_shape=(32, 32, 3)), images).shape == (16,)

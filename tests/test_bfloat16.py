@@ -143,6 +143,7 @@ def test_predict_on_a_savedmodel_reports_in_the_precision_asked(saved_model, tmp
 
 
 @pytest.mark.skipif(not devices.cpu_has_bfloat16(), reason="the CPU does not multiply bfloat16")
+@pytest.mark.slow  # 2 s or more of its own
 def test_a_threads_first_float32_call_waits_out_a_bfloat16_call_on_another_thread(saved_model, digits):
     """TensorFlow reads the rewrite option into a thread's settings at its first call: that
     call waits for the lock, so a bfloat16 call on another thread cannot leave it on for it."""

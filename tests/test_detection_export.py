@@ -110,6 +110,7 @@ def test_the_detector_under_test_has_distinct_detections(detector):
     assert len(np.unique(found["classes"])) >= 3  # class-aware NMS at work
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_detector_exports_refuse_what_would_lose_the_boxes(detector, tmp_path):
     model, path, preprocessing, images = detector
     for writer, name in ((export.tflite, "m.tflite"), (export.export_onnx, "m.onnx"),

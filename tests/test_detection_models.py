@@ -262,6 +262,7 @@ def test_nms_keeps_what_tensorflow_s_nms_keeps(tied):
 
 # --- the constructor -------------------------------------------------------------------------
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_any_backbone_and_input_size_gives_boxes_inside_the_image():
     """A CIFAR net (C3..C5 = conv2..conv4, anchors 4x their reduction) at a size that is not
     a multiple of 32; detections are inside the image, best first."""

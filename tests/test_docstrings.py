@@ -37,7 +37,8 @@ def _compiles(source):
 # or convert weight layouts run with `pytest --all`: each takes 2 s or more.
 SLOW_EXAMPLES = ("keras_resnet.runs", "keras_resnet.models", "keras_resnet.heads.segmenters",
                  "keras_resnet.heads.detectors", "keras_resnet.evaluation", "keras_resnet.preprocessing",
-                 "keras_resnet.train.backup", "keras_resnet.weights.layouts")
+                 "keras_resnet.train.backup", "keras_resnet.weights.layouts",
+                 "keras_resnet.data.detection", "keras_resnet.weights.keras_applications")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_EXAMPLES else m

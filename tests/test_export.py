@@ -115,6 +115,7 @@ def test_train_stores_preprocessing_in_the_keras_file_and_exports(trained):
     assert preprocessing_lib.from_any_config(sidecar["preprocessing"]) == preprocessing
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_saved_model_signatures_match_the_keras_model(trained, digits_test, raw_digits, tmp_path):
     model, preprocessing, _ = trained
     path = export.export_saved_model(model, str(tmp_path), model_name="digits", version=3,

@@ -249,6 +249,7 @@ def test_resnet_1001_has_the_papers_parameters_and_trains_finite():
     assert np.all(np.isfinite(np.asarray(model(x, training=True))))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_the_pre_activation_cifar_nets_follow_he_2016():
     """ResNet-164: 18 bottlenecks per stage on 16/32/64 planes (9n + 2 = 164 layers); ResNet-1001:
     111. Parameters within 2% of the paper's 1.7M and 10.2M (their exact count: the harness)."""

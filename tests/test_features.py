@@ -232,6 +232,7 @@ def test_output_stride_dilates_the_later_stages_as_timm_and_torchvision_do():
     assert (basic.conv1.dilation_rate, basic.conv2.dilation_rate) == ((1, 1), (2, 2))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_a_dilated_net_takes_the_same_weights():
     standard = _randomize_batch_norms(keras_resnet.ResNet18(input_shape=(64, 64, 3)))
     for output_stride in (16, 8):

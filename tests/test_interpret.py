@@ -105,6 +105,7 @@ def _independent_matrix(model):
     return sklearn_confusion_matrix(labels.reshape(-1), predicted, labels=range(10)), images
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_interpret_writes_every_file_from_the_models_own_predictions(tmp_path):
     model = _model()
     result = interpret.interpret(model, "digits", "test", output_dir=tmp_path / "look", k=6)
@@ -131,6 +132,7 @@ def test_interpret_writes_every_file_from_the_models_own_predictions(tmp_path):
             assert figure.format == "PNG" and min(figure.size) >= 300
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_top_losses_rows_agree_with_predict(tmp_path):
     model = _model()
     result = interpret.interpret(model, output_dir=tmp_path, k=4)

@@ -75,6 +75,7 @@ def test_training_stops_at_the_next_batch(signum):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow  # 2 s or more of its own
 def test_a_command_stuck_outside_training_ends_after_the_grace_period(signum, tmp_path):
     """Ended by the watchdog, it removes the temporaries it was writing."""
     process = subprocess.Popen([sys.executable, "-c", STUCK, str(tmp_path)], stdout=subprocess.PIPE,

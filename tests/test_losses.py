@@ -172,6 +172,7 @@ def test_focal_matches_a_numpy_transcription_of_smp(mode, alpha, gamma):
         assert abs(float(from_probabilities(masks, probabilities)) - expected) < 1e-4
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_half_precision_logits_are_reduced_in_float32():
     """A 512x512x21 batch: float16 sums would overflow (65504); the losses stay finite and
     equal their float32 values on the same (rounded) logits."""

@@ -160,6 +160,7 @@ def test_stride_position_default_keeps_basic_and_bottleneck_nets_unchanged():
         assert model.get_layer("conv3_block1").stride_position == position
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_headless_models_and_pooling():
     assert keras_resnet.ResNet50(include_top=False, input_shape=(64, 64, 3)).output_shape == (None, 2, 2, 2048)
     pooled = keras_resnet.ResNet18(include_top=False, pooling="avg", input_shape=(None, None, 3))
@@ -204,6 +205,7 @@ def test_models_build_and_predict_under_mixed_precision(policy):
     assert keras.backend.standardize_dtype(model.get_layer("conv4_block3").output.dtype) == policy[6:]
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_weights_from_a_weights_file(tmp_path):
     source = keras_resnet.ResNet20(classes=5)
     path = str(tmp_path / "resnet20.weights.h5")

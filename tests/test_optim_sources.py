@@ -93,6 +93,7 @@ def test_lamb_closed_form_of_one_step_and_the_trust_ratio():
         np.testing.assert_allclose(got[k], w - lrs[0] * update, rtol=0, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_lamb_round_trips_its_config_and_trains_under_xla_and_mirrored():
     optimizer = optimizers.Lamb(recipes.learning_rate_schedule("rsb_a3", 0.008, 40),
                                 weight_decay=0.02)

@@ -23,6 +23,7 @@ def _blocks(model):
 # --- every Architecture option is a keyword of every constructor ------------------------------
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_resnet50_takes_se_and_average_pool_shortcuts_as_keywords():
     model = keras_resnet.ResNet50(se_ratio=1 / 16, avg_down=True, input_shape=(64, 64, 3))
     blocks = _blocks(model)
@@ -190,6 +191,7 @@ def test_taps_follow_the_architecture_data_and_leave_counts_unchanged():
     assert {t.at for t in v1.stage_taps} == {"output"}
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_stage_shapes_match_keras_applications_resnet50():
     reference = keras.applications.ResNet50(weights=None, input_shape=(96, 64, 3))
     ours = keras_resnet.ResNet50(input_shape=(96, 64, 3))

@@ -146,6 +146,7 @@ def test_a_run_without_exports_or_interpretation_still_reports(run_copy, tmp_pat
     assert len(page.images()) == 1 and not os.path.exists(os.path.join(run_dir, "report.html"))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_interpret_writes_the_interpretation_first_and_shows_it(run_copy, capsys):
     run_dir, _ = run_copy
     assert cli.main(["report", run_dir, "--interpret"]) == 0

@@ -111,6 +111,7 @@ def test_classification_options_are_refused_for_masks():
         data.load("digit_scenes", "val", 8)
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_holdout_takes_a_share_of_the_training_scenes():
     train, info = data.load("digit_scenes", "train", 50, training=False, holdout=data.Holdout())
     validation, held = data.load("digit_scenes", "validation", 50, holdout=data.Holdout())

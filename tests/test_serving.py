@@ -823,6 +823,7 @@ def test_create_app_rejects_bad_arguments(tmp_path, export_dir):
         serving.create_app(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_version_policy_all_serves_every_version(export_dir, china):
     with serving.BackgroundServer(str(export_dir), version_policy="all") as running:
         with httpx.Client(base_url=running.url, timeout=60) as http:

@@ -55,6 +55,7 @@ def test_a_recipe_that_does_not_fit_the_head_is_refused():
     Task("classification", 10).check_recipe(get_recipe("torchvision_v2"))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_the_task_travels_in_a_keras_file_and_changes_no_output(tmp_path):
     model = keras_resnet.ResNet20(classes=3, classifier_activation="sigmoid")
     task = Task("multilabel", 3, "sigmoid", (0.2, 0.4, 0.6))
@@ -105,6 +106,7 @@ def test_a_segmentation_task_trains_per_pixel_and_is_ranked_by_miou():
     assert Task.from_config(task.to_config()) == task
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_a_model_given_a_task_in_memory_reads_its_stages():
     # attach makes new layers with the weights copied: Grad-CAM and the feature models read
     # the new model's own graph without a save and load first

@@ -66,6 +66,7 @@ class _RecordLearningRate(keras.callbacks.Callback):
         self.rates.append(round(float(self.model.optimizer.learning_rate), 8))
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_step_schedule_divides_by_10_at_milestones_and_stops():
     x, y = _tiny_data(16)
     model = training.compile_model(_tiny_model(), "cifar", learning_rate=0.1)

@@ -560,6 +560,7 @@ def _serve_resnet18_set(http_folder, monkeypatch):
     return _serve_weight_set(http_folder, monkeypatch, reference, "resnet18", "timm_tv_in1k")
 
 
+@pytest.mark.slow  # 2 s or more of its own
 def test_resnet18_with_a_weight_set_end_to_end(http_folder, monkeypatch):
     """The whole path: set name -> download (KERAS_HOME) -> variant -> weights + preprocessing."""
     folder, _, _ = http_folder
